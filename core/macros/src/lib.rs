@@ -1,0 +1,466 @@
+//! Procedural macros of HyperNodes.
+//!
+//! - `#[node]` turns an ordinary `fn` into a pipeline node while leaving the
+//!   function callable as plain Rust. It adds a handle type of the same name,
+//!   so `my_fn::node()` returns the [`Node`](../hypernodes_core/node/struct.Node.html).
+//! - `#[derive(ArrowValue)]` gives a serde struct an Arrow form.
+//!
+//! Both emit paths into the `hypernodes` facade when the calling crate
+//! depends on it, and into `hypernodes_core` otherwise.
+
+use proc_macro::TokenStream;
+use proc_macro_crate::{FoundCrate, crate_name};
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote};
+use syn::parse::Parser;
+use syn::spanned::Spanned;
+use syn::{
+    Error, Expr, ExprLit, FnArg, GenericParam, ItemFn, Lit, Pat, PathArguments, ReturnType, Type,
+    parse_macro_input,
+};
+
+/// The path of the runtime crate as seen from the calling crate.
+fn krate() -> TokenStream2 {
+    let ident = |name: &str| syn::Ident::new(name, Span::call_site());
+    match crate_name("hypernodes") {
+        Ok(FoundCrate::Itself) => return quote!(::hypernodes),
+        Ok(FoundCrate::Name(n)) => {
+            let i = ident(&n);
+            return quote!(::#i);
+        }
+        Err(_) => {}
+    }
+    match crate_name("hypernodes-core") {
+        Ok(FoundCrate::Name(n)) => {
+            let i = ident(&n);
+            quote!(::#i)
+        }
+        _ => quote!(::hypernodes_core),
+    }
+}
+
+struct NodeArgs {
+    outputs: Option<Vec<String>>,
+    retries: u32,
+    name: Option<String>,
+}
+
+fn parse_node_args(attr: TokenStream) -> syn::Result<NodeArgs> {
+    let mut args = NodeArgs {
+        outputs: None,
+        retries: 0,
+        name: None,
+    };
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("output") {
+            let expr: Expr = meta.value()?.parse()?;
+            args.outputs = Some(output_names(&expr)?);
+            Ok(())
+        } else if meta.path.is_ident("retries") {
+            let lit: syn::LitInt = meta.value()?.parse()?;
+            args.retries = lit.base10_parse()?;
+            Ok(())
+        } else if meta.path.is_ident("name") {
+            let lit: syn::LitStr = meta.value()?.parse()?;
+            args.name = Some(lit.value());
+            Ok(())
+        } else {
+            Err(meta.error(
+                "unknown #[node] setting; expected `output = \"name\"`, `output = (\"a\", \"b\")`, `retries = N` or `name = \"...\"`",
+            ))
+        }
+    });
+    parser.parse(attr)?;
+    Ok(args)
+}
+
+fn output_names(expr: &Expr) -> syn::Result<Vec<String>> {
+    let one = |e: &Expr| match e {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s.value()),
+        other => Err(Error::new(
+            other.span(),
+            "output names must be string literals",
+        )),
+    };
+    match expr {
+        Expr::Tuple(t) => t.elems.iter().map(one).collect(),
+        Expr::Paren(p) => Ok(vec![one(&p.expr)?]),
+        e => Ok(vec![one(e)?]),
+    }
+}
+
+/// How a parameter is taken from its value.
+enum Take {
+    /// By value: clone the stored value.
+    Owned(Type),
+    /// By reference to the stored value.
+    Ref(Type),
+    /// `&str` from a stored `String`.
+    Str,
+    /// `&[T]` from a stored `Vec<T>`.
+    Slice(Type),
+}
+
+impl Take {
+    fn stored(&self) -> TokenStream2 {
+        match self {
+            Take::Owned(t) | Take::Ref(t) => quote!(#t),
+            Take::Str => quote!(::std::string::String),
+            Take::Slice(t) => quote!(::std::vec::Vec<#t>),
+        }
+    }
+
+    /// Converts `v: &Stored` into the parameter.
+    fn convert(&self, v: &syn::Ident) -> TokenStream2 {
+        match self {
+            Take::Owned(_) => quote!(::std::clone::Clone::clone(#v)),
+            Take::Ref(_) => quote!(#v),
+            Take::Str => quote!(::std::string::String::as_str(#v)),
+            Take::Slice(_) => quote!(::std::vec::Vec::as_slice(#v)),
+        }
+    }
+}
+
+fn classify(ty: &Type) -> syn::Result<Take> {
+    match ty {
+        Type::Reference(r) => {
+            if r.mutability.is_some() {
+                return Err(Error::new(
+                    ty.span(),
+                    "#[node] parameters cannot be `&mut`: nodes receive shared values",
+                ));
+            }
+            match &*r.elem {
+                Type::Path(p) if p.qself.is_none() && p.path.is_ident("str") => Ok(Take::Str),
+                Type::Slice(s) => Ok(Take::Slice((*s.elem).clone())),
+                inner => {
+                    check_nameable(inner)?;
+                    Ok(Take::Ref(inner.clone()))
+                }
+            }
+        }
+        other => {
+            check_nameable(other)?;
+            Ok(Take::Owned(other.clone()))
+        }
+    }
+}
+
+fn check_nameable(ty: &Type) -> syn::Result<()> {
+    match ty {
+        Type::ImplTrait(_) => Err(Error::new(
+            ty.span(),
+            "#[node] does not support `impl Trait` types; use a concrete type",
+        )),
+        Type::Infer(_) => Err(Error::new(ty.span(), "#[node] needs explicit types")),
+        _ => Ok(()),
+    }
+}
+
+/// `Result<T, E>` (or `Result<T>` aliases): the success type.
+fn result_ok_type(ty: &Type) -> Option<Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first()? {
+        syn::GenericArgument::Type(t) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+/// The `#[node]` attribute: see the crate docs.
+///
+/// Settings: `output = "name"` (default: the function's name),
+/// `output = ("a", "b")` with a tuple return, `retries = N`, `name = "..."`.
+#[proc_macro_attribute]
+pub fn node(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let args = match parse_node_args(attr) {
+        Ok(a) => a,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let func = parse_macro_input!(item as ItemFn);
+    match expand_node(args, &func) {
+        Ok(ts) => ts.into(),
+        Err(e) => {
+            let err = e.to_compile_error();
+            quote!(#func #err).into()
+        }
+    }
+}
+
+fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
+    let krate = krate();
+    let sig = &func.sig;
+    let ident = &sig.ident;
+    let vis = &func.vis;
+    for g in &sig.generics.params {
+        if !matches!(g, GenericParam::Lifetime(_)) {
+            return Err(Error::new(
+                g.span(),
+                "#[node] functions cannot be generic: a node has concrete input and output types",
+            ));
+        }
+    }
+    if let Some(v) = &sig.variadic {
+        return Err(Error::new(v.span(), "#[node] functions cannot be variadic"));
+    }
+    let mut params = Vec::new();
+    for arg in &sig.inputs {
+        match arg {
+            FnArg::Receiver(r) => {
+                return Err(Error::new(
+                    r.span(),
+                    "#[node] cannot be used on methods: a node is a free function of its inputs (no `self`)",
+                ));
+            }
+            FnArg::Typed(pt) => {
+                let Pat::Ident(pi) = &*pt.pat else {
+                    return Err(Error::new(
+                        pt.pat.span(),
+                        "#[node] parameters must be plain names: the name is the input's name",
+                    ));
+                };
+                let name = pi.ident.to_string();
+                let name = name.strip_prefix("r#").unwrap_or(&name).to_string();
+                params.push((name, classify(&pt.ty)?));
+            }
+        }
+    }
+    let ret = match &sig.output {
+        ReturnType::Default => {
+            return Err(Error::new(
+                sig.span(),
+                "#[node] functions must return a value: the node's output",
+            ));
+        }
+        ReturnType::Type(_, t) => (**t).clone(),
+    };
+    check_nameable(&ret)?;
+    let (fallible, value_ty) = match result_ok_type(&ret) {
+        Some(ok) => (true, ok),
+        None => (false, ret.clone()),
+    };
+    let fn_name = ident.to_string();
+    let fn_name = fn_name.strip_prefix("r#").unwrap_or(&fn_name).to_string();
+    let outputs = args.outputs.unwrap_or_else(|| vec![fn_name.clone()]);
+    if outputs.is_empty() {
+        return Err(Error::new(
+            sig.span(),
+            "#[node] needs at least one output name",
+        ));
+    }
+    let out_types: Vec<Type> = if outputs.len() == 1 {
+        vec![value_ty.clone()]
+    } else {
+        match &value_ty {
+            Type::Tuple(t) if t.elems.len() == outputs.len() => t.elems.iter().cloned().collect(),
+            Type::Tuple(t) => {
+                return Err(Error::new(
+                    value_ty.span(),
+                    format!(
+                        "#[node] declares {} outputs but the function returns a tuple of {}",
+                        outputs.len(),
+                        t.elems.len()
+                    ),
+                ));
+            }
+            _ => {
+                return Err(Error::new(
+                    value_ty.span(),
+                    format!(
+                        "#[node] declares {} outputs, so the function must return a tuple of {} values",
+                        outputs.len(),
+                        outputs.len()
+                    ),
+                ));
+            }
+        }
+    };
+    let node_name = args.name.unwrap_or_else(|| fn_name.clone());
+    let retries = args.retries;
+
+    let in_ports = params.iter().map(|(name, take)| {
+        let stored = take.stored();
+        quote!(#krate::Port::new(#name, #krate::value_type!(#stored)))
+    });
+    let out_ports = outputs
+        .iter()
+        .zip(&out_types)
+        .map(|(name, ty)| quote!(#krate::Port::new(#name, #krate::value_type!(#ty))));
+
+    let handle_result = if fallible {
+        quote! {
+            let __r = match __r {
+                ::std::result::Result::Ok(v) => v,
+                ::std::result::Result::Err(e) => {
+                    return ::std::result::Result::Err(#krate::NodeError::user(e));
+                }
+            };
+        }
+    } else {
+        quote!()
+    };
+    let pack = if outputs.len() == 1 {
+        quote! {
+            let mut __o = #krate::Outs::new();
+            __o.push(#krate::Value::new(__r));
+        }
+    } else {
+        let names: Vec<_> = (0..outputs.len())
+            .map(|i| format_ident!("__o{}", i))
+            .collect();
+        quote! {
+            let (#(#names,)*) = __r;
+            let mut __o = #krate::Outs::new();
+            #( __o.push(#krate::Value::new(#names)); )*
+        }
+    };
+
+    let arg_idents: Vec<_> = (0..params.len())
+        .map(|i| format_ident!("__a{}", i))
+        .collect();
+    let body = if sig.asyncness.is_none() {
+        let extract = params.iter().enumerate().map(|(i, (_, take))| {
+            let stored = take.stored();
+            let a = &arg_idents[i];
+            let v = format_ident!("__v{}", i);
+            let conv = take.convert(&v);
+            quote! {
+                let #v: &#stored = __args.get::<#stored>(#i)?;
+                let #a = #conv;
+            }
+        });
+        quote! {
+            #krate::NodeFn::Sync(#krate::__private::Arc::new(
+                |__args: #krate::Args<'_>| -> ::std::result::Result<#krate::Outs, #krate::NodeError> {
+                    #( #extract )*
+                    let __r = #ident(#(#arg_idents),*);
+                    #handle_result
+                    #pack
+                    ::std::result::Result::Ok(__o)
+                }
+            ))
+        }
+    } else {
+        let hold = params.iter().enumerate().map(|(i, (_, take))| {
+            let stored = take.stored();
+            let h = format_ident!("__h{}", i);
+            quote! {
+                __args.get::<#stored>(#i)?;
+                let #h: #krate::Value = ::std::clone::Clone::clone(__args.value(#i)?);
+            }
+        });
+        let extract = params.iter().enumerate().map(|(i, (name, take))| {
+            let stored = take.stored();
+            let a = &arg_idents[i];
+            let h = format_ident!("__h{}", i);
+            let v = format_ident!("__v{}", i);
+            let conv = take.convert(&v);
+            quote! {
+                let #v: &#stored = match #h.downcast_ref::<#stored>() {
+                    ::std::option::Option::Some(v) => v,
+                    ::std::option::Option::None => {
+                        return ::std::result::Result::Err(#krate::NodeError::InputType {
+                            input: ::std::string::String::from(#name),
+                            expected: ::std::any::type_name::<#stored>(),
+                            actual: #h.type_name(),
+                        });
+                    }
+                };
+                let #a = #conv;
+            }
+        });
+        quote! {
+            #krate::NodeFn::Async(#krate::__private::Arc::new(
+                |__args: #krate::Args<'_>| {
+                    #( #hold )*
+                    ::std::result::Result::Ok(#krate::__private::boxed(async move {
+                        #( #extract )*
+                        let __r = #ident(#(#arg_idents),*).await;
+                        #handle_result
+                        #pack
+                        ::std::result::Result::<#krate::Outs, #krate::NodeError>::Ok(__o)
+                    }))
+                }
+            ))
+        }
+    };
+
+    let doc = format!("The pipeline node of [`{fn_name}()`]: `{fn_name}::node()`.");
+    Ok(quote! {
+        #func
+
+        #[doc = #doc]
+        #[allow(non_camel_case_types, dead_code)]
+        #vis struct #ident {}
+
+        #[allow(dead_code)]
+        impl #ident {
+            /// Builds the node.
+            #vis fn node() -> #krate::Node {
+                #krate::Node::from_parts(
+                    #node_name,
+                    ::std::vec![#(#in_ports),*],
+                    ::std::vec![#(#out_ports),*],
+                    #body,
+                    #retries,
+                )
+            }
+        }
+    })
+}
+
+/// Derives `ArrowValue` for a struct or enum that implements serde's
+/// `Serialize` and `Deserialize`, through `serde_arrow`.
+#[proc_macro_derive(ArrowValue)]
+pub fn derive_arrow_value(item: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(item as syn::DeriveInput);
+    if !input.generics.params.is_empty() {
+        return Error::new(
+            input.generics.span(),
+            "#[derive(ArrowValue)] does not support generic types",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let krate = krate();
+    let ident = &input.ident;
+    quote! {
+        const _: () = {
+            static __FIELD: #krate::__private::OnceLock<
+                ::std::result::Result<#krate::__private::FieldRef, ::std::string::String>,
+            > = #krate::__private::OnceLock::new();
+            impl #krate::ArrowValue for #ident {
+                fn data_type() -> #krate::__private::DataType {
+                    #krate::__private::serde_support::field::<Self>(&__FIELD)
+                        .data_type()
+                        .clone()
+                }
+                fn to_array(
+                    values: &[&Self],
+                ) -> ::std::result::Result<#krate::__private::ArrayRef, #krate::ValueError> {
+                    #krate::__private::serde_support::to_array(
+                        #krate::__private::serde_support::field::<Self>(&__FIELD),
+                        values,
+                    )
+                }
+                fn from_array(
+                    array: &dyn #krate::__private::Array,
+                ) -> ::std::result::Result<::std::vec::Vec<Self>, #krate::ValueError> {
+                    #krate::__private::serde_support::from_array(
+                        #krate::__private::serde_support::field::<Self>(&__FIELD),
+                        array,
+                    )
+                }
+            }
+        };
+    }
+    .into()
+}

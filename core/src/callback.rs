@@ -1,0 +1,72 @@
+//! Callbacks: the lifecycle events every engine reports.
+//!
+//! Implement [`Callback`] (every method has a no-op default, so implement
+//! only the events you need) and attach it with
+//! [`Pipeline::with_callback`](crate::Pipeline::with_callback). Nested
+//! pipelines report to their parent's callbacks too. Events of parallel
+//! engines arrive from several threads at once.
+
+use std::time::Duration;
+
+use crate::error::{Error, NodeError};
+
+/// Where an event happened.
+#[derive(Clone, Copy, Debug)]
+pub struct CallbackContext<'a> {
+    /// Pipeline names from the outermost pipeline to the current one.
+    pub path: &'a [String],
+    /// Item indices, one per enclosing `map` level, outermost first.
+    pub items: &'a [usize],
+}
+
+impl CallbackContext<'_> {
+    /// The current pipeline's name.
+    pub fn pipeline(&self) -> &str {
+        self.path.last().map(String::as_str).unwrap_or("")
+    }
+
+    /// Nesting depth: 0 for the outermost pipeline.
+    pub fn depth(&self) -> usize {
+        self.path.len().saturating_sub(1)
+    }
+
+    /// The innermost item index, inside `map`.
+    pub fn item(&self) -> Option<usize> {
+        self.items.last().copied()
+    }
+}
+
+/// Receives lifecycle events from engines. All methods default to no-ops.
+pub trait Callback: Send + Sync {
+    /// A `run` or `map` of a pipeline starts.
+    fn on_pipeline_start(&self, _ctx: &CallbackContext<'_>) {}
+    /// A `run` or `map` of a pipeline ends (successfully or not).
+    fn on_pipeline_end(&self, _ctx: &CallbackContext<'_>, _elapsed: Duration) {}
+    /// A node call starts.
+    fn on_node_start(&self, _ctx: &CallbackContext<'_>, _node: &str) {}
+    /// A node call ended successfully.
+    fn on_node_end(&self, _ctx: &CallbackContext<'_>, _node: &str, _elapsed: Duration) {}
+    /// A node attempt failed and will be retried (`attempt` counts from 1).
+    fn on_node_retry(
+        &self,
+        _ctx: &CallbackContext<'_>,
+        _node: &str,
+        _attempt: u32,
+        _error: &NodeError,
+    ) {
+    }
+    /// A map over `items` items starts.
+    fn on_map_start(&self, _ctx: &CallbackContext<'_>, _items: usize) {}
+    /// A map ends.
+    fn on_map_end(&self, _ctx: &CallbackContext<'_>, _elapsed: Duration) {}
+    /// One item of a map starts (`ctx.item()` is its index).
+    fn on_map_item_start(&self, _ctx: &CallbackContext<'_>) {}
+    /// One item of a map ended (successfully or not).
+    fn on_map_item_end(&self, _ctx: &CallbackContext<'_>, _elapsed: Duration) {}
+    /// A nested pipeline node starts (`ctx` is the outer pipeline's).
+    fn on_nested_start(&self, _ctx: &CallbackContext<'_>, _node: &str) {}
+    /// A nested pipeline node ends.
+    fn on_nested_end(&self, _ctx: &CallbackContext<'_>, _node: &str, _elapsed: Duration) {}
+    /// A node failed for good (after its retries).
+    fn on_error(&self, _ctx: &CallbackContext<'_>, _error: &Error) {}
+}

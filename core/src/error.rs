@@ -1,0 +1,298 @@
+//! Errors: one enum for everything a pipeline can report, each variant naming
+//! the nodes, inputs, types and items involved.
+
+use std::fmt;
+
+use crate::value::ValueError;
+
+/// The error type of user node code: anything that is a standard error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why one call of a node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The node function returned `Err`.
+    #[error("{0}")]
+    User(BoxError),
+    /// The node function panicked.
+    #[error("panicked: {0}")]
+    Panic(String),
+    /// The node received a value of the wrong type for one of its inputs.
+    #[error("input `{input}` has type `{actual}`, expected `{expected}`")]
+    InputType {
+        /// The input's name.
+        input: String,
+        /// The type the node takes.
+        expected: &'static str,
+        /// The type it received.
+        actual: &'static str,
+    },
+    /// The node returned a value of the wrong type for one of its outputs.
+    #[error("output `{output}` has type `{actual}`, declared `{expected}`")]
+    OutputType {
+        /// The output's name.
+        output: String,
+        /// The declared type.
+        expected: &'static str,
+        /// The returned type.
+        actual: &'static str,
+    },
+    /// The node returned a different number of outputs than it declares.
+    #[error("returned {actual} outputs, declared {expected}")]
+    OutputCount {
+        /// Declared outputs.
+        expected: usize,
+        /// Returned outputs.
+        actual: usize,
+    },
+}
+
+impl NodeError {
+    /// Wraps a user error.
+    pub fn user(error: impl Into<BoxError>) -> Self {
+        NodeError::User(error.into())
+    }
+
+    /// Turns a panic payload into an error.
+    pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
+            s.to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "non-string panic payload".to_string()
+        };
+        NodeError::Panic(message)
+    }
+}
+
+/// Where a failure happened: the pipeline path from the outermost pipeline
+/// and the item index at each mapped level (outermost first).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Location {
+    /// Pipeline names from the outermost pipeline to the one holding the node.
+    pub path: Vec<String>,
+    /// Item indices, one per enclosing `map` level, outermost first.
+    pub items: Vec<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "in pipeline `{}`", self.path.join("/"))?;
+        match self.items.as_slice() {
+            [] => Ok(()),
+            [i] => write!(f, " on item {i}"),
+            items => {
+                let parts: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+                write!(f, " on item {}", parts.join("/"))
+            }
+        }
+    }
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        return "(none)".into();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Everything that can go wrong building or running a pipeline.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The nodes form a cycle.
+    #[error("the pipeline has a cycle through nodes {}", list(.nodes))]
+    Cycle {
+        /// Nodes on the cycle.
+        nodes: Vec<String>,
+    },
+    /// Two nodes have the same name.
+    #[error("two nodes are named `{name}`; rename one with `with_name`")]
+    DuplicateNode {
+        /// The shared name.
+        name: String,
+    },
+    /// Two nodes produce the same output name.
+    #[error("output `{output}` is produced by two nodes: `{first}` and `{second}`")]
+    DuplicateOutput {
+        /// The output name.
+        output: String,
+        /// The first producer.
+        first: String,
+        /// The second producer.
+        second: String,
+    },
+    /// A consumer expects a different type than its producer makes.
+    #[error(
+        "type mismatch on `{name}`: node `{producer}` produces `{producer_type}` but node `{consumer}` takes `{consumer_type}`"
+    )]
+    TypeMismatch {
+        /// The value's name.
+        name: String,
+        /// The producing node.
+        producer: String,
+        /// The type it produces.
+        producer_type: &'static str,
+        /// The consuming node.
+        consumer: String,
+        /// The type it takes.
+        consumer_type: &'static str,
+    },
+    /// Two nodes take the same pipeline input with different types.
+    #[error(
+        "input `{name}` is taken as `{first_type}` by node `{first}` but as `{second_type}` by node `{second}`"
+    )]
+    InputTypeConflict {
+        /// The input's name.
+        name: String,
+        /// The first consumer.
+        first: String,
+        /// Its type.
+        first_type: &'static str,
+        /// The second consumer.
+        second: String,
+        /// Its type.
+        second_type: &'static str,
+    },
+    /// A node definition is invalid (bad renaming or `map_over`).
+    #[error("node `{node}` is invalid: {reason}")]
+    InvalidNode {
+        /// The node's name.
+        node: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A requested output does not exist.
+    #[error("unknown output `{name}`; available outputs: {}", list(.available))]
+    UnknownOutput {
+        /// The requested name.
+        name: String,
+        /// The outputs the pipeline has.
+        available: Vec<String>,
+    },
+    /// A given name is not an input of the pipeline.
+    #[error("unknown input `{name}`; the pipeline's inputs are {}", list(.available))]
+    UnknownInput {
+        /// The given name.
+        name: String,
+        /// The pipeline's inputs.
+        available: Vec<String>,
+    },
+    /// A required input was not given.
+    #[error("missing input `{name}`, needed by {}", list(.needed_by))]
+    MissingInput {
+        /// The input's name.
+        name: String,
+        /// The nodes that take it.
+        needed_by: Vec<String>,
+    },
+    /// An input was given with the wrong type.
+    #[error("input `{name}` has type `{actual}` but `{expected}` is expected")]
+    InputType {
+        /// The input's name.
+        name: String,
+        /// The type the pipeline takes.
+        expected: &'static str,
+        /// The type given.
+        actual: &'static str,
+    },
+    /// A mapped input is not a list of the input's type.
+    #[error("mapped input `{name}` must be a `Vec<{expected}>`, got `{actual}`")]
+    NotAList {
+        /// The input's name.
+        name: String,
+        /// The element type expected.
+        expected: &'static str,
+        /// The type given.
+        actual: &'static str,
+    },
+    /// `map` was called with nothing to map over.
+    #[error("map needs at least one input to map over")]
+    NothingToMap,
+    /// Zipped lists have different lengths.
+    #[error("zip map needs lists of one length, got {}", .lengths.iter().map(|(n, l)| format!("`{n}`: {l}")).collect::<Vec<_>>().join(", "))]
+    LengthMismatch {
+        /// Each mapped input with its length.
+        lengths: Vec<(String, usize)>,
+    },
+    /// A node failed.
+    #[error("node `{node}` failed {location}: {source}")]
+    NodeFailed {
+        /// The innermost failing node.
+        node: String,
+        /// Where it failed.
+        location: Location,
+        /// How many attempts were made.
+        attempts: u32,
+        /// Why.
+        #[source]
+        source: NodeError,
+    },
+    /// An output was read with the wrong type.
+    #[error("output `{name}` has type `{actual}`, not `{requested}`")]
+    OutputType {
+        /// The output's name.
+        name: String,
+        /// The type asked for.
+        requested: &'static str,
+        /// Its real type.
+        actual: &'static str,
+    },
+    /// An item of a `map` result has no value (it failed).
+    #[error("item {index} of output `{column}` has no value: the item failed")]
+    MissingValue {
+        /// The output's name.
+        column: String,
+        /// The item's index.
+        index: usize,
+    },
+    /// An engine failed outside of any node.
+    #[error("engine error: {message}")]
+    Engine {
+        /// What went wrong.
+        message: String,
+    },
+    /// A value could not be converted to or from Arrow.
+    #[error("column `{column}`: {source}")]
+    Arrow {
+        /// The column's name.
+        column: String,
+        /// The conversion error.
+        #[source]
+        source: ValueError,
+    },
+}
+
+impl Error {
+    /// For a node failure: the failing node's name.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Error::NodeFailed { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+
+    /// For a node failure in `map`: the outermost item index.
+    pub fn item(&self) -> Option<usize> {
+        match self {
+            Error::NodeFailed { location, .. } => location.items.first().copied(),
+            _ => None,
+        }
+    }
+
+    /// For a node failure: where it happened.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            Error::NodeFailed { location, .. } => Some(location),
+            _ => None,
+        }
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

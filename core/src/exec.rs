@@ -1,0 +1,531 @@
+//! The one graph walk every row engine shares: run the steps of a compiled
+//! plan for one item, call nodes (with retries, panic capture and events),
+//! and run nested pipelines through their engine.
+//!
+//! Engines decide only *how items are scheduled* ([`MapJob::run_item`] for
+//! each item, in any order or in parallel, then [`MapJob::collect`]).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use crate::callback::{Callback, CallbackContext};
+use crate::error::{Error, Location, NodeError};
+use crate::io::{Inputs, Outputs};
+use crate::map::{Column, ErrorPolicy, ItemFailure, MapMode, MapOptions, MapResult};
+use crate::node::{Args, Mapping, Node, NodeFn, NodeKind, Outs};
+use crate::pipeline::{Pipeline, Plan, Step};
+use crate::value::Value;
+
+/// The scope of one pipeline execution: plan, engine, callbacks, location.
+pub struct Exec<'a> {
+    pipeline: &'a Pipeline,
+    plan: &'a Plan,
+    engine: &'a dyn crate::engine::Engine,
+    callbacks: Vec<std::sync::Arc<dyn Callback>>,
+    path: Vec<String>,
+    items: Vec<usize>,
+}
+
+impl<'a> Exec<'a> {
+    pub(crate) fn root(
+        pipeline: &'a Pipeline,
+        plan: &'a Plan,
+        engine: &'a dyn crate::engine::Engine,
+    ) -> Self {
+        Exec {
+            pipeline,
+            plan,
+            engine,
+            callbacks: pipeline.callbacks.clone(),
+            path: vec![pipeline.name().to_string()],
+            items: Vec::new(),
+        }
+    }
+
+    /// The engine running this scope.
+    pub fn engine(&self) -> &'a dyn crate::engine::Engine {
+        self.engine
+    }
+
+    /// The pipeline being run.
+    pub fn pipeline(&self) -> &'a Pipeline {
+        self.pipeline
+    }
+
+    fn has_callbacks(&self) -> bool {
+        !self.callbacks.is_empty()
+    }
+
+    fn emit(&self, items: &[usize], f: impl Fn(&dyn Callback, &CallbackContext<'_>)) {
+        let ctx = CallbackContext {
+            path: &self.path,
+            items,
+        };
+        for cb in &self.callbacks {
+            f(cb.as_ref(), &ctx);
+        }
+    }
+
+    /// Wraps a whole run or map in pipeline start/end events.
+    pub(crate) fn pipeline_scope<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        if !self.has_callbacks() {
+            return f();
+        }
+        let start = Instant::now();
+        self.emit(&self.items, |cb, ctx| cb.on_pipeline_start(ctx));
+        let out = f();
+        self.emit(&self.items, |cb, ctx| {
+            cb.on_pipeline_end(ctx, start.elapsed())
+        });
+        out
+    }
+
+    /// Runs every step of the plan on one item's slot table.
+    fn run_steps(&self, slots: &mut [Option<Value>], items: &[usize]) -> Result<(), Error> {
+        for step in &self.plan.steps {
+            let node = &self.pipeline.graph.nodes[step.node];
+            match &node.kind {
+                NodeKind::Func(f) => {
+                    let outs = self.call_func(node, f, step, slots, items)?;
+                    for (v, slot) in outs.into_iter().zip(&step.outs) {
+                        if let Some(slot) = slot {
+                            slots[*slot] = Some(v);
+                        }
+                    }
+                }
+                NodeKind::Nested(inner) => self.call_nested(node, inner, step, slots, items)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&self, node: &Node, items: &[usize], attempts: u32, source: NodeError) -> Error {
+        let err = Error::NodeFailed {
+            node: node.name.clone(),
+            location: Location {
+                path: self.path.clone(),
+                items: items.to_vec(),
+            },
+            attempts,
+            source,
+        };
+        self.emit(items, |cb, ctx| cb.on_error(ctx, &err));
+        err
+    }
+
+    fn call_func(
+        &self,
+        node: &Node,
+        f: &NodeFn,
+        step: &Step,
+        slots: &[Option<Value>],
+        items: &[usize],
+    ) -> Result<Outs, Error> {
+        let args = Args::new(slots, &step.args, &node.inputs);
+        let mut attempt = 1;
+        loop {
+            let start = self.has_callbacks().then(|| {
+                self.emit(items, |cb, ctx| cb.on_node_start(ctx, &node.name));
+                Instant::now()
+            });
+            match call_once(node, f, args) {
+                Ok(outs) => {
+                    if let Some(start) = start {
+                        let elapsed = start.elapsed();
+                        self.emit(items, |cb, ctx| cb.on_node_end(ctx, &node.name, elapsed));
+                    }
+                    return Ok(outs);
+                }
+                Err(e) if attempt <= node.retries => {
+                    self.emit(items, |cb, ctx| {
+                        cb.on_node_retry(ctx, &node.name, attempt, &e)
+                    });
+                    attempt += 1;
+                }
+                Err(e) => return Err(self.fail(node, items, attempt, e)),
+            }
+        }
+    }
+
+    fn call_nested(
+        &self,
+        node: &Node,
+        inner: &Pipeline,
+        step: &Step,
+        slots: &mut [Option<Value>],
+        items: &[usize],
+    ) -> Result<(), Error> {
+        let start = Instant::now();
+        self.emit(items, |cb, ctx| cb.on_nested_start(ctx, &node.name));
+        let plan = step
+            .inner
+            .as_deref()
+            .expect("nested step has an inner plan");
+        let mut path = self.path.clone();
+        path.push(node.name.clone());
+        let mut callbacks = self.callbacks.clone();
+        callbacks.extend(inner.callbacks.iter().cloned());
+        let exec = Exec {
+            pipeline: inner,
+            plan,
+            engine: inner.engine_or(self.engine),
+            callbacks,
+            path,
+            items: items.to_vec(),
+        };
+        let mut inputs = Inputs::new();
+        for (port, &slot) in node.inputs.iter().zip(&step.args) {
+            let v = slots[slot].clone().expect("argument slot is filled");
+            inputs.insert_value(port.inner.clone(), v);
+        }
+        let values = match &node.mapping {
+            None => {
+                exec.pipeline_scope(|| {
+                    let slots = inner.resolve_inputs(plan, &inputs, &[])?;
+                    exec.engine.run(RunJob::new(&exec, slots))
+                })?
+                .values
+            }
+            Some(mapping) => self.map_nested(node, mapping, &exec, inputs, items)?,
+        };
+        for (value, &port) in values.into_iter().zip(&step.inner_ports) {
+            if let Some(slot) = step.outs[port] {
+                slots[slot] = Some(value);
+            }
+        }
+        let elapsed = start.elapsed();
+        self.emit(items, |cb, ctx| cb.on_nested_end(ctx, &node.name, elapsed));
+        Ok(())
+    }
+
+    /// Runs a `map_over` node: splits the mapped lists, maps the inner
+    /// pipeline over them, and regroups each output into a list.
+    fn map_nested(
+        &self,
+        node: &Node,
+        mapping: &Mapping,
+        exec: &Exec<'_>,
+        mut inputs: Inputs,
+        items: &[usize],
+    ) -> Result<Vec<Value>, Error> {
+        let mut mapped = Vec::new();
+        for (i, port) in node.inputs.iter().enumerate() {
+            if mapping.mapped[i] {
+                let list = inputs.remove(&port.inner).expect("mapped input given");
+                let elems = mapping.inner_inputs[i]
+                    .split_list(&list)
+                    .expect("type-checked list");
+                mapped.push((port.inner.clone(), elems));
+            }
+        }
+        let names: Vec<String> = mapped.iter().map(|(n, _)| n.clone()).collect();
+        let options = MapOptions::over(names).mode(mapping.mode);
+        let job = MapJob::new(exec, &inputs, mapped, &options).map_err(|e| match e {
+            Error::LengthMismatch { .. } => self.fail(node, items, 1, NodeError::user(e)),
+            other => other,
+        })?;
+        let result = exec.pipeline_scope(|| job.execute())?;
+        let mut values = Vec::with_capacity(result.columns.len());
+        for col in result.columns {
+            let elems: Vec<Value> = col.values.into_iter().flatten().collect();
+            let list = col.ty.make_list(elems).ok_or_else(|| Error::Engine {
+                message: format!("cannot build a list of `{}`", col.ty.name()),
+            })?;
+            values.push(list);
+        }
+        Ok(values)
+    }
+}
+
+fn call_once(node: &Node, f: &NodeFn, args: Args<'_>) -> Result<Outs, NodeError> {
+    let outs = match f {
+        NodeFn::Sync(f) => match catch_unwind(AssertUnwindSafe(|| f(args))) {
+            Ok(r) => r?,
+            Err(payload) => return Err(NodeError::from_panic(payload)),
+        },
+        NodeFn::Async(f) => {
+            let fut = match catch_unwind(AssertUnwindSafe(|| f(args))) {
+                Ok(r) => r?,
+                Err(payload) => return Err(NodeError::from_panic(payload)),
+            };
+            crate::runtime::block_on(fut)??
+        }
+    };
+    if outs.len() != node.outputs.len() {
+        return Err(NodeError::OutputCount {
+            expected: node.outputs.len(),
+            actual: outs.len(),
+        });
+    }
+    for (v, p) in outs.iter().zip(&node.outputs) {
+        if !p.ty.matches(v) {
+            return Err(NodeError::OutputType {
+                output: p.inner.clone(),
+                expected: p.ty.name(),
+                actual: v.type_name(),
+            });
+        }
+    }
+    Ok(outs)
+}
+
+/// One `run`: an engine executes it (by default with [`RunJob::execute`]).
+pub struct RunJob<'a> {
+    exec: &'a Exec<'a>,
+    slots: Vec<Option<Value>>,
+}
+
+impl<'a> RunJob<'a> {
+    pub(crate) fn new(exec: &'a Exec<'a>, slots: Vec<Option<Value>>) -> Self {
+        RunJob { exec, slots }
+    }
+
+    /// The execution scope.
+    pub fn exec(&self) -> &Exec<'a> {
+        self.exec
+    }
+
+    /// Runs every node once, in topological order.
+    pub fn execute(mut self) -> Result<Outputs, Error> {
+        let items = self.exec.items.clone();
+        self.exec.run_steps(&mut self.slots, &items)?;
+        let plan = self.exec.plan;
+        let names = plan.outputs.iter().map(|o| o.name.clone()).collect();
+        let values = plan
+            .outputs
+            .iter()
+            .map(|o| self.slots[o.slot].clone().expect("output computed"))
+            .collect();
+        Ok(Outputs::new(names, values))
+    }
+}
+
+/// The outputs of one item, in plan output order.
+pub struct ItemOutput(Vec<Value>);
+
+/// One `map`: an engine runs [`MapJob::run_item`] for every index (in any
+/// order, on any thread) and hands the results to [`MapJob::collect`].
+pub struct MapJob<'a> {
+    exec: &'a Exec<'a>,
+    template: Vec<Option<Value>>,
+    mapped: Vec<(Option<usize>, Vec<Value>)>,
+    mode: MapMode,
+    policy: ErrorPolicy,
+    len: usize,
+}
+
+impl<'a> MapJob<'a> {
+    /// Checks user inputs for a top-level map.
+    pub(crate) fn from_inputs(
+        exec: &'a Exec<'a>,
+        inputs: &Inputs,
+        options: &MapOptions,
+    ) -> Result<Self, Error> {
+        let pipeline = exec.pipeline;
+        if options.over.is_empty() {
+            return Err(Error::NothingToMap);
+        }
+        let mut fixed = inputs.clone();
+        let mut mapped = Vec::new();
+        for name in &options.over {
+            let info = pipeline
+                .inputs()
+                .iter()
+                .find(|i| &i.name == name)
+                .ok_or_else(|| Error::UnknownInput {
+                    name: name.clone(),
+                    available: pipeline.inputs().iter().map(|i| i.name.clone()).collect(),
+                })?;
+            let list = fixed.remove(name).ok_or_else(|| Error::MissingInput {
+                name: name.clone(),
+                needed_by: info.consumers.clone(),
+            })?;
+            let elems = info.ty.split_list(&list).ok_or_else(|| Error::NotAList {
+                name: name.clone(),
+                expected: info.ty.name(),
+                actual: list.type_name(),
+            })?;
+            mapped.push((name.clone(), elems));
+        }
+        Self::new(exec, &fixed, mapped, options)
+    }
+
+    fn new(
+        exec: &'a Exec<'a>,
+        fixed: &Inputs,
+        mapped: Vec<(String, Vec<Value>)>,
+        options: &MapOptions,
+    ) -> Result<Self, Error> {
+        let len = match options.mode {
+            MapMode::Zip => {
+                let first = mapped[0].1.len();
+                if mapped.iter().any(|(_, v)| v.len() != first) {
+                    return Err(Error::LengthMismatch {
+                        lengths: mapped.iter().map(|(n, v)| (n.clone(), v.len())).collect(),
+                    });
+                }
+                first
+            }
+            MapMode::Product => mapped.iter().map(|(_, v)| v.len()).product(),
+        };
+        let names: Vec<String> = mapped.iter().map(|(n, _)| n.clone()).collect();
+        let template = exec.pipeline.resolve_inputs(exec.plan, fixed, &names)?;
+        let mapped = mapped
+            .into_iter()
+            .map(|(name, values)| {
+                let slot = exec
+                    .plan
+                    .inputs
+                    .iter()
+                    .find(|i| i.name == name)
+                    .map(|i| i.slot);
+                (slot, values)
+            })
+            .collect();
+        Ok(MapJob {
+            exec,
+            template,
+            mapped,
+            mode: options.mode,
+            policy: options.on_error,
+            len,
+        })
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no items.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// What to do when an item fails.
+    pub fn policy(&self) -> ErrorPolicy {
+        self.policy
+    }
+
+    /// The execution scope.
+    pub fn exec(&self) -> &Exec<'a> {
+        self.exec
+    }
+
+    /// Runs the map on the scope's engine, with map start/end events.
+    pub(crate) fn execute(&self) -> Result<MapResult, Error> {
+        let exec = self.exec;
+        let start = exec.has_callbacks().then(|| {
+            exec.emit(&exec.items, |cb, ctx| cb.on_map_start(ctx, self.len));
+            Instant::now()
+        });
+        let result = exec.engine.map(self);
+        if let Some(start) = start {
+            exec.emit(&exec.items, |cb, ctx| cb.on_map_end(ctx, start.elapsed()));
+        }
+        result
+    }
+
+    /// Runs item `index`: every needed node, in topological order.
+    pub fn run_item(&self, index: usize) -> Result<ItemOutput, Error> {
+        let exec = self.exec;
+        let mut items = Vec::with_capacity(exec.items.len() + 1);
+        items.extend_from_slice(&exec.items);
+        items.push(index);
+        let start = exec.has_callbacks().then(|| {
+            exec.emit(&items, |cb, ctx| cb.on_map_item_start(ctx));
+            Instant::now()
+        });
+        let mut slots = self.template.clone();
+        let mut rem = index;
+        for (slot, values) in self.mapped.iter().rev() {
+            let i = match self.mode {
+                MapMode::Zip => index,
+                MapMode::Product => {
+                    let i = rem % values.len();
+                    rem /= values.len();
+                    i
+                }
+            };
+            if let Some(slot) = slot {
+                slots[*slot] = Some(values[i].clone());
+            }
+        }
+        let result = exec.run_steps(&mut slots, &items).map(|()| {
+            ItemOutput(
+                exec.plan
+                    .outputs
+                    .iter()
+                    .map(|o| slots[o.slot].take().expect("output computed"))
+                    .collect(),
+            )
+        });
+        if let Some(start) = start {
+            let elapsed: Duration = start.elapsed();
+            exec.emit(&items, |cb, ctx| cb.on_map_item_end(ctx, elapsed));
+        }
+        result
+    }
+
+    /// Assembles item results (any order of indices) into a [`MapResult`],
+    /// applying the error policy. Indices never given count as not run.
+    pub fn collect<I>(&self, results: I) -> Result<MapResult, Error>
+    where
+        I: IntoIterator<Item = (usize, Result<ItemOutput, Error>)>,
+    {
+        let mut rows: Vec<Option<Result<ItemOutput, Error>>> =
+            (0..self.len).map(|_| None).collect();
+        for (i, r) in results {
+            rows[i] = Some(r);
+        }
+        let plan = self.exec.plan;
+        let mut columns: Vec<Column> = plan
+            .outputs
+            .iter()
+            .map(|o| Column {
+                name: o.name.clone(),
+                ty: o.ty,
+                values: Vec::with_capacity(self.len),
+            })
+            .collect();
+        if self.policy == ErrorPolicy::Stop {
+            if let Some(i) = rows.iter().position(|r| matches!(r, Some(Err(_)))) {
+                if let Some(Err(e)) = rows.swap_remove(i) {
+                    return Err(e);
+                }
+            }
+        }
+        let mut failures = Vec::new();
+        for (index, row) in rows.into_iter().enumerate() {
+            match row {
+                Some(Ok(ItemOutput(values))) => {
+                    for (c, v) in columns.iter_mut().zip(values) {
+                        c.values.push(Some(v));
+                    }
+                }
+                Some(Err(error)) => {
+                    failures.push(ItemFailure { index, error });
+                    for c in columns.iter_mut() {
+                        c.values.push(None);
+                    }
+                }
+                None => {
+                    return Err(Error::Engine {
+                        message: format!(
+                            "engine `{}` returned no result for item {index}",
+                            self.exec.engine.name()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(MapResult {
+            len: self.len,
+            columns,
+            failures,
+        })
+    }
+}

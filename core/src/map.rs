@@ -1,0 +1,385 @@
+//! `map`: options (zip or product, error policy, selected outputs) and the
+//! columnar [`MapResult`].
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use arrow_array::{RecordBatch, RecordBatchOptions, UInt32Array};
+use arrow_schema::{Field, Schema};
+
+use crate::error::Error;
+use crate::value::{Value, ValueType};
+
+/// How several mapped inputs combine into items.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MapMode {
+    /// Item `i` takes element `i` of every mapped list (lists must have one length).
+    #[default]
+    Zip,
+    /// Every combination of elements; the last mapped input varies fastest.
+    Product,
+}
+
+/// What `map` does when an item fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ErrorPolicy {
+    /// Return the first failure (by item index) as the error.
+    #[default]
+    Stop,
+    /// Finish every other item; failed items are listed in the result.
+    Continue,
+}
+
+/// Options of one `map` call.
+#[derive(Clone, Debug, Default)]
+pub struct MapOptions {
+    pub(crate) over: Vec<String>,
+    pub(crate) mode: MapMode,
+    pub(crate) on_error: ErrorPolicy,
+    pub(crate) outputs: Option<Vec<String>>,
+}
+
+impl MapOptions {
+    /// Maps over the named inputs (zip mode, stop at the first failure).
+    pub fn over<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        MapOptions {
+            over: names.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the [`MapMode`].
+    pub fn mode(mut self, mode: MapMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Uses [`MapMode::Product`].
+    pub fn product(self) -> Self {
+        self.mode(MapMode::Product)
+    }
+
+    /// Sets the [`ErrorPolicy`].
+    pub fn on_error(mut self, policy: ErrorPolicy) -> Self {
+        self.on_error = policy;
+        self
+    }
+
+    /// Uses [`ErrorPolicy::Continue`].
+    pub fn continue_on_error(self) -> Self {
+        self.on_error(ErrorPolicy::Continue)
+    }
+
+    /// Computes only these outputs (and what they need).
+    pub fn outputs<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.outputs = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+}
+
+impl<S: Into<String>, const N: usize> From<[S; N]> for MapOptions {
+    fn from(names: [S; N]) -> Self {
+        MapOptions::over(names)
+    }
+}
+
+impl From<&str> for MapOptions {
+    fn from(name: &str) -> Self {
+        MapOptions::over([name])
+    }
+}
+
+impl From<Vec<String>> for MapOptions {
+    fn from(names: Vec<String>) -> Self {
+        MapOptions::over(names)
+    }
+}
+
+/// Options of one `run` call.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub(crate) outputs: Option<Vec<String>>,
+}
+
+impl RunOptions {
+    /// Default options: every output.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Computes only these outputs (and what they need).
+    pub fn outputs<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.outputs = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+}
+
+/// An item that failed in a `map` run with [`ErrorPolicy::Continue`].
+#[derive(Debug)]
+pub struct ItemFailure {
+    /// The item's index.
+    pub index: usize,
+    /// The failure (names the node, pipeline path and item).
+    pub error: Error,
+}
+
+impl ItemFailure {
+    /// The failing node.
+    pub fn node(&self) -> &str {
+        self.error.node().unwrap_or("")
+    }
+
+    /// The failure as text.
+    pub fn message(&self) -> String {
+        self.error.to_string()
+    }
+}
+
+/// One output column of a [`MapResult`]: a value per item (`None` for
+/// failed items).
+#[derive(Clone, Debug)]
+pub struct Column {
+    pub(crate) name: String,
+    pub(crate) ty: ValueType,
+    pub(crate) values: Vec<Option<Value>>,
+}
+
+impl Column {
+    /// The output's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The output's type.
+    pub fn value_type(&self) -> ValueType {
+        self.ty
+    }
+
+    /// The values, type-erased.
+    pub fn values(&self) -> &[Option<Value>] {
+        &self.values
+    }
+}
+
+/// The result of `map`: one column per output, items in input order.
+#[derive(Debug, Default)]
+pub struct MapResult {
+    pub(crate) len: usize,
+    pub(crate) columns: Vec<Column>,
+    pub(crate) failures: Vec<ItemFailure>,
+}
+
+impl MapResult {
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no items.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Output names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.columns.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    /// The columns.
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// Items that failed (only with [`ErrorPolicy::Continue`]), by index.
+    pub fn failures(&self) -> &[ItemFailure] {
+        &self.failures
+    }
+
+    /// Whether item `index` completed.
+    pub fn is_ok(&self, index: usize) -> bool {
+        !self.failures.iter().any(|f| f.index == index)
+    }
+
+    fn find(&self, name: &str) -> Result<&Column, Error> {
+        self.columns
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::UnknownOutput {
+                name: name.to_string(),
+                available: self.columns.iter().map(|c| c.name.clone()).collect(),
+            })
+    }
+
+    /// A typed view of one output column.
+    pub fn column<T: Any>(&self, name: &str) -> Result<TypedColumn<'_, T>, Error> {
+        let c = self.find(name)?;
+        if c.ty.type_id() != std::any::TypeId::of::<T>() {
+            return Err(Error::OutputType {
+                name: name.to_string(),
+                requested: std::any::type_name::<T>(),
+                actual: c.ty.name(),
+            });
+        }
+        Ok(TypedColumn {
+            values: &c.values,
+            _t: PhantomData,
+        })
+    }
+
+    /// One output column as owned values; an error if an item failed.
+    pub fn values<T: Any + Clone>(&self, name: &str) -> Result<Vec<T>, Error> {
+        let col = self.column::<T>(name)?;
+        col.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.cloned().ok_or_else(|| Error::MissingValue {
+                    column: name.to_string(),
+                    index: i,
+                })
+            })
+            .collect()
+    }
+
+    /// Item `index` as a row.
+    pub fn row(&self, index: usize) -> Option<Row<'_>> {
+        (index < self.len).then_some(Row {
+            result: self,
+            index,
+        })
+    }
+
+    /// Iterates over items as rows.
+    pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
+        (0..self.len).map(move |index| Row {
+            result: self,
+            index,
+        })
+    }
+
+    /// The result as an Arrow record batch (failed items become nulls).
+    /// Every output must have an Arrow form.
+    pub fn to_record_batch(&self) -> Result<RecordBatch, Error> {
+        let mut fields = Vec::with_capacity(self.columns.len());
+        let mut arrays = Vec::with_capacity(self.columns.len());
+        for c in &self.columns {
+            let arrow_err = |source| Error::Arrow {
+                column: c.name.clone(),
+                source,
+            };
+            let present: Vec<&Value> = c.values.iter().flatten().collect();
+            let mut array = c.ty.to_array(&present).map_err(arrow_err)?;
+            let mut field = c.ty.field(&c.name).expect("arrow type has a field");
+            if present.len() < c.values.len() {
+                let mut next = 0u32;
+                let idx: UInt32Array = c
+                    .values
+                    .iter()
+                    .map(|v| {
+                        v.as_ref().map(|_| {
+                            next += 1;
+                            next - 1
+                        })
+                    })
+                    .collect();
+                array = arrow_select::take::take(array.as_ref(), &idx, None).map_err(|e| {
+                    arrow_err(crate::value::ValueError {
+                        type_name: c.ty.name(),
+                        message: e.to_string(),
+                    })
+                })?;
+                field = Field::new(&c.name, field.data_type().clone(), true);
+            }
+            fields.push(field);
+            arrays.push(array);
+        }
+        let schema = Arc::new(Schema::new(fields));
+        RecordBatch::try_new_with_options(
+            schema,
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(self.len)),
+        )
+        .map_err(|e| Error::Arrow {
+            column: String::new(),
+            source: crate::value::ValueError {
+                type_name: "RecordBatch",
+                message: e.to_string(),
+            },
+        })
+    }
+}
+
+/// A typed view of a [`MapResult`] column.
+pub struct TypedColumn<'a, T> {
+    values: &'a [Option<Value>],
+    _t: PhantomData<T>,
+}
+
+impl<'a, T: Any> TypedColumn<'a, T> {
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether there are no items.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The value of item `index` (`None` if it failed or is out of range).
+    pub fn get(&self, index: usize) -> Option<&'a T> {
+        self.values
+            .get(index)?
+            .as_ref()
+            .and_then(|v| v.downcast_ref())
+    }
+
+    /// The values in item order (`None` for failed items).
+    pub fn iter(&self) -> impl Iterator<Item = Option<&'a T>> + '_ {
+        self.values
+            .iter()
+            .map(|v| v.as_ref().and_then(|v| v.downcast_ref()))
+    }
+}
+
+/// One item of a [`MapResult`].
+#[derive(Clone, Copy)]
+pub struct Row<'a> {
+    result: &'a MapResult,
+    index: usize,
+}
+
+impl<'a> Row<'a> {
+    /// The item's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Whether the item completed.
+    pub fn is_ok(&self) -> bool {
+        self.result.is_ok(self.index)
+    }
+
+    /// One output of this item as `T`.
+    pub fn get<T: Any>(&self, name: &str) -> Result<&'a T, Error> {
+        self.result
+            .column::<T>(name)?
+            .get(self.index)
+            .ok_or_else(|| Error::MissingValue {
+                column: name.to_string(),
+                index: self.index,
+            })
+    }
+}

@@ -1,0 +1,472 @@
+//! Nodes: a typed function (or a whole pipeline) with named inputs and outputs.
+//!
+//! `#[node]` turns an ordinary `fn` into a [`Node`] factory (`my_fn::node()`),
+//! and [`Node::builder`] builds one at run time from a closure. Any node can
+//! be renamed ([`Node::input_mapping`], [`Node::output_mapping`]) and mapped
+//! over lists ([`Node::map_over`]); a pipeline becomes a node with
+//! [`Pipeline::as_node`](crate::Pipeline::as_node).
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use smallvec::SmallVec;
+
+use crate::error::{Error, NodeError};
+use crate::map::MapMode;
+use crate::pipeline::Pipeline;
+use crate::value::{ArrowValue, Value, ValueType};
+
+/// The outputs of one node call, in declared order.
+pub type Outs = SmallVec<[Value; 2]>;
+
+/// A synchronous node body.
+pub type SyncFn = dyn Fn(Args<'_>) -> Result<Outs, NodeError> + Send + Sync;
+
+/// An asynchronous node body: checks its arguments, then returns a future.
+pub type AsyncFn = dyn Fn(Args<'_>) -> Result<BoxFuture<'static, Result<Outs, NodeError>>, NodeError>
+    + Send
+    + Sync;
+
+/// The body of a function node.
+#[derive(Clone)]
+pub enum NodeFn {
+    /// A plain function.
+    Sync(Arc<SyncFn>),
+    /// An `async fn`.
+    Async(Arc<AsyncFn>),
+}
+
+/// A named, typed input or output of a node.
+#[derive(Clone, Debug)]
+pub struct Port {
+    /// The name the pipeline wires by.
+    pub name: String,
+    /// The name inside the node (parameter or inner pipeline name).
+    pub inner: String,
+    /// The value's type.
+    pub ty: ValueType,
+}
+
+impl Port {
+    /// A port whose outer and inner names are `name`.
+    pub fn new(name: impl Into<String>, ty: ValueType) -> Self {
+        let name = name.into();
+        Port {
+            inner: name.clone(),
+            name,
+            ty,
+        }
+    }
+}
+
+/// The arguments of one node call: borrowed values in the node's input order.
+#[derive(Clone, Copy)]
+pub struct Args<'a> {
+    slots: &'a [Option<Value>],
+    idx: &'a [usize],
+    ports: &'a [Port],
+}
+
+impl<'a> Args<'a> {
+    /// Arguments read from `slots` at positions `idx`, described by `ports`.
+    pub fn new(slots: &'a [Option<Value>], idx: &'a [usize], ports: &'a [Port]) -> Self {
+        Args { slots, idx, ports }
+    }
+
+    /// The number of arguments.
+    pub fn len(&self) -> usize {
+        self.idx.len()
+    }
+
+    /// Whether there are no arguments.
+    pub fn is_empty(&self) -> bool {
+        self.idx.is_empty()
+    }
+
+    /// The `i`-th argument, type-erased.
+    #[inline]
+    pub fn value(&self, i: usize) -> Result<&'a Value, NodeError> {
+        self.slots
+            .get(self.idx[i])
+            .and_then(Option::as_ref)
+            .ok_or_else(|| NodeError::InputType {
+                input: self.ports[i].inner.clone(),
+                expected: self.ports[i].ty.name(),
+                actual: "nothing",
+            })
+    }
+
+    /// The `i`-th argument as `T`.
+    #[inline]
+    pub fn get<T: std::any::Any>(&self, i: usize) -> Result<&'a T, NodeError> {
+        let v = self.value(i)?;
+        v.downcast_ref::<T>().ok_or_else(|| NodeError::InputType {
+            input: self.ports[i].inner.clone(),
+            expected: std::any::type_name::<T>(),
+            actual: v.type_name(),
+        })
+    }
+}
+
+/// What a node runs.
+#[derive(Clone)]
+pub(crate) enum NodeKind {
+    Func(NodeFn),
+    Nested(Arc<Pipeline>),
+}
+
+/// How a node maps over lists, once resolved.
+#[derive(Clone, Debug)]
+pub(crate) struct Mapping {
+    /// Per input port: whether it is mapped over.
+    pub mapped: Vec<bool>,
+    /// Per input port: the element (inner) type.
+    pub inner_inputs: Vec<ValueType>,
+    pub mode: MapMode,
+}
+
+/// A step of a pipeline: a typed function or a nested pipeline, with named
+/// inputs and outputs.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) name: String,
+    pub(crate) inputs: Vec<Port>,
+    pub(crate) outputs: Vec<Port>,
+    pub(crate) kind: NodeKind,
+    pub(crate) retries: u32,
+    pub(crate) mapping: Option<Mapping>,
+    pending_map: Option<(Vec<String>, MapMode)>,
+    problems: Vec<String>,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .field("nested", &matches!(self.kind, NodeKind::Nested(_)))
+            .finish()
+    }
+}
+
+impl Node {
+    /// Starts building a node from a closure at run time.
+    pub fn builder(name: impl Into<String>) -> NodeBuilder {
+        NodeBuilder {
+            name: name.into(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            retries: 0,
+        }
+    }
+
+    /// Used by `#[node]`: a function node with the given ports and body.
+    #[doc(hidden)]
+    pub fn from_parts(
+        name: &str,
+        inputs: Vec<Port>,
+        outputs: Vec<Port>,
+        func: NodeFn,
+        retries: u32,
+    ) -> Node {
+        Node::new(
+            name.to_string(),
+            inputs,
+            outputs,
+            NodeKind::Func(func),
+            retries,
+        )
+    }
+
+    pub(crate) fn new(
+        name: String,
+        inputs: Vec<Port>,
+        outputs: Vec<Port>,
+        kind: NodeKind,
+        retries: u32,
+    ) -> Node {
+        Node {
+            name,
+            inputs,
+            outputs,
+            kind,
+            retries,
+            mapping: None,
+            pending_map: None,
+            problems: Vec::new(),
+        }
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node's inputs, in call order.
+    pub fn inputs(&self) -> &[Port] {
+        &self.inputs
+    }
+
+    /// The node's outputs, in declared order.
+    pub fn outputs(&self) -> &[Port] {
+        &self.outputs
+    }
+
+    /// How many times a failing call is retried.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// The nested pipeline, for a pipeline node.
+    pub fn pipeline(&self) -> Option<&Pipeline> {
+        match &self.kind {
+            NodeKind::Nested(p) => Some(p),
+            NodeKind::Func(_) => None,
+        }
+    }
+
+    /// Renames the node.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets how many times a failing call is retried.
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Renames inputs: each pair is `(outer name, inner name)`, where the
+    /// inner name is the parameter (or inner pipeline input) name.
+    pub fn input_mapping<I, A, B>(mut self, pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (A, B)>,
+        A: Into<String>,
+        B: Into<String>,
+    {
+        for (outer, inner) in pairs {
+            let (outer, inner) = (outer.into(), inner.into());
+            match self.inputs.iter_mut().find(|p| p.inner == inner) {
+                Some(p) => p.name = outer,
+                None => {
+                    let have: Vec<&str> = self.inputs.iter().map(|p| p.inner.as_str()).collect();
+                    self.problems.push(format!(
+                        "input_mapping names unknown input `{inner}`; inputs are {have:?}"
+                    ));
+                }
+            }
+        }
+        self
+    }
+
+    /// Renames outputs: each pair is `(inner name, outer name)`.
+    pub fn output_mapping<I, A, B>(mut self, pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (A, B)>,
+        A: Into<String>,
+        B: Into<String>,
+    {
+        for (inner, outer) in pairs {
+            let (inner, outer) = (inner.into(), outer.into());
+            match self.outputs.iter_mut().find(|p| p.inner == inner) {
+                Some(p) => p.name = outer,
+                None => {
+                    let have: Vec<&str> = self.outputs.iter().map(|p| p.inner.as_str()).collect();
+                    self.problems.push(format!(
+                        "output_mapping names unknown output `{inner}`; outputs are {have:?}"
+                    ));
+                }
+            }
+        }
+        self
+    }
+
+    /// Makes the node take lists for the named (outer) inputs and run once
+    /// per element (zip mode), returning lists for every output.
+    pub fn map_over<I, S>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.map_over_with(names, MapMode::Zip)
+    }
+
+    /// Like [`Node::map_over`], with an explicit [`MapMode`].
+    pub fn map_over_with<I, S>(mut self, names: I, mode: MapMode) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.pending_map = Some((names.into_iter().map(Into::into).collect(), mode));
+        self
+    }
+
+    /// Checks the renamings and resolves `map_over`; called by `Pipeline::new`.
+    pub(crate) fn finish(mut self) -> Result<Node, Error> {
+        if let Some(reason) = self.problems.first() {
+            return Err(Error::InvalidNode {
+                node: self.name.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let Some((names, mode)) = self.pending_map.take() else {
+            return Ok(self);
+        };
+        let invalid = |reason: String| Error::InvalidNode {
+            node: self.name.clone(),
+            reason,
+        };
+        if names.is_empty() {
+            return Err(invalid("map_over needs at least one input".into()));
+        }
+        if self.mapping.is_some() {
+            return Err(invalid("map_over was applied twice".into()));
+        }
+        let mut mapped = vec![false; self.inputs.len()];
+        for n in &names {
+            match self.inputs.iter().position(|p| &p.name == n) {
+                Some(i) => mapped[i] = true,
+                None => {
+                    let have: Vec<&str> = self.inputs.iter().map(|p| p.name.as_str()).collect();
+                    return Err(invalid(format!(
+                        "map_over names unknown input `{n}`; inputs are {have:?}"
+                    )));
+                }
+            }
+        }
+        // A function node mapped over lists runs as a one-node pipeline.
+        if let NodeKind::Func(_) = &self.kind {
+            let mut inner = self.clone();
+            for p in inner.inputs.iter_mut().chain(inner.outputs.iter_mut()) {
+                p.name = p.inner.clone();
+            }
+            let pipeline = Pipeline::new([inner])?.with_name(self.name.clone());
+            self.kind = NodeKind::Nested(Arc::new(pipeline));
+            self.retries = 0;
+        }
+        let list_of = |p: &Port| {
+            p.ty.list_type().ok_or_else(|| Error::InvalidNode {
+                node: self.name.clone(),
+                reason: format!(
+                    "cannot map over `{}`: lists of `{}` are not supported (the type must be Clone, and lists nest at most three levels)",
+                    p.name,
+                    p.ty.name()
+                ),
+            })
+        };
+        let inner_inputs: Vec<ValueType> = self.inputs.iter().map(|p| p.ty).collect();
+        let mut inputs = self.inputs.clone();
+        for (p, m) in inputs.iter_mut().zip(&mapped) {
+            if *m {
+                p.ty = list_of(p)?;
+            }
+        }
+        let mut outputs = self.outputs.clone();
+        for p in outputs.iter_mut() {
+            p.ty = list_of(p)?;
+        }
+        self.inputs = inputs;
+        self.outputs = outputs;
+        self.mapping = Some(Mapping {
+            mapped,
+            inner_inputs,
+            mode,
+        });
+        Ok(self)
+    }
+}
+
+/// Builds a [`Node`] from a closure at run time (for generated pipelines).
+///
+/// ```
+/// use hypernodes_core::{Node, Pipeline, Inputs, outs};
+/// let factor = 3i64;
+/// let scale = Node::builder("scale")
+///     .input::<i64>("x")
+///     .output::<i64>("y")
+///     .func(move |args| Ok(outs![args.get::<i64>(0)? * factor]));
+/// let p = Pipeline::new([scale]).unwrap();
+/// let out = p.run(Inputs::new().with("x", 2i64)).unwrap();
+/// assert_eq!(*out.get::<i64>("y").unwrap(), 6);
+/// ```
+pub struct NodeBuilder {
+    name: String,
+    inputs: Vec<Port>,
+    outputs: Vec<Port>,
+    retries: u32,
+}
+
+impl NodeBuilder {
+    /// Adds an Arrow-capable input.
+    pub fn input<T: ArrowValue>(self, name: impl Into<String>) -> Self {
+        self.input_of(name, ValueType::arrow::<T>())
+    }
+
+    /// Adds an input of any described type (for resources: see
+    /// [`value_type!`](crate::value_type)).
+    pub fn input_of(mut self, name: impl Into<String>, ty: ValueType) -> Self {
+        self.inputs.push(Port::new(name, ty));
+        self
+    }
+
+    /// Adds an Arrow-capable output.
+    pub fn output<T: ArrowValue>(self, name: impl Into<String>) -> Self {
+        self.output_of(name, ValueType::arrow::<T>())
+    }
+
+    /// Adds an output of any described type.
+    pub fn output_of(mut self, name: impl Into<String>, ty: ValueType) -> Self {
+        self.outputs.push(Port::new(name, ty));
+        self
+    }
+
+    /// Sets how many times a failing call is retried.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Finishes the node with a synchronous body.
+    pub fn func<F>(self, f: F) -> Node
+    where
+        F: Fn(Args<'_>) -> Result<Outs, NodeError> + Send + Sync + 'static,
+    {
+        Node::new(
+            self.name,
+            self.inputs,
+            self.outputs,
+            NodeKind::Func(NodeFn::Sync(Arc::new(f))),
+            self.retries,
+        )
+    }
+
+    /// Finishes the node with an asynchronous body.
+    pub fn async_func<F>(self, f: F) -> Node
+    where
+        F: Fn(Args<'_>) -> Result<BoxFuture<'static, Result<Outs, NodeError>>, NodeError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        Node::new(
+            self.name,
+            self.inputs,
+            self.outputs,
+            NodeKind::Func(NodeFn::Async(Arc::new(f))),
+            self.retries,
+        )
+    }
+}
+
+/// Builds the [`Outs`] of a node call from values: `outs![a, b]`.
+#[macro_export]
+macro_rules! outs {
+    ($($v:expr),* $(,)?) => {{
+        let mut o = $crate::Outs::new();
+        $( o.push($crate::Value::new($v)); )*
+        o
+    }};
+}

@@ -1,0 +1,558 @@
+//! Pipelines: nodes wired by name into a validated DAG.
+//!
+//! [`Pipeline::new`] checks everything that can be checked before running:
+//! cycles, duplicate producers, producer/consumer type mismatches, invalid
+//! renamings. A pipeline's inputs are the names no node produces; its outputs
+//! are every node output. [`Pipeline::run`] executes once,
+//! [`Pipeline::map`] over collections, both on the pipeline's engine
+//! ([`SeqEngine`](crate::SeqEngine) unless set with [`Pipeline::with_engine`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::callback::Callback;
+use crate::engine::{Engine, SeqEngine};
+use crate::error::Error;
+use crate::exec::{self, Exec};
+use crate::io::{Inputs, Outputs};
+use crate::map::{MapOptions, MapResult, RunOptions};
+use crate::node::{Node, NodeKind, Port};
+use crate::value::{Value, ValueType};
+
+/// An input of a pipeline: a name no node produces.
+#[derive(Clone, Debug)]
+pub struct InputInfo {
+    /// The input's name.
+    pub name: String,
+    /// Its type.
+    pub ty: ValueType,
+    /// Names of the nodes that take it.
+    pub consumers: Vec<String>,
+}
+
+pub(crate) struct Graph {
+    pub nodes: Vec<Node>,
+    /// Node indices in topological order.
+    pub order: Vec<usize>,
+    /// Output name -> (node, output port).
+    pub producers: HashMap<String, (usize, usize)>,
+    pub inputs: Vec<InputInfo>,
+}
+
+/// A validated DAG of nodes wired by name.
+#[derive(Clone)]
+pub struct Pipeline {
+    name: String,
+    pub(crate) graph: Arc<Graph>,
+    bound: Arc<BTreeMap<String, Value>>,
+    engine: Option<Arc<dyn Engine>>,
+    pub(crate) callbacks: Vec<Arc<dyn Callback>>,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .field(
+                "nodes",
+                &self.graph.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
+            )
+            .field("bound", &self.bound.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// One compiled execution: which nodes run, in which order, and where each
+/// value lives in the per-item slot table.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub slot_count: usize,
+    pub inputs: Vec<PlanInput>,
+    pub steps: Vec<Step>,
+    pub outputs: Vec<PlanOutput>,
+}
+
+#[derive(Debug)]
+pub(crate) struct PlanInput {
+    pub name: String,
+    pub slot: usize,
+    pub ty: ValueType,
+    pub needed_by: Vec<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct PlanOutput {
+    pub name: String,
+    pub slot: usize,
+    pub ty: ValueType,
+}
+
+#[derive(Debug)]
+pub(crate) struct Step {
+    pub node: usize,
+    pub args: Vec<usize>,
+    /// Per output port: its slot, if anything needs it.
+    pub outs: Vec<Option<usize>>,
+    /// For nested pipelines: the inner plan, computing the needed outputs.
+    pub inner: Option<Arc<Plan>>,
+    /// For nested pipelines: per needed inner output, the output port.
+    pub inner_ports: Vec<usize>,
+}
+
+impl Pipeline {
+    /// Builds and validates a pipeline; the order of nodes does not matter.
+    pub fn new<I>(nodes: I) -> Result<Pipeline, Error>
+    where
+        I: IntoIterator,
+        I::Item: Into<Node>,
+    {
+        let nodes: Vec<Node> = nodes
+            .into_iter()
+            .map(|n| n.into().finish())
+            .collect::<Result<_, _>>()?;
+        let graph = build_graph(nodes)?;
+        Ok(Pipeline {
+            name: "pipeline".to_string(),
+            graph: Arc::new(graph),
+            bound: Arc::new(BTreeMap::new()),
+            engine: None,
+            callbacks: Vec::new(),
+        })
+    }
+
+    /// Names the pipeline (used in errors, events and as a nested node's name).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the engine that runs this pipeline (and nested pipelines that
+    /// have none of their own).
+    pub fn with_engine(mut self, engine: impl Engine + 'static) -> Self {
+        self.engine = Some(Arc::new(engine));
+        self
+    }
+
+    /// Sets a shared engine.
+    pub fn with_shared_engine(mut self, engine: Arc<dyn Engine>) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// Adds a callback that receives this pipeline's events.
+    pub fn with_callback(mut self, callback: Arc<dyn Callback>) -> Self {
+        self.callbacks.push(callback);
+        self
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The engine set on this pipeline, if any.
+    pub fn engine(&self) -> Option<&Arc<dyn Engine>> {
+        self.engine.as_ref()
+    }
+
+    /// The nodes, in topological order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.graph.order.iter().map(|&i| &self.graph.nodes[i])
+    }
+
+    /// Every input (names no node produces), bound or not.
+    pub fn inputs(&self) -> &[InputInfo] {
+        &self.graph.inputs
+    }
+
+    /// Names of inputs that are not bound: what `run` and `map` must be given.
+    pub fn unfulfilled_inputs(&self) -> Vec<&str> {
+        self.graph
+            .inputs
+            .iter()
+            .filter(|i| !self.bound.contains_key(&i.name))
+            .map(|i| i.name.as_str())
+            .collect()
+    }
+
+    /// Names of bound inputs.
+    pub fn bound_inputs(&self) -> Vec<&str> {
+        self.bound.keys().map(String::as_str).collect()
+    }
+
+    /// Every output name, in topological order of the producing nodes.
+    pub fn outputs(&self) -> Vec<&str> {
+        self.nodes()
+            .flat_map(|n| n.outputs.iter().map(|p| p.name.as_str()))
+            .collect()
+    }
+
+    /// The type of a named value (input or output) of the pipeline.
+    pub fn value_type(&self, name: &str) -> Option<ValueType> {
+        if let Some(&(n, o)) = self.graph.producers.get(name) {
+            return Some(self.graph.nodes[n].outputs[o].ty);
+        }
+        self.input(name).map(|i| i.ty)
+    }
+
+    fn input(&self, name: &str) -> Option<&InputInfo> {
+        self.graph.inputs.iter().find(|i| i.name == name)
+    }
+
+    fn input_names(&self) -> Vec<String> {
+        self.graph.inputs.iter().map(|i| i.name.clone()).collect()
+    }
+
+    /// Fixes some inputs; values given to `run`/`map` override bound ones.
+    /// Each name must be an input and each value of its type.
+    pub fn bind(mut self, inputs: Inputs) -> Result<Self, Error> {
+        let mut bound = (*self.bound).clone();
+        for (name, value) in inputs.iter() {
+            let info = self.input(name).ok_or_else(|| Error::UnknownInput {
+                name: name.to_string(),
+                available: self.input_names(),
+            })?;
+            check_type(name, info.ty, value)?;
+            bound.insert(name.to_string(), value.clone());
+        }
+        self.bound = Arc::new(bound);
+        Ok(self)
+    }
+
+    /// Removes bound values.
+    pub fn unbind<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut bound = (*self.bound).clone();
+        for n in names {
+            bound.remove(n.as_ref());
+        }
+        self.bound = Arc::new(bound);
+        self
+    }
+
+    /// Turns the pipeline into a node. Its inputs are the pipeline's
+    /// unfulfilled inputs, its outputs every pipeline output; rename them with
+    /// [`Node::input_mapping`] / [`Node::output_mapping`], run it per element
+    /// of lists with [`Node::map_over`].
+    pub fn as_node(&self) -> Node {
+        let inputs = self
+            .graph
+            .inputs
+            .iter()
+            .filter(|i| !self.bound.contains_key(&i.name))
+            .map(|i| Port::new(i.name.clone(), i.ty))
+            .collect();
+        let outputs = self
+            .nodes()
+            .flat_map(|n| n.outputs.iter().map(|p| Port::new(p.name.clone(), p.ty)))
+            .collect();
+        Node::new(
+            self.name.clone(),
+            inputs,
+            outputs,
+            NodeKind::Nested(Arc::new(self.clone())),
+            0,
+        )
+    }
+
+    /// The engine that runs this pipeline.
+    pub(crate) fn engine_or<'a>(&'a self, parent: &'a dyn Engine) -> &'a dyn Engine {
+        self.engine.as_deref().unwrap_or(parent)
+    }
+
+    fn default_engine(&self) -> &dyn Engine {
+        static SEQ: SeqEngine = SeqEngine;
+        self.engine_or(&SEQ)
+    }
+
+    /// Runs the pipeline once and returns every output.
+    pub fn run(&self, inputs: Inputs) -> Result<Outputs, Error> {
+        self.run_with(inputs, RunOptions::default())
+    }
+
+    /// Runs the pipeline once with options (selected outputs).
+    pub fn run_with(&self, inputs: Inputs, options: RunOptions) -> Result<Outputs, Error> {
+        let plan = self.compile(options.outputs.as_deref())?;
+        let slots = self.resolve_inputs(&plan, &inputs, &[])?;
+        let engine = self.default_engine();
+        let exec = Exec::root(self, &plan, engine);
+        exec.pipeline_scope(|| engine.run(exec::RunJob::new(&exec, slots)))
+    }
+
+    /// Runs the pipeline once per item of the mapped inputs:
+    /// `pipeline.map(inputs, ["text"])`.
+    pub fn map(&self, inputs: Inputs, options: impl Into<MapOptions>) -> Result<MapResult, Error> {
+        let options = options.into();
+        let plan = self.compile(options.outputs.as_deref())?;
+        let engine = self.default_engine();
+        let exec = Exec::root(self, &plan, engine);
+        let job = exec::MapJob::from_inputs(&exec, &inputs, &options)?;
+        exec.pipeline_scope(|| job.execute())
+    }
+
+    /// Checks the given inputs against the plan and fills the slot table.
+    /// Names in `skip` (mapped inputs) are left empty.
+    pub(crate) fn resolve_inputs(
+        &self,
+        plan: &Plan,
+        inputs: &Inputs,
+        skip: &[String],
+    ) -> Result<Vec<Option<Value>>, Error> {
+        for name in inputs.names() {
+            if self.input(name).is_none() {
+                return Err(Error::UnknownInput {
+                    name: name.to_string(),
+                    available: self.input_names(),
+                });
+            }
+        }
+        let mut slots = vec![None; plan.slot_count];
+        for pi in &plan.inputs {
+            if skip.contains(&pi.name) {
+                continue;
+            }
+            let value = inputs
+                .get(&pi.name)
+                .or_else(|| self.bound.get(&pi.name))
+                .ok_or_else(|| Error::MissingInput {
+                    name: pi.name.clone(),
+                    needed_by: pi.needed_by.clone(),
+                })?;
+            check_type(&pi.name, pi.ty, value)?;
+            slots[pi.slot] = Some(value.clone());
+        }
+        Ok(slots)
+    }
+
+    /// Compiles the plan computing `requested` outputs (all when `None`).
+    pub(crate) fn compile(&self, requested: Option<&[String]>) -> Result<Plan, Error> {
+        let g = &*self.graph;
+        let all_outputs = || self.outputs().into_iter().map(String::from).collect();
+        let requested: Vec<String> = match requested {
+            Some(r) => {
+                for name in r {
+                    if !g.producers.contains_key(name) {
+                        return Err(Error::UnknownOutput {
+                            name: name.clone(),
+                            available: all_outputs(),
+                        });
+                    }
+                }
+                r.to_vec()
+            }
+            None => all_outputs(),
+        };
+        // Which nodes are needed, and which of their outputs.
+        let mut needed = vec![false; g.nodes.len()];
+        let mut used: HashSet<&str> = requested.iter().map(String::as_str).collect();
+        let mut stack: Vec<usize> = requested.iter().map(|n| g.producers[n].0).collect();
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut needed[n], true) {
+                continue;
+            }
+            for p in &g.nodes[n].inputs {
+                used.insert(&p.name);
+                if let Some(&(m, _)) = g.producers.get(&p.name) {
+                    stack.push(m);
+                }
+            }
+        }
+        let mut slot_of: HashMap<&str, usize> = HashMap::new();
+        let mut inputs = Vec::new();
+        for info in &g.inputs {
+            let needed_by: Vec<String> = info
+                .consumers
+                .iter()
+                .filter(|c| {
+                    g.nodes
+                        .iter()
+                        .position(|n| &n.name == *c)
+                        .is_some_and(|i| needed[i])
+                })
+                .cloned()
+                .collect();
+            if needed_by.is_empty() {
+                continue;
+            }
+            let slot = slot_of.len();
+            slot_of.insert(&info.name, slot);
+            inputs.push(PlanInput {
+                name: info.name.clone(),
+                slot,
+                ty: info.ty,
+                needed_by,
+            });
+        }
+        let mut steps = Vec::new();
+        for &n in g.order.iter().filter(|&&n| needed[n]) {
+            let node = &g.nodes[n];
+            let args = node
+                .inputs
+                .iter()
+                .map(|p| slot_of[p.name.as_str()])
+                .collect();
+            let mut outs = Vec::with_capacity(node.outputs.len());
+            for p in &node.outputs {
+                if used.contains(p.name.as_str()) {
+                    let slot = slot_of.len();
+                    slot_of.insert(&p.name, slot);
+                    outs.push(Some(slot));
+                } else {
+                    outs.push(None);
+                }
+            }
+            let (inner, inner_ports) = match &node.kind {
+                NodeKind::Nested(p) => {
+                    let ports: Vec<usize> =
+                        (0..outs.len()).filter(|&i| outs[i].is_some()).collect();
+                    let names: Vec<String> = ports
+                        .iter()
+                        .map(|&i| node.outputs[i].inner.clone())
+                        .collect();
+                    (Some(Arc::new(p.compile(Some(&names))?)), ports)
+                }
+                NodeKind::Func(_) => (None, Vec::new()),
+            };
+            steps.push(Step {
+                node: n,
+                args,
+                outs,
+                inner,
+                inner_ports,
+            });
+        }
+        let outputs = requested
+            .iter()
+            .map(|name| {
+                let (n, o) = g.producers[name];
+                PlanOutput {
+                    name: name.clone(),
+                    slot: slot_of[name.as_str()],
+                    ty: g.nodes[n].outputs[o].ty,
+                }
+            })
+            .collect();
+        Ok(Plan {
+            slot_count: slot_of.len(),
+            inputs,
+            steps,
+            outputs,
+        })
+    }
+}
+
+pub(crate) fn check_type(name: &str, ty: ValueType, value: &Value) -> Result<(), Error> {
+    if ty.matches(value) {
+        Ok(())
+    } else {
+        Err(Error::InputType {
+            name: name.to_string(),
+            expected: ty.name(),
+            actual: value.type_name(),
+        })
+    }
+}
+
+fn build_graph(nodes: Vec<Node>) -> Result<Graph, Error> {
+    let mut names: HashSet<&str> = HashSet::new();
+    for n in &nodes {
+        if !names.insert(&n.name) {
+            return Err(Error::DuplicateNode {
+                name: n.name.clone(),
+            });
+        }
+    }
+    let mut producers: HashMap<String, (usize, usize)> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for (o, p) in n.outputs.iter().enumerate() {
+            if let Some(&(j, _)) = producers.get(&p.name) {
+                return Err(Error::DuplicateOutput {
+                    output: p.name.clone(),
+                    first: nodes[j].name.clone(),
+                    second: n.name.clone(),
+                });
+            }
+            producers.insert(p.name.clone(), (i, o));
+        }
+    }
+    let mut dag: DiGraph<usize, ()> = DiGraph::new();
+    let ids: Vec<NodeIndex> = (0..nodes.len()).map(|i| dag.add_node(i)).collect();
+    let mut inputs: Vec<InputInfo> = Vec::new();
+    // (input name, first consumer index, type)
+    let mut input_first: HashMap<String, (usize, ValueType)> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for p in &n.inputs {
+            if let Some(&(j, o)) = producers.get(&p.name) {
+                let made = nodes[j].outputs[o].ty;
+                if made != p.ty {
+                    return Err(Error::TypeMismatch {
+                        name: p.name.clone(),
+                        producer: nodes[j].name.clone(),
+                        producer_type: made.name(),
+                        consumer: n.name.clone(),
+                        consumer_type: p.ty.name(),
+                    });
+                }
+                dag.update_edge(ids[j], ids[i], ());
+            } else if let Some(&(first, ty)) = input_first.get(&p.name) {
+                if ty != p.ty {
+                    return Err(Error::InputTypeConflict {
+                        name: p.name.clone(),
+                        first: nodes[first].name.clone(),
+                        first_type: ty.name(),
+                        second: n.name.clone(),
+                        second_type: p.ty.name(),
+                    });
+                }
+                let info = inputs
+                    .iter_mut()
+                    .find(|x| x.name == p.name)
+                    .expect("seen input");
+                if !info.consumers.contains(&n.name) {
+                    info.consumers.push(n.name.clone());
+                }
+            } else {
+                input_first.insert(p.name.clone(), (i, p.ty));
+                inputs.push(InputInfo {
+                    name: p.name.clone(),
+                    ty: p.ty,
+                    consumers: vec![n.name.clone()],
+                });
+            }
+        }
+    }
+    let order = match petgraph::algo::toposort(&dag, None) {
+        Ok(order) => order.into_iter().map(|ix| dag[ix]).collect::<Vec<_>>(),
+        Err(_) => {
+            let cycle = petgraph::algo::tarjan_scc(&dag)
+                .into_iter()
+                .find(|scc| scc.len() > 1 || dag.contains_edge(scc[0], scc[0]))
+                .unwrap_or_default();
+            let mut names: Vec<String> = cycle
+                .iter()
+                .map(|&ix| nodes[dag[ix]].name.clone())
+                .collect();
+            names.sort();
+            return Err(Error::Cycle { nodes: names });
+        }
+    };
+    // Inputs listed in topological order of their first consumer.
+    let rank: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(r, &i)| (nodes[i].name.as_str(), r))
+        .collect();
+    inputs.sort_by_key(|info| info.consumers.iter().map(|c| rank[c.as_str()]).min());
+    Ok(Graph {
+        nodes,
+        order,
+        producers,
+        inputs,
+    })
+}

@@ -1,0 +1,740 @@
+//! Values: how typed Rust data moves through pipelines.
+//!
+//! Row engines move type-erased [`Value`]s (a shared pointer to any
+//! `Send + Sync` Rust value). Columnar engines move Arrow arrays. The bridge
+//! between the two is one trait, [`ArrowValue`]: a Rust type that knows its
+//! Arrow [`DataType`] and converts a slice of values to an [`ArrayRef`] and
+//! back. It is implemented here for integers, floats, `bool`, `String`,
+//! `Vec<T>` and `Option<T>`, and for user structs by
+//! `#[derive(ArrowValue)]` (through `serde_arrow`).
+//!
+//! Types with no Arrow form (a model, a client, a connection) still flow
+//! through pipelines as *resources*: they are typically passed as fixed
+//! inputs and borrowed by nodes (`model: &Model`).
+//!
+//! Every port of a node carries a [`ValueType`]: the runtime description of
+//! its Rust type (identity and name for type checks, Arrow conversion when the
+//! type has one, and list operations used by `map` and nested `map_over`).
+
+use std::any::{Any, TypeId};
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use arrow_array::builder::BooleanBuilder;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
+};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, ListArray, PrimitiveArray, StringArray, UInt32Array,
+};
+use arrow_buffer::OffsetBuffer;
+use arrow_schema::{DataType, Field, FieldRef};
+
+/// An error converting between Rust values and Arrow arrays.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot convert `{type_name}` to or from Arrow: {message}")]
+pub struct ValueError {
+    /// The Rust type being converted.
+    pub type_name: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl ValueError {
+    /// A conversion error for type `T`.
+    pub fn new<T: ?Sized>(message: impl Into<String>) -> Self {
+        ValueError {
+            type_name: std::any::type_name::<T>(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A type-erased, cheaply clonable value flowing between nodes.
+#[derive(Clone)]
+pub struct Value {
+    inner: Arc<dyn Any + Send + Sync>,
+    type_name: &'static str,
+}
+
+impl Value {
+    /// Wraps a Rust value.
+    pub fn new<T: Any + Send + Sync>(value: T) -> Self {
+        Value {
+            inner: Arc::new(value),
+            type_name: std::any::type_name::<T>(),
+        }
+    }
+
+    /// Wraps a Rust value, turning `&'static str` (and `Vec<&'static str>`)
+    /// into `String` (and `Vec<String>`), so that string literals can be
+    /// passed where nodes take `String`.
+    pub fn from_user<T: Any + Send + Sync>(value: T) -> Self {
+        let any: &dyn Any = &value;
+        if let Some(s) = any.downcast_ref::<&'static str>() {
+            return Value::new(s.to_string());
+        }
+        if let Some(v) = any.downcast_ref::<Vec<&'static str>>() {
+            return Value::new(v.iter().map(|s| s.to_string()).collect::<Vec<String>>());
+        }
+        Value::new(value)
+    }
+
+    /// Borrows the value as `T`, if it is one.
+    #[inline]
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        self.inner.downcast_ref::<T>()
+    }
+
+    /// The [`TypeId`] of the wrapped value.
+    #[inline]
+    pub fn type_id_of(&self) -> TypeId {
+        (*self.inner).type_id()
+    }
+
+    /// The Rust type name of the wrapped value.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// Takes the value out as `T`, cloning only if it is shared.
+    pub fn into_inner<T: Any + Send + Sync + Clone>(self) -> Option<T> {
+        let arc = self.inner.downcast::<T>().ok()?;
+        Some(Arc::try_unwrap(arc).unwrap_or_else(|shared| (*shared).clone()))
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Value<{}>", self.type_name)
+    }
+}
+
+/// A Rust type with an Arrow form: the bridge between row and columnar engines.
+///
+/// Implemented for integers, floats, `bool`, `String`, `Vec<T>`, `Option<T>`,
+/// and for structs through `#[derive(ArrowValue)]` (which needs serde's
+/// `Serialize` and `Deserialize`).
+pub trait ArrowValue: Clone + Send + Sync + 'static {
+    /// The Arrow type of one value.
+    fn data_type() -> DataType;
+
+    /// Whether Arrow fields of this type are nullable (true for `Option<T>`).
+    fn nullable() -> bool {
+        false
+    }
+
+    /// Encodes values into one Arrow array, in order.
+    fn to_array(values: &[&Self]) -> Result<ArrayRef, ValueError>;
+
+    /// Decodes an Arrow array into values, in order.
+    fn from_array(array: &dyn Array) -> Result<Vec<Self>, ValueError>;
+
+    /// The Arrow field for a column of this type.
+    fn field(name: &str) -> Field {
+        Field::new(name, Self::data_type(), Self::nullable())
+    }
+}
+
+fn no_nulls<T>(array: &dyn Array) -> Result<(), ValueError> {
+    if array.null_count() > 0 {
+        Err(ValueError::new::<T>(format!(
+            "array has {} null values; use Option<{}>",
+            array.null_count(),
+            std::any::type_name::<T>()
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+fn wrong_type<T>(array: &dyn Array) -> ValueError {
+    ValueError::new::<T>(format!(
+        "expected an array of {:?}, got {:?}",
+        std::any::type_name::<T>(),
+        array.data_type()
+    ))
+}
+
+macro_rules! primitive_arrow_value {
+    ($($t:ty => $arrow:ty, $dt:expr;)*) => {$(
+        impl ArrowValue for $t {
+            fn data_type() -> DataType {
+                $dt
+            }
+            fn to_array(values: &[&Self]) -> Result<ArrayRef, ValueError> {
+                Ok(Arc::new(values.iter().map(|v| **v).collect::<PrimitiveArray<$arrow>>()))
+            }
+            fn from_array(array: &dyn Array) -> Result<Vec<Self>, ValueError> {
+                no_nulls::<Self>(array)?;
+                let array = array
+                    .as_primitive_opt::<$arrow>()
+                    .ok_or_else(|| wrong_type::<Self>(array))?;
+                Ok(array.values().to_vec())
+            }
+        }
+    )*};
+}
+
+primitive_arrow_value! {
+    i8 => Int8Type, DataType::Int8;
+    i16 => Int16Type, DataType::Int16;
+    i32 => Int32Type, DataType::Int32;
+    i64 => Int64Type, DataType::Int64;
+    u8 => UInt8Type, DataType::UInt8;
+    u16 => UInt16Type, DataType::UInt16;
+    u32 => UInt32Type, DataType::UInt32;
+    u64 => UInt64Type, DataType::UInt64;
+    f32 => Float32Type, DataType::Float32;
+    f64 => Float64Type, DataType::Float64;
+}
+
+impl ArrowValue for bool {
+    fn data_type() -> DataType {
+        DataType::Boolean
+    }
+    fn to_array(values: &[&Self]) -> Result<ArrayRef, ValueError> {
+        let mut b = BooleanBuilder::with_capacity(values.len());
+        for v in values {
+            b.append_value(**v);
+        }
+        Ok(Arc::new(b.finish()))
+    }
+    fn from_array(array: &dyn Array) -> Result<Vec<Self>, ValueError> {
+        no_nulls::<Self>(array)?;
+        let array = array
+            .as_boolean_opt()
+            .ok_or_else(|| wrong_type::<Self>(array))?;
+        Ok(array.values().iter().collect())
+    }
+}
+
+impl ArrowValue for String {
+    fn data_type() -> DataType {
+        DataType::Utf8
+    }
+    fn to_array(values: &[&Self]) -> Result<ArrayRef, ValueError> {
+        Ok(Arc::new(
+            values
+                .iter()
+                .map(|v| Some(v.as_str()))
+                .collect::<StringArray>(),
+        ))
+    }
+    fn from_array(array: &dyn Array) -> Result<Vec<Self>, ValueError> {
+        no_nulls::<Self>(array)?;
+        if let Some(a) = array.as_string_opt::<i32>() {
+            return Ok(a
+                .iter()
+                .map(|s| s.unwrap_or_default().to_string())
+                .collect());
+        }
+        if let Some(a) = array.as_string_opt::<i64>() {
+            return Ok(a
+                .iter()
+                .map(|s| s.unwrap_or_default().to_string())
+                .collect());
+        }
+        if let Some(a) = array.as_string_view_opt() {
+            return Ok(a
+                .iter()
+                .map(|s| s.unwrap_or_default().to_string())
+                .collect());
+        }
+        Err(wrong_type::<Self>(array))
+    }
+}
+
+impl<T: ArrowValue> ArrowValue for Vec<T> {
+    fn data_type() -> DataType {
+        DataType::List(Arc::new(T::field("item")))
+    }
+    fn to_array(values: &[&Self]) -> Result<ArrayRef, ValueError> {
+        let children: Vec<&T> = values.iter().flat_map(|v| v.iter()).collect();
+        let child = T::to_array(&children)?;
+        let offsets = OffsetBuffer::from_lengths(values.iter().map(|v| v.len()));
+        let field: FieldRef = Arc::new(T::field("item"));
+        let list = ListArray::try_new(field, offsets, child, None)
+            .map_err(|e| ValueError::new::<Self>(e.to_string()))?;
+        Ok(Arc::new(list))
+    }
+    fn from_array(array: &dyn Array) -> Result<Vec<Self>, ValueError> {
+        no_nulls::<Self>(array)?;
+        let list = array
+            .as_list_opt::<i32>()
+            .ok_or_else(|| wrong_type::<Self>(array))?;
+        let offsets = list.value_offsets();
+        let (first, last) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
+        let child = list.values().slice(first, last - first);
+        let mut items = T::from_array(child.as_ref())?.into_iter();
+        Ok(offsets
+            .windows(2)
+            .map(|w| items.by_ref().take((w[1] - w[0]) as usize).collect())
+            .collect())
+    }
+}
+
+impl<T: ArrowValue> ArrowValue for Option<T> {
+    fn data_type() -> DataType {
+        T::data_type()
+    }
+    fn nullable() -> bool {
+        true
+    }
+    fn to_array(values: &[&Self]) -> Result<ArrayRef, ValueError> {
+        let present: Vec<&T> = values.iter().filter_map(|v| v.as_ref()).collect();
+        let dense = T::to_array(&present)?;
+        let mut next = 0u32;
+        let indices: UInt32Array = values
+            .iter()
+            .map(|v| {
+                v.as_ref().map(|_| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect();
+        arrow_select::take::take(dense.as_ref(), &indices, None)
+            .map_err(|e| ValueError::new::<Self>(e.to_string()))
+    }
+    fn from_array(array: &dyn Array) -> Result<Vec<Self>, ValueError> {
+        if array.null_count() == 0 {
+            return Ok(T::from_array(array)?.into_iter().map(Some).collect());
+        }
+        let mask: BooleanArray = (0..array.len()).map(|i| Some(array.is_valid(i))).collect();
+        let dense = arrow_select::filter::filter(array, &mask)
+            .map_err(|e| ValueError::new::<Self>(e.to_string()))?;
+        let mut present = T::from_array(dense.as_ref())?.into_iter();
+        Ok((0..array.len())
+            .map(|i| {
+                if array.is_valid(i) {
+                    present.next()
+                } else {
+                    None
+                }
+            })
+            .collect())
+    }
+}
+
+/// Arrow conversion for serde types, used by `#[derive(ArrowValue)]`.
+#[doc(hidden)]
+pub mod serde_support {
+    use super::*;
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use serde_arrow::schema::{SchemaLike, TracingOptions};
+    use serde_arrow::utils::Items;
+
+    /// Traces the Arrow field of `T`, once per type (the caller caches it).
+    pub fn trace_field<T: Serialize + DeserializeOwned>() -> Result<FieldRef, String> {
+        let fields = Vec::<FieldRef>::from_type::<serde_arrow::utils::Item<T>>(
+            TracingOptions::default()
+                .allow_null_fields(true)
+                .strings_as_large_utf8(false),
+        )
+        .map_err(|e| e.to_string())?;
+        fields
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no field traced".to_string())
+    }
+
+    /// The cached field of `T`, or a panic naming the type: a type that
+    /// cannot be traced is a programming error found on first use.
+    pub fn field<T: Serialize + DeserializeOwned>(
+        cell: &'static OnceLock<Result<FieldRef, String>>,
+    ) -> FieldRef {
+        match cell.get_or_init(trace_field::<T>) {
+            Ok(f) => f.clone(),
+            Err(e) => panic!(
+                "type `{}` has no Arrow form: {e}",
+                std::any::type_name::<T>()
+            ),
+        }
+    }
+
+    /// Encodes serde values into one array.
+    pub fn to_array<T: Serialize>(field: FieldRef, values: &[&T]) -> Result<ArrayRef, ValueError> {
+        let mut arrays = serde_arrow::to_arrow(&[field], Items(values))
+            .map_err(|e| ValueError::new::<T>(e.to_string()))?;
+        arrays
+            .pop()
+            .ok_or_else(|| ValueError::new::<T>("no array produced"))
+    }
+
+    /// Decodes an array into serde values.
+    pub fn from_array<T: DeserializeOwned>(
+        field: FieldRef,
+        array: &dyn Array,
+    ) -> Result<Vec<T>, ValueError> {
+        let arrays = [arrow_array::make_array(array.to_data())];
+        let Items(items): Items<Vec<T>> = serde_arrow::from_arrow(&[field], &arrays)
+            .map_err(|e| ValueError::new::<T>(e.to_string()))?;
+        Ok(items)
+    }
+}
+
+/// How a value of a [`ValueType`] converts to and from Arrow.
+#[derive(Clone, Copy)]
+pub struct ArrowOps {
+    data_type: fn() -> DataType,
+    nullable: fn() -> bool,
+    to_array: fn(&[&Value]) -> Result<ArrayRef, ValueError>,
+    from_array: fn(&dyn Array) -> Result<Vec<Value>, ValueError>,
+}
+
+/// The runtime description of a port's Rust type: identity and name for type
+/// checks, Arrow conversion when the type has one, and the list operations
+/// that `map` and nested `map_over` use.
+#[derive(Clone, Copy)]
+pub struct ValueType {
+    id: TypeId,
+    name: &'static str,
+    arrow: Option<ArrowOps>,
+    split_list: Option<fn(&Value) -> Option<Vec<Value>>>,
+    make_list: Option<fn(Vec<Value>) -> Option<Value>>,
+    list_type: Option<fn() -> ValueType>,
+}
+
+impl fmt::Debug for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl PartialEq for ValueType {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl ValueType {
+    /// The description of an Arrow-capable type.
+    pub fn arrow<T: ArrowValue>() -> ValueType {
+        arrow_type::<T, L0>()
+    }
+
+    /// The description of a clonable resource type (no Arrow form).
+    pub fn resource<T: Any + Send + Sync + Clone>() -> ValueType {
+        clone_type::<T, L0>()
+    }
+
+    /// The description of a resource type that can only be borrowed.
+    pub fn opaque<T: Any + Send + Sync>() -> ValueType {
+        ValueType {
+            id: TypeId::of::<T>(),
+            name: std::any::type_name::<T>(),
+            arrow: None,
+            split_list: None,
+            make_list: None,
+            list_type: None,
+        }
+    }
+
+    /// The Rust type name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The Rust [`TypeId`].
+    pub fn type_id(&self) -> TypeId {
+        self.id
+    }
+
+    /// Whether values of this type have an Arrow form.
+    pub fn is_arrow(&self) -> bool {
+        self.arrow.is_some()
+    }
+
+    /// The Arrow data type, for Arrow-capable types.
+    pub fn data_type(&self) -> Option<DataType> {
+        self.arrow.map(|a| (a.data_type)())
+    }
+
+    /// The Arrow field for a column of this type, for Arrow-capable types.
+    pub fn field(&self, name: &str) -> Option<Field> {
+        self.arrow
+            .map(|a| Field::new(name, (a.data_type)(), (a.nullable)()))
+    }
+
+    /// Encodes values of this type into one Arrow array.
+    pub fn to_array(&self, values: &[&Value]) -> Result<ArrayRef, ValueError> {
+        match self.arrow {
+            Some(a) => (a.to_array)(values),
+            None => Err(ValueError {
+                type_name: self.name,
+                message: "the type has no Arrow form".into(),
+            }),
+        }
+    }
+
+    /// Decodes an Arrow array into values of this type.
+    pub fn from_array(&self, array: &dyn Array) -> Result<Vec<Value>, ValueError> {
+        match self.arrow {
+            Some(a) => (a.from_array)(array),
+            None => Err(ValueError {
+                type_name: self.name,
+                message: "the type has no Arrow form".into(),
+            }),
+        }
+    }
+
+    /// The type `Vec<Self>`, if lists of this type are supported (values
+    /// must be clonable, and lists nest at most three levels beyond a port's
+    /// own type).
+    pub fn list_type(&self) -> Option<ValueType> {
+        self.list_type.map(|f| f())
+    }
+
+    /// Splits a value of type `Vec<Self>` into its elements.
+    pub fn split_list(&self, list: &Value) -> Option<Vec<Value>> {
+        self.split_list.and_then(|f| f(list))
+    }
+
+    /// Builds a `Vec<Self>` value from elements of this type.
+    pub fn make_list(&self, items: Vec<Value>) -> Option<Value> {
+        self.make_list.and_then(|f| f(items))
+    }
+
+    /// Whether `value` holds a value of this type.
+    pub fn matches(&self, value: &Value) -> bool {
+        value.type_id_of() == self.id
+    }
+}
+
+fn split<T: Any + Send + Sync + Clone>(list: &Value) -> Option<Vec<Value>> {
+    list.downcast_ref::<Vec<T>>()
+        .map(|v| v.iter().cloned().map(Value::new).collect())
+}
+
+fn make<T: Any + Send + Sync + Clone>(items: Vec<Value>) -> Option<Value> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.push(item.into_inner::<T>()?);
+    }
+    Some(Value::new(out))
+}
+
+fn values_to_array<T: ArrowValue>(values: &[&Value]) -> Result<ArrayRef, ValueError> {
+    let typed: Vec<&T> = values
+        .iter()
+        .map(|v| {
+            v.downcast_ref::<T>().ok_or_else(|| {
+                ValueError::new::<T>(format!("got a value of type `{}`", v.type_name()))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    T::to_array(&typed)
+}
+
+fn array_to_values<T: ArrowValue>(array: &dyn Array) -> Result<Vec<Value>, ValueError> {
+    Ok(T::from_array(array)?.into_iter().map(Value::new).collect())
+}
+
+/// List nesting levels, so that `Vec<Vec<..>>` descriptions are finite.
+trait Level: 'static {
+    fn arrow_list<T: ArrowValue>() -> Option<fn() -> ValueType>;
+    fn clone_list<T: Any + Send + Sync + Clone>() -> Option<fn() -> ValueType>;
+}
+
+macro_rules! levels {
+    ($($l:ident => $next:ident),*; $last:ident) => {
+        $(
+            struct $l;
+            impl Level for $l {
+                fn arrow_list<T: ArrowValue>() -> Option<fn() -> ValueType> {
+                    Some(arrow_type::<Vec<T>, $next>)
+                }
+                fn clone_list<T: Any + Send + Sync + Clone>() -> Option<fn() -> ValueType> {
+                    Some(clone_type::<Vec<T>, $next>)
+                }
+            }
+        )*
+        struct $last;
+        impl Level for $last {
+            fn arrow_list<T: ArrowValue>() -> Option<fn() -> ValueType> {
+                None
+            }
+            fn clone_list<T: Any + Send + Sync + Clone>() -> Option<fn() -> ValueType> {
+                None
+            }
+        }
+    };
+}
+
+levels!(L0 => L1, L1 => L2, L2 => L3; L3);
+
+fn arrow_type<T: ArrowValue, L: Level>() -> ValueType {
+    ValueType {
+        id: TypeId::of::<T>(),
+        name: std::any::type_name::<T>(),
+        arrow: Some(ArrowOps {
+            data_type: T::data_type,
+            nullable: T::nullable,
+            to_array: values_to_array::<T>,
+            from_array: array_to_values::<T>,
+        }),
+        split_list: Some(split::<T>),
+        make_list: Some(make::<T>),
+        list_type: L::arrow_list::<T>(),
+    }
+}
+
+fn clone_type<T: Any + Send + Sync + Clone, L: Level>() -> ValueType {
+    ValueType {
+        id: TypeId::of::<T>(),
+        name: std::any::type_name::<T>(),
+        arrow: None,
+        split_list: Some(split::<T>),
+        make_list: Some(make::<T>),
+        list_type: L::clone_list::<T>(),
+    }
+}
+
+/// Picks the richest [`ValueType`] a concrete type supports (Arrow, then
+/// clonable resource, then borrow-only resource) by autoref specialization.
+/// Used by the `#[node]` macro through [`value_type!`](crate::value_type).
+#[doc(hidden)]
+pub mod probe {
+    use super::*;
+    use std::marker::PhantomData;
+
+    pub struct Probe<T: ?Sized>(PhantomData<T>);
+
+    impl<T: ?Sized> Probe<T> {
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Probe(PhantomData)
+        }
+    }
+
+    pub trait ArrowProbe {
+        fn value_type(&self) -> ValueType;
+    }
+    impl<T: ArrowValue> ArrowProbe for &&Probe<T> {
+        fn value_type(&self) -> ValueType {
+            ValueType::arrow::<T>()
+        }
+    }
+
+    pub trait CloneProbe {
+        fn value_type(&self) -> ValueType;
+    }
+    impl<T: Any + Send + Sync + Clone> CloneProbe for &Probe<T> {
+        fn value_type(&self) -> ValueType {
+            ValueType::resource::<T>()
+        }
+    }
+
+    pub trait OpaqueProbe {
+        fn value_type(&self) -> ValueType;
+    }
+    impl<T: Any + Send + Sync> OpaqueProbe for Probe<T> {
+        fn value_type(&self) -> ValueType {
+            ValueType::opaque::<T>()
+        }
+    }
+}
+
+/// The [`ValueType`] of a concrete type: Arrow-capable if it implements
+/// [`ArrowValue`], otherwise a resource.
+#[macro_export]
+macro_rules! value_type {
+    ($t:ty) => {{
+        #[allow(unused_imports)]
+        use $crate::__private::probe::{ArrowProbe as _, CloneProbe as _, OpaqueProbe as _};
+        (&&&$crate::__private::probe::Probe::<$t>::new()).value_type()
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip<T: ArrowValue + PartialEq + fmt::Debug>(values: Vec<T>) {
+        let refs: Vec<&T> = values.iter().collect();
+        let array = T::to_array(&refs).unwrap();
+        assert_eq!(array.data_type(), &T::data_type());
+        assert_eq!(T::from_array(array.as_ref()).unwrap(), values);
+    }
+
+    #[test]
+    fn primitives_roundtrip() {
+        roundtrip(vec![1i64, -2, 3]);
+        roundtrip(vec![1u8, 2]);
+        roundtrip(vec![1.5f64, -0.0]);
+        roundtrip(vec![true, false, true]);
+        roundtrip(vec!["a".to_string(), String::new(), "ü".into()]);
+    }
+
+    #[test]
+    fn containers_roundtrip() {
+        roundtrip(vec![vec![1i32, 2], vec![], vec![3]]);
+        roundtrip(vec![Some(1i64), None, Some(3)]);
+        roundtrip(vec![Some(vec!["x".to_string()]), None, Some(vec![])]);
+        roundtrip(vec![vec![Some(1.0f32), None], vec![None]]);
+        roundtrip(vec![vec![vec![1u16], vec![]], vec![vec![2, 3]]]);
+        roundtrip::<Vec<i64>>(vec![]);
+    }
+
+    #[test]
+    fn sliced_list_array_decodes() {
+        let v = vec![vec![1i64], vec![2, 3], vec![4]];
+        let refs: Vec<&Vec<i64>> = v.iter().collect();
+        let array = Vec::<i64>::to_array(&refs).unwrap().slice(1, 2);
+        assert_eq!(
+            Vec::<i64>::from_array(array.as_ref()).unwrap(),
+            vec![vec![2, 3], vec![4]]
+        );
+    }
+
+    #[test]
+    fn nulls_need_option() {
+        let refs = [&Some(1i64), &None];
+        let array = Option::<i64>::to_array(&refs).unwrap();
+        let err = i64::from_array(array.as_ref()).unwrap_err();
+        assert!(err.message.contains("Option"), "{err}");
+    }
+
+    #[derive(Clone)]
+    struct Model;
+
+    #[test]
+    fn probe_picks_the_richest_type() {
+        assert!(value_type!(i64).is_arrow());
+        assert!(value_type!(Vec<String>).is_arrow());
+        let m = value_type!(Model);
+        assert!(!m.is_arrow());
+        assert!(m.list_type().is_some());
+        struct NoClone;
+        let n = value_type!(NoClone);
+        assert!(n.list_type().is_none());
+    }
+
+    #[test]
+    fn lists_split_and_make() {
+        let t = ValueType::arrow::<i64>();
+        let list = t
+            .make_list(vec![Value::new(1i64), Value::new(2i64)])
+            .unwrap();
+        assert_eq!(list.downcast_ref::<Vec<i64>>(), Some(&vec![1, 2]));
+        let items = t.split_list(&list).unwrap();
+        assert_eq!(items[1].downcast_ref::<i64>(), Some(&2));
+        let lt = t.list_type().unwrap();
+        assert_eq!(lt.type_id(), TypeId::of::<Vec<i64>>());
+        let llt = lt.list_type().unwrap().list_type().unwrap();
+        assert_eq!(llt.type_id(), TypeId::of::<Vec<Vec<Vec<Vec<i64>>>>>());
+        assert!(llt.list_type().is_none());
+    }
+
+    #[test]
+    fn str_literals_become_strings() {
+        let v = Value::from_user("hi");
+        assert_eq!(v.downcast_ref::<String>().map(String::as_str), Some("hi"));
+        let v = Value::from_user(vec!["a", "b"]);
+        assert_eq!(v.downcast_ref::<Vec<String>>().map(Vec::len), Some(2));
+    }
+}

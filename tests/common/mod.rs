@@ -1,0 +1,94 @@
+//! The engine matrix shared by the integration tests: every behaviour is
+//! checked on every engine. A new engine joins by adding one line here.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hypernodes::{Callback, CallbackContext, Engine, Error, NodeError, ParallelEngine, SeqEngine};
+
+/// Every engine, with a name for assertion messages.
+pub fn engines() -> Vec<(&'static str, Arc<dyn Engine>)> {
+    vec![
+        ("seq", Arc::new(SeqEngine)),
+        (
+            "parallel",
+            Arc::new(ParallelEngine::with_threads(2).unwrap()),
+        ),
+    ]
+}
+
+/// Records events as strings, for comparison with an expected list.
+#[derive(Default)]
+pub struct Recorder {
+    pub events: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.events.lock().unwrap())
+    }
+
+    fn push(&self, ctx: &CallbackContext<'_>, what: String) {
+        let items: Vec<String> = ctx.items.iter().map(|i| i.to_string()).collect();
+        let at = if items.is_empty() {
+            String::new()
+        } else {
+            format!("[{}]", items.join(","))
+        };
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("{}{} {}", ctx.path.join("/"), at, what));
+    }
+}
+
+impl Callback for Recorder {
+    fn on_pipeline_start(&self, ctx: &CallbackContext<'_>) {
+        self.push(ctx, "pipeline_start".into());
+    }
+    fn on_pipeline_end(&self, ctx: &CallbackContext<'_>, _: Duration) {
+        self.push(ctx, "pipeline_end".into());
+    }
+    fn on_node_start(&self, ctx: &CallbackContext<'_>, node: &str) {
+        self.push(ctx, format!("node_start {node}"));
+    }
+    fn on_node_end(&self, ctx: &CallbackContext<'_>, node: &str, _: Duration) {
+        self.push(ctx, format!("node_end {node}"));
+    }
+    fn on_node_retry(
+        &self,
+        ctx: &CallbackContext<'_>,
+        node: &str,
+        attempt: u32,
+        error: &NodeError,
+    ) {
+        self.push(ctx, format!("node_retry {node} {attempt} {error}"));
+    }
+    fn on_map_start(&self, ctx: &CallbackContext<'_>, items: usize) {
+        self.push(ctx, format!("map_start {items}"));
+    }
+    fn on_map_end(&self, ctx: &CallbackContext<'_>, _: Duration) {
+        self.push(ctx, "map_end".into());
+    }
+    fn on_map_item_start(&self, ctx: &CallbackContext<'_>) {
+        self.push(ctx, "item_start".into());
+    }
+    fn on_map_item_end(&self, ctx: &CallbackContext<'_>, _: Duration) {
+        self.push(ctx, "item_end".into());
+    }
+    fn on_nested_start(&self, ctx: &CallbackContext<'_>, node: &str) {
+        self.push(ctx, format!("nested_start {node}"));
+    }
+    fn on_nested_end(&self, ctx: &CallbackContext<'_>, node: &str, _: Duration) {
+        self.push(ctx, format!("nested_end {node}"));
+    }
+    fn on_error(&self, ctx: &CallbackContext<'_>, error: &Error) {
+        self.push(ctx, format!("error {}", error.node().unwrap_or("?")));
+    }
+}
