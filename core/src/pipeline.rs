@@ -527,9 +527,9 @@ fn build_graph(nodes: Vec<Node>) -> Result<Graph, Error> {
             }
         }
     }
-    let order = match petgraph::algo::toposort(&dag, None) {
-        Ok(order) => order.into_iter().map(|ix| dag[ix]).collect::<Vec<_>>(),
-        Err(_) => {
+    let order = match stable_toposort(&dag) {
+        Some(order) => order,
+        None => {
             let cycle = petgraph::algo::tarjan_scc(&dag)
                 .into_iter()
                 .find(|scc| scc.len() > 1 || dag.contains_edge(scc[0], scc[0]))
@@ -555,4 +555,35 @@ fn build_graph(nodes: Vec<Node>) -> Result<Graph, Error> {
         producers,
         inputs,
     })
+}
+
+/// Topological order that, among ready nodes, keeps the order nodes were
+/// given in (Kahn's algorithm with a min-heap); `None` on a cycle.
+fn stable_toposort(dag: &DiGraph<usize, ()>) -> Option<Vec<usize>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut indegree: Vec<usize> = dag
+        .node_indices()
+        .map(|ix| {
+            dag.neighbors_directed(ix, petgraph::Direction::Incoming)
+                .count()
+        })
+        .collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = indegree
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d == 0)
+        .map(|(i, _)| Reverse(i))
+        .collect();
+    let mut order = Vec::with_capacity(indegree.len());
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(dag[NodeIndex::new(i)]);
+        for next in dag.neighbors(NodeIndex::new(i)) {
+            indegree[next.index()] -= 1;
+            if indegree[next.index()] == 0 {
+                ready.push(Reverse(next.index()));
+            }
+        }
+    }
+    (order.len() == indegree.len()).then_some(order)
 }

@@ -1,0 +1,122 @@
+//! Callbacks: the exact lifecycle events, compared with the expected log.
+
+mod common;
+
+use hypernodes::{Pipeline, inputs, node};
+
+#[node(output = "cleaned")]
+fn clean(text: String) -> String {
+    text.trim().to_lowercase()
+}
+
+#[node(output = "word_count")]
+fn count(cleaned: &str) -> i64 {
+    cleaned.split_whitespace().count() as i64
+}
+
+#[node(output = "report")]
+fn summarize(word_count: i64) -> String {
+    format!("{word_count} words")
+}
+
+fn text_processor() -> Pipeline {
+    Pipeline::new([clean::node(), count::node()])
+        .unwrap()
+        .with_name("text_processor")
+}
+
+#[test]
+fn run_of_a_nested_pipeline_reports_every_event_in_order() {
+    for (name, engine) in common::engines() {
+        let rec = common::Recorder::new();
+        let analysis = Pipeline::new([text_processor().as_node(), summarize::node()])
+            .unwrap()
+            .with_name("analysis")
+            .with_shared_engine(engine)
+            .with_callback(rec.clone());
+        analysis.run(inputs! {"text" => "a b"}).unwrap();
+        assert_eq!(
+            rec.take(),
+            [
+                "analysis pipeline_start",
+                "analysis nested_start text_processor",
+                "analysis/text_processor pipeline_start",
+                "analysis/text_processor node_start clean",
+                "analysis/text_processor node_end clean",
+                "analysis/text_processor node_start count",
+                "analysis/text_processor node_end count",
+                "analysis/text_processor pipeline_end",
+                "analysis nested_end text_processor",
+                "analysis node_start summarize",
+                "analysis node_end summarize",
+                "analysis pipeline_end",
+            ],
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn map_reports_items() {
+    let expected = [
+        "text_processor pipeline_start",
+        "text_processor map_start 2",
+        "text_processor[0] item_start",
+        "text_processor[0] node_start clean",
+        "text_processor[0] node_end clean",
+        "text_processor[0] node_start count",
+        "text_processor[0] node_end count",
+        "text_processor[0] item_end",
+        "text_processor[1] item_start",
+        "text_processor[1] node_start clean",
+        "text_processor[1] node_end clean",
+        "text_processor[1] node_start count",
+        "text_processor[1] node_end count",
+        "text_processor[1] item_end",
+        "text_processor map_end",
+        "text_processor pipeline_end",
+    ];
+    for (name, engine) in common::engines() {
+        let rec = common::Recorder::new();
+        let p = text_processor()
+            .with_shared_engine(engine)
+            .with_callback(rec.clone());
+        p.map(inputs! {"text" => vec!["a", "b"]}, ["text"]).unwrap();
+        let mut events = rec.take();
+        if name == "seq" {
+            assert_eq!(events, expected);
+        } else {
+            // Items interleave across threads: the same events, in any order
+            // between items, in order within each item.
+            for item in ["[0]", "[1]"] {
+                let mine: Vec<&String> = events.iter().filter(|e| e.contains(item)).collect();
+                let want: Vec<&&str> = expected.iter().filter(|e| e.contains(item)).collect();
+                assert_eq!(mine, want, "{name}");
+            }
+            let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+            want.sort();
+            events.sort();
+            assert_eq!(events, want, "{name}");
+        }
+    }
+}
+
+#[test]
+fn nested_pipelines_report_to_their_own_callbacks_too() {
+    let inner_rec = common::Recorder::new();
+    let outer_rec = common::Recorder::new();
+    let inner = text_processor().with_callback(inner_rec.clone());
+    let p = Pipeline::new([inner.as_node(), summarize::node()])
+        .unwrap()
+        .with_name("outer")
+        .with_callback(outer_rec.clone());
+    p.run(inputs! {"text" => "x"}).unwrap();
+    let inner_events = inner_rec.take();
+    assert_eq!(inner_events.len(), 6);
+    assert!(
+        inner_events
+            .iter()
+            .all(|e| e.starts_with("outer/text_processor "))
+    );
+    assert_eq!(outer_rec.take().len(), 12);
+}
