@@ -1,1 +1,10 @@
+//! # HyperNodes
+//!
+//! Hierarchical, modular, cached data pipelines: write typed functions for
+//! one item, wire them into pipelines by name, run them once or over
+//! millions of items, and nest pipelines as nodes.
+//!
+//! This facade re-exports [`hypernodes_core`]; the README follows.
+#![doc = include_str!("../README.md")]
+
 pub use hypernodes_core::*;

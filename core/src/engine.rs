@@ -7,14 +7,14 @@
 //! results in the same order.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use rayon::prelude::*;
 
 use crate::error::Error;
 use crate::exec::{MapJob, RunJob};
 use crate::io::Outputs;
-use crate::map::{ErrorPolicy, MapResult};
+use crate::map::MapResult;
 
 /// A strategy for executing pipelines.
 pub trait Engine: Send + Sync {
@@ -26,7 +26,8 @@ pub trait Engine: Send + Sync {
         job.execute()
     }
 
-    /// Executes a map: every item of `job`, then [`MapJob::collect`].
+    /// Executes a map: every item of `job` through [`MapJob::run_chunk`],
+    /// then [`MapJob::assemble`].
     fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error>;
 }
 
@@ -41,17 +42,8 @@ impl Engine for SeqEngine {
     }
 
     fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error> {
-        let stop = job.policy() == ErrorPolicy::Stop;
-        let mut results = Vec::with_capacity(job.len());
-        for i in 0..job.len() {
-            let r = job.run_item(i);
-            let failed = r.is_err();
-            results.push((i, r));
-            if failed && stop {
-                break;
-            }
-        }
-        job.collect(results)
+        let chunk = job.run_chunk(0..job.len(), &AtomicUsize::new(usize::MAX));
+        job.assemble(vec![chunk])
     }
 }
 
@@ -89,27 +81,22 @@ impl Engine for ParallelEngine {
     }
 
     fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error> {
-        let stop_on_error = job.policy() == ErrorPolicy::Stop;
-        let stopped = AtomicBool::new(false);
+        let first_failure = AtomicUsize::new(usize::MAX);
         let work = || {
-            (0..job.len())
+            // A few chunks per thread balance uneven items without paying
+            // per-item scheduling.
+            let pieces = rayon::current_num_threads() * 4;
+            let size = job.len().div_ceil(pieces).max(1);
+            let starts: Vec<usize> = (0..job.len()).step_by(size).collect();
+            starts
                 .into_par_iter()
-                .filter_map(|i| {
-                    if stop_on_error && stopped.load(Ordering::Relaxed) {
-                        return None;
-                    }
-                    let r = job.run_item(i);
-                    if r.is_err() && stop_on_error {
-                        stopped.store(true, Ordering::Relaxed);
-                    }
-                    Some((i, r))
-                })
+                .map(|start| job.run_chunk(start..(start + size).min(job.len()), &first_failure))
                 .collect::<Vec<_>>()
         };
-        let results = match &self.pool {
+        let chunks = match &self.pool {
             Some(pool) => pool.install(work),
             None => work(),
         };
-        job.collect(results)
+        job.assemble(chunks)
     }
 }

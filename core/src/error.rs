@@ -226,7 +226,7 @@ pub enum Error {
         /// The innermost failing node.
         node: String,
         /// Where it failed.
-        location: Location,
+        location: Box<Location>,
         /// How many attempts were made.
         attempts: u32,
         /// Why.

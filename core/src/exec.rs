@@ -2,8 +2,9 @@
 //! plan for one item, call nodes (with retries, panic capture and events),
 //! and run nested pipelines through their engine.
 //!
-//! Engines decide only *how items are scheduled* ([`MapJob::run_item`] for
-//! each item, in any order or in parallel, then [`MapJob::collect`]).
+//! Engines decide only *how items are scheduled*: they cut the items into
+//! ranges, run each with [`MapJob::run_chunk`] (in any order, on any
+//! thread), and combine the pieces with [`MapJob::assemble`].
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
@@ -14,7 +15,11 @@ use crate::io::{Inputs, Outputs};
 use crate::map::{Column, ErrorPolicy, ItemFailure, MapMode, MapOptions, MapResult};
 use crate::node::{Args, Mapping, Node, NodeFn, NodeKind, Outs};
 use crate::pipeline::{Pipeline, Plan, Step};
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::value::Value;
+use smallvec::SmallVec;
 
 /// The scope of one pipeline execution: plan, engine, callbacks, location.
 pub struct Exec<'a> {
@@ -105,10 +110,10 @@ impl<'a> Exec<'a> {
     fn fail(&self, node: &Node, items: &[usize], attempts: u32, source: NodeError) -> Error {
         let err = Error::NodeFailed {
             node: node.name.clone(),
-            location: Location {
+            location: Box::new(Location {
                 path: self.path.clone(),
                 items: items.to_vec(),
-            },
+            }),
             attempts,
             source,
         };
@@ -215,13 +220,22 @@ impl<'a> Exec<'a> {
         for (i, port) in node.inputs.iter().enumerate() {
             if mapping.mapped[i] {
                 let list = inputs.remove(&port.inner).expect("mapped input given");
-                let elems = mapping.inner_inputs[i]
-                    .split_list(&list)
-                    .expect("type-checked list");
-                mapped.push((port.inner.clone(), elems));
+                let ty = mapping.inner_inputs[i];
+                let len = ty.list_len(&list).ok_or_else(|| Error::NotAList {
+                    name: port.name.clone(),
+                    expected: ty.name(),
+                    actual: list.type_name(),
+                })?;
+                mapped.push(MappedList {
+                    name: port.inner.clone(),
+                    slot: None,
+                    ty,
+                    list,
+                    len,
+                });
             }
         }
-        let names: Vec<String> = mapped.iter().map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = mapped.iter().map(|m| m.name.clone()).collect();
         let options = MapOptions::over(names).mode(mapping.mode);
         let job = MapJob::new(exec, &inputs, mapped, &options).map_err(|e| match e {
             Error::LengthMismatch { .. } => self.fail(node, items, 1, NodeError::user(e)),
@@ -303,15 +317,34 @@ impl<'a> RunJob<'a> {
     }
 }
 
-/// The outputs of one item, in plan output order.
-pub struct ItemOutput(Vec<Value>);
+/// The outputs of a contiguous range of items, produced by
+/// [`MapJob::run_chunk`] and combined by [`MapJob::assemble`].
+pub struct Chunk {
+    start: usize,
+    columns: Vec<Vec<Option<Value>>>,
+    failures: Vec<ItemFailure>,
+    error: Option<Error>,
+}
 
-/// One `map`: an engine runs [`MapJob::run_item`] for every index (in any
-/// order, on any thread) and hands the results to [`MapJob::collect`].
+/// A mapped input: the whole list, read element by element as items run.
+struct MappedList {
+    name: String,
+    slot: Option<usize>,
+    ty: crate::value::ValueType,
+    list: Value,
+    len: usize,
+}
+
+/// The outputs of one item, in plan output order.
+pub struct ItemOutput(SmallVec<[Value; 4]>);
+
+/// One `map`: an engine runs [`MapJob::run_chunk`] over ranges covering
+/// every item (in any order, on any thread) and hands the chunks to
+/// [`MapJob::assemble`].
 pub struct MapJob<'a> {
     exec: &'a Exec<'a>,
     template: Vec<Option<Value>>,
-    mapped: Vec<(Option<usize>, Vec<Value>)>,
+    mapped: Vec<MappedList>,
     mode: MapMode,
     policy: ErrorPolicy,
     len: usize,
@@ -343,12 +376,18 @@ impl<'a> MapJob<'a> {
                 name: name.clone(),
                 needed_by: info.consumers.clone(),
             })?;
-            let elems = info.ty.split_list(&list).ok_or_else(|| Error::NotAList {
+            let len = info.ty.list_len(&list).ok_or_else(|| Error::NotAList {
                 name: name.clone(),
                 expected: info.ty.name(),
                 actual: list.type_name(),
             })?;
-            mapped.push((name.clone(), elems));
+            mapped.push(MappedList {
+                name: name.clone(),
+                slot: None,
+                ty: info.ty,
+                list,
+                len,
+            });
         }
         Self::new(exec, &fixed, mapped, options)
     }
@@ -356,35 +395,31 @@ impl<'a> MapJob<'a> {
     fn new(
         exec: &'a Exec<'a>,
         fixed: &Inputs,
-        mapped: Vec<(String, Vec<Value>)>,
+        mut mapped: Vec<MappedList>,
         options: &MapOptions,
     ) -> Result<Self, Error> {
         let len = match options.mode {
             MapMode::Zip => {
-                let first = mapped[0].1.len();
-                if mapped.iter().any(|(_, v)| v.len() != first) {
+                let first = mapped[0].len;
+                if mapped.iter().any(|m| m.len != first) {
                     return Err(Error::LengthMismatch {
-                        lengths: mapped.iter().map(|(n, v)| (n.clone(), v.len())).collect(),
+                        lengths: mapped.iter().map(|m| (m.name.clone(), m.len)).collect(),
                     });
                 }
                 first
             }
-            MapMode::Product => mapped.iter().map(|(_, v)| v.len()).product(),
+            MapMode::Product => mapped.iter().map(|m| m.len).product(),
         };
-        let names: Vec<String> = mapped.iter().map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = mapped.iter().map(|m| m.name.clone()).collect();
         let template = exec.pipeline.resolve_inputs(exec.plan, fixed, &names)?;
-        let mapped = mapped
-            .into_iter()
-            .map(|(name, values)| {
-                let slot = exec
-                    .plan
-                    .inputs
-                    .iter()
-                    .find(|i| i.name == name)
-                    .map(|i| i.slot);
-                (slot, values)
-            })
-            .collect();
+        for m in mapped.iter_mut() {
+            m.slot = exec
+                .plan
+                .inputs
+                .iter()
+                .find(|i| i.name == m.name)
+                .map(|i| i.slot);
+        }
         Ok(MapJob {
             exec,
             template,
@@ -432,26 +467,29 @@ impl<'a> MapJob<'a> {
     /// Runs item `index`: every needed node, in topological order.
     pub fn run_item(&self, index: usize) -> Result<ItemOutput, Error> {
         let exec = self.exec;
-        let mut items = Vec::with_capacity(exec.items.len() + 1);
+        let mut items: SmallVec<[usize; 4]> = SmallVec::new();
         items.extend_from_slice(&exec.items);
         items.push(index);
         let start = exec.has_callbacks().then(|| {
             exec.emit(&items, |cb, ctx| cb.on_map_item_start(ctx));
             Instant::now()
         });
-        let mut slots = self.template.clone();
+        let mut slots: SmallVec<[Option<Value>; 8]> = self.template.iter().cloned().collect();
         let mut rem = index;
-        for (slot, values) in self.mapped.iter().rev() {
+        for m in self.mapped.iter().rev() {
             let i = match self.mode {
                 MapMode::Zip => index,
                 MapMode::Product => {
-                    let i = rem % values.len();
-                    rem /= values.len();
+                    let i = rem % m.len;
+                    rem /= m.len;
                     i
                 }
             };
-            if let Some(slot) = slot {
-                slots[*slot] = Some(values[i].clone());
+            if let Some(slot) = m.slot {
+                let value = m.ty.list_item(&m.list, i).ok_or_else(|| Error::Engine {
+                    message: format!("mapped input `{}` has no element {i}", m.name),
+                })?;
+                slots[slot] = Some(value);
             }
         }
         let result = exec.run_steps(&mut slots, &items).map(|()| {
@@ -470,16 +508,58 @@ impl<'a> MapJob<'a> {
         result
     }
 
-    /// Assembles item results (any order of indices) into a [`MapResult`],
-    /// applying the error policy. Indices never given count as not run.
-    pub fn collect<I>(&self, results: I) -> Result<MapResult, Error>
-    where
-        I: IntoIterator<Item = (usize, Result<ItemOutput, Error>)>,
-    {
-        let mut rows: Vec<Option<Result<ItemOutput, Error>>> =
-            (0..self.len).map(|_| None).collect();
-        for (i, r) in results {
-            rows[i] = Some(r);
+    /// Runs the items of `range` in order and gathers their outputs as
+    /// column pieces. Under [`ErrorPolicy::Stop`], `first_failure` (shared
+    /// by all chunks of the job, starting at `usize::MAX`) holds the lowest
+    /// failing index seen so far: a chunk skips items after it and lowers it
+    /// on failure, so the earliest failure is always found and little work
+    /// is wasted after it.
+    pub fn run_chunk(&self, range: Range<usize>, first_failure: &AtomicUsize) -> Chunk {
+        let outputs = self.exec.plan.outputs.len();
+        let mut chunk = Chunk {
+            start: range.start,
+            columns: (0..outputs)
+                .map(|_| Vec::with_capacity(range.len()))
+                .collect(),
+            failures: Vec::new(),
+            error: None,
+        };
+        let stop_on_error = self.policy == ErrorPolicy::Stop;
+        for index in range {
+            if stop_on_error && index > first_failure.load(Ordering::Relaxed) {
+                break;
+            }
+            match self.run_item(index) {
+                Ok(ItemOutput(values)) => {
+                    for (c, v) in chunk.columns.iter_mut().zip(values) {
+                        c.push(Some(v));
+                    }
+                }
+                Err(error) if stop_on_error => {
+                    first_failure.fetch_min(index, Ordering::Relaxed);
+                    chunk.error = Some(error);
+                    break;
+                }
+                Err(error) => {
+                    chunk.failures.push(ItemFailure { index, error });
+                    for c in chunk.columns.iter_mut() {
+                        c.push(None);
+                    }
+                }
+            }
+        }
+        chunk
+    }
+
+    /// Assembles chunks (in any order) into a [`MapResult`], applying the
+    /// error policy: under [`ErrorPolicy::Stop`] the failure of the earliest
+    /// chunk that failed is returned; otherwise every item must be present.
+    pub fn assemble(&self, mut chunks: Vec<Chunk>) -> Result<MapResult, Error> {
+        chunks.sort_by_key(|c| c.start);
+        if let Some(at) = chunks.iter().position(|c| c.error.is_some())
+            && let Some(error) = chunks.swap_remove(at).error
+        {
+            return Err(error);
         }
         let plan = self.exec.plan;
         let mut columns: Vec<Column> = plan
@@ -491,36 +571,26 @@ impl<'a> MapJob<'a> {
                 values: Vec::with_capacity(self.len),
             })
             .collect();
-        if self.policy == ErrorPolicy::Stop {
-            if let Some(i) = rows.iter().position(|r| matches!(r, Some(Err(_)))) {
-                if let Some(Err(e)) = rows.swap_remove(i) {
-                    return Err(e);
-                }
-            }
-        }
         let mut failures = Vec::new();
-        for (index, row) in rows.into_iter().enumerate() {
-            match row {
-                Some(Ok(ItemOutput(values))) => {
-                    for (c, v) in columns.iter_mut().zip(values) {
-                        c.values.push(Some(v));
-                    }
-                }
-                Some(Err(error)) => {
-                    failures.push(ItemFailure { index, error });
-                    for c in columns.iter_mut() {
-                        c.values.push(None);
-                    }
-                }
-                None => {
-                    return Err(Error::Engine {
-                        message: format!(
-                            "engine `{}` returned no result for item {index}",
-                            self.exec.engine.name()
-                        ),
-                    });
-                }
+        let mut next = 0;
+        for chunk in chunks {
+            let len = chunk.columns.first().map_or(0, Vec::len);
+            if chunk.start != next {
+                break;
             }
+            next += len;
+            for (c, piece) in columns.iter_mut().zip(chunk.columns) {
+                c.values.extend(piece);
+            }
+            failures.extend(chunk.failures);
+        }
+        if next != self.len && !columns.is_empty() {
+            return Err(Error::Engine {
+                message: format!(
+                    "engine `{}` returned no result for item {next}",
+                    self.exec.engine.name()
+                ),
+            });
         }
         Ok(MapResult {
             len: self.len,

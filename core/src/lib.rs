@@ -42,7 +42,7 @@ pub mod value;
 pub use callback::{Callback, CallbackContext};
 pub use engine::{Engine, ParallelEngine, SeqEngine};
 pub use error::{BoxError, Error, Location, NodeError, Result};
-pub use exec::{ItemOutput, MapJob, RunJob};
+pub use exec::{Chunk, ItemOutput, MapJob, RunJob};
 pub use hypernodes_macros::{ArrowValue, node};
 pub use io::{Inputs, Outputs};
 pub use map::{

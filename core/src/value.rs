@@ -394,8 +394,7 @@ pub struct ValueType {
     id: TypeId,
     name: &'static str,
     arrow: Option<ArrowOps>,
-    split_list: Option<fn(&Value) -> Option<Vec<Value>>>,
-    make_list: Option<fn(Vec<Value>) -> Option<Value>>,
+    list: Option<ListOps>,
     list_type: Option<fn() -> ValueType>,
 }
 
@@ -428,8 +427,7 @@ impl ValueType {
             id: TypeId::of::<T>(),
             name: std::any::type_name::<T>(),
             arrow: None,
-            split_list: None,
-            make_list: None,
+            list: None,
             list_type: None,
         }
     }
@@ -489,14 +487,26 @@ impl ValueType {
         self.list_type.map(|f| f())
     }
 
+    /// The length of `list`, if it is a `Vec<Self>`.
+    pub fn list_len(&self, list: &Value) -> Option<usize> {
+        self.list.and_then(|ops| (ops.len)(list))
+    }
+
+    /// Element `index` of `list` (a `Vec<Self>`), as a value of its own.
+    #[inline]
+    pub fn list_item(&self, list: &Value, index: usize) -> Option<Value> {
+        self.list.and_then(|ops| (ops.item)(list, index))
+    }
+
     /// Splits a value of type `Vec<Self>` into its elements.
     pub fn split_list(&self, list: &Value) -> Option<Vec<Value>> {
-        self.split_list.and_then(|f| f(list))
+        let len = self.list_len(list)?;
+        (0..len).map(|i| self.list_item(list, i)).collect()
     }
 
     /// Builds a `Vec<Self>` value from elements of this type.
     pub fn make_list(&self, items: Vec<Value>) -> Option<Value> {
-        self.make_list.and_then(|f| f(items))
+        self.list.and_then(|ops| (ops.make)(items))
     }
 
     /// Whether `value` holds a value of this type.
@@ -505,9 +515,26 @@ impl ValueType {
     }
 }
 
-fn split<T: Any + Send + Sync + Clone>(list: &Value) -> Option<Vec<Value>> {
-    list.downcast_ref::<Vec<T>>()
-        .map(|v| v.iter().cloned().map(Value::new).collect())
+/// Element access on `Vec<T>` values, for `T` described by a [`ValueType`].
+#[derive(Clone, Copy)]
+struct ListOps {
+    len: fn(&Value) -> Option<usize>,
+    item: fn(&Value, usize) -> Option<Value>,
+    make: fn(Vec<Value>) -> Option<Value>,
+}
+
+impl ListOps {
+    fn of<T: Any + Send + Sync + Clone>() -> Self {
+        ListOps {
+            len: |list| list.downcast_ref::<Vec<T>>().map(Vec::len),
+            item: |list, i| {
+                list.downcast_ref::<Vec<T>>()
+                    .and_then(|v| v.get(i))
+                    .map(|x| Value::new(x.clone()))
+            },
+            make: make::<T>,
+        }
+    }
 }
 
 fn make<T: Any + Send + Sync + Clone>(items: Vec<Value>) -> Option<Value> {
@@ -577,8 +604,7 @@ fn arrow_type<T: ArrowValue, L: Level>() -> ValueType {
             to_array: values_to_array::<T>,
             from_array: array_to_values::<T>,
         }),
-        split_list: Some(split::<T>),
-        make_list: Some(make::<T>),
+        list: Some(ListOps::of::<T>()),
         list_type: L::arrow_list::<T>(),
     }
 }
@@ -588,8 +614,7 @@ fn clone_type<T: Any + Send + Sync + Clone, L: Level>() -> ValueType {
         id: TypeId::of::<T>(),
         name: std::any::type_name::<T>(),
         arrow: None,
-        split_list: Some(split::<T>),
-        make_list: Some(make::<T>),
+        list: Some(ListOps::of::<T>()),
         list_type: L::clone_list::<T>(),
     }
 }
@@ -682,7 +707,7 @@ mod tests {
 
     #[test]
     fn sliced_list_array_decodes() {
-        let v = vec![vec![1i64], vec![2, 3], vec![4]];
+        let v = [vec![1i64], vec![2, 3], vec![4]];
         let refs: Vec<&Vec<i64>> = v.iter().collect();
         let array = Vec::<i64>::to_array(&refs).unwrap().slice(1, 2);
         assert_eq!(
@@ -726,7 +751,7 @@ mod tests {
         let lt = t.list_type().unwrap();
         assert_eq!(lt.type_id(), TypeId::of::<Vec<i64>>());
         let llt = lt.list_type().unwrap().list_type().unwrap();
-        assert_eq!(llt.type_id(), TypeId::of::<Vec<Vec<Vec<Vec<i64>>>>>());
+        assert_eq!(llt.type_id(), TypeId::of::<Vec<Vec<Vec<i64>>>>());
         assert!(llt.list_type().is_none());
     }
 

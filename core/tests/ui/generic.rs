@@ -1,0 +1,8 @@
+use hypernodes_core::node;
+
+#[node]
+fn identity<T: Clone>(x: T) -> T {
+    x
+}
+
+fn main() {}
