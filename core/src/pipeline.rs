@@ -5,7 +5,7 @@
 //! renamings. A pipeline's inputs are the names no node produces; its outputs
 //! are every node output. [`Pipeline::run`] executes once,
 //! [`Pipeline::map`] over collections, both on the pipeline's engine
-//! ([`SeqEngine`](crate::SeqEngine) unless set with [`Pipeline::with_engine`]).
+//! ([`SeqEngine`] unless set with [`Pipeline::with_engine`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
