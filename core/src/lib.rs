@@ -37,6 +37,7 @@ pub mod map;
 pub mod node;
 pub mod pipeline;
 mod runtime;
+pub mod signature;
 pub mod value;
 
 pub use callback::{Callback, CallbackContext};
@@ -50,6 +51,7 @@ pub use map::{
 };
 pub use node::{Args, Node, NodeBuilder, NodeFn, Outs, Port};
 pub use pipeline::{InputInfo, Pipeline};
+pub use signature::Signature;
 pub use value::{ArrowValue, Value, ValueError, ValueType};
 
 /// Re-exports of dependencies, for code that works with values directly.

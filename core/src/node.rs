@@ -15,6 +15,7 @@ use smallvec::SmallVec;
 use crate::error::{Error, NodeError};
 use crate::map::MapMode;
 use crate::pipeline::Pipeline;
+use crate::signature::Signature;
 use crate::value::{ArrowValue, Value, ValueType};
 
 /// The outputs of one node call, in declared order.
@@ -136,6 +137,8 @@ pub struct Node {
     pub(crate) kind: NodeKind,
     pub(crate) retries: u32,
     pub(crate) mapping: Option<Mapping>,
+    pub(crate) code_hash: Signature,
+    helpers: Arc<[String]>,
     pending_map: Option<(Vec<String>, MapMode)>,
     problems: Vec<String>,
 }
@@ -162,22 +165,31 @@ impl Node {
         }
     }
 
-    /// Used by `#[node]`: a function node with the given ports and body.
+    /// Used by `#[node]`: a function node with the given ports and body,
+    /// its code fingerprint (hex) and the helpers the fingerprint covers.
     #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
     pub fn from_parts(
         name: &str,
         inputs: Vec<Port>,
         outputs: Vec<Port>,
         func: NodeFn,
         retries: u32,
+        code_hash: &str,
+        helpers: &[&str],
     ) -> Node {
-        Node::new(
+        let mut node = Node::new(
             name.to_string(),
             inputs,
             outputs,
             NodeKind::Func(func),
             retries,
-        )
+        );
+        if let Some(sig) = Signature::from_hex(code_hash) {
+            node.code_hash = sig;
+        }
+        node.helpers = helpers.iter().map(|h| h.to_string()).collect();
+        node
     }
 
     pub(crate) fn new(
@@ -187,7 +199,10 @@ impl Node {
         kind: NodeKind,
         retries: u32,
     ) -> Node {
+        let code_hash = structural_hash(&name, &inputs, &outputs, &kind);
         Node {
+            code_hash,
+            helpers: Arc::from(Vec::new()),
             name,
             inputs,
             outputs,
@@ -217,6 +232,20 @@ impl Node {
     /// How many times a failing call is retried.
     pub fn retries(&self) -> u32 {
         self.retries
+    }
+
+    /// The node's code fingerprint. For `#[node]` functions it covers the
+    /// function's tokens (doc comments excluded), its name and output names,
+    /// and the same-crate helpers it calls, transitively. For closure nodes
+    /// it covers the name and ports only; for pipeline nodes, the inner
+    /// nodes' fingerprints and wiring.
+    pub fn code_hash(&self) -> Signature {
+        self.code_hash
+    }
+
+    /// Names of the helper functions covered by [`Node::code_hash`].
+    pub fn helpers(&self) -> &[String] {
+        &self.helpers
     }
 
     /// The nested pipeline, for a pipeline node.
@@ -377,6 +406,24 @@ impl Node {
         });
         Ok(self)
     }
+}
+
+/// The fingerprint of a node from what is known at run time: its name,
+/// ports and, for a pipeline node, its inner nodes' fingerprints.
+fn structural_hash(name: &str, inputs: &[Port], outputs: &[Port], kind: &NodeKind) -> Signature {
+    let mut text = format!("{name}\u{1f}");
+    for p in inputs.iter().chain(outputs) {
+        text.push_str(&format!("{}:{}:{}\u{1f}", p.name, p.inner, p.ty.name()));
+    }
+    if let NodeKind::Nested(pipeline) = kind {
+        for n in pipeline.nodes() {
+            text.push_str(&n.code_hash.to_hex());
+            for p in n.inputs.iter().chain(&n.outputs) {
+                text.push_str(&format!("{}\u{1f}", p.name));
+            }
+        }
+    }
+    Signature::of_bytes("hypernodes/structure/v1", text.as_bytes())
 }
 
 /// Builds a [`Node`] from a closure at run time (for generated pipelines).

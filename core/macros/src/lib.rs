@@ -8,6 +8,8 @@
 //! Both emit paths into the `hypernodes` facade when the calling crate
 //! depends on it, and into `hypernodes_core` otherwise.
 
+mod code;
+
 use proc_macro::TokenStream;
 use proc_macro_crate::{FoundCrate, crate_name};
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -285,6 +287,7 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
     };
     let node_name = args.name.unwrap_or_else(|| fn_name.clone());
     let retries = args.retries;
+    let (code_hash, helpers) = code::fingerprint(func, &outputs, &node_name);
 
     let in_ports = params.iter().map(|(name, take)| {
         let stored = take.stored();
@@ -411,6 +414,8 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
                     ::std::vec![#(#out_ports),*],
                     #body,
                     #retries,
+                    #code_hash,
+                    &[#(#helpers),*],
                 )
             }
         }
