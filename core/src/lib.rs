@@ -28,6 +28,7 @@
 
 extern crate self as hypernodes_core;
 
+pub mod cache;
 pub mod callback;
 pub mod engine;
 pub mod error;
@@ -40,6 +41,7 @@ mod runtime;
 pub mod signature;
 pub mod value;
 
+pub use cache::{Cache, CacheError, CacheKey, DiskCache};
 pub use callback::{Callback, CallbackContext};
 pub use engine::{Engine, ParallelEngine, SeqEngine};
 pub use error::{BoxError, Error, Location, NodeError, Result};

@@ -1,0 +1,486 @@
+//! The cache store: batch-first lookups and stores of node results keyed by
+//! [`Signature`], and [`DiskCache`], a directory of Parquet segments.
+//!
+//! Layout of a [`DiskCache`] at `root` (one dataset per node version):
+//!
+//! ```text
+//! root/<node name>/<code hash, 64 hex>/seg-<nanos>-<pid>-<n>.parquet   complete segments
+//! root/<node name>/<code hash, 64 hex>/.tmp-<nanos>-<pid>-<n>.parquet  writes in progress
+//! ```
+//!
+//! A segment holds a `signature` column (`FixedSizeBinary(32)`, not null)
+//! and one column per node output, named and typed as the output's Arrow
+//! form. Segments are written to a `.tmp-` file, synced, then renamed, so a
+//! `seg-` file is complete or absent; readers ignore every other file. A
+//! segment that cannot be read or whose schema differs is reported once and
+//! skipped: its items are computed again, never trusted.
+//!
+//! Engines do not use the store yet: wiring it into `run`/`map` (per-item
+//! signatures, chunked flushes, cache logs) is the next step of the caching
+//! work.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::signature::Signature;
+use crate::value::{Value, ValueType};
+
+/// An error of the cache store.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// A file system operation failed.
+    #[error("cache I/O on `{path}`: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Values could not be encoded for storage.
+    #[error("cannot encode output `{output}` of node `{node}`: {message}")]
+    Encode {
+        /// The node.
+        node: String,
+        /// The output.
+        output: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// What identifies one node version's results: its name, code fingerprint
+/// and outputs (names and types, in order).
+#[derive(Clone, Debug)]
+pub struct CacheKey {
+    /// The node's name.
+    pub node: String,
+    /// The node's code fingerprint.
+    pub code: Signature,
+    /// The node's outputs.
+    pub outputs: Vec<(String, ValueType)>,
+}
+
+impl CacheKey {
+    /// Whether every output has an Arrow form (only then can it be stored).
+    pub fn storable(&self) -> bool {
+        self.outputs.iter().all(|(_, t)| t.is_arrow())
+    }
+}
+
+/// A content-addressed store of node results, batch-first.
+pub trait Cache: Send + Sync {
+    /// For each signature, the cached outputs (in the key's output order), if any.
+    fn lookup(
+        &self,
+        key: &CacheKey,
+        sigs: &[Signature],
+    ) -> Result<Vec<Option<Vec<Value>>>, CacheError>;
+
+    /// Stores results: each entry is a signature and the outputs in order.
+    fn store(&self, key: &CacheKey, entries: &[(Signature, Vec<Value>)]) -> Result<(), CacheError>;
+}
+
+#[derive(Default)]
+struct Dataset {
+    rows: HashMap<Signature, Vec<Value>>,
+    segments: HashSet<PathBuf>,
+}
+
+/// The default store: Parquet segments under a directory (see the module docs).
+pub struct DiskCache {
+    root: PathBuf,
+    datasets: Mutex<HashMap<PathBuf, Dataset>>,
+    warnings: Mutex<Vec<String>>,
+    warned: Mutex<HashSet<PathBuf>>,
+}
+
+impl DiskCache {
+    /// A cache rooted at `root` (created on first store).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DiskCache {
+            root: root.into(),
+            datasets: Mutex::new(HashMap::new()),
+            warnings: Mutex::new(Vec::new()),
+            warned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The warnings reported so far (each unreadable segment once).
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// The directory of one node version's dataset.
+    pub fn dataset_dir(&self, key: &CacheKey) -> PathBuf {
+        let safe: String = key
+            .node
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.root.join(safe).join(key.code.to_hex())
+    }
+
+    fn warn(&self, path: &Path, message: String) {
+        let first = self
+            .warned
+            .lock()
+            .map(|mut w| w.insert(path.to_path_buf()))
+            .unwrap_or(false);
+        if first {
+            eprintln!("hypernodes cache warning: {message}");
+            if let Ok(mut w) = self.warnings.lock() {
+                w.push(message);
+            }
+        }
+    }
+
+    /// Loads segments not seen before into the in-memory dataset.
+    fn refresh(&self, key: &CacheKey, data: &mut Dataset) {
+        let dir = self.dataset_dir(key);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("seg-") && n.ends_with(".parquet"))
+            })
+            .filter(|p| !data.segments.contains(p))
+            .collect();
+        paths.sort();
+        for path in paths {
+            match read_segment(&path, key) {
+                Ok(rows) => {
+                    data.rows.extend(rows);
+                    data.segments.insert(path);
+                }
+                Err(message) => self.warn(
+                    &path,
+                    format!(
+                        "ignoring unreadable segment `{}` of node `{}`: {message}; its items will be recomputed",
+                        path.display(),
+                        key.node
+                    ),
+                ),
+            }
+        }
+    }
+}
+
+fn read_segment(path: &Path, key: &CacheKey) -> Result<Vec<(Signature, Vec<Value>)>, String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| e.to_string())?
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let schema = batch.schema();
+        if schema.fields().len() != key.outputs.len() + 1 {
+            return Err("unexpected number of columns".into());
+        }
+        let sigs = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<FixedSizeBinaryArray>()
+            .filter(|a| a.value_length() == 32 && a.null_count() == 0)
+            .ok_or("the signature column is not FixedSizeBinary(32)")?;
+        let mut columns = Vec::with_capacity(key.outputs.len());
+        for (i, (name, ty)) in key.outputs.iter().enumerate() {
+            let field = schema.field(i + 1);
+            if field.name() != name || Some(field.data_type().clone()) != ty.data_type() {
+                return Err(format!("column {} does not match output `{name}`", i + 1));
+            }
+            let values = ty
+                .from_array(batch.column(i + 1).as_ref())
+                .map_err(|e| e.to_string())?;
+            columns.push(values);
+        }
+        let mut columns: Vec<std::vec::IntoIter<Value>> =
+            columns.into_iter().map(Vec::into_iter).collect();
+        for row in 0..batch.num_rows() {
+            let mut sig = [0u8; 32];
+            sig.copy_from_slice(sigs.value(row));
+            let values = columns
+                .iter_mut()
+                .map(|c| c.next().ok_or("short column"))
+                .collect::<Result<Vec<Value>, _>>()?;
+            out.push((Signature(sig), values));
+        }
+    }
+    Ok(out)
+}
+
+fn unique_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{nanos:020}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Cache for DiskCache {
+    fn lookup(
+        &self,
+        key: &CacheKey,
+        sigs: &[Signature],
+    ) -> Result<Vec<Option<Vec<Value>>>, CacheError> {
+        if !key.storable() {
+            return Ok(vec![None; sigs.len()]);
+        }
+        let mut datasets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
+        let data = datasets.entry(self.dataset_dir(key)).or_default();
+        self.refresh(key, data);
+        Ok(sigs.iter().map(|s| data.rows.get(s).cloned()).collect())
+    }
+
+    fn store(&self, key: &CacheKey, entries: &[(Signature, Vec<Value>)]) -> Result<(), CacheError> {
+        if entries.is_empty() || !key.storable() {
+            return Ok(());
+        }
+        let encode = |output: &str, message: String| CacheError::Encode {
+            node: key.node.clone(),
+            output: output.to_string(),
+            message,
+        };
+        let sig_array = FixedSizeBinaryArray::try_from_iter(entries.iter().map(|(s, _)| s.0))
+            .map_err(|e| encode("signature", e.to_string()))?;
+        let mut fields = vec![Field::new(
+            "signature",
+            DataType::FixedSizeBinary(32),
+            false,
+        )];
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(sig_array)];
+        for (i, (name, ty)) in key.outputs.iter().enumerate() {
+            let values: Vec<&Value> = entries.iter().map(|(_, v)| &v[i]).collect();
+            let array = ty
+                .to_array(&values)
+                .map_err(|e| encode(name, e.to_string()))?;
+            fields.push(
+                ty.field(name)
+                    .ok_or_else(|| encode(name, "no Arrow form".into()))?,
+            );
+            columns.push(array);
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| encode("*", e.to_string()))?;
+
+        let dir = self.dataset_dir(key);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CacheError::Io { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let name = unique_name();
+        let tmp = dir.join(format!(".tmp-{name}.parquet"));
+        let seg = dir.join(format!("seg-{name}.parquet"));
+        let file = File::create(&tmp).map_err(io(&tmp))?;
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), None)
+            .map_err(|e| encode("*", e.to_string()))?;
+        writer
+            .write(&batch)
+            .map_err(|e| encode("*", e.to_string()))?;
+        let mut file = writer
+            .into_inner()
+            .map_err(|e| encode("*", e.to_string()))?;
+        file.flush().map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+        drop(file);
+        std::fs::rename(&tmp, &seg).map_err(io(&seg))?;
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        let mut datasets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
+        let data = datasets.entry(dir).or_default();
+        data.segments.insert(seg);
+        for (s, v) in entries {
+            data.rows.insert(*s, v.clone());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> CacheKey {
+        CacheKey {
+            node: "count words".into(),
+            code: Signature::of_bytes("test", b"count"),
+            outputs: vec![
+                ("word_count".into(), ValueType::arrow::<i64>()),
+                ("words".into(), ValueType::arrow::<Vec<String>>()),
+            ],
+        }
+    }
+
+    fn sig(i: u8) -> Signature {
+        Signature::of_bytes("item", &[i])
+    }
+
+    fn entry(i: u8) -> (Signature, Vec<Value>) {
+        (
+            sig(i),
+            vec![Value::new(i as i64), Value::new(vec![format!("w{i}")])],
+        )
+    }
+
+    fn counts(found: &[Option<Vec<Value>>]) -> Vec<Option<i64>> {
+        found
+            .iter()
+            .map(|o| o.as_ref().map(|v| *v[0].downcast_ref::<i64>().unwrap()))
+            .collect()
+    }
+
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("seg-"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn stored_results_are_found_by_a_new_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key();
+        DiskCache::new(dir.path())
+            .store(&k, &[entry(1), entry(2)])
+            .unwrap();
+        let cache = DiskCache::new(dir.path());
+        let found = cache.lookup(&k, &[sig(2), sig(3), sig(1)]).unwrap();
+        assert_eq!(counts(&found), [Some(2), None, Some(1)]);
+        assert_eq!(
+            found[0].as_ref().unwrap()[1].downcast_ref::<Vec<String>>(),
+            Some(&vec!["w2".to_string()])
+        );
+        assert!(cache.warnings().is_empty());
+        // Another code version is another dataset.
+        let mut k2 = k.clone();
+        k2.code = Signature::of_bytes("test", b"count v2");
+        assert_eq!(counts(&cache.lookup(&k2, &[sig(1)]).unwrap()), [None]);
+    }
+
+    #[test]
+    fn segments_are_plain_parquet_with_a_signature_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::new(dir.path());
+        cache.store(&key(), &[entry(7)]).unwrap();
+        let segs = segments(&cache.dataset_dir(&key()));
+        assert_eq!(segs.len(), 1);
+        let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(&segs[0]).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let schema = batch.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["signature", "word_count", "words"]);
+        assert_eq!(schema.field(0).data_type(), &DataType::FixedSizeBinary(32));
+    }
+
+    #[test]
+    fn truncated_and_garbage_segments_are_skipped_with_one_warning_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key();
+        let writer = DiskCache::new(dir.path());
+        for i in 0..3 {
+            writer.store(&k, &[entry(i)]).unwrap();
+        }
+        let segs = segments(&writer.dataset_dir(&k));
+        let bytes = std::fs::read(&segs[0]).unwrap();
+        std::fs::write(&segs[0], &bytes[..bytes.len() / 2]).unwrap();
+        std::fs::write(&segs[1], b"definitely not parquet").unwrap();
+        // A write that never finished is not a segment at all.
+        std::fs::write(writer.dataset_dir(&k).join(".tmp-x.parquet"), b"partial").unwrap();
+
+        let cache = DiskCache::new(dir.path());
+        let found = cache.lookup(&k, &[sig(0), sig(1), sig(2)]).unwrap();
+        assert_eq!(counts(&found), [None, None, Some(2)]);
+        cache.lookup(&k, &[sig(0)]).unwrap();
+        let warnings = cache.warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings.iter().all(|w| w.contains("count words")));
+    }
+
+    #[test]
+    fn concurrent_writers_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key();
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let root = dir.path().to_path_buf();
+                let k = k.clone();
+                s.spawn(move || {
+                    let cache = DiskCache::new(root);
+                    for i in 0..10u8 {
+                        cache.store(&k, &[entry(t * 10 + i)]).unwrap();
+                    }
+                });
+            }
+        });
+        let cache = DiskCache::new(dir.path());
+        let all: Vec<Signature> = (0..40).map(sig).collect();
+        let found = cache.lookup(&k, &all).unwrap();
+        assert_eq!(
+            counts(&found),
+            (0..40).map(|i| Some(i as i64)).collect::<Vec<_>>()
+        );
+        assert_eq!(segments(&cache.dataset_dir(&k)).len(), 40);
+    }
+
+    #[test]
+    fn outputs_without_an_arrow_form_are_not_stored() {
+        #[derive(Clone)]
+        struct Model;
+        let dir = tempfile::tempdir().unwrap();
+        let k = CacheKey {
+            node: "load".into(),
+            code: Signature::of_bytes("test", b"load"),
+            outputs: vec![("model".into(), ValueType::resource::<Model>())],
+        };
+        let cache = DiskCache::new(dir.path());
+        cache
+            .store(&k, &[(sig(1), vec![Value::new(Model)])])
+            .unwrap();
+        assert!(cache.lookup(&k, &[sig(1)]).unwrap()[0].is_none());
+        assert!(!cache.dataset_dir(&k).exists());
+    }
+}
