@@ -5,11 +5,11 @@ use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use arrow_array::{RecordBatch, RecordBatchOptions, UInt32Array};
+use arrow_array::{RecordBatch, RecordBatchOptions};
 use arrow_schema::{Field, Schema};
 
 use crate::error::Error;
-use crate::value::{Value, ValueType};
+use crate::value::{Value, ValueType, spread_with_nulls};
 
 /// How several mapped inputs combine into items.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -281,25 +281,20 @@ impl MapResult {
             };
             let present: Vec<&Value> = c.values.iter().flatten().collect();
             let mut array = c.ty.to_array(&present).map_err(arrow_err)?;
-            let mut field = c.ty.field(&c.name).expect("arrow type has a field");
+            let mut field = c.ty.field(&c.name).ok_or_else(|| {
+                arrow_err(crate::value::ValueError {
+                    type_name: c.ty.name(),
+                    message: "the type has no Arrow form".into(),
+                })
+            })?;
             if present.len() < c.values.len() {
-                let mut next = 0u32;
-                let idx: UInt32Array = c
-                    .values
-                    .iter()
-                    .map(|v| {
-                        v.as_ref().map(|_| {
-                            next += 1;
-                            next - 1
+                array = spread_with_nulls(array.as_ref(), c.values.iter().map(Option::is_some))
+                    .map_err(|e| {
+                        arrow_err(crate::value::ValueError {
+                            type_name: c.ty.name(),
+                            message: e.to_string(),
                         })
-                    })
-                    .collect();
-                array = arrow_select::take::take(array.as_ref(), &idx, None).map_err(|e| {
-                    arrow_err(crate::value::ValueError {
-                        type_name: c.ty.name(),
-                        message: e.to_string(),
-                    })
-                })?;
+                    })?;
                 field = Field::new(&c.name, field.data_type().clone(), true);
             }
             fields.push(field);

@@ -277,15 +277,8 @@ impl Node {
         B: Into<String>,
     {
         for (outer, inner) in pairs {
-            let (outer, inner) = (outer.into(), inner.into());
-            match self.inputs.iter_mut().find(|p| p.inner == inner) {
-                Some(p) => p.name = outer,
-                None => {
-                    let have: Vec<&str> = self.inputs.iter().map(|p| p.inner.as_str()).collect();
-                    self.problems.push(format!(
-                        "input_mapping names unknown input `{inner}`; inputs are {have:?}"
-                    ));
-                }
+            if let Err(problem) = rename(&mut self.inputs, inner.into(), outer.into(), "input") {
+                self.problems.push(problem);
             }
         }
         self
@@ -299,15 +292,8 @@ impl Node {
         B: Into<String>,
     {
         for (inner, outer) in pairs {
-            let (inner, outer) = (inner.into(), outer.into());
-            match self.outputs.iter_mut().find(|p| p.inner == inner) {
-                Some(p) => p.name = outer,
-                None => {
-                    let have: Vec<&str> = self.outputs.iter().map(|p| p.inner.as_str()).collect();
-                    self.problems.push(format!(
-                        "output_mapping names unknown output `{inner}`; outputs are {have:?}"
-                    ));
-                }
+            if let Err(problem) = rename(&mut self.outputs, inner.into(), outer.into(), "output") {
+                self.problems.push(problem);
             }
         }
         self
@@ -405,6 +391,22 @@ impl Node {
             mode,
         });
         Ok(self)
+    }
+}
+
+/// Gives the port whose inner name is `inner` the outer name `outer`.
+fn rename(ports: &mut [Port], inner: String, outer: String, what: &str) -> Result<(), String> {
+    match ports.iter_mut().find(|p| p.inner == inner) {
+        Some(p) => {
+            p.name = outer;
+            Ok(())
+        }
+        None => {
+            let have: Vec<&str> = ports.iter().map(|p| p.inner.as_str()).collect();
+            Err(format!(
+                "{what}_mapping names unknown {what} `{inner}`; {what}s are {have:?}"
+            ))
+        }
     }
 }
 

@@ -286,17 +286,7 @@ impl<T: ArrowValue> ArrowValue for Option<T> {
     fn to_array(values: &[&Self]) -> Result<ArrayRef, ValueError> {
         let present: Vec<&T> = values.iter().filter_map(|v| v.as_ref()).collect();
         let dense = T::to_array(&present)?;
-        let mut next = 0u32;
-        let indices: UInt32Array = values
-            .iter()
-            .map(|v| {
-                v.as_ref().map(|_| {
-                    next += 1;
-                    next - 1
-                })
-            })
-            .collect();
-        arrow_select::take::take(dense.as_ref(), &indices, None)
+        spread_with_nulls(dense.as_ref(), values.iter().map(|v| v.is_some()))
             .map_err(|e| ValueError::new::<Self>(e.to_string()))
     }
     fn from_array(array: &dyn Array) -> Result<Vec<Self>, ValueError> {
@@ -317,6 +307,24 @@ impl<T: ArrowValue> ArrowValue for Option<T> {
             })
             .collect())
     }
+}
+
+/// Spreads the rows of `dense` over the positions where `present` is true,
+/// with nulls elsewhere.
+pub(crate) fn spread_with_nulls(
+    dense: &dyn Array,
+    present: impl Iterator<Item = bool>,
+) -> Result<ArrayRef, arrow_schema::ArrowError> {
+    let mut next = 0u32;
+    let indices: UInt32Array = present
+        .map(|p| {
+            p.then(|| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect();
+    arrow_select::take::take(dense, &indices, None)
 }
 
 /// Arrow conversion for serde types, used by `#[derive(ArrowValue)]`.
