@@ -46,6 +46,8 @@ pub trait Callback: Send + Sync {
     fn on_node_start(&self, _ctx: &CallbackContext<'_>, _node: &str) {}
     /// A node call ended successfully.
     fn on_node_end(&self, _ctx: &CallbackContext<'_>, _node: &str, _elapsed: Duration) {}
+    /// A node's result was found in the cache, so it did not run.
+    fn on_node_cached(&self, _ctx: &CallbackContext<'_>, _node: &str) {}
     /// A node attempt failed and will be retried (`attempt` counts from 1).
     fn on_node_retry(
         &self,

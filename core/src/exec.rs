@@ -27,6 +27,7 @@ pub struct Exec<'a> {
     plan: &'a Plan,
     engine: &'a dyn crate::engine::Engine,
     callbacks: Vec<std::sync::Arc<dyn Callback>>,
+    pub(crate) cache: Option<std::sync::Arc<dyn crate::cache::Cache>>,
     path: Vec<String>,
     items: Vec<usize>,
 }
@@ -42,6 +43,7 @@ impl<'a> Exec<'a> {
             plan,
             engine,
             callbacks: pipeline.callbacks.clone(),
+            cache: pipeline.cache.clone(),
             path: vec![pipeline.name().to_string()],
             items: Vec::new(),
         }
@@ -57,11 +59,19 @@ impl<'a> Exec<'a> {
         self.pipeline
     }
 
-    fn has_callbacks(&self) -> bool {
+    pub(crate) fn plan(&self) -> &'a Plan {
+        self.plan
+    }
+
+    pub(crate) fn node(&self, step: &Step) -> &'a Node {
+        &self.pipeline.graph.nodes[step.node]
+    }
+
+    pub(crate) fn has_callbacks(&self) -> bool {
         !self.callbacks.is_empty()
     }
 
-    fn emit(&self, items: &[usize], f: impl Fn(&dyn Callback, &CallbackContext<'_>)) {
+    pub(crate) fn emit(&self, items: &[usize], f: impl Fn(&dyn Callback, &CallbackContext<'_>)) {
         let ctx = CallbackContext {
             path: &self.path,
             items,
@@ -121,7 +131,7 @@ impl<'a> Exec<'a> {
         err
     }
 
-    fn call_func(
+    pub(crate) fn call_func(
         &self,
         node: &Node,
         f: &NodeFn,
@@ -155,7 +165,7 @@ impl<'a> Exec<'a> {
         }
     }
 
-    fn call_nested(
+    pub(crate) fn call_nested(
         &self,
         node: &Node,
         inner: &Pipeline,
@@ -177,6 +187,7 @@ impl<'a> Exec<'a> {
             pipeline: inner,
             plan,
             engine: inner.engine_or(self.engine),
+            cache: inner.cache.clone().or_else(|| self.cache.clone()),
             callbacks,
             path,
             items: items.to_vec(),
@@ -305,7 +316,17 @@ impl<'a> RunJob<'a> {
     /// Runs every node once, in topological order.
     pub fn execute(mut self) -> Result<Outputs, Error> {
         let items = self.exec.items.clone();
-        self.exec.run_steps(&mut self.slots, &items)?;
+        if let Some(cache) = &self.exec.cache {
+            let mut batch = vec![crate::cached::ItemState::new(items, self.slots)];
+            crate::cached::run_batch(self.exec, cache.as_ref(), &mut batch, true)?;
+            let item = batch.pop().expect("one item");
+            if let Some(e) = item.error {
+                return Err(e);
+            }
+            self.slots = item.slots;
+        } else {
+            self.exec.run_steps(&mut self.slots, &items)?;
+        }
         let plan = self.exec.plan;
         let names = plan.outputs.iter().map(|o| o.name.clone()).collect();
         let values = plan
@@ -464,6 +485,87 @@ impl<'a> MapJob<'a> {
         result
     }
 
+    /// The slot table of item `index`: fixed inputs and its mapped elements.
+    fn item_slots(&self, index: usize) -> Result<Vec<Option<Value>>, Error> {
+        let mut slots = self.template.clone();
+        let mut rem = index;
+        for m in self.mapped.iter().rev() {
+            let i = match self.mode {
+                MapMode::Zip => index,
+                MapMode::Product => {
+                    let i = rem % m.len;
+                    rem /= m.len;
+                    i
+                }
+            };
+            if let Some(slot) = m.slot {
+                let value = m.ty.list_item(&m.list, i).ok_or_else(|| Error::Engine {
+                    message: format!("mapped input `{}` has no element {i}", m.name),
+                })?;
+                slots[slot] = Some(value);
+            }
+        }
+        Ok(slots)
+    }
+
+    /// Runs a chunk node by node with the cache: per node, the items'
+    /// signatures are looked up at once, only misses run, and their results
+    /// are stored at once.
+    fn run_chunk_cached(
+        &self,
+        cache: &dyn crate::cache::Cache,
+        range: Range<usize>,
+        first_failure: &AtomicUsize,
+        chunk: &mut Chunk,
+    ) {
+        let exec = self.exec;
+        let stop_on_error = self.policy == ErrorPolicy::Stop;
+        let mut batch = Vec::with_capacity(range.len());
+        for index in range.clone() {
+            let mut path = exec.items.clone();
+            path.push(index);
+            exec.emit(&path, |cb, ctx| cb.on_map_item_start(ctx));
+            match self.item_slots(index) {
+                Ok(slots) => batch.push(crate::cached::ItemState::new(path, slots)),
+                Err(e) => {
+                    let mut item = crate::cached::ItemState::new(path, Vec::new());
+                    item.error = Some(e);
+                    batch.push(item);
+                }
+            }
+        }
+        let start = std::time::Instant::now();
+        if let Err(e) = crate::cached::run_batch(exec, cache, &mut batch, stop_on_error) {
+            for item in batch.iter_mut() {
+                item.error.get_or_insert_with(|| Error::Engine {
+                    message: e.to_string(),
+                });
+            }
+        }
+        let elapsed = start.elapsed();
+        for (index, item) in range.zip(batch) {
+            exec.emit(&item.path, |cb, ctx| cb.on_map_item_end(ctx, elapsed));
+            match item.error {
+                None => {
+                    for (c, o) in chunk.columns.iter_mut().zip(&exec.plan.outputs) {
+                        c.push(item.slots[o.slot].clone());
+                    }
+                }
+                Some(error) if stop_on_error => {
+                    first_failure.fetch_min(index, Ordering::Relaxed);
+                    chunk.error = Some(error);
+                    return;
+                }
+                Some(error) => {
+                    chunk.failures.push(ItemFailure { index, error });
+                    for c in chunk.columns.iter_mut() {
+                        c.push(None);
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs item `index`: every needed node, in topological order.
     pub fn run_item(&self, index: usize) -> Result<ItemOutput, Error> {
         let exec = self.exec;
@@ -525,6 +627,10 @@ impl<'a> MapJob<'a> {
             error: None,
         };
         let stop_on_error = self.policy == ErrorPolicy::Stop;
+        if let Some(cache) = &self.exec.cache {
+            self.run_chunk_cached(cache.as_ref(), range, first_failure, &mut chunk);
+            return chunk;
+        }
         for index in range {
             if stop_on_error && index > first_failure.load(Ordering::Relaxed) {
                 break;

@@ -29,6 +29,7 @@
 extern crate self as hypernodes_core;
 
 pub mod cache;
+mod cached;
 pub mod callback;
 pub mod engine;
 pub mod error;

@@ -162,6 +162,7 @@ impl Node {
             inputs: Vec::new(),
             outputs: Vec::new(),
             retries: 0,
+            version: None,
         }
     }
 
@@ -446,6 +447,7 @@ pub struct NodeBuilder {
     inputs: Vec<Port>,
     outputs: Vec<Port>,
     retries: u32,
+    version: Option<String>,
 }
 
 impl NodeBuilder {
@@ -478,18 +480,35 @@ impl NodeBuilder {
         self
     }
 
+    /// Declares the version of the closure's code and captured state: part
+    /// of the node's fingerprint, so changing it invalidates cached results.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    fn finish(self, func: NodeFn) -> Node {
+        let mut node = Node::new(
+            self.name,
+            self.inputs,
+            self.outputs,
+            NodeKind::Func(func),
+            self.retries,
+        );
+        if let Some(v) = self.version {
+            let mut bytes = node.code_hash.0.to_vec();
+            bytes.extend_from_slice(v.as_bytes());
+            node.code_hash = Signature::of_bytes("hypernodes/version/v1", &bytes);
+        }
+        node
+    }
+
     /// Finishes the node with a synchronous body.
     pub fn func<F>(self, f: F) -> Node
     where
         F: Fn(Args<'_>) -> Result<Outs, NodeError> + Send + Sync + 'static,
     {
-        Node::new(
-            self.name,
-            self.inputs,
-            self.outputs,
-            NodeKind::Func(NodeFn::Sync(Arc::new(f))),
-            self.retries,
-        )
+        self.finish(NodeFn::Sync(Arc::new(f)))
     }
 
     /// Finishes the node with an asynchronous body.
@@ -500,13 +519,7 @@ impl NodeBuilder {
             + Sync
             + 'static,
     {
-        Node::new(
-            self.name,
-            self.inputs,
-            self.outputs,
-            NodeKind::Func(NodeFn::Async(Arc::new(f))),
-            self.retries,
-        )
+        self.finish(NodeFn::Async(Arc::new(f)))
     }
 }
 

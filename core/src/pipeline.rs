@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
+use crate::cache::Cache;
 use crate::callback::Callback;
 use crate::engine::{Engine, SeqEngine};
 use crate::error::Error;
@@ -50,6 +51,7 @@ pub struct Pipeline {
     bound: Arc<BTreeMap<String, Value>>,
     engine: Option<Arc<dyn Engine>>,
     pub(crate) callbacks: Vec<Arc<dyn Callback>>,
+    pub(crate) cache: Option<Arc<dyn Cache>>,
 }
 
 impl fmt::Debug for Pipeline {
@@ -120,6 +122,7 @@ impl Pipeline {
             bound: Arc::new(BTreeMap::new()),
             engine: None,
             callbacks: Vec::new(),
+            cache: None,
         })
     }
 
@@ -140,6 +143,25 @@ impl Pipeline {
     pub fn with_shared_engine(mut self, engine: Arc<dyn Engine>) -> Self {
         self.engine = Some(engine);
         self
+    }
+
+    /// Caches every node result in `cache` (nested pipelines without a cache
+    /// of their own use it too): a re-run computes only new items, changed
+    /// items and nodes whose code changed.
+    pub fn with_cache(mut self, cache: impl Cache + 'static) -> Self {
+        self.cache = Some(Arc::new(cache));
+        self
+    }
+
+    /// Uses a shared cache (see [`Pipeline::with_cache`]).
+    pub fn with_shared_cache(mut self, cache: Arc<dyn Cache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The cache set on this pipeline, if any.
+    pub fn cache(&self) -> Option<&Arc<dyn Cache>> {
+        self.cache.as_ref()
     }
 
     /// Adds a callback that receives this pipeline's events.

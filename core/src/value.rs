@@ -94,6 +94,11 @@ impl Value {
         (*self.inner).type_id()
     }
 
+    /// Whether both handles share one value (not a comparison of contents).
+    pub fn same(&self, other: &Value) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The Rust type name of the wrapped value.
     pub fn type_name(&self) -> &'static str {
         self.type_name

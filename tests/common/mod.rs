@@ -61,6 +61,9 @@ impl Callback for Recorder {
     fn on_node_end(&self, ctx: &CallbackContext<'_>, node: &str, _: Duration) {
         self.push(ctx, format!("node_end {node}"));
     }
+    fn on_node_cached(&self, ctx: &CallbackContext<'_>, node: &str) {
+        self.push(ctx, format!("node_cached {node}"));
+    }
     fn on_node_retry(
         &self,
         ctx: &CallbackContext<'_>,

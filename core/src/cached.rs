@@ -1,0 +1,187 @@
+//! Cached execution: a batch of items runs node by node. For each node the
+//! items' signatures are computed from the value hashes of their inputs, looked
+//! up in the cache at once, only the misses are called, and their results are
+//! stored at once. Every value's hash is kept beside it, so a node whose code
+//! changed but whose outputs did not leaves its dependents cached.
+//!
+//! A node is cached when all its outputs have an Arrow form and all its
+//! inputs have a value hash (values without an Arrow form, such as
+//! resources, have none yet); other nodes simply run.
+
+use crate::cache::{Cache, CacheKey};
+use crate::error::Error;
+use crate::exec::Exec;
+use crate::node::NodeKind;
+use crate::signature::{Signature, hash_values, node_signature};
+use crate::value::{Value, ValueType};
+
+/// One item of a batch: where it is, its slot table, the value hash of each
+/// slot, and its failure, if any.
+pub(crate) struct ItemState {
+    pub path: Vec<usize>,
+    pub slots: Vec<Option<Value>>,
+    pub hashes: Vec<Option<Signature>>,
+    pub error: Option<Error>,
+}
+
+impl ItemState {
+    pub fn new(path: Vec<usize>, slots: Vec<Option<Value>>) -> Self {
+        let hashes = vec![None; slots.len()];
+        ItemState {
+            path,
+            slots,
+            hashes,
+            error: None,
+        }
+    }
+}
+
+/// Hashes slot `slot` of the live items; values shared by every item (fixed
+/// inputs) are hashed once.
+fn hash_slot(batch: &mut [ItemState], slot: usize, ty: ValueType) -> Result<(), Error> {
+    if !ty.is_arrow() {
+        return Ok(());
+    }
+    let live: Vec<usize> = (0..batch.len())
+        .filter(|&i| {
+            batch[i].error.is_none() && batch[i].slots.get(slot).is_some_and(Option::is_some)
+        })
+        .collect();
+    let Some(&first) = live.first() else {
+        return Ok(());
+    };
+    let arrow = |source| Error::Arrow {
+        column: String::new(),
+        source,
+    };
+    let first_value = batch[first].slots[slot].clone().expect("live slot");
+    if live.iter().all(|&i| {
+        batch[i].slots[slot]
+            .as_ref()
+            .is_some_and(|v| v.same(&first_value))
+    }) {
+        let h = hash_values(&ty, &[&first_value]).map_err(arrow)?[0];
+        for &i in &live {
+            batch[i].hashes[slot] = Some(h);
+        }
+        return Ok(());
+    }
+    let values: Vec<Value> = live
+        .iter()
+        .map(|&i| batch[i].slots[slot].clone().expect("live slot"))
+        .collect();
+    let refs: Vec<&Value> = values.iter().collect();
+    let hashes = hash_values(&ty, &refs).map_err(arrow)?;
+    for (&i, h) in live.iter().zip(hashes) {
+        batch[i].hashes[slot] = Some(h);
+    }
+    Ok(())
+}
+
+/// Runs every step of `exec`'s plan over `batch`. Failures of nodes are
+/// recorded per item; with `stop_on_error` the batch stops after the step
+/// in which the first failure happened. Errors of the cache itself are
+/// returned.
+pub(crate) fn run_batch(
+    exec: &Exec<'_>,
+    cache: &dyn Cache,
+    batch: &mut [ItemState],
+    stop_on_error: bool,
+) -> Result<(), Error> {
+    let plan = exec.plan();
+    for input in &plan.inputs {
+        hash_slot(batch, input.slot, input.ty)?;
+    }
+    for step in &plan.steps {
+        let node = exec.node(step);
+        let live: Vec<usize> = (0..batch.len())
+            .filter(|&i| batch[i].error.is_none())
+            .collect();
+        match &node.kind {
+            NodeKind::Func(f) => {
+                let key = CacheKey {
+                    node: node.name.clone(),
+                    code: node.code_hash,
+                    outputs: node
+                        .outputs
+                        .iter()
+                        .map(|p| (p.inner.clone(), p.ty))
+                        .collect(),
+                };
+                let sigs: Vec<Option<Signature>> = live
+                    .iter()
+                    .map(|&i| {
+                        let item = &batch[i];
+                        if !key.storable() {
+                            return None;
+                        }
+                        let inputs: Option<Vec<Signature>> =
+                            step.args.iter().map(|&s| item.hashes[s]).collect();
+                        inputs.map(|inputs| node_signature(&node.code_hash, &inputs, b""))
+                    })
+                    .collect();
+                let wanted: Vec<Signature> = sigs.iter().flatten().copied().collect();
+                let mut found = cache
+                    .lookup(&key, &wanted)
+                    .map_err(|e| Error::Engine {
+                        message: format!("cache lookup for node `{}`: {e}", node.name),
+                    })?
+                    .into_iter();
+                let mut fresh = Vec::new();
+                for (&i, sig) in live.iter().zip(&sigs) {
+                    let hit = if sig.is_some() {
+                        found.next().flatten()
+                    } else {
+                        None
+                    };
+                    let item = &mut batch[i];
+                    let outs: Vec<Value> = match hit {
+                        Some(values) => {
+                            exec.emit(&item.path, |cb, ctx| cb.on_node_cached(ctx, &node.name));
+                            values
+                        }
+                        None => match exec.call_func(node, f, step, &item.slots, &item.path) {
+                            Ok(outs) => {
+                                let outs: Vec<Value> = outs.into_iter().collect();
+                                if let Some(sig) = sig {
+                                    fresh.push((*sig, outs.clone()));
+                                }
+                                outs
+                            }
+                            Err(e) => {
+                                item.error = Some(e);
+                                continue;
+                            }
+                        },
+                    };
+                    for (v, slot) in outs.into_iter().zip(&step.outs) {
+                        if let Some(slot) = slot {
+                            item.slots[*slot] = Some(v);
+                        }
+                    }
+                }
+                cache.store(&key, &fresh).map_err(|e| Error::Engine {
+                    message: format!("cache store for node `{}`: {e}", node.name),
+                })?;
+            }
+            NodeKind::Nested(inner) => {
+                for &i in &live {
+                    let item = &mut batch[i];
+                    if let Err(e) = exec.call_nested(node, inner, step, &mut item.slots, &item.path)
+                    {
+                        item.error = Some(e);
+                    }
+                }
+            }
+        }
+        for (port, slot) in node.outputs.iter().zip(&step.outs) {
+            if let Some(slot) = slot {
+                hash_slot(batch, *slot, port.ty)?;
+            }
+        }
+        if stop_on_error && batch.iter().any(|i| i.error.is_some()) {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Caching: exact execution counts for the scenarios users rely on (new,
+//! edited, dropped items; code changes of one node), on every engine, with
+//! a real `DiskCache` directory.
+
+mod common;
+
+use hypernodes::{DiskCache, Inputs, MapOptions, Node, Pipeline, inputs, node, outs};
+
+fn node_a() -> Node {
+    Node::builder("a")
+        .input::<i64>("x")
+        .output::<i64>("a")
+        .func(|args| Ok(outs![args.get::<i64>(0)? + 1]))
+}
+
+fn node_b(version: &str, factor: i64) -> Node {
+    Node::builder("b")
+        .input::<i64>("a")
+        .output::<i64>("b")
+        .version(version)
+        .func(move |args| Ok(outs![args.get::<i64>(0)? * factor]))
+}
+
+fn node_c(version: &str) -> Node {
+    Node::builder("c")
+        .input::<i64>("b")
+        .output::<i64>("c")
+        .version(version)
+        .func(|args| Ok(outs![args.get::<i64>(0)? + 100]))
+}
+
+/// Runs `map` over `xs` and returns how many times a, b and c executed, and c's values.
+fn map_counts(p: &Pipeline, xs: Vec<i64>) -> ((usize, usize, usize), Vec<i64>) {
+    let rec = common::Recorder::new();
+    let p = p.clone().with_callback(rec.clone());
+    let r = p.map(Inputs::new().with("x", xs), ["x"]).unwrap();
+    let events = rec.take();
+    let n = |node: &str| {
+        let end = format!(" node_end {node}");
+        events.iter().filter(|e| e.ends_with(&end)).count()
+    };
+    ((n("a"), n("b"), n("c")), r.values::<i64>("c").unwrap())
+}
+
+fn expected(xs: &[i64], factor: i64) -> Vec<i64> {
+    xs.iter().map(|x| (x + 1) * factor + 100).collect()
+}
+
+#[test]
+fn only_new_and_edited_items_compute() {
+    for (name, engine) in common::engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Pipeline::new([node_a(), node_b("1", 2), node_c("1")])
+            .unwrap()
+            .with_shared_engine(engine.clone())
+            .with_cache(DiskCache::new(dir.path()));
+        let ten: Vec<i64> = (0..10).collect();
+        assert_eq!(
+            map_counts(&p, ten.clone()),
+            ((10, 10, 10), expected(&ten, 2)),
+            "{name}: first"
+        );
+        assert_eq!(
+            map_counts(&p, ten.clone()),
+            ((0, 0, 0), expected(&ten, 2)),
+            "{name}: again"
+        );
+        let fifteen: Vec<i64> = (0..15).collect();
+        assert_eq!(
+            map_counts(&p, fifteen.clone()),
+            ((5, 5, 5), expected(&fifteen, 2)),
+            "{name}: grow"
+        );
+        let mut edited = fifteen.clone();
+        edited[3] = 1000;
+        assert_eq!(
+            map_counts(&p, edited.clone()),
+            ((1, 1, 1), expected(&edited, 2)),
+            "{name}: edit"
+        );
+        let mut dropped = edited.clone();
+        dropped.remove(7);
+        assert_eq!(
+            map_counts(&p, dropped.clone()),
+            ((0, 0, 0), expected(&dropped, 2)),
+            "{name}: drop"
+        );
+
+        // A new process (a new cache instance on the same directory) sees it all.
+        let again = Pipeline::new([node_a(), node_b("1", 2), node_c("1")])
+            .unwrap()
+            .with_shared_engine(engine)
+            .with_cache(DiskCache::new(dir.path()));
+        assert_eq!(
+            map_counts(&again, fifteen.clone()).0,
+            (0, 0, 0),
+            "{name}: persisted"
+        );
+    }
+}
+
+#[test]
+fn code_changes_recompute_the_node_and_what_its_values_change() {
+    for (name, engine) in common::engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let build = |b: Node, c: Node| {
+            Pipeline::new([node_a(), b, c])
+                .unwrap()
+                .with_shared_engine(engine.clone())
+                .with_cache(DiskCache::new(dir.path()))
+        };
+        let xs: Vec<i64> = (0..6).collect();
+        assert_eq!(
+            map_counts(&build(node_b("1", 2), node_c("1")), xs.clone()).0,
+            (6, 6, 6)
+        );
+        // The last node's code changed: only it runs.
+        let r = map_counts(&build(node_b("1", 2), node_c("2")), xs.clone());
+        assert_eq!(r, ((0, 0, 6), expected(&xs, 2)), "{name}: edit c");
+        // b's code changed but gives the same values: c stays cached.
+        let r = map_counts(&build(node_b("1-refactored", 2), node_c("2")), xs.clone());
+        assert_eq!(r, ((0, 6, 0), expected(&xs, 2)), "{name}: refactor b");
+        // b now computes something else: b and c run.
+        let r = map_counts(&build(node_b("3", 7), node_c("2")), xs.clone());
+        assert_eq!(r, ((0, 6, 6), expected(&xs, 7)), "{name}: change b");
+    }
+}
+
+#[node(output = "word_count")]
+fn count_words(text: &str) -> i64 {
+    text.split_whitespace().count() as i64
+}
+
+#[node(output = "total")]
+fn total(word_counts: &[i64]) -> i64 {
+    word_counts.iter().sum()
+}
+
+#[test]
+fn run_and_nested_map_over_cache_per_element() {
+    for (name, engine) in common::engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = Pipeline::new([count_words::node()])
+            .unwrap()
+            .with_name("inner");
+        let batch = inner
+            .as_node()
+            .input_mapping([("texts", "text")])
+            .output_mapping([("word_count", "word_counts")])
+            .map_over(["texts"]);
+        let rec = common::Recorder::new();
+        let p = Pipeline::new([batch, total::node()])
+            .unwrap()
+            .with_shared_engine(engine)
+            .with_cache(DiskCache::new(dir.path()))
+            .with_callback(rec.clone());
+        let runs = |node: &str| {
+            let end = format!(" node_end {node}");
+            rec.take().iter().filter(|e| e.ends_with(&end)).count()
+        };
+        let out = p.run(inputs! {"texts" => vec!["a b", "c"]}).unwrap();
+        assert_eq!(*out.get::<i64>("total").unwrap(), 3);
+        assert_eq!(runs("count_words"), 2, "{name}");
+        let out = p
+            .run(inputs! {"texts" => vec!["a b", "c", "d e f"]})
+            .unwrap();
+        assert_eq!(*out.get::<i64>("total").unwrap(), 6);
+        assert_eq!(runs("count_words"), 1, "{name}: one new element");
+        p.run(inputs! {"texts" => vec!["a b", "c", "d e f"]})
+            .unwrap();
+        let events = rec.take();
+        assert!(
+            !events.iter().any(|e| e.contains("node_end")),
+            "{name}: all cached: {events:?}"
+        );
+        assert!(
+            events.iter().any(|e| e.ends_with("node_cached total")),
+            "{name}"
+        );
+    }
+}
+
+#[node(output = "checked")]
+fn check(x: i64) -> Result<i64, String> {
+    if x % 3 == 0 {
+        Err(format!("{x} is a multiple of 3"))
+    } else {
+        Ok(x)
+    }
+}
+
+#[test]
+fn failed_items_are_not_cached_and_the_rest_are() {
+    for (name, engine) in common::engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = common::Recorder::new();
+        let p = Pipeline::new([check::node()])
+            .unwrap()
+            .with_shared_engine(engine)
+            .with_cache(DiskCache::new(dir.path()))
+            .with_callback(rec.clone());
+        let options = || MapOptions::over(["x"]).continue_on_error();
+        let r = p.map(inputs! {"x" => vec![1i64, 3, 4]}, options()).unwrap();
+        assert_eq!(r.failures().len(), 1);
+        rec.take();
+        let r = p.map(inputs! {"x" => vec![1i64, 3, 4]}, options()).unwrap();
+        assert_eq!(r.failures()[0].index, 1, "{name}");
+        let starts = rec
+            .take()
+            .iter()
+            .filter(|e| e.ends_with("node_start check"))
+            .count();
+        assert_eq!(starts, 1, "{name}: only the failed item runs again");
+    }
+}
