@@ -42,8 +42,18 @@ impl Engine for SeqEngine {
     }
 
     fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error> {
-        let chunk = job.run_chunk(0..job.len(), &AtomicUsize::new(usize::MAX));
-        job.assemble(vec![chunk])
+        let first_failure = AtomicUsize::new(usize::MAX);
+        let size = job.chunk_size(1);
+        let mut chunks = Vec::new();
+        for start in (0..job.len()).step_by(size) {
+            let chunk = job.run_chunk(start..(start + size).min(job.len()), &first_failure);
+            let failed = chunk.failed();
+            chunks.push(chunk);
+            if failed {
+                break;
+            }
+        }
+        job.assemble(chunks)
     }
 }
 
@@ -83,10 +93,7 @@ impl Engine for ParallelEngine {
     fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error> {
         let first_failure = AtomicUsize::new(usize::MAX);
         let work = || {
-            // A few chunks per thread balance uneven items without paying
-            // per-item scheduling.
-            let pieces = rayon::current_num_threads() * 4;
-            let size = job.len().div_ceil(pieces).max(1);
+            let size = job.chunk_size(rayon::current_num_threads());
             let starts: Vec<usize> = (0..job.len()).step_by(size).collect();
             starts
                 .into_par_iter()

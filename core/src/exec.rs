@@ -347,6 +347,13 @@ pub struct Chunk {
     error: Option<Error>,
 }
 
+impl Chunk {
+    /// Whether the chunk stopped at a failure (stop policy).
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+}
+
 /// A mapped input: the whole list, read element by element as items run.
 struct MappedList {
     name: String,
@@ -369,6 +376,7 @@ pub struct MapJob<'a> {
     mode: MapMode,
     policy: ErrorPolicy,
     len: usize,
+    flush_every: usize,
 }
 
 impl<'a> MapJob<'a> {
@@ -447,6 +455,9 @@ impl<'a> MapJob<'a> {
             mapped,
             mode: options.mode,
             policy: options.on_error,
+            flush_every: options
+                .flush_every
+                .unwrap_or(MapOptions::DEFAULT_FLUSH_EVERY),
             len,
         })
     }
@@ -464,6 +475,21 @@ impl<'a> MapJob<'a> {
     /// What to do when an item fails.
     pub fn policy(&self) -> ErrorPolicy {
         self.policy
+    }
+
+    /// The largest chunk an engine should hand to [`MapJob::run_chunk`] for
+    /// `workers` parallel workers: a few chunks per worker, and, when results
+    /// are cached, at most the flush size so results reach the cache as the
+    /// map goes.
+    pub fn chunk_size(&self, workers: usize) -> usize {
+        let balanced = self.len.div_ceil(workers.max(1) * 4).max(1);
+        if self.exec.cache.is_some() {
+            balanced.min(self.flush_every)
+        } else if workers <= 1 {
+            self.len.max(1)
+        } else {
+            balanced
+        }
     }
 
     /// The execution scope.

@@ -38,6 +38,7 @@ pub struct MapOptions {
     pub(crate) mode: MapMode,
     pub(crate) on_error: ErrorPolicy,
     pub(crate) outputs: Option<Vec<String>>,
+    pub(crate) flush_every: Option<usize>,
 }
 
 impl MapOptions {
@@ -84,6 +85,17 @@ impl MapOptions {
         self.outputs = Some(names.into_iter().map(Into::into).collect());
         self
     }
+
+    /// With a cache: run items in batches of at most `items`, storing each
+    /// batch's results when it completes, so an interrupted run loses at most
+    /// one batch per worker (default [`MapOptions::DEFAULT_FLUSH_EVERY`]).
+    pub fn flush_every(mut self, items: usize) -> Self {
+        self.flush_every = Some(items.max(1));
+        self
+    }
+
+    /// The default batch size of cached runs.
+    pub const DEFAULT_FLUSH_EVERY: usize = 1024;
 }
 
 impl<S: Into<String>, const N: usize> From<[S; N]> for MapOptions {

@@ -1,0 +1,116 @@
+//! A map killed with SIGKILL loses at most its unflushed batch: the rerun
+//! computes only the items whose results never reached the cache, and gives
+//! the same results as a clean run.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hypernodes::{DiskCache, Inputs, MapOptions, Node, Pipeline, outs};
+
+const ITEMS: i64 = 60;
+const BATCH: usize = 5;
+const CHILD_DIR: &str = "HYPERNODES_CRASH_CHILD_DIR";
+
+fn slow() -> Node {
+    Node::builder("slow")
+        .input::<i64>("x")
+        .output::<i64>("y")
+        .func(|args| {
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(outs![args.get::<i64>(0)? * 10])
+        })
+}
+
+fn pipeline(dir: &Path) -> Pipeline {
+    Pipeline::new([slow()])
+        .unwrap()
+        .with_cache(DiskCache::new(dir))
+}
+
+fn options() -> MapOptions {
+    MapOptions::over(["x"]).flush_every(BATCH)
+}
+
+fn segments(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("seg-"))
+            {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Not a test on its own: the child process of `killed_map_resumes`, which
+/// runs it with `HYPERNODES_CRASH_CHILD_DIR` set. Without it, it returns.
+#[test]
+fn crash_child_helper() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let xs: Vec<i64> = (0..ITEMS).collect();
+    pipeline(Path::new(&dir))
+        .map(Inputs::new().with("x", xs), options())
+        .unwrap();
+}
+
+#[test]
+fn killed_map_resumes_with_only_unflushed_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "crash_child_helper",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, dir.path())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while segments(dir.path()) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the child flushed nothing in time"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let flushed = segments(dir.path()) * BATCH;
+    assert!(flushed < ITEMS as usize, "killed before the end");
+
+    let rec = common::Recorder::new();
+    let xs: Vec<i64> = (0..ITEMS).collect();
+    let r = pipeline(dir.path())
+        .with_callback(rec.clone())
+        .map(Inputs::new().with("x", xs), options())
+        .unwrap();
+    let executed = rec
+        .take()
+        .iter()
+        .filter(|e| e.ends_with("node_end slow"))
+        .count();
+    assert_eq!(executed, ITEMS as usize - flushed);
+    assert_eq!(
+        r.values::<i64>("y").unwrap(),
+        (0..ITEMS).map(|x| x * 10).collect::<Vec<_>>()
+    );
+}
