@@ -1,6 +1,8 @@
-//! A map killed with SIGKILL loses at most its unflushed batch: the rerun
-//! computes only the items whose results never reached the cache, and gives
-//! the same results as a clean run.
+//! Caches across processes: a map killed with SIGKILL loses at most its
+//! unflushed batch (the rerun computes only the items whose results never
+//! reached the cache, with the same results as a clean run), and two
+//! processes mapping overlapping items into one cache at once lose and
+//! corrupt nothing.
 
 mod common;
 
@@ -54,32 +56,71 @@ fn segments(dir: &Path) -> usize {
     n
 }
 
-/// Not a test on its own: the child process of `killed_map_resumes`, which
-/// runs it with `HYPERNODES_CRASH_CHILD_DIR` set. Without it, it returns.
+const CHILD_RANGE: &str = "HYPERNODES_CHILD_RANGE";
+
+/// Not a test on its own: the child process of the tests below, which run
+/// it with `HYPERNODES_CRASH_CHILD_DIR` (and optionally
+/// `HYPERNODES_CHILD_RANGE=start..end`) set. Without them, it returns.
 #[test]
 fn crash_child_helper() {
     let Ok(dir) = std::env::var(CHILD_DIR) else {
         return;
     };
-    let xs: Vec<i64> = (0..ITEMS).collect();
+    let (start, end) = std::env::var(CHILD_RANGE)
+        .ok()
+        .and_then(|r| {
+            let (a, b) = r.split_once("..")?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .unwrap_or((0, ITEMS));
+    let xs: Vec<i64> = (start..end).collect();
     pipeline(Path::new(&dir))
         .map(Inputs::new().with("x", xs), options())
         .unwrap();
 }
 
+fn spawn_child(dir: &Path, range: Option<&str>) -> std::process::Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "crash_child_helper",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_DIR, dir);
+    if let Some(r) = range {
+        cmd.env(CHILD_RANGE, r);
+    }
+    cmd.spawn().unwrap()
+}
+
+#[test]
+fn two_processes_share_one_cache_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = spawn_child(dir.path(), Some("0..40"));
+    let mut b = spawn_child(dir.path(), Some("20..60"));
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    let rec = common::Recorder::new();
+    let xs: Vec<i64> = (0..ITEMS).collect();
+    let p = pipeline(dir.path()).with_callback(rec.clone());
+    let r = p.map(Inputs::new().with("x", xs), options()).unwrap();
+    assert_eq!(
+        r.values::<i64>("y").unwrap(),
+        (0..ITEMS).map(|x| x * 10).collect::<Vec<_>>()
+    );
+    let executed = rec
+        .take()
+        .iter()
+        .filter(|e| e.ends_with("node_end slow"))
+        .count();
+    assert_eq!(executed, 0, "every item is in the cache, readable");
+}
+
 #[test]
 fn killed_map_resumes_with_only_unflushed_items() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "crash_child_helper",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, dir.path())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_child(dir.path(), None);
     let deadline = Instant::now() + Duration::from_secs(60);
     while segments(dir.path()) < 3 {
         assert!(
