@@ -108,16 +108,18 @@ pub(crate) fn run_batch(
                         .map(|p| (p.inner.clone(), p.ty))
                         .collect(),
                 };
+                let salt = node.salt();
+                let cached = node.cache_enabled && key.storable();
                 let sigs: Vec<Option<Signature>> = live
                     .iter()
                     .map(|&i| {
                         let item = &batch[i];
-                        if !key.storable() {
+                        if !cached {
                             return None;
                         }
                         let inputs: Option<Vec<Signature>> =
                             step.args.iter().map(|&s| item.hashes[s]).collect();
-                        inputs.map(|inputs| node_signature(&node.code_hash, &inputs, b""))
+                        inputs.map(|inputs| node_signature(&node.code_hash, &inputs, &salt))
                     })
                     .collect();
                 let wanted: Vec<Signature> = sigs.iter().flatten().copied().collect();

@@ -482,11 +482,13 @@ impl<'a> MapJob<'a> {
     /// are cached, at most the flush size so results reach the cache as the
     /// map goes.
     pub fn chunk_size(&self, workers: usize) -> usize {
-        let balanced = self.len.div_ceil(workers.max(1) * 4).max(1);
+        let balanced = if workers <= 1 {
+            self.len.max(1)
+        } else {
+            self.len.div_ceil(workers * 4).max(1)
+        };
         if self.exec.cache.is_some() {
             balanced.min(self.flush_every)
-        } else if workers <= 1 {
-            self.len.max(1)
         } else {
             balanced
         }

@@ -139,6 +139,8 @@ pub struct Node {
     pub(crate) mapping: Option<Mapping>,
     pub(crate) code_hash: Signature,
     helpers: Arc<[String]>,
+    pub(crate) env: Arc<[String]>,
+    pub(crate) cache_enabled: bool,
     pending_map: Option<(Vec<String>, MapMode)>,
     problems: Vec<String>,
 }
@@ -204,6 +206,8 @@ impl Node {
         Node {
             code_hash,
             helpers: Arc::from(Vec::new()),
+            env: Arc::from(Vec::new()),
+            cache_enabled: true,
             name,
             inputs,
             outputs,
@@ -242,6 +246,49 @@ impl Node {
     /// nodes' fingerprints and wiring.
     pub fn code_hash(&self) -> Signature {
         self.code_hash
+    }
+
+    /// Declares environment variables the node reads: their values at run
+    /// time are part of its signature (`#[node(env = ["VAR"])]`).
+    pub fn with_env(mut self, vars: &[&str]) -> Self {
+        self.env = vars.iter().map(|v| v.to_string()).collect();
+        self
+    }
+
+    /// Whether results of this node are cached (`#[node(cache = false)]`
+    /// turns it off for nodes with side effects or randomness; their
+    /// dependents still cache on the values they produce).
+    pub fn with_cache_enabled(mut self, enabled: bool) -> Self {
+        self.cache_enabled = enabled;
+        self
+    }
+
+    /// The environment variables in the node's signature.
+    pub fn env(&self) -> &[String] {
+        &self.env
+    }
+
+    /// Whether the node's results are cached.
+    pub fn cache_enabled(&self) -> bool {
+        self.cache_enabled
+    }
+
+    /// The salt of the node's signature now: each declared environment
+    /// variable's name and value.
+    pub(crate) fn salt(&self) -> Vec<u8> {
+        let mut salt = Vec::new();
+        for var in self.env.iter() {
+            salt.extend_from_slice(var.as_bytes());
+            match std::env::var_os(var) {
+                Some(v) => {
+                    salt.push(b'=');
+                    salt.extend_from_slice(v.as_encoded_bytes());
+                }
+                None => salt.extend_from_slice(b"\0unset"),
+            }
+            salt.push(0);
+        }
+        salt
     }
 
     /// Names of the helper functions covered by [`Node::code_hash`].

@@ -45,6 +45,9 @@ struct NodeArgs {
     outputs: Option<Vec<String>>,
     retries: u32,
     name: Option<String>,
+    version: Option<String>,
+    env: Vec<String>,
+    cache: bool,
 }
 
 fn parse_node_args(attr: TokenStream) -> syn::Result<NodeArgs> {
@@ -52,6 +55,9 @@ fn parse_node_args(attr: TokenStream) -> syn::Result<NodeArgs> {
         outputs: None,
         retries: 0,
         name: None,
+        version: None,
+        env: Vec::new(),
+        cache: true,
     };
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("output") {
@@ -62,13 +68,43 @@ fn parse_node_args(attr: TokenStream) -> syn::Result<NodeArgs> {
             let lit: syn::LitInt = meta.value()?.parse()?;
             args.retries = lit.base10_parse()?;
             Ok(())
+        } else if meta.path.is_ident("version") {
+            let lit: syn::LitStr = meta.value()?.parse()?;
+            args.version = Some(lit.value());
+            Ok(())
+        } else if meta.path.is_ident("cache") {
+            let lit: syn::LitBool = meta.value()?.parse()?;
+            args.cache = lit.value;
+            Ok(())
+        } else if meta.path.is_ident("env") {
+            let expr: Expr = meta.value()?.parse()?;
+            let Expr::Array(arr) = &expr else {
+                return Err(Error::new(
+                    expr.span(),
+                    "env takes a list of names: env = [\"MODEL_DIR\"]",
+                ));
+            };
+            for e in &arr.elems {
+                match e {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(s), ..
+                    }) => args.env.push(s.value()),
+                    other => {
+                        return Err(Error::new(
+                            other.span(),
+                            "environment variable names must be string literals",
+                        ));
+                    }
+                }
+            }
+            Ok(())
         } else if meta.path.is_ident("name") {
             let lit: syn::LitStr = meta.value()?.parse()?;
             args.name = Some(lit.value());
             Ok(())
         } else {
             Err(meta.error(
-                "unknown #[node] setting; expected `output = \"name\"`, `output = (\"a\", \"b\")`, `retries = N` or `name = \"...\"`",
+                "unknown #[node] setting; expected `output = \"name\"`, `output = (\"a\", \"b\")`, `retries = N`, `name = \"...\"`, `version = \"...\"`, `env = [\"VAR\"]` or `cache = false`",
             ))
         }
     });
@@ -287,7 +323,14 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
     };
     let node_name = args.name.unwrap_or_else(|| fn_name.clone());
     let retries = args.retries;
-    let (code_hash, helpers) = code::fingerprint(func, &outputs, &node_name);
+    let extra = format!(
+        "{node_name}\u{1f}version={}\u{1f}env={}",
+        args.version.as_deref().unwrap_or(""),
+        args.env.join(",")
+    );
+    let (code_hash, helpers) = code::fingerprint(func, &outputs, &extra);
+    let env = &args.env;
+    let cache = args.cache;
 
     let in_ports = params.iter().map(|(name, take)| {
         let stored = take.stored();
@@ -417,6 +460,8 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
                     #code_hash,
                     &[#(#helpers),*],
                 )
+                .with_env(&[#(#env),*])
+                .with_cache_enabled(#cache)
             }
         }
     })
