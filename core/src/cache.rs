@@ -158,21 +158,10 @@ impl DiskCache {
 
     /// Loads segments not seen before into the in-memory dataset.
     fn refresh(&self, key: &CacheKey, data: &mut Dataset) {
-        let dir = self.dataset_dir(key);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("seg-") && n.ends_with(".parquet"))
-            })
+        let paths: Vec<PathBuf> = segment_files(&self.dataset_dir(key))
+            .into_iter()
             .filter(|p| !data.segments.contains(p))
             .collect();
-        paths.sort();
         for path in paths {
             match read_segment(&path, key) {
                 Ok(rows) => {
@@ -189,6 +178,169 @@ impl DiskCache {
                 ),
             }
         }
+    }
+}
+
+/// Entry counts and sizes of one node version's dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetStats {
+    /// The node's directory name.
+    pub node: String,
+    /// The code version (64 hex characters).
+    pub code: String,
+    /// Complete segments.
+    pub segments: usize,
+    /// Rows over all segments (a signature stored twice counts twice).
+    pub rows: usize,
+    /// Bytes on disk.
+    pub bytes: u64,
+}
+
+impl DiskCache {
+    /// Whether `sig` is cached for `key`.
+    pub fn is_cached(&self, key: &CacheKey, sig: &Signature) -> Result<bool, CacheError> {
+        Ok(self.lookup(key, std::slice::from_ref(sig))?[0].is_some())
+    }
+
+    /// Counts and sizes per node version, sorted by node and code.
+    pub fn stats(&self) -> Result<Vec<DatasetStats>, CacheError> {
+        let mut out = Vec::new();
+        for node_dir in sorted_dirs(&self.root)? {
+            for version_dir in sorted_dirs(&node_dir)? {
+                let mut stats = DatasetStats {
+                    node: file_name(&node_dir),
+                    code: file_name(&version_dir),
+                    segments: 0,
+                    rows: 0,
+                    bytes: 0,
+                };
+                for seg in segment_files(&version_dir) {
+                    stats.segments += 1;
+                    stats.bytes += std::fs::metadata(&seg).map(|m| m.len()).unwrap_or(0);
+                    stats.rows += File::open(&seg)
+                        .ok()
+                        .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).ok())
+                        .map(|b| b.metadata().file_metadata().num_rows() as usize)
+                        .unwrap_or(0);
+                }
+                out.push(stats);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes every cached result of the node named `node` (all versions).
+    pub fn clear_node(&self, node: &str) -> Result<(), CacheError> {
+        let dir = self.root.join(safe_name(node));
+        self.forget(&dir);
+        remove_dir(&dir)
+    }
+
+    /// Removes everything in the cache.
+    pub fn clear(&self) -> Result<(), CacheError> {
+        self.forget(&self.root);
+        remove_dir(&self.root)
+    }
+
+    fn forget(&self, under: &Path) {
+        let mut datasets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
+        datasets.retain(|dir, _| !dir.starts_with(under));
+    }
+
+    /// Rewrites one node version's segments as a single segment (the new
+    /// segment is complete on disk before the old ones are removed, so a
+    /// crash leaves duplicates at worst). Returns how many segments it merged.
+    pub fn compact(&self, key: &CacheKey) -> Result<usize, CacheError> {
+        let dir = self.dataset_dir(key);
+        let old = segment_files(&dir);
+        if old.len() < 2 {
+            return Ok(0);
+        }
+        let rows: Vec<(Signature, Vec<Value>)> = {
+            let mut datasets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
+            let data = datasets.entry(dir.clone()).or_default();
+            self.refresh(key, data);
+            data.rows.iter().map(|(s, v)| (*s, v.clone())).collect()
+        };
+        self.store(key, &rows)?;
+        for seg in &old {
+            std::fs::remove_file(seg).map_err(|source| CacheError::Io {
+                path: seg.clone(),
+                source,
+            })?;
+        }
+        let mut datasets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(data) = datasets.get_mut(&dir) {
+            for seg in &old {
+                data.segments.remove(seg);
+            }
+        }
+        Ok(old.len())
+    }
+}
+
+fn safe_name(node: &str) -> String {
+    node.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn sorted_dirs(dir: &Path) -> Result<Vec<PathBuf>, CacheError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(CacheError::Io {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("seg-") && n.ends_with(".parquet"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn remove_dir(dir: &Path) -> Result<(), CacheError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(CacheError::Io {
+            path: dir.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -464,6 +616,40 @@ mod tests {
             (0..40).map(|i| Some(i as i64)).collect::<Vec<_>>()
         );
         assert_eq!(segments(&cache.dataset_dir(&k)).len(), 40);
+    }
+
+    #[test]
+    fn inspect_compact_and_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key();
+        let cache = DiskCache::new(dir.path());
+        for i in 0..3 {
+            cache.store(&k, &[entry(i)]).unwrap();
+        }
+        assert!(cache.is_cached(&k, &sig(1)).unwrap());
+        assert!(!cache.is_cached(&k, &sig(9)).unwrap());
+        let stats = cache.stats().unwrap();
+        assert_eq!(stats.len(), 1);
+        assert_eq!(
+            (stats[0].node.as_str(), stats[0].segments, stats[0].rows),
+            ("count_words", 3, 3)
+        );
+        assert_eq!(stats[0].code, k.code.to_hex());
+        assert!(stats[0].bytes > 0);
+
+        assert_eq!(cache.compact(&k).unwrap(), 3);
+        let stats = cache.stats().unwrap();
+        assert_eq!((stats[0].segments, stats[0].rows), (1, 3));
+        let fresh = DiskCache::new(dir.path());
+        let found = fresh.lookup(&k, &[sig(0), sig(1), sig(2)]).unwrap();
+        assert_eq!(counts(&found), [Some(0), Some(1), Some(2)]);
+
+        cache.clear_node("count words").unwrap();
+        assert!(cache.stats().unwrap().is_empty());
+        assert!(!cache.is_cached(&k, &sig(1)).unwrap());
+        cache.store(&k, &[entry(4)]).unwrap();
+        cache.clear().unwrap();
+        assert!(cache.stats().unwrap().is_empty());
     }
 
     #[test]
