@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use hypernodes::{DiskCache, Inputs, Pipeline, node};
+use hypernodes::{DiskCache, Inputs, Node, Pipeline, node, outs};
 
 mod v1 {
     use hypernodes::node;
@@ -79,6 +79,7 @@ fn uncached_nodes_always_run_and_their_dependents_still_cache() {
 
 const SCALE_VAR: &str = "HYPERNODES_TEST_SCALE";
 const DIR_VAR: &str = "HYPERNODES_SETTINGS_CHILD_DIR";
+const VERSION_VAR: &str = "HYPERNODES_SETTINGS_VERSION";
 
 #[node(output = "scaled", env = ["HYPERNODES_TEST_SCALE"])]
 fn scaled(x: i64) -> i64 {
@@ -97,7 +98,14 @@ fn settings_child_helper() {
         return;
     };
     let rec = common::Recorder::new();
-    let p = Pipeline::new([scaled::node()])
+    // The version of the closure node, chosen by the parent.
+    let version = std::env::var(VERSION_VAR).unwrap_or_else(|_| "1".into());
+    let shift = Node::builder("shift")
+        .input::<i64>("scaled")
+        .output::<i64>("shifted")
+        .version(version)
+        .func(|args| Ok(outs![args.get::<i64>(0)? + 1]));
+    let p = Pipeline::new([scaled::node(), shift])
         .unwrap()
         .with_cache(DiskCache::new(Path::new(&dir)))
         .with_callback(rec.clone());
@@ -116,23 +124,69 @@ fn settings_child_helper() {
 }
 
 fn child(dir: &Path, scale: &str) -> String {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "settings_child_helper",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(DIR_VAR, dir)
-        .env(SCALE_VAR, scale)
-        .output()
-        .unwrap();
+    child_with(dir, scale, "1", false).0
+}
+
+/// Runs the child; returns its result line and its stderr.
+fn child_with(dir: &Path, scale: &str, version: &str, log: bool) -> (String, String) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "settings_child_helper",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(DIR_VAR, dir)
+    .env(SCALE_VAR, scale)
+    .env(VERSION_VAR, version);
+    if log {
+        cmd.env("LOG_HYPERNODES_CACHE", "1");
+    }
+    let out = cmd.output().unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
-    stdout
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let result = stdout
         .lines()
         .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r.to_string()))
-        .unwrap_or_else(|| panic!("no result in {stdout}"))
+        .unwrap_or_else(|| panic!("no result in {stdout}"));
+    (result, stderr)
+}
+
+#[test]
+fn the_cache_log_explains_hits_and_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = |stderr: &str, what: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("hypernodes cache: ") && l.contains(what))
+            .map(String::from)
+            .collect()
+    };
+    let (_, log) = child_with(dir.path(), "2", "1", true);
+    let misses = lines(&log, "miss node=scaled");
+    assert_eq!(misses.len(), 3, "{log}");
+    assert!(
+        misses[0].contains("item=0 ") && misses[0].contains("new input values"),
+        "{}",
+        misses[0]
+    );
+    let (_, log) = child_with(dir.path(), "2", "1", true);
+    assert_eq!(lines(&log, "hit node=scaled").len(), 3, "{log}");
+    assert_eq!(lines(&log, "hit node=shift").len(), 3, "{log}");
+    // The closure's version changed: the log says so.
+    let (_, log) = child_with(dir.path(), "2", "2", true);
+    let misses = lines(&log, "miss node=shift");
+    assert_eq!(misses.len(), 3, "{log}");
+    assert!(
+        misses
+            .iter()
+            .all(|l| l.contains("code changed since the last cached version")),
+        "{log}"
+    );
+    // Without the variable, nothing is logged.
+    let (_, log) = child_with(dir.path(), "2", "2", false);
+    assert!(lines(&log, "node=").is_empty(), "{log}");
 }
 
 #[test]

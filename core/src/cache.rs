@@ -89,6 +89,12 @@ pub trait Cache: Send + Sync {
 
     /// Stores results: each entry is a signature and the outputs in order.
     fn store(&self, key: &CacheKey, entries: &[(Signature, Vec<Value>)]) -> Result<(), CacheError>;
+
+    /// The code versions of the node named `node` that have results, if the
+    /// store can tell (used to explain misses).
+    fn versions(&self, _node: &str) -> Vec<Signature> {
+        Vec::new()
+    }
 }
 
 #[derive(Default)]
@@ -403,6 +409,15 @@ fn unique_name() -> String {
 }
 
 impl Cache for DiskCache {
+    fn versions(&self, node: &str) -> Vec<Signature> {
+        sorted_dirs(&self.root.join(safe_name(node)))
+            .unwrap_or_default()
+            .iter()
+            .filter(|d| !segment_files(d).is_empty())
+            .filter_map(|d| Signature::from_hex(&file_name(d)))
+            .collect()
+    }
+
     fn lookup(
         &self,
         key: &CacheKey,

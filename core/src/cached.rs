@@ -36,6 +36,70 @@ impl ItemState {
     }
 }
 
+/// `LOG_HYPERNODES_CACHE=1`: one line per node and item on stderr, saying
+/// hit or miss and, for a miss, why.
+struct CacheLog {
+    node: Option<String>,
+    why_miss: &'static str,
+    why_not_cached: &'static str,
+}
+
+impl CacheLog {
+    fn new(cache: &dyn Cache, node: &crate::node::Node) -> Self {
+        let on = std::env::var("LOG_HYPERNODES_CACHE").is_ok_and(|v| v == "1");
+        if !on {
+            return CacheLog {
+                node: None,
+                why_miss: "",
+                why_not_cached: "",
+            };
+        }
+        let versions = cache.versions(&node.name);
+        let why_miss = if !versions.is_empty() && !versions.contains(&node.code_hash) {
+            "code changed since the last cached version of this node"
+        } else {
+            "no result for this signature: new input values, changed upstream values or a changed declared environment variable"
+        };
+        let why_not_cached = if !node.cache_enabled {
+            "the node has cache = false"
+        } else if !node.outputs.iter().all(|p| p.ty.is_arrow()) {
+            "an output has no Arrow form"
+        } else {
+            "an input has no value hash (a resource)"
+        };
+        CacheLog {
+            node: Some(node.name.clone()),
+            why_miss,
+            why_not_cached,
+        }
+    }
+
+    fn report(&self, item: &[usize], sig: Option<Signature>, hit: bool) {
+        let Some(node) = &self.node else { return };
+        let item: Vec<String> = item.iter().map(|i| i.to_string()).collect();
+        let item = if item.is_empty() {
+            "run".to_string()
+        } else {
+            item.join("/")
+        };
+        match sig {
+            None => eprintln!(
+                "hypernodes cache: skip node={node} item={item} ({})",
+                self.why_not_cached
+            ),
+            Some(sig) if hit => eprintln!(
+                "hypernodes cache: hit node={node} item={item} sig={}",
+                &sig.to_hex()[..16]
+            ),
+            Some(sig) => eprintln!(
+                "hypernodes cache: miss node={node} item={item} sig={} ({})",
+                &sig.to_hex()[..16],
+                self.why_miss
+            ),
+        }
+    }
+}
+
 /// Hashes slot `slot` of the live items; values shared by every item (fixed
 /// inputs) are hashed once.
 fn hash_slot(batch: &mut [ItemState], slot: usize, ty: ValueType) -> Result<(), Error> {
@@ -122,6 +186,7 @@ pub(crate) fn run_batch(
                         inputs.map(|inputs| node_signature(&node.code_hash, &inputs, &salt))
                     })
                     .collect();
+                let log = CacheLog::new(cache, node);
                 let wanted: Vec<Signature> = sigs.iter().flatten().copied().collect();
                 let mut found = cache
                     .lookup(&key, &wanted)
@@ -137,6 +202,7 @@ pub(crate) fn run_batch(
                         None
                     };
                     let item = &mut batch[i];
+                    log.report(&item.path, *sig, hit.is_some());
                     let outs: Vec<Value> = match hit {
                         Some(values) => {
                             exec.emit(&item.path, |cb, ctx| cb.on_node_cached(ctx, &node.name));
