@@ -213,3 +213,53 @@ fn failed_items_are_not_cached_and_the_rest_are() {
         assert_eq!(starts, 1, "{name}: only the failed item runs again");
     }
 }
+
+#[test]
+fn corrupt_segments_are_recomputed_never_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new([node_a()])
+        .unwrap()
+        .with_cache(DiskCache::new(dir.path()));
+    let xs: Vec<i64> = (0..20).collect();
+    let options = || MapOptions::over(["x"]).flush_every(5);
+    p.map(Inputs::new().with("x", xs.clone()), options())
+        .unwrap();
+    let mut segs: Vec<std::path::PathBuf> = walk(dir.path());
+    segs.sort();
+    assert_eq!(segs.len(), 4, "one segment per batch of 5");
+    let bytes = std::fs::read(&segs[0]).unwrap();
+    std::fs::write(&segs[0], &bytes[..bytes.len() / 3]).unwrap();
+    std::fs::write(&segs[2], b"garbage garbage garbage").unwrap();
+
+    let rec = common::Recorder::new();
+    let p = Pipeline::new([node_a()])
+        .unwrap()
+        .with_cache(DiskCache::new(dir.path()))
+        .with_callback(rec.clone());
+    let r = p
+        .map(Inputs::new().with("x", xs.clone()), options())
+        .unwrap();
+    assert_eq!(
+        r.values::<i64>("a").unwrap(),
+        xs.iter().map(|x| x + 1).collect::<Vec<_>>()
+    );
+    let runs = rec
+        .take()
+        .iter()
+        .filter(|e| e.ends_with("node_end a"))
+        .count();
+    assert_eq!(runs, 10, "exactly the items of the two damaged segments");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.file_name().unwrap().to_str().unwrap().starts_with("seg-") {
+            out.push(p);
+        }
+    }
+    out
+}

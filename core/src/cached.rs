@@ -46,6 +46,9 @@ struct CacheLog {
 
 impl CacheLog {
     fn new(cache: &dyn Cache, node: &crate::node::Node) -> Self {
+        if node.cache_enabled && !node.outputs.iter().all(|p| p.ty.is_arrow()) {
+            warn_not_storable_once(node);
+        }
         let on = std::env::var("LOG_HYPERNODES_CACHE").is_ok_and(|v| v == "1");
         if !on {
             return CacheLog {
@@ -97,6 +100,31 @@ impl CacheLog {
                 self.why_miss
             ),
         }
+    }
+}
+
+/// Says once per process and node that a node's results cannot be cached.
+fn warn_not_storable_once(node: &crate::node::Node) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static WARNED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let first = WARNED
+        .get_or_init(Default::default)
+        .lock()
+        .map(|mut w| w.insert(node.name.clone()))
+        .unwrap_or(false);
+    if first {
+        let outputs: Vec<String> = node
+            .outputs
+            .iter()
+            .filter(|p| !p.ty.is_arrow())
+            .map(|p| format!("`{}` ({})", p.name, p.ty.name()))
+            .collect();
+        eprintln!(
+            "hypernodes cache: node `{}` is not cached: output {} has no Arrow form",
+            node.name,
+            outputs.join(", ")
+        );
     }
 }
 
