@@ -95,7 +95,7 @@ impl MapOptions {
     }
 
     /// The default batch size of cached runs.
-    pub const DEFAULT_FLUSH_EVERY: usize = 1024;
+    pub const DEFAULT_FLUSH_EVERY: usize = 8192;
 }
 
 impl<S: Into<String>, const N: usize> From<[S; N]> for MapOptions {
