@@ -97,9 +97,30 @@ pub trait Cache: Send + Sync {
     }
 }
 
+/// Hashes signatures for hash maps: they are already uniformly random, so
+/// folding their bytes is enough (and much cheaper than SipHash).
+#[derive(Default)]
+struct SigHasher(u64);
+
+impl std::hash::Hasher for SigHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
+        }
+    }
+}
+
+type SigMap<V> = HashMap<Signature, V, std::hash::BuildHasherDefault<SigHasher>>;
+
 #[derive(Default)]
 struct Dataset {
-    rows: HashMap<Signature, Vec<Value>>,
+    rows: SigMap<Vec<Value>>,
     segments: HashSet<PathBuf>,
 }
 

@@ -181,6 +181,12 @@ pub(crate) fn run_batch(
     stop_on_error: bool,
 ) -> Result<(), Error> {
     let plan = exec.plan();
+    // Only values some node takes need a hash: final outputs do not.
+    let consumed: std::collections::HashSet<usize> = plan
+        .steps
+        .iter()
+        .flat_map(|s| s.args.iter().copied())
+        .collect();
     for input in &plan.inputs {
         hash_slot(batch, input.slot, input.ty)?;
     }
@@ -271,8 +277,8 @@ pub(crate) fn run_batch(
             }
         }
         for (port, slot) in node.outputs.iter().zip(&step.outs) {
-            if let Some(slot) = slot {
-                hash_slot(batch, *slot, port.ty)?;
+            if let Some(slot) = slot.filter(|s| consumed.contains(s)) {
+                hash_slot(batch, slot, port.ty)?;
             }
         }
         if stop_on_error && batch.iter().any(|i| i.error.is_some()) {
