@@ -516,6 +516,12 @@ impl<'a> MapJob<'a> {
     /// The slot table of item `index`: fixed inputs and its mapped elements.
     fn item_slots(&self, index: usize) -> Result<Vec<Option<Value>>, Error> {
         let mut slots = self.template.clone();
+        self.fill_mapped(index, &mut slots)?;
+        Ok(slots)
+    }
+
+    /// Writes item `index`'s element of every mapped input into `slots`.
+    fn fill_mapped(&self, index: usize, slots: &mut [Option<Value>]) -> Result<(), Error> {
         let mut rem = index;
         for m in self.mapped.iter().rev() {
             let i = match self.mode {
@@ -533,7 +539,7 @@ impl<'a> MapJob<'a> {
                 slots[slot] = Some(value);
             }
         }
-        Ok(slots)
+        Ok(())
     }
 
     /// Runs a chunk node by node with the cache: per node, the items'
@@ -605,23 +611,7 @@ impl<'a> MapJob<'a> {
             Instant::now()
         });
         let mut slots: SmallVec<[Option<Value>; 8]> = self.template.iter().cloned().collect();
-        let mut rem = index;
-        for m in self.mapped.iter().rev() {
-            let i = match self.mode {
-                MapMode::Zip => index,
-                MapMode::Product => {
-                    let i = rem % m.len;
-                    rem /= m.len;
-                    i
-                }
-            };
-            if let Some(slot) = m.slot {
-                let value = m.ty.list_item(&m.list, i).ok_or_else(|| Error::Engine {
-                    message: format!("mapped input `{}` has no element {i}", m.name),
-                })?;
-                slots[slot] = Some(value);
-            }
-        }
+        self.fill_mapped(index, &mut slots)?;
         let result = exec.run_steps(&mut slots, &items).map(|()| {
             ItemOutput(
                 exec.plan
