@@ -263,3 +263,141 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A resource keyed by its model name: the token is a secret, not part of the key.
+struct Model {
+    name: String,
+    api_token: String,
+}
+
+impl hypernodes::ResourceKey for Model {
+    fn cache_key(&self) -> Option<String> {
+        Some(self.name.clone())
+    }
+}
+
+#[node(output = "embedding")]
+fn embed(text: &str, model: &Model) -> Vec<i64> {
+    assert!(!model.api_token.is_empty());
+    text.bytes()
+        .map(|b| b as i64 + model.name.len() as i64)
+        .collect()
+}
+
+/// A serializable resource: keyed by its serde form.
+#[derive(serde::Serialize)]
+struct Settings {
+    scale: i64,
+}
+
+#[node(output = "scaled")]
+fn scale_with(x: i64, settings: &Settings) -> i64 {
+    x * settings.scale
+}
+
+/// A resource with no key: nodes taking it always run.
+struct Connection;
+
+#[node(output = "fetched")]
+fn fetch(x: i64, connection: &Connection) -> i64 {
+    let _ = connection;
+    x
+}
+
+#[test]
+fn resources_are_keyed_by_what_they_declare() {
+    for (name, engine) in common::engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |node: Node, fixed: Inputs, xs: Inputs| -> usize {
+            let rec = common::Recorder::new();
+            let node_name = node.name().to_string();
+            let p = Pipeline::new([node])
+                .unwrap()
+                .with_shared_engine(engine.clone())
+                .with_cache(DiskCache::new(dir.path()))
+                .with_callback(rec.clone())
+                .bind(fixed)
+                .unwrap();
+            let over: Vec<String> = xs.names().map(String::from).collect();
+            p.map(xs, over).unwrap();
+            let end = format!(" node_end {node_name}");
+            rec.take().iter().filter(|e| e.ends_with(&end)).count()
+        };
+        let model = |n: &str, token: &str| Model {
+            name: n.into(),
+            api_token: token.into(),
+        };
+        let texts = || Inputs::new().with("text", vec!["ab", "c"]);
+        assert_eq!(
+            run(
+                embed::node(),
+                Inputs::new().with("model", model("m1", "t1")),
+                texts()
+            ),
+            2,
+            "{name}"
+        );
+        assert_eq!(
+            run(
+                embed::node(),
+                Inputs::new().with("model", model("m1", "t2")),
+                texts()
+            ),
+            0,
+            "{name}: new secret, same key"
+        );
+        assert_eq!(
+            run(
+                embed::node(),
+                Inputs::new().with("model", model("m2", "t2")),
+                texts()
+            ),
+            2,
+            "{name}: new model"
+        );
+
+        let xs = || Inputs::new().with("x", vec![1i64, 2, 3]);
+        assert_eq!(
+            run(
+                scale_with::node(),
+                Inputs::new().with("settings", Settings { scale: 2 }),
+                xs()
+            ),
+            3
+        );
+        assert_eq!(
+            run(
+                scale_with::node(),
+                Inputs::new().with("settings", Settings { scale: 2 }),
+                xs()
+            ),
+            0
+        );
+        assert_eq!(
+            run(
+                scale_with::node(),
+                Inputs::new().with("settings", Settings { scale: 3 }),
+                xs()
+            ),
+            3
+        );
+
+        assert_eq!(
+            run(
+                fetch::node(),
+                Inputs::new().with("connection", Connection),
+                xs()
+            ),
+            3
+        );
+        assert_eq!(
+            run(
+                fetch::node(),
+                Inputs::new().with("connection", Connection),
+                xs()
+            ),
+            3,
+            "{name}: unkeyed"
+        );
+    }
+}

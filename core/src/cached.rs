@@ -68,7 +68,7 @@ impl CacheLog {
         } else if !node.outputs.iter().all(|p| p.ty.is_arrow()) {
             "an output has no Arrow form"
         } else {
-            "an input has no value hash (a resource)"
+            "an input is a resource without a cache key (implement ResourceKey or Serialize)"
         };
         CacheLog {
             node: Some(node.name.clone()),
@@ -132,6 +132,22 @@ fn warn_not_storable_once(node: &crate::node::Node) {
 /// inputs) are hashed once.
 fn hash_slot(batch: &mut [ItemState], slot: usize, ty: ValueType) -> Result<(), Error> {
     if !ty.is_arrow() {
+        // Resources: hashed by their declared key, if they have one; a
+        // resource shared by items (a fixed input) is keyed once.
+        let mut last: Option<(Value, Option<Signature>)> = None;
+        for item in batch.iter_mut().filter(|i| i.error.is_none()) {
+            if let Some(Some(v)) = item.slots.get(slot) {
+                let h = match &last {
+                    Some((seen, h)) if seen.same(v) => *h,
+                    _ => {
+                        let h = ty.resource_hash(v);
+                        last = Some((v.clone(), h));
+                        h
+                    }
+                };
+                item.hashes[slot] = h;
+            }
+        }
         return Ok(());
     }
     let live: Vec<usize> = (0..batch.len())

@@ -55,7 +55,7 @@ pub use map::{
 pub use node::{Args, Node, NodeBuilder, NodeFn, Outs, Port};
 pub use pipeline::{InputInfo, Pipeline};
 pub use signature::Signature;
-pub use value::{ArrowValue, Value, ValueError, ValueType};
+pub use value::{ArrowValue, ResourceKey, Value, ValueError, ValueType};
 
 /// Re-exports of dependencies, for code that works with values directly.
 pub mod deps {

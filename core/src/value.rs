@@ -409,6 +409,19 @@ pub struct ValueType {
     arrow: Option<ArrowOps>,
     list: Option<ListOps>,
     list_type: Option<fn() -> ValueType>,
+    key: Option<fn(&Value) -> Option<crate::signature::Signature>>,
+}
+
+/// What identifies a resource's behaviour for caching (a model's name and
+/// version, a client's endpoint), leaving secrets out. Nodes taking a
+/// resource are cached under this key; `None` means "never cache them".
+///
+/// Resources that implement serde's `Serialize` and not this trait are keyed
+/// by their JSON form (unordered maps inside them may cause extra misses,
+/// never stale results); other resources have no key.
+pub trait ResourceKey {
+    /// The key, or `None` to never cache nodes taking this resource.
+    fn cache_key(&self) -> Option<String>;
 }
 
 impl fmt::Debug for ValueType {
@@ -442,7 +455,25 @@ impl ValueType {
             arrow: None,
             list: None,
             list_type: None,
+            key: None,
         }
+    }
+
+    /// The same type, with a way to key resource values for caching.
+    pub fn with_key(
+        mut self,
+        key: Option<fn(&Value) -> Option<crate::signature::Signature>>,
+    ) -> Self {
+        if !self.is_arrow() {
+            self.key = key;
+        }
+        self
+    }
+
+    /// The cache key hash of a resource value (`None` for Arrow values,
+    /// which are hashed by their Arrow encoding, and for unkeyed resources).
+    pub fn resource_hash(&self, value: &Value) -> Option<crate::signature::Signature> {
+        self.key.and_then(|f| f(value))
     }
 
     /// The Rust type name.
@@ -619,6 +650,7 @@ fn arrow_type<T: ArrowValue, L: Level>() -> ValueType {
         }),
         list: Some(ListOps::of::<T>()),
         list_type: L::arrow_list::<T>(),
+        key: None,
     }
 }
 
@@ -629,6 +661,7 @@ fn clone_type<T: Any + Send + Sync + Clone, L: Level>() -> ValueType {
         arrow: None,
         list: Some(ListOps::of::<T>()),
         list_type: L::clone_list::<T>(),
+        key: None,
     }
 }
 
@@ -667,6 +700,57 @@ pub mod probe {
         }
     }
 
+    /// Picks how a resource is keyed: [`ResourceKey`], else serde, else none.
+    pub struct KeyProbe<T: ?Sized>(PhantomData<T>);
+
+    impl<T: ?Sized> KeyProbe<T> {
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            KeyProbe(PhantomData)
+        }
+    }
+
+    type KeyFn = Option<fn(&Value) -> Option<crate::signature::Signature>>;
+
+    pub trait KeyByTrait {
+        fn key_fn(&self) -> KeyFn;
+    }
+    impl<T: ResourceKey + Any> KeyByTrait for &&KeyProbe<T> {
+        fn key_fn(&self) -> KeyFn {
+            Some(|v| {
+                let key = v.downcast_ref::<T>()?.cache_key()?;
+                Some(crate::signature::Signature::of_bytes(
+                    "hypernodes/resource/v1",
+                    key.as_bytes(),
+                ))
+            })
+        }
+    }
+
+    pub trait KeyBySerde {
+        fn key_fn(&self) -> KeyFn;
+    }
+    impl<T: serde::Serialize + Any> KeyBySerde for &KeyProbe<T> {
+        fn key_fn(&self) -> KeyFn {
+            Some(|v| {
+                let bytes = serde_json::to_vec(v.downcast_ref::<T>()?).ok()?;
+                Some(crate::signature::Signature::of_bytes(
+                    "hypernodes/resource-serde/v1",
+                    &bytes,
+                ))
+            })
+        }
+    }
+
+    pub trait NoKey {
+        fn key_fn(&self) -> KeyFn;
+    }
+    impl<T: ?Sized> NoKey for KeyProbe<T> {
+        fn key_fn(&self) -> KeyFn {
+            None
+        }
+    }
+
     pub trait OpaqueProbe {
         fn value_type(&self) -> ValueType;
     }
@@ -678,13 +762,19 @@ pub mod probe {
 }
 
 /// The [`ValueType`] of a concrete type: Arrow-capable if it implements
-/// [`ArrowValue`], otherwise a resource.
+/// [`ArrowValue`], otherwise a resource (keyed for caching by
+/// [`ResourceKey`], else by its serde form, else not at all).
 #[macro_export]
 macro_rules! value_type {
     ($t:ty) => {{
         #[allow(unused_imports)]
-        use $crate::__private::probe::{ArrowProbe as _, CloneProbe as _, OpaqueProbe as _};
-        (&&&$crate::__private::probe::Probe::<$t>::new()).value_type()
+        use $crate::__private::probe::{
+            ArrowProbe as _, CloneProbe as _, KeyBySerde as _, KeyByTrait as _, NoKey as _,
+            OpaqueProbe as _,
+        };
+        (&&&$crate::__private::probe::Probe::<$t>::new())
+            .value_type()
+            .with_key((&&$crate::__private::probe::KeyProbe::<$t>::new()).key_fn())
     }};
 }
 
