@@ -73,10 +73,78 @@ fn crash_child_helper() {
             Some((a.parse().ok()?, b.parse().ok()?))
         })
         .unwrap_or((0, ITEMS));
+    if std::env::var(CHILD_MODE).is_ok_and(|m| m == "time") {
+        // Default batch size: only flushing by time stores anything early.
+        let xs: Vec<i64> = (0..LONG_ITEMS).collect();
+        pipeline(Path::new(&dir))
+            .map(Inputs::new().with("x", xs), ["x"])
+            .unwrap();
+        return;
+    }
     let xs: Vec<i64> = (start..end).collect();
     pipeline(Path::new(&dir))
         .map(Inputs::new().with("x", xs), options())
         .unwrap();
+}
+
+const CHILD_MODE: &str = "HYPERNODES_CHILD_MODE";
+const LONG_ITEMS: i64 = 300;
+
+fn cached_rows(dir: &Path) -> usize {
+    DiskCache::new(dir)
+        .stats()
+        .unwrap()
+        .iter()
+        .map(|s| s.rows)
+        .sum()
+}
+
+#[test]
+fn results_reach_the_cache_by_time_not_only_by_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "crash_child_helper",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_DIR, dir.path())
+    .env(CHILD_MODE, "time");
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cached_rows(dir.path()) == 0 {
+        assert!(Instant::now() < deadline, "nothing was flushed in time");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child finished before any batch was flushed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let flushed = cached_rows(dir.path());
+    assert!(
+        flushed < LONG_ITEMS as usize,
+        "killed before the end (batch sizes stay far below the count bound)"
+    );
+
+    let rec = common::Recorder::new();
+    let xs: Vec<i64> = (0..LONG_ITEMS).collect();
+    let r = pipeline(dir.path())
+        .with_callback(rec.clone())
+        .map(Inputs::new().with("x", xs), ["x"])
+        .unwrap();
+    let executed = rec
+        .take()
+        .iter()
+        .filter(|e| e.ends_with("node_end slow"))
+        .count();
+    assert_eq!(executed, LONG_ITEMS as usize - flushed);
+    assert_eq!(
+        r.values::<i64>("y").unwrap(),
+        (0..LONG_ITEMS).map(|x| x * 10).collect::<Vec<_>>()
+    );
 }
 
 fn spawn_child(dir: &Path, range: Option<&str>) -> std::process::Child {

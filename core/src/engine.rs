@@ -43,15 +43,21 @@ impl Engine for SeqEngine {
 
     fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error> {
         let first_failure = AtomicUsize::new(usize::MAX);
-        let size = job.chunk_size(1);
         let mut chunks = Vec::new();
-        for start in (0..job.len()).step_by(size) {
-            let chunk = job.run_chunk(start..(start + size).min(job.len()), &first_failure);
+        let mut start = 0;
+        let mut previous = None;
+        while start < job.len() {
+            let size = job.next_chunk_size(previous);
+            let end = (start + size).min(job.len());
+            let began = std::time::Instant::now();
+            let chunk = job.run_chunk(start..end, &first_failure);
+            previous = Some((end - start, began.elapsed()));
             let failed = chunk.failed();
             chunks.push(chunk);
             if failed {
                 break;
             }
+            start = end;
         }
         job.assemble(chunks)
     }

@@ -477,6 +477,26 @@ impl<'a> MapJob<'a> {
         self.policy
     }
 
+    /// For an engine running chunks one after another: the size of the next
+    /// chunk. Without a cache, everything at once. With a cache, chunks start
+    /// small and adapt so that each takes about a second (bounded by
+    /// [`MapOptions::flush_every`]): results reach the cache by count and by
+    /// time, so an interrupted run loses little whatever an item costs.
+    pub fn next_chunk_size(&self, previous: Option<(usize, std::time::Duration)>) -> usize {
+        if self.exec.cache.is_none() {
+            return self.len.max(1);
+        }
+        const TARGET: f64 = 1.0;
+        let size = match previous {
+            None => 64,
+            Some((size, elapsed)) => {
+                let secs = elapsed.as_secs_f64().max(1e-6);
+                ((size as f64 * TARGET / secs) as usize).clamp(size / 4, size * 4)
+            }
+        };
+        size.clamp(1, self.flush_every)
+    }
+
     /// The largest chunk an engine should hand to [`MapJob::run_chunk`] for
     /// `workers` parallel workers: a few chunks per worker, and, when results
     /// are cached, at most the flush size so results reach the cache as the
