@@ -97,6 +97,12 @@ debug = false
 }
 
 fn build_and_run(dir: &Path, cache: &Path) -> String {
+    build_and_run_logged(dir, cache).0
+}
+
+/// Builds and runs the probe with `LOG_HYPERNODES_CACHE=1`: its result line
+/// and the cache log lines.
+fn build_and_run_logged(dir: &Path, cache: &Path) -> (String, Vec<String>) {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"))
@@ -110,6 +116,7 @@ fn build_and_run(dir: &Path, cache: &Path) -> String {
     assert!(status.success(), "the probe crate builds");
     let out = Command::new(target.join("debug/recompile-probe"))
         .arg(cache)
+        .env("LOG_HYPERNODES_CACHE", "1")
         .output()
         .unwrap();
     assert!(
@@ -118,10 +125,22 @@ fn build_and_run(dir: &Path, cache: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    stdout
+    let log = String::from_utf8(out.stderr)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("hypernodes cache: "))
+        .map(String::from)
+        .collect();
+    let result = stdout
         .lines()
         .find_map(|l| l.strip_prefix("RUNS ").map(str::to_string))
-        .unwrap_or_else(|| panic!("no result in {stdout}"))
+        .unwrap_or_else(|| panic!("no result in {stdout}"));
+    (result, log)
+}
+
+fn misses<'a>(log: &'a [String], node: &str) -> Vec<&'a String> {
+    let tag = format!("miss node={node} ");
+    log.iter().filter(|l| l.contains(&tag)).collect()
 }
 
 #[test]
@@ -142,22 +161,38 @@ fn edits_recompute_exactly_the_changed_nodes() {
 
     // The last node's body changed: only it runs.
     write_crate(&crate_dir, 1, 200, "Adds one.");
-    assert_eq!(
-        build_and_run(&crate_dir, cache.path()),
-        "a=0 b=0 c=5 values=[201, 203, 205, 207, 209]"
+    let (runs, log) = build_and_run_logged(&crate_dir, cache.path());
+    assert_eq!(runs, "a=0 b=0 c=5 values=[201, 203, 205, 207, 209]");
+    let c = misses(&log, "node_c");
+    assert_eq!(c.len(), 5, "{log:#?}");
+    assert!(
+        c.iter().all(|l| l.ends_with("(code changed since the last cached version of this node: body)")),
+        "{log:#?}"
     );
 
     // A helper only `node_b` calls changed: b and (its values changed) c run, a does not.
     write_crate(&crate_dir, 2, 200, "Adds one.");
-    assert_eq!(
-        build_and_run(&crate_dir, cache.path()),
-        "a=0 b=5 c=5 values=[202, 204, 206, 208, 210]"
+    let (runs, log) = build_and_run_logged(&crate_dir, cache.path());
+    assert_eq!(runs, "a=0 b=5 c=5 values=[202, 204, 206, 208, 210]");
+    let b = misses(&log, "node_b");
+    assert_eq!(b.len(), 5, "{log:#?}");
+    assert!(
+        b.iter().all(|l| l.ends_with(
+            "(code changed since the last cached version of this node: helper `helper`)"
+        )),
+        "{log:#?}"
+    );
+    // c's code did not change: its misses come from new input values.
+    assert!(
+        misses(&log, "node_c")
+            .iter()
+            .all(|l| l.contains("new input values")),
+        "{log:#?}"
     );
 
     // Only a doc comment changed: nothing runs.
     write_crate(&crate_dir, 2, 200, "Adds two, as documented now.");
-    assert_eq!(
-        build_and_run(&crate_dir, cache.path()),
-        "a=0 b=0 c=0 values=[202, 204, 206, 208, 210]"
-    );
+    let (runs, log) = build_and_run_logged(&crate_dir, cache.path());
+    assert_eq!(runs, "a=0 b=0 c=0 values=[202, 204, 206, 208, 210]");
+    assert!(log.iter().all(|l| l.contains(" hit ")), "{log:#?}");
 }

@@ -69,6 +69,9 @@ pub struct CacheKey {
     pub code: Signature,
     /// The node's outputs.
     pub outputs: Vec<(String, ValueType)>,
+    /// Named hashes of the parts of the code fingerprint (see
+    /// [`Node::code_parts`](crate::Node::code_parts)), kept to explain misses.
+    pub parts: Vec<(String, String)>,
 }
 
 impl CacheKey {
@@ -90,10 +93,15 @@ pub trait Cache: Send + Sync {
     /// Stores results: each entry is a signature and the outputs in order.
     fn store(&self, key: &CacheKey, entries: &[(Signature, Vec<Value>)]) -> Result<(), CacheError>;
 
-    /// The code versions of the node named `node` that have results, if the
-    /// store can tell (used to explain misses).
+    /// The code versions of the node named `node` that have results, oldest
+    /// first, if the store can tell (used to explain misses).
     fn versions(&self, _node: &str) -> Vec<Signature> {
         Vec::new()
+    }
+
+    /// The code parts recorded for one version of a node, if known.
+    fn version_parts(&self, _node: &str, _code: &Signature) -> Option<Vec<(String, String)>> {
+        None
     }
 }
 
@@ -306,6 +314,10 @@ impl DiskCache {
     }
 }
 
+/// The file beside a version's segments naming its code parts, one
+/// `part<TAB>hash` line each.
+const MANIFEST: &str = "manifest.tsv";
+
 fn safe_name(node: &str) -> String {
     node.chars()
         .map(|c| {
@@ -431,12 +443,32 @@ fn unique_name() -> String {
 
 impl Cache for DiskCache {
     fn versions(&self, node: &str) -> Vec<Signature> {
-        sorted_dirs(&self.root.join(safe_name(node)))
-            .unwrap_or_default()
-            .iter()
-            .filter(|d| !segment_files(d).is_empty())
-            .filter_map(|d| Signature::from_hex(&file_name(d)))
+        let mut dirs: Vec<(Option<SystemTime>, PathBuf)> =
+            sorted_dirs(&self.root.join(safe_name(node)))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|d| !segment_files(d).is_empty())
+                .map(|d| (std::fs::metadata(&d).and_then(|m| m.modified()).ok(), d))
+                .collect();
+        dirs.sort();
+        dirs.iter()
+            .filter_map(|(_, d)| Signature::from_hex(&file_name(d)))
             .collect()
+    }
+
+    fn version_parts(&self, node: &str, code: &Signature) -> Option<Vec<(String, String)>> {
+        let path = self
+            .root
+            .join(safe_name(node))
+            .join(code.to_hex())
+            .join(MANIFEST);
+        let text = std::fs::read_to_string(path).ok()?;
+        Some(
+            text.lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     fn lookup(
@@ -506,6 +538,17 @@ impl Cache for DiskCache {
         file.sync_all().map_err(io(&tmp))?;
         drop(file);
         std::fs::rename(&tmp, &seg).map_err(io(&seg))?;
+        let manifest = dir.join(MANIFEST);
+        if !key.parts.is_empty() && !manifest.exists() {
+            let text: String = key
+                .parts
+                .iter()
+                .map(|(k, v)| format!("{k}\t{v}\n"))
+                .collect();
+            let tmp = dir.join(format!(".tmp-{}.manifest", unique_name()));
+            std::fs::write(&tmp, text).map_err(io(&tmp))?;
+            std::fs::rename(&tmp, &manifest).map_err(io(&manifest))?;
+        }
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
         }
@@ -531,6 +574,7 @@ mod tests {
                 ("word_count".into(), ValueType::arrow::<i64>()),
                 ("words".into(), ValueType::arrow::<Vec<String>>()),
             ],
+            parts: vec![("body".into(), "abc".into())],
         }
     }
 
@@ -697,6 +741,7 @@ mod tests {
             node: "load".into(),
             code: Signature::of_bytes("test", b"load"),
             outputs: vec![("model".into(), ValueType::resource::<Model>())],
+            parts: Vec::new(),
         };
         let cache = DiskCache::new(dir.path());
         cache

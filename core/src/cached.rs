@@ -40,7 +40,7 @@ impl ItemState {
 /// hit or miss and, for a miss, why.
 struct CacheLog {
     node: Option<String>,
-    why_miss: &'static str,
+    why_miss: String,
     why_not_cached: &'static str,
 }
 
@@ -53,15 +53,23 @@ impl CacheLog {
         if !on {
             return CacheLog {
                 node: None,
-                why_miss: "",
+                why_miss: String::new(),
                 why_not_cached: "",
             };
         }
         let versions = cache.versions(&node.name);
-        let why_miss = if !versions.is_empty() && !versions.contains(&node.code_hash) {
-            "code changed since the last cached version of this node"
-        } else {
-            "no result for this signature: new input values, changed upstream values or a changed declared environment variable"
+        let why_miss = match versions.last() {
+            Some(last) if !versions.contains(&node.code_hash) => {
+                let changed = cache
+                    .version_parts(&node.name, last)
+                    .map(|old| changed_parts(&old, &node.code_parts))
+                    .filter(|c| !c.is_empty());
+                match changed {
+                    Some(c) => format!("code changed since the last cached version of this node: {}", c.join(", ")),
+                    None => "code changed since the last cached version of this node".to_string(),
+                }
+            }
+            _ => "no result for this signature: new input values, changed upstream values or a changed declared environment variable".to_string(),
         };
         let why_not_cached = if !node.cache_enabled {
             "the node has cache = false"
@@ -101,6 +109,22 @@ impl CacheLog {
             ),
         }
     }
+}
+
+/// Names of the parts whose hash differs between two versions (or that only
+/// one has).
+fn changed_parts(old: &[(String, String)], new: &[(String, String)]) -> Vec<String> {
+    let mut changed: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| !old.iter().any(|(ok, ov)| ok == k && ov == v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for (k, _) in old {
+        if !new.iter().any(|(nk, _)| nk == k) {
+            changed.push(format!("{k} (removed)"));
+        }
+    }
+    changed
 }
 
 /// Says once per process and node that a node's results cannot be cached.
@@ -221,6 +245,7 @@ pub(crate) fn run_batch(
                         .iter()
                         .map(|p| (p.inner.clone(), p.ty))
                         .collect(),
+                    parts: node.code_parts.to_vec(),
                 };
                 let salt = node.salt();
                 let cached = node.cache_enabled && key.storable();

@@ -141,6 +141,7 @@ pub struct Node {
     helpers: Arc<[String]>,
     pub(crate) env: Arc<[String]>,
     pub(crate) cache_enabled: bool,
+    pub(crate) code_parts: Arc<[(String, String)]>,
     pending_map: Option<(Vec<String>, MapMode)>,
     problems: Vec<String>,
 }
@@ -208,6 +209,7 @@ impl Node {
             helpers: Arc::from(Vec::new()),
             env: Arc::from(Vec::new()),
             cache_enabled: true,
+            code_parts: Arc::from(Vec::new()),
             name,
             inputs,
             outputs,
@@ -261,6 +263,22 @@ impl Node {
     pub fn with_cache_enabled(mut self, enabled: bool) -> Self {
         self.cache_enabled = enabled;
         self
+    }
+
+    /// Used by `#[node]`: named hashes of the parts of the code fingerprint
+    /// (body, each helper, version, declared env vars), to explain misses.
+    #[doc(hidden)]
+    pub fn with_code_parts(mut self, parts: &[(&str, &str)]) -> Self {
+        self.code_parts = parts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self
+    }
+
+    /// Named hashes of the parts of the code fingerprint.
+    pub fn code_parts(&self) -> &[(String, String)] {
+        &self.code_parts
     }
 
     /// The environment variables in the node's signature.

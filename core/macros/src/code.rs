@@ -165,7 +165,24 @@ fn source_files() -> Vec<PathBuf> {
 
 /// The fingerprint of a node: a BLAKE3 hex digest, and the names of the
 /// helpers it covers (sorted).
-pub fn fingerprint(func: &ItemFn, outputs: &[String], extra: &str) -> (String, Vec<String>) {
+/// The fingerprint of a node, and its parts for explaining what changed:
+/// `("body", hash)` and one `("helper <name>", hash)` per helper.
+pub struct Fingerprint {
+    pub hash: String,
+    pub helpers: Vec<String>,
+    pub parts: Vec<(String, String)>,
+}
+
+fn part_hash(items: &[&str]) -> String {
+    let mut h = blake3::Hasher::new();
+    for s in items {
+        h.update(&(s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    }
+    h.finalize().to_hex()[..16].to_string()
+}
+
+pub fn fingerprint(func: &ItemFn, outputs: &[String], extra: &str) -> Fingerprint {
     let own = canonical_tokens(func);
     let mut calls = Calls::default();
     calls.visit_block(&func.block);
@@ -214,8 +231,15 @@ pub fn fingerprint(func: &ItemFn, outputs: &[String], extra: &str) -> (String, V
             put(b);
         }
     }
-    (
-        h.finalize().to_hex().to_string(),
-        helpers.into_keys().collect(),
-    )
+    let outputs_joined = outputs.join("\u{1f}");
+    let mut parts = vec![("body".to_string(), part_hash(&[&own, &outputs_joined]))];
+    for (name, bodies) in &helpers {
+        let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+        parts.push((format!("helper `{name}`"), part_hash(&refs)));
+    }
+    Fingerprint {
+        hash: h.finalize().to_hex().to_string(),
+        helpers: helpers.into_keys().collect(),
+        parts,
+    }
 }

@@ -328,7 +328,19 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
         args.version.as_deref().unwrap_or(""),
         args.env.join(",")
     );
-    let (code_hash, helpers) = code::fingerprint(func, &outputs, &extra);
+    let code::Fingerprint {
+        hash: code_hash,
+        helpers,
+        mut parts,
+    } = code::fingerprint(func, &outputs, &extra);
+    if let Some(v) = &args.version {
+        parts.push(("version".to_string(), v.clone()));
+    }
+    if !args.env.is_empty() {
+        parts.push(("declared env vars".to_string(), args.env.join(",")));
+    }
+    let part_names = parts.iter().map(|(k, _)| k.clone());
+    let part_values = parts.iter().map(|(_, v)| v.clone());
     let env = &args.env;
     let cache = args.cache;
 
@@ -461,6 +473,7 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
                     &[#(#helpers),*],
                 )
                 .with_env(&[#(#env),*])
+                .with_code_parts(&[#((#part_names, #part_values)),*])
                 .with_cache_enabled(#cache)
             }
         }
