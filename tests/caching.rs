@@ -401,3 +401,50 @@ fn resources_are_keyed_by_what_they_declare() {
         );
     }
 }
+
+#[test]
+fn the_cache_explains_one_item() {
+    use hypernodes::CacheOutcome;
+    let dir = tempfile::tempdir().unwrap();
+    let build = |c: &str| {
+        Pipeline::new([node_a(), node_b("1", 2), node_c(c)])
+            .unwrap()
+            .with_cache(DiskCache::new(dir.path()))
+    };
+    let outcomes = |p: &Pipeline| -> Vec<(String, CacheOutcome)> {
+        p.explain_cache(inputs! {"x" => 1i64})
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.node, d.outcome))
+            .collect()
+    };
+    let new_inputs = CacheOutcome::Miss {
+        reason: "no result for this signature: new input values, changed upstream values or a changed declared environment variable".into(),
+    };
+    let first = outcomes(&build("1"));
+    assert_eq!(
+        first,
+        [
+            ("a".into(), new_inputs.clone()),
+            ("b".into(), new_inputs.clone()),
+            ("c".into(), new_inputs)
+        ]
+    );
+    let again = outcomes(&build("1"));
+    assert_eq!(
+        again,
+        [
+            ("a".into(), CacheOutcome::Hit),
+            ("b".into(), CacheOutcome::Hit),
+            ("c".into(), CacheOutcome::Hit)
+        ]
+    );
+    let changed = outcomes(&build("2"));
+    assert_eq!(changed[2].0, "c");
+    assert_eq!(
+        changed[2].1,
+        CacheOutcome::Miss {
+            reason: "code changed since the last cached version of this node".into()
+        }
+    );
+}

@@ -8,7 +8,7 @@
 //! inputs have a value hash (values without an Arrow form, such as
 //! resources, have none yet); other nodes simply run.
 
-use crate::cache::{Cache, CacheKey};
+use crate::cache::{Cache, CacheDecision, CacheKey, CacheOutcome};
 use crate::error::Error;
 use crate::exec::Exec;
 use crate::node::NodeKind;
@@ -36,23 +36,27 @@ impl ItemState {
     }
 }
 
-/// `LOG_HYPERNODES_CACHE=1`: one line per node and item on stderr, saying
-/// hit or miss and, for a miss, why.
+/// Explains cache decisions for one node over a batch: to callbacks
+/// ([`Callback::on_cache_decision`](crate::Callback::on_cache_decision)) and,
+/// with `LOG_HYPERNODES_CACHE=1`, one line per node and item on stderr.
 struct CacheLog {
-    node: Option<String>,
+    /// Whether anyone listens (log or callbacks); nothing is computed otherwise.
+    on: bool,
+    print: bool,
     why_miss: String,
     why_not_cached: &'static str,
 }
 
 impl CacheLog {
-    fn new(cache: &dyn Cache, node: &crate::node::Node) -> Self {
+    fn new(cache: &dyn Cache, node: &crate::node::Node, callbacks: bool) -> Self {
         if node.cache_enabled && !node.outputs.iter().all(|p| p.ty.is_arrow()) {
             warn_not_storable_once(node);
         }
-        let on = std::env::var("LOG_HYPERNODES_CACHE").is_ok_and(|v| v == "1");
-        if !on {
+        let print = std::env::var("LOG_HYPERNODES_CACHE").is_ok_and(|v| v == "1");
+        if !print && !callbacks {
             return CacheLog {
-                node: None,
+                on: false,
+                print,
                 why_miss: String::new(),
                 why_not_cached: "",
             };
@@ -79,34 +83,42 @@ impl CacheLog {
             "an input is a resource without a cache key (implement ResourceKey or Serialize)"
         };
         CacheLog {
-            node: Some(node.name.clone()),
+            on: true,
+            print,
             why_miss,
             why_not_cached,
         }
     }
 
-    fn report(&self, item: &[usize], sig: Option<Signature>, hit: bool) {
-        let Some(node) = &self.node else { return };
-        let item: Vec<String> = item.iter().map(|i| i.to_string()).collect();
-        let item = if item.is_empty() {
-            "run".to_string()
-        } else {
-            item.join("/")
+    fn report(
+        &self,
+        exec: &Exec<'_>,
+        node: &str,
+        item: &[usize],
+        sig: Option<Signature>,
+        hit: bool,
+    ) {
+        if !self.on {
+            return;
+        }
+        let outcome = match sig {
+            None => CacheOutcome::NotCached {
+                reason: self.why_not_cached.to_string(),
+            },
+            Some(_) if hit => CacheOutcome::Hit,
+            Some(_) => CacheOutcome::Miss {
+                reason: self.why_miss.clone(),
+            },
         };
-        match sig {
-            None => eprintln!(
-                "hypernodes cache: skip node={node} item={item} ({})",
-                self.why_not_cached
-            ),
-            Some(sig) if hit => eprintln!(
-                "hypernodes cache: hit node={node} item={item} sig={}",
-                &sig.to_hex()[..16]
-            ),
-            Some(sig) => eprintln!(
-                "hypernodes cache: miss node={node} item={item} sig={} ({})",
-                &sig.to_hex()[..16],
-                self.why_miss
-            ),
+        let decision = CacheDecision {
+            node: node.to_string(),
+            items: item.to_vec(),
+            signature: sig,
+            outcome,
+        };
+        exec.emit(item, |cb, ctx| cb.on_cache_decision(ctx, &decision));
+        if self.print {
+            eprintln!("{decision}");
         }
     }
 }
@@ -261,7 +273,7 @@ pub(crate) fn run_batch(
                         inputs.map(|inputs| node_signature(&node.code_hash, &inputs, &salt))
                     })
                     .collect();
-                let log = CacheLog::new(cache, node);
+                let log = CacheLog::new(cache, node, exec.has_callbacks());
                 let wanted: Vec<Signature> = sigs.iter().flatten().copied().collect();
                 let mut found = cache
                     .lookup(&key, &wanted)
@@ -277,7 +289,7 @@ pub(crate) fn run_batch(
                         None
                     };
                     let item = &mut batch[i];
-                    log.report(&item.path, *sig, hit.is_some());
+                    log.report(exec, &node.name, &item.path, *sig, hit.is_some());
                     let outs: Vec<Value> = match hit {
                         Some(values) => {
                             exec.emit(&item.path, |cb, ctx| cb.on_node_cached(ctx, &node.name));

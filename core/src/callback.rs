@@ -48,6 +48,13 @@ pub trait Callback: Send + Sync {
     fn on_node_end(&self, _ctx: &CallbackContext<'_>, _node: &str, _elapsed: Duration) {}
     /// A node's result was found in the cache, so it did not run.
     fn on_node_cached(&self, _ctx: &CallbackContext<'_>, _node: &str) {}
+    /// What the cache did for a node and item, and why (only with a cache).
+    fn on_cache_decision(
+        &self,
+        _ctx: &CallbackContext<'_>,
+        _decision: &crate::cache::CacheDecision,
+    ) {
+    }
     /// A node attempt failed and will be retried (`attempt` counts from 1).
     fn on_node_retry(
         &self,

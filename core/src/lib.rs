@@ -42,7 +42,9 @@ mod runtime;
 pub mod signature;
 pub mod value;
 
-pub use cache::{Cache, CacheError, CacheKey, DatasetStats, DiskCache};
+pub use cache::{
+    Cache, CacheDecision, CacheError, CacheKey, CacheOutcome, DatasetStats, DiskCache,
+};
 pub use callback::{Callback, CallbackContext};
 pub use engine::{Engine, ParallelEngine, SeqEngine};
 pub use error::{BoxError, Error, Location, NodeError, Result};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheDecision};
 use crate::callback::Callback;
 use crate::engine::{Engine, SeqEngine};
 use crate::error::Error;
@@ -305,6 +305,28 @@ impl Pipeline {
         let engine = self.default_engine();
         let exec = Exec::root(self, &plan, engine);
         exec.pipeline_scope(|| engine.run(exec::RunJob::new(&exec, slots)))
+    }
+
+    /// Runs the pipeline once (with its cache) and returns, for each node,
+    /// what the cache did and why: hit, miss (code changed — which parts —
+    /// or new inputs) or not cached. Nested pipelines' nodes are included.
+    pub fn explain_cache(&self, inputs: Inputs) -> Result<Vec<CacheDecision>, Error> {
+        struct Collect(std::sync::Mutex<Vec<CacheDecision>>);
+        impl Callback for Collect {
+            fn on_cache_decision(
+                &self,
+                _ctx: &crate::callback::CallbackContext<'_>,
+                d: &CacheDecision,
+            ) {
+                if let Ok(mut all) = self.0.lock() {
+                    all.push(d.clone());
+                }
+            }
+        }
+        let collect = Arc::new(Collect(std::sync::Mutex::new(Vec::new())));
+        self.clone().with_callback(collect.clone()).run(inputs)?;
+        let decisions = collect.0.lock().map(|d| d.clone()).unwrap_or_default();
+        Ok(decisions)
     }
 
     /// Runs the pipeline once per item of the mapped inputs:
