@@ -3,7 +3,8 @@
 //! cached, read by a fresh cache instance as a re-run would) and with 1% new
 //! items.
 //!
-//! Run with `cargo bench --bench cache`.
+//! Run with `cargo bench --bench cache` (set `HYPERNODES_BENCH_ITEMS=1000000`
+//! for the 1M-item figures).
 
 #[path = "../examples/shared/workload.rs"]
 mod workload;
@@ -14,7 +15,13 @@ use std::path::Path;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use hypernodes::{DiskCache, Inputs, Pipeline};
 
-const ITEMS: usize = 100_000;
+/// Items per run: `HYPERNODES_BENCH_ITEMS` or 100k (1M takes minutes).
+fn items() -> usize {
+    std::env::var("HYPERNODES_BENCH_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
 
 fn pipeline(dir: &Path) -> Pipeline {
     Pipeline::new([workload::clean::node(), workload::count::node()])
@@ -35,7 +42,8 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn cache(c: &mut Criterion) {
-    let items = workload::items(ITEMS);
+    let n = items();
+    let items = workload::items(n);
     let expected = workload::expected_counts(&items);
     let inputs = Inputs::new().with("text", items.clone());
     // 1% of the items are new: other text, same length.
@@ -51,7 +59,7 @@ fn cache(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("cache_seq");
     group.sample_size(10);
-    group.throughput(Throughput::Elements(ITEMS as u64));
+    group.throughput(Throughput::Elements(n as u64));
     group.bench_function("cold", |b| {
         b.iter_batched(
             || tempfile::tempdir().unwrap(),
