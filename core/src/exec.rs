@@ -352,6 +352,41 @@ impl Chunk {
     pub fn failed(&self) -> bool {
         self.error.is_some()
     }
+
+    /// Records item `index`'s outputs or failure. Returns `false` when the
+    /// chunk must stop (a failure under the stop policy, which also lowers
+    /// `first_failure`).
+    fn record<I>(
+        &mut self,
+        index: usize,
+        outcome: Result<I, Error>,
+        stop_on_error: bool,
+        first_failure: &AtomicUsize,
+    ) -> bool
+    where
+        I: IntoIterator<Item = Option<Value>>,
+    {
+        match outcome {
+            Ok(values) => {
+                for (c, v) in self.columns.iter_mut().zip(values) {
+                    c.push(v);
+                }
+                true
+            }
+            Err(error) if stop_on_error => {
+                first_failure.fetch_min(index, Ordering::Relaxed);
+                self.error = Some(error);
+                false
+            }
+            Err(error) => {
+                self.failures.push(ItemFailure { index, error });
+                for c in self.columns.iter_mut() {
+                    c.push(None);
+                }
+                true
+            }
+        }
+    }
 }
 
 /// A mapped input: the whole list, read element by element as items run.
@@ -599,23 +634,12 @@ impl<'a> MapJob<'a> {
         let elapsed = start.elapsed();
         for (index, item) in range.zip(batch) {
             exec.emit(&item.path, |cb, ctx| cb.on_map_item_end(ctx, elapsed));
-            match item.error {
-                None => {
-                    for (c, o) in chunk.columns.iter_mut().zip(&exec.plan.outputs) {
-                        c.push(item.slots[o.slot].clone());
-                    }
-                }
-                Some(error) if stop_on_error => {
-                    first_failure.fetch_min(index, Ordering::Relaxed);
-                    chunk.error = Some(error);
-                    return;
-                }
-                Some(error) => {
-                    chunk.failures.push(ItemFailure { index, error });
-                    for c in chunk.columns.iter_mut() {
-                        c.push(None);
-                    }
-                }
+            let outcome = match item.error {
+                None => Ok(exec.plan.outputs.iter().map(|o| item.slots[o.slot].clone())),
+                Some(error) => Err(error),
+            };
+            if !chunk.record(index, outcome, stop_on_error, first_failure) {
+                return;
             }
         }
     }
@@ -673,23 +697,11 @@ impl<'a> MapJob<'a> {
             if stop_on_error && index > first_failure.load(Ordering::Relaxed) {
                 break;
             }
-            match self.run_item(index) {
-                Ok(ItemOutput(values)) => {
-                    for (c, v) in chunk.columns.iter_mut().zip(values) {
-                        c.push(Some(v));
-                    }
-                }
-                Err(error) if stop_on_error => {
-                    first_failure.fetch_min(index, Ordering::Relaxed);
-                    chunk.error = Some(error);
-                    break;
-                }
-                Err(error) => {
-                    chunk.failures.push(ItemFailure { index, error });
-                    for c in chunk.columns.iter_mut() {
-                        c.push(None);
-                    }
-                }
+            let outcome = self
+                .run_item(index)
+                .map(|ItemOutput(values)| values.into_iter().map(Some));
+            if !chunk.record(index, outcome, stop_on_error, first_failure) {
+                break;
             }
         }
         chunk
