@@ -180,21 +180,12 @@ fn run_and_nested_map_over_cache_per_element() {
     }
 }
 
-#[node(output = "checked")]
-fn check(x: i64) -> Result<i64, String> {
-    if x % 3 == 0 {
-        Err(format!("{x} is a multiple of 3"))
-    } else {
-        Ok(x)
-    }
-}
-
 #[test]
 fn failed_items_are_not_cached_and_the_rest_are() {
     for (name, engine) in common::engines() {
         let dir = tempfile::tempdir().unwrap();
         let rec = common::Recorder::new();
-        let p = Pipeline::new([check::node()])
+        let p = Pipeline::new([common::check::node()])
             .unwrap()
             .with_shared_engine(engine)
             .with_cache(DiskCache::new(dir.path()))

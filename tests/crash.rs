@@ -129,22 +129,29 @@ fn results_reach_the_cache_by_time_not_only_by_count() {
         "killed before the end (batch sizes stay far below the count bound)"
     );
 
+    assert_eq!(
+        resume(dir.path(), LONG_ITEMS, MapOptions::over(["x"])),
+        LONG_ITEMS as usize - flushed
+    );
+}
+
+/// Maps `0..items` again over the cache in `dir`, checks the values, and
+/// returns how many times `slow` ran.
+fn resume(dir: &Path, items: i64, options: MapOptions) -> usize {
     let rec = common::Recorder::new();
-    let xs: Vec<i64> = (0..LONG_ITEMS).collect();
-    let r = pipeline(dir.path())
+    let xs: Vec<i64> = (0..items).collect();
+    let r = pipeline(dir)
         .with_callback(rec.clone())
-        .map(Inputs::new().with("x", xs), ["x"])
+        .map(Inputs::new().with("x", xs), options)
         .unwrap();
-    let executed = rec
-        .take()
-        .iter()
-        .filter(|e| e.ends_with("node_end slow"))
-        .count();
-    assert_eq!(executed, LONG_ITEMS as usize - flushed);
     assert_eq!(
         r.values::<i64>("y").unwrap(),
-        (0..LONG_ITEMS).map(|x| x * 10).collect::<Vec<_>>()
+        (0..items).map(|x| x * 10).collect::<Vec<_>>()
     );
+    rec.take()
+        .iter()
+        .filter(|e| e.ends_with("node_end slow"))
+        .count()
 }
 
 fn spawn_child(dir: &Path, range: Option<&str>) -> std::process::Child {
@@ -169,20 +176,11 @@ fn two_processes_share_one_cache_at_once() {
     let mut b = spawn_child(dir.path(), Some("20..60"));
     assert!(a.wait().unwrap().success());
     assert!(b.wait().unwrap().success());
-    let rec = common::Recorder::new();
-    let xs: Vec<i64> = (0..ITEMS).collect();
-    let p = pipeline(dir.path()).with_callback(rec.clone());
-    let r = p.map(Inputs::new().with("x", xs), options()).unwrap();
     assert_eq!(
-        r.values::<i64>("y").unwrap(),
-        (0..ITEMS).map(|x| x * 10).collect::<Vec<_>>()
+        resume(dir.path(), ITEMS, options()),
+        0,
+        "every item is in the cache, readable"
     );
-    let executed = rec
-        .take()
-        .iter()
-        .filter(|e| e.ends_with("node_end slow"))
-        .count();
-    assert_eq!(executed, 0, "every item is in the cache, readable");
 }
 
 #[test]
@@ -206,20 +204,8 @@ fn killed_map_resumes_with_only_unflushed_items() {
     let flushed = segments(dir.path()) * BATCH;
     assert!(flushed < ITEMS as usize, "killed before the end");
 
-    let rec = common::Recorder::new();
-    let xs: Vec<i64> = (0..ITEMS).collect();
-    let r = pipeline(dir.path())
-        .with_callback(rec.clone())
-        .map(Inputs::new().with("x", xs), options())
-        .unwrap();
-    let executed = rec
-        .take()
-        .iter()
-        .filter(|e| e.ends_with("node_end slow"))
-        .count();
-    assert_eq!(executed, ITEMS as usize - flushed);
     assert_eq!(
-        r.values::<i64>("y").unwrap(),
-        (0..ITEMS).map(|x| x * 10).collect::<Vec<_>>()
+        resume(dir.path(), ITEMS, options()),
+        ITEMS as usize - flushed
     );
 }

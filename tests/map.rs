@@ -132,19 +132,10 @@ fn results_are_columnar_with_typed_access_rows_and_arrow() {
     }
 }
 
-#[node(output = "checked")]
-fn check(x: i64) -> Result<i64, String> {
-    if x % 3 == 0 {
-        Err(format!("{x} is a multiple of 3"))
-    } else {
-        Ok(x)
-    }
-}
-
 #[test]
 fn stop_policy_reports_the_first_failing_item() {
     for (name, engine) in common::engines() {
-        let p = Pipeline::new([check::node()])
+        let p = Pipeline::new([common::check::node()])
             .unwrap()
             .with_shared_engine(engine);
         let err = p
@@ -162,7 +153,7 @@ fn stop_policy_reports_the_first_failing_item() {
 fn continue_policy_finishes_every_other_item_and_lists_failures() {
     for (name, engine) in common::engines() {
         let rec = common::Recorder::new();
-        let p = Pipeline::new([check::node()])
+        let p = Pipeline::new([common::check::node()])
             .unwrap()
             .with_shared_engine(engine)
             .with_callback(rec.clone());

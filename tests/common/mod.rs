@@ -6,7 +6,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hypernodes::{Callback, CallbackContext, Engine, Error, NodeError, ParallelEngine, SeqEngine};
+use hypernodes::{
+    Callback, CallbackContext, Engine, Error, NodeError, ParallelEngine, SeqEngine, node,
+};
 
 /// Every engine, with a name for assertion messages.
 pub fn engines() -> Vec<(&'static str, Arc<dyn Engine>)> {
@@ -93,5 +95,15 @@ impl Callback for Recorder {
     }
     fn on_error(&self, ctx: &CallbackContext<'_>, error: &Error) {
         self.push(ctx, format!("error {}", error.node().unwrap_or("?")));
+    }
+}
+
+/// Fails on multiples of 3: for error policies and failure caching.
+#[node(output = "checked")]
+pub fn check(x: i64) -> Result<i64, String> {
+    if x % 3 == 0 {
+        Err(format!("{x} is a multiple of 3"))
+    } else {
+        Ok(x)
     }
 }
