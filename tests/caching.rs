@@ -439,3 +439,107 @@ fn the_cache_explains_one_item() {
         }
     );
 }
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, hypernodes::ArrowValue)]
+struct Point {
+    x: i64,
+    label: Option<String>,
+}
+
+/// A pipeline of one node taking `x: T` (and `y: i64`), counting its calls.
+fn counting<
+    T: hypernodes::ArrowValue + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static,
+>(
+    dir: &std::path::Path,
+    engine: std::sync::Arc<dyn hypernodes::Engine>,
+) -> (Pipeline, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let node = Node::builder("probe")
+        .input::<T>("x")
+        .input::<i64>("y")
+        .output::<T>("seen")
+        .func(move |args| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(outs![args.get::<T>(0)?.clone()])
+        });
+    let p = Pipeline::new([node])
+        .unwrap()
+        .with_shared_engine(engine)
+        .with_cache(DiskCache::new(dir));
+    (p, calls)
+}
+
+/// Mapped elements are hashed from the whole list at once; single runs hash
+/// each value alone. Both must give the same signatures, for every kind of
+/// type and in zip and product mode.
+fn mapped_and_single_values_share_entries<T>(values: Vec<T>)
+where
+    T: hypernodes::ArrowValue + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static,
+{
+    use std::sync::atomic::Ordering;
+    for (name, engine) in common::engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, calls) = counting::<T>(dir.path(), engine);
+        let ys = vec![1i64, 2];
+        for v in &values {
+            for y in &ys {
+                p.run(inputs! { "x" => v.clone(), "y" => *y }).unwrap();
+            }
+        }
+        let singles = calls.swap(0, Ordering::SeqCst);
+        assert_eq!(singles, values.len() * ys.len(), "{name}");
+        let r = p
+            .map(
+                Inputs::new()
+                    .with("x", values.clone())
+                    .with("y", ys.clone()),
+                MapOptions::over(["x", "y"]).product(),
+            )
+            .unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "{name}: product map after runs"
+        );
+        let product: Vec<T> = values
+            .iter()
+            .flat_map(|v| ys.iter().map(move |_| v.clone()))
+            .collect();
+        assert_eq!(r.values::<T>("seen").unwrap(), product, "{name}");
+        let zipped: Vec<i64> = (0..values.len() as i64).map(|i| i % 2 + 1).collect();
+        let r = p
+            .map(
+                Inputs::new().with("x", values.clone()).with("y", zipped),
+                MapOptions::over(["x", "y"]),
+            )
+            .unwrap();
+        assert_eq!(r.values::<T>("seen").unwrap(), values, "{name}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "{name}: zip map after runs"
+        );
+    }
+}
+
+#[test]
+fn mapped_elements_hash_like_single_values() {
+    mapped_and_single_values_share_entries(vec!["a".to_string(), String::new(), "ü b".into()]);
+    mapped_and_single_values_share_entries(vec![Some(3i64), None, Some(-1)]);
+    mapped_and_single_values_share_entries(vec![
+        vec!["x".to_string()],
+        vec![],
+        vec!["y".into(), "z".into()],
+    ]);
+    mapped_and_single_values_share_entries(vec![
+        Point { x: 1, label: None },
+        Point {
+            x: 2,
+            label: Some("two".into()),
+        },
+    ]);
+    mapped_and_single_values_share_entries(vec![true, false]);
+    mapped_and_single_values_share_entries(vec![1.5f64, -0.0, 2.25]);
+}

@@ -8,16 +8,21 @@
 //! root/<node name>/<code hash, 64 hex>/.tmp-<nanos>-<pid>-<n>.parquet  writes in progress
 //! ```
 //!
-//! A segment holds a `signature` column (`FixedSizeBinary(32)`, not null)
-//! and one column per node output, named and typed as the output's Arrow
-//! form. Segments are written to a `.tmp-` file, synced, then renamed, so a
-//! `seg-` file is complete or absent; readers ignore every other file. A
-//! segment that cannot be read or whose schema differs is reported once and
-//! skipped: its items are computed again, never trusted.
+//! A segment holds a `signature` column (`FixedSizeBinary(32)`, not null),
+//! one column per node output, named and typed as the output's Arrow form,
+//! and one `<output>.hash` column per output holding each value's hash, so
+//! that a hit also brings the hashes its dependents' signatures need.
+//! Segments are written to a `.tmp-` file, synced, then renamed, so a `seg-`
+//! file is complete or absent; readers ignore every other file. A segment
+//! that cannot be read or whose schema differs is reported once and skipped:
+//! its items are computed again, never trusted.
 //!
-//! Engines do not use the store yet: wiring it into `run`/`map` (per-item
-//! signatures, chunked flushes, cache logs) is the next step of the caching
-//! work.
+//! The API is columnar ([`CacheRows`], [`Hits`]): rows go in and come out as
+//! Arrow arrays, so row engines and columnar engines share one store, and a
+//! [`DiskCache`] keeps loaded segments as Arrow batches with an index from
+//! signature to row.
+//!
+//! The full format and its guarantees are specified in `docs/cache-format.md`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -27,12 +32,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, new_empty_array};
+use arrow_buffer::Buffer;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::signature::Signature;
+use crate::signature::{Signature, hash_array};
 use crate::value::{Value, ValueType};
 
 /// An error of the cache store.
@@ -148,17 +155,195 @@ impl std::fmt::Display for CacheDecision {
     }
 }
 
-/// A content-addressed store of node results, batch-first.
-pub trait Cache: Send + Sync {
-    /// For each signature, the cached outputs (in the key's output order), if any.
-    fn lookup(
-        &self,
-        key: &CacheKey,
-        sigs: &[Signature],
-    ) -> Result<Vec<Option<Vec<Value>>>, CacheError>;
+/// Rows of one node version's results, column by column: what
+/// [`Cache::store`] takes and what [`Cache::lookup`] returns.
+#[derive(Clone, Debug)]
+pub struct CacheRows {
+    /// One node signature per row.
+    pub signatures: Vec<Signature>,
+    /// One array per output (in the key's output order), one row per signature.
+    pub columns: Vec<ArrayRef>,
+    /// Per output, the value hash of each row (as
+    /// [`hash_array`] computes it).
+    pub hashes: Vec<Vec<Signature>>,
+}
 
-    /// Stores results: each entry is a signature and the outputs in order.
-    fn store(&self, key: &CacheKey, entries: &[(Signature, Vec<Value>)]) -> Result<(), CacheError>;
+impl CacheRows {
+    /// No rows, with the key's output types (`Null` for outputs with no
+    /// Arrow form).
+    pub fn empty(key: &CacheKey) -> Self {
+        let columns = key
+            .outputs
+            .iter()
+            .map(|(_, ty)| new_empty_array(&ty.data_type().unwrap_or(DataType::Null)))
+            .collect();
+        CacheRows {
+            signatures: Vec::new(),
+            columns,
+            hashes: vec![Vec::new(); key.outputs.len()],
+        }
+    }
+
+    /// Rows from per-output arrays; the value hashes are computed here.
+    pub fn from_columns(
+        key: &CacheKey,
+        signatures: Vec<Signature>,
+        columns: Vec<ArrayRef>,
+    ) -> Result<Self, CacheError> {
+        let hashes = columns
+            .iter()
+            .zip(&key.outputs)
+            .map(|(c, (name, _))| hash_array(c).map_err(|e| encode_error(key, name, e)))
+            .collect::<Result<_, _>>()?;
+        let rows = CacheRows {
+            signatures,
+            columns,
+            hashes,
+        };
+        rows.check(key)?;
+        Ok(rows)
+    }
+
+    /// Rows from values: each entry is a signature and the outputs in order.
+    pub fn from_values(
+        key: &CacheKey,
+        entries: &[(Signature, Vec<Value>)],
+    ) -> Result<Self, CacheError> {
+        let columns = key
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(i, (name, ty))| {
+                let values = entries
+                    .iter()
+                    .map(|(_, v)| {
+                        v.get(i)
+                            .ok_or_else(|| encode_error(key, name, "missing from an entry"))
+                    })
+                    .collect::<Result<Vec<&Value>, _>>()?;
+                ty.to_array(&values).map_err(|e| encode_error(key, name, e))
+            })
+            .collect::<Result<_, _>>()?;
+        Self::from_columns(key, entries.iter().map(|(s, _)| *s).collect(), columns)
+    }
+
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        self.signatures.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.signatures.is_empty()
+    }
+
+    /// Decodes output `output` of every row into values.
+    pub fn values(&self, key: &CacheKey, output: usize) -> Result<Vec<Value>, CacheError> {
+        let (name, ty) = key
+            .outputs
+            .get(output)
+            .ok_or_else(|| encode_error(key, "?", format!("no output number {output}")))?;
+        let column = self
+            .columns
+            .get(output)
+            .ok_or_else(|| encode_error(key, name, "no such column"))?;
+        ty.from_array(column.as_ref())
+            .map_err(|e| encode_error(key, name, e))
+    }
+
+    /// Checks the shape against the key: one column and one hash list per
+    /// output, of the output's data type and of the right length.
+    fn check(&self, key: &CacheKey) -> Result<(), CacheError> {
+        if self.columns.len() != key.outputs.len() || self.hashes.len() != key.outputs.len() {
+            return Err(encode_error(
+                key,
+                "*",
+                format!(
+                    "{} columns and {} hash lists for {} outputs",
+                    self.columns.len(),
+                    self.hashes.len(),
+                    key.outputs.len()
+                ),
+            ));
+        }
+        for ((column, hashes), (name, ty)) in
+            self.columns.iter().zip(&self.hashes).zip(&key.outputs)
+        {
+            if Some(column.data_type().clone()) != ty.data_type() {
+                return Err(encode_error(
+                    key,
+                    name,
+                    format!(
+                        "column of type {} for an output of type {}",
+                        column.data_type(),
+                        ty.name()
+                    ),
+                ));
+            }
+            if column.len() != self.len() || hashes.len() != self.len() {
+                return Err(encode_error(
+                    key,
+                    name,
+                    format!(
+                        "{} values and {} hashes for {} signatures",
+                        column.len(),
+                        hashes.len(),
+                        self.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`Cache::lookup`] found.
+#[derive(Clone, Debug)]
+pub struct Hits {
+    /// For each requested signature, its row in `found`, if cached.
+    pub rows: Vec<Option<usize>>,
+    /// The cached rows, in the order they were requested.
+    pub found: CacheRows,
+}
+
+impl Hits {
+    /// Nothing found for `n` signatures.
+    pub fn none(key: &CacheKey, n: usize) -> Self {
+        Hits {
+            rows: vec![None; n],
+            found: CacheRows::empty(key),
+        }
+    }
+
+    /// For each requested signature, its outputs decoded into values, if
+    /// cached (convenient for inspection; engines use the columns).
+    pub fn values(&self, key: &CacheKey) -> Result<Vec<Option<Vec<Value>>>, CacheError> {
+        let columns = (0..key.outputs.len())
+            .map(|o| self.found.values(key, o))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self
+            .rows
+            .iter()
+            .map(|r| r.map(|r| columns.iter().map(|c| c[r].clone()).collect()))
+            .collect())
+    }
+}
+
+fn encode_error(key: &CacheKey, output: &str, message: impl ToString) -> CacheError {
+    CacheError::Encode {
+        node: key.node.clone(),
+        output: output.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// A content-addressed store of node results, batch-first and columnar.
+pub trait Cache: Send + Sync {
+    /// Looks up many signatures of one node version at once.
+    fn lookup(&self, key: &CacheKey, sigs: &[Signature]) -> Result<Hits, CacheError>;
+
+    /// Stores rows of one node version (nothing happens for no rows).
+    fn store(&self, key: &CacheKey, rows: &CacheRows) -> Result<(), CacheError>;
 
     /// The code versions of the node named `node` that have results, oldest
     /// first, if the store can tell (used to explain misses).
@@ -172,31 +357,138 @@ pub trait Cache: Send + Sync {
     }
 }
 
-/// Hashes signatures for hash maps: they are already uniformly random, so
-/// folding their bytes is enough (and much cheaper than SipHash).
+/// Hashes index keys: they are prefixes of uniformly random signatures
+/// already, so they are their own hash.
 #[derive(Default)]
-struct SigHasher(u64);
+struct PrefixHasher(u64);
 
-impl std::hash::Hasher for SigHasher {
+impl std::hash::Hasher for PrefixHasher {
     fn finish(&self) -> u64 {
         self.0
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
     }
 }
 
-type SigMap<V> = HashMap<Signature, V, std::hash::BuildHasherDefault<SigHasher>>;
+/// The first 8 bytes of a signature, the key of a dataset's index.
+fn prefix(sig: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&sig[..8]);
+    u64::from_le_bytes(word)
+}
 
+/// One node version's loaded segments: Arrow batches laid out as on disk
+/// (signature, outputs, hashes) and an index from each signature's first 8
+/// bytes to its row, `batch << 32 | row`. A hit is confirmed against the
+/// full signature in the batch, so two signatures sharing a prefix can only
+/// cost a recomputation, never return a wrong row. Small entries keep the
+/// index of a million rows compact (about 16 bytes a row instead of 40).
 #[derive(Default)]
 struct Dataset {
-    rows: SigMap<Vec<Value>>,
+    batches: Vec<RecordBatch>,
+    index: HashMap<u64, u64, std::hash::BuildHasherDefault<PrefixHasher>>,
     segments: HashSet<PathBuf>,
+}
+
+impl Dataset {
+    fn add(&mut self, batch: RecordBatch) {
+        let b = (self.batches.len() as u64) << 32;
+        let sigs = batch.column(0).as_fixed_size_binary();
+        for r in 0..batch.num_rows() {
+            self.index.insert(prefix(sigs.value(r)), b | r as u64);
+        }
+        self.batches.push(batch);
+    }
+
+    /// Where `sig` is stored, if it is.
+    fn find(&self, sig: &Signature) -> Option<(usize, usize)> {
+        let at = *self.index.get(&prefix(&sig.0))?;
+        let (b, r) = ((at >> 32) as usize, (at & 0xffff_ffff) as usize);
+        let stored = self.batches[b].column(0).as_fixed_size_binary().value(r);
+        (stored == sig.0).then_some((b, r))
+    }
+
+    /// The rows at `positions` (batch, row) as [`CacheRows`].
+    fn gather(
+        &self,
+        key: &CacheKey,
+        signatures: Vec<Signature>,
+        positions: &[(usize, usize)],
+    ) -> Result<CacheRows, CacheError> {
+        if positions.is_empty() {
+            return Ok(CacheRows::empty(key));
+        }
+        let n = key.outputs.len();
+        let (b0, r0) = positions[0];
+        let contiguous = positions
+            .iter()
+            .enumerate()
+            .all(|(i, &(b, r))| b == b0 && r == r0 + i);
+        let column = |c: usize| -> Result<ArrayRef, CacheError> {
+            if contiguous {
+                return Ok(self.batches[b0].column(c).slice(r0, positions.len()));
+            }
+            let arrays: Vec<&dyn Array> =
+                self.batches.iter().map(|b| b.column(c).as_ref()).collect();
+            arrow_select::interleave::interleave(&arrays, positions)
+                .map_err(|e| encode_error(key, "*", e))
+        };
+        let columns = (1..=n).map(column).collect::<Result<Vec<_>, _>>()?;
+        let hashes = (n + 1..=2 * n)
+            .map(|c| column(c).map(|a| signatures_of(a.as_fixed_size_binary())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CacheRows {
+            signatures,
+            columns,
+            hashes,
+        })
+    }
+}
+
+fn signature_at(array: &FixedSizeBinaryArray, row: usize) -> Signature {
+    let mut sig = [0u8; 32];
+    sig.copy_from_slice(array.value(row));
+    Signature(sig)
+}
+
+fn signatures_of(array: &FixedSizeBinaryArray) -> Vec<Signature> {
+    (0..array.len()).map(|r| signature_at(array, r)).collect()
+}
+
+fn signature_array(sigs: &[Signature]) -> ArrayRef {
+    let bytes: Vec<u8> = sigs.iter().flat_map(|s| s.0).collect();
+    Arc::new(FixedSizeBinaryArray::new(32, Buffer::from_vec(bytes), None))
+}
+
+/// The schema of a node version's segments.
+fn segment_schema(key: &CacheKey) -> Result<SchemaRef, CacheError> {
+    let mut fields = vec![Field::new(
+        "signature",
+        DataType::FixedSizeBinary(32),
+        false,
+    )];
+    for (name, ty) in &key.outputs {
+        fields.push(
+            ty.field(name)
+                .ok_or_else(|| encode_error(key, name, "no Arrow form"))?,
+        );
+    }
+    for (name, _) in &key.outputs {
+        fields.push(Field::new(
+            format!("{name}.hash"),
+            DataType::FixedSizeBinary(32),
+            false,
+        ));
+    }
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 /// The default store: Parquet segments under a directory (see the module docs).
@@ -264,12 +556,10 @@ impl DiskCache {
             .into_iter()
             .filter(|p| !data.segments.contains(p))
             .collect();
+        let mut loaded = Vec::with_capacity(paths.len());
         for path in paths {
             match read_segment(&path, key) {
-                Ok(rows) => {
-                    data.rows.extend(rows);
-                    data.segments.insert(path);
-                }
+                Ok(batches) => loaded.push((path, batches)),
                 Err(message) => self.warn(
                     &path,
                     format!(
@@ -279,6 +569,19 @@ impl DiskCache {
                     ),
                 ),
             }
+        }
+        // One reservation for all new rows: growing the index row by row
+        // rehashes it many times over.
+        let rows: usize = loaded
+            .iter()
+            .flat_map(|(_, b)| b.iter().map(RecordBatch::num_rows))
+            .sum();
+        data.index.reserve(rows);
+        for (path, batches) in loaded {
+            for batch in batches {
+                data.add(batch);
+            }
+            data.segments.insert(path);
         }
     }
 }
@@ -301,7 +604,7 @@ pub struct DatasetStats {
 impl DiskCache {
     /// Whether `sig` is cached for `key`.
     pub fn is_cached(&self, key: &CacheKey, sig: &Signature) -> Result<bool, CacheError> {
-        Ok(self.lookup(key, std::slice::from_ref(sig))?[0].is_some())
+        Ok(self.lookup(key, std::slice::from_ref(sig))?.rows[0].is_some())
     }
 
     /// Counts and sizes per node version, sorted by node and code.
@@ -358,11 +661,21 @@ impl DiskCache {
         if old.len() < 2 {
             return Ok(0);
         }
-        let rows: Vec<(Signature, Vec<Value>)> = {
+        let rows = {
             let mut datasets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
             let data = datasets.entry(dir.clone()).or_default();
             self.refresh(key, data);
-            data.rows.iter().map(|(s, v)| (*s, v.clone())).collect()
+            let mut positions: Vec<(usize, usize)> = data
+                .index
+                .values()
+                .map(|&at| ((at >> 32) as usize, (at & 0xffff_ffff) as usize))
+                .collect();
+            positions.sort_unstable();
+            let sigs = positions
+                .iter()
+                .map(|&(b, r)| signature_at(data.batches[b].column(0).as_fixed_size_binary(), r))
+                .collect();
+            data.gather(key, sigs, &positions)?
         };
         self.store(key, &rows)?;
         for seg in &old {
@@ -450,47 +763,46 @@ fn remove_dir(dir: &Path) -> Result<(), CacheError> {
     }
 }
 
-fn read_segment(path: &Path, key: &CacheKey) -> Result<Vec<(Signature, Vec<Value>)>, String> {
+/// Reads one segment as Arrow batches laid out as [`segment_schema`].
+fn read_segment(path: &Path, key: &CacheKey) -> Result<Vec<RecordBatch>, String> {
+    let expected = segment_schema(key).map_err(|e| e.to_string())?;
     let file = File::open(path).map_err(|e| e.to_string())?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| e.to_string())?
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+    let rows = builder.metadata().file_metadata().num_rows().max(1) as usize;
+    let reader = builder
+        .with_batch_size(rows.min(1 << 20))
         .build()
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;
         let schema = batch.schema();
-        if schema.fields().len() != key.outputs.len() + 1 {
-            return Err("unexpected number of columns".into());
+        if schema.fields().len() != expected.fields().len() {
+            return Err(format!(
+                "{} columns where {} were expected",
+                schema.fields().len(),
+                expected.fields().len()
+            ));
         }
-        let sigs = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<FixedSizeBinaryArray>()
-            .filter(|a| a.value_length() == 32 && a.null_count() == 0)
-            .ok_or("the signature column is not FixedSizeBinary(32)")?;
-        let mut columns = Vec::with_capacity(key.outputs.len());
-        for (i, (name, ty)) in key.outputs.iter().enumerate() {
-            let field = schema.field(i + 1);
-            if field.name() != name || Some(field.data_type().clone()) != ty.data_type() {
-                return Err(format!("column {} does not match output `{name}`", i + 1));
+        for (i, (got, want)) in schema.fields().iter().zip(expected.fields()).enumerate() {
+            if got.name() != want.name() || got.data_type() != want.data_type() {
+                return Err(format!(
+                    "column {i} is `{}` ({}) where `{}` ({}) was expected",
+                    got.name(),
+                    got.data_type(),
+                    want.name(),
+                    want.data_type()
+                ));
             }
-            let values = ty
-                .from_array(batch.column(i + 1).as_ref())
-                .map_err(|e| e.to_string())?;
-            columns.push(values);
         }
-        let mut columns: Vec<std::vec::IntoIter<Value>> =
-            columns.into_iter().map(Vec::into_iter).collect();
-        for row in 0..batch.num_rows() {
-            let mut sig = [0u8; 32];
-            sig.copy_from_slice(sigs.value(row));
-            let values = columns
-                .iter_mut()
-                .map(|c| c.next().ok_or("short column"))
-                .collect::<Result<Vec<Value>, _>>()?;
-            out.push((Signature(sig), values));
+        if batch.column(0).null_count() > 0 {
+            return Err("null signatures".into());
         }
+        // Same columns under the expected schema, so batches of all segments
+        // can be gathered together.
+        let batch = RecordBatch::try_new(expected.clone(), batch.columns().to_vec())
+            .map_err(|e| e.to_string())?;
+        out.push(batch);
     }
     Ok(out)
 }
@@ -538,50 +850,41 @@ impl Cache for DiskCache {
         )
     }
 
-    fn lookup(
-        &self,
-        key: &CacheKey,
-        sigs: &[Signature],
-    ) -> Result<Vec<Option<Vec<Value>>>, CacheError> {
+    fn lookup(&self, key: &CacheKey, sigs: &[Signature]) -> Result<Hits, CacheError> {
         if !key.storable() {
-            return Ok(vec![None; sigs.len()]);
+            return Ok(Hits::none(key, sigs.len()));
         }
         let mut datasets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
         let data = datasets.entry(self.dataset_dir(key)).or_default();
         self.refresh(key, data);
-        Ok(sigs.iter().map(|s| data.rows.get(s).cloned()).collect())
+        let mut rows = Vec::with_capacity(sigs.len());
+        let mut found = Vec::new();
+        let mut positions = Vec::new();
+        for s in sigs {
+            match data.find(s) {
+                Some(at) => {
+                    rows.push(Some(found.len()));
+                    found.push(*s);
+                    positions.push(at);
+                }
+                None => rows.push(None),
+            }
+        }
+        let found = data.gather(key, found, &positions)?;
+        Ok(Hits { rows, found })
     }
 
-    fn store(&self, key: &CacheKey, entries: &[(Signature, Vec<Value>)]) -> Result<(), CacheError> {
-        if entries.is_empty() || !key.storable() {
+    fn store(&self, key: &CacheKey, rows: &CacheRows) -> Result<(), CacheError> {
+        if rows.is_empty() || !key.storable() {
             return Ok(());
         }
-        let encode = |output: &str, message: String| CacheError::Encode {
-            node: key.node.clone(),
-            output: output.to_string(),
-            message,
-        };
-        let sig_array = FixedSizeBinaryArray::try_from_iter(entries.iter().map(|(s, _)| s.0))
-            .map_err(|e| encode("signature", e.to_string()))?;
-        let mut fields = vec![Field::new(
-            "signature",
-            DataType::FixedSizeBinary(32),
-            false,
-        )];
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(sig_array)];
-        for (i, (name, ty)) in key.outputs.iter().enumerate() {
-            let values: Vec<&Value> = entries.iter().map(|(_, v)| &v[i]).collect();
-            let array = ty
-                .to_array(&values)
-                .map_err(|e| encode(name, e.to_string()))?;
-            fields.push(
-                ty.field(name)
-                    .ok_or_else(|| encode(name, "no Arrow form".into()))?,
-            );
-            columns.push(array);
-        }
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-            .map_err(|e| encode("*", e.to_string()))?;
+        rows.check(key)?;
+        let mut columns = vec![signature_array(&rows.signatures)];
+        columns.extend(rows.columns.iter().cloned());
+        columns.extend(rows.hashes.iter().map(|h| signature_array(h)));
+        let batch = RecordBatch::try_new(segment_schema(key)?, columns)
+            .map_err(|e| encode_error(key, "*", e))?;
+        let encode = |output: &str, message: String| encode_error(key, output, message);
 
         let dir = self.dataset_dir(key);
         let io = |path: &Path| {
@@ -622,9 +925,7 @@ impl Cache for DiskCache {
         let mut datasets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
         let data = datasets.entry(dir).or_default();
         data.segments.insert(seg);
-        for (s, v) in entries {
-            data.rows.insert(*s, v.clone());
-        }
+        data.add(batch);
         Ok(())
     }
 }
@@ -656,6 +957,14 @@ mod tests {
         )
     }
 
+    fn rows(k: &CacheKey, entries: &[(Signature, Vec<Value>)]) -> CacheRows {
+        CacheRows::from_values(k, entries).unwrap()
+    }
+
+    fn get(cache: &DiskCache, k: &CacheKey, sigs: &[Signature]) -> Vec<Option<Vec<Value>>> {
+        cache.lookup(k, sigs).unwrap().values(k).unwrap()
+    }
+
     fn counts(found: &[Option<Vec<Value>>]) -> Vec<Option<i64>> {
         found
             .iter()
@@ -679,10 +988,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let k = key();
         DiskCache::new(dir.path())
-            .store(&k, &[entry(1), entry(2)])
+            .store(&k, &rows(&k, &[entry(1), entry(2)]))
             .unwrap();
         let cache = DiskCache::new(dir.path());
-        let found = cache.lookup(&k, &[sig(2), sig(3), sig(1)]).unwrap();
+        let found = get(&cache, &k, &[sig(2), sig(3), sig(1)]);
         assert_eq!(counts(&found), [Some(2), None, Some(1)]);
         assert_eq!(
             found[0].as_ref().unwrap()[1].downcast_ref::<Vec<String>>(),
@@ -692,14 +1001,14 @@ mod tests {
         // Another code version is another dataset.
         let mut k2 = k.clone();
         k2.code = Signature::of_bytes("test", b"count v2");
-        assert_eq!(counts(&cache.lookup(&k2, &[sig(1)]).unwrap()), [None]);
+        assert_eq!(counts(&get(&cache, &k2, &[sig(1)])), [None]);
     }
 
     #[test]
     fn segments_are_plain_parquet_with_a_signature_column() {
         let dir = tempfile::tempdir().unwrap();
         let cache = DiskCache::new(dir.path());
-        cache.store(&key(), &[entry(7)]).unwrap();
+        cache.store(&key(), &rows(&key(), &[entry(7)])).unwrap();
         let segs = segments(&cache.dataset_dir(&key()));
         assert_eq!(segs.len(), 1);
         let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(&segs[0]).unwrap())
@@ -711,8 +1020,23 @@ mod tests {
             .unwrap();
         let schema = batch.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(names, ["signature", "word_count", "words"]);
+        assert_eq!(
+            names,
+            [
+                "signature",
+                "word_count",
+                "words",
+                "word_count.hash",
+                "words.hash"
+            ]
+        );
         assert_eq!(schema.field(0).data_type(), &DataType::FixedSizeBinary(32));
+        // The stored hashes are the values' hashes.
+        let count_hash = crate::signature::hash_array(batch.column(1)).unwrap();
+        assert_eq!(
+            batch.column(3).as_fixed_size_binary().value(0),
+            count_hash[0].as_bytes()
+        );
     }
 
     #[test]
@@ -721,7 +1045,7 @@ mod tests {
         let k = key();
         let writer = DiskCache::new(dir.path());
         for i in 0..3 {
-            writer.store(&k, &[entry(i)]).unwrap();
+            writer.store(&k, &rows(&k, &[entry(i)])).unwrap();
         }
         let segs = segments(&writer.dataset_dir(&k));
         let bytes = std::fs::read(&segs[0]).unwrap();
@@ -731,7 +1055,7 @@ mod tests {
         std::fs::write(writer.dataset_dir(&k).join(".tmp-x.parquet"), b"partial").unwrap();
 
         let cache = DiskCache::new(dir.path());
-        let found = cache.lookup(&k, &[sig(0), sig(1), sig(2)]).unwrap();
+        let found = get(&cache, &k, &[sig(0), sig(1), sig(2)]);
         assert_eq!(counts(&found), [None, None, Some(2)]);
         cache.lookup(&k, &[sig(0)]).unwrap();
         let warnings = cache.warnings();
@@ -750,14 +1074,14 @@ mod tests {
                 s.spawn(move || {
                     let cache = DiskCache::new(root);
                     for i in 0..10u8 {
-                        cache.store(&k, &[entry(t * 10 + i)]).unwrap();
+                        cache.store(&k, &rows(&k, &[entry(t * 10 + i)])).unwrap();
                     }
                 });
             }
         });
         let cache = DiskCache::new(dir.path());
         let all: Vec<Signature> = (0..40).map(sig).collect();
-        let found = cache.lookup(&k, &all).unwrap();
+        let found = get(&cache, &k, &all);
         assert_eq!(
             counts(&found),
             (0..40).map(|i| Some(i as i64)).collect::<Vec<_>>()
@@ -771,7 +1095,7 @@ mod tests {
         let k = key();
         let cache = DiskCache::new(dir.path());
         for i in 0..3 {
-            cache.store(&k, &[entry(i)]).unwrap();
+            cache.store(&k, &rows(&k, &[entry(i)])).unwrap();
         }
         assert!(cache.is_cached(&k, &sig(1)).unwrap());
         assert!(!cache.is_cached(&k, &sig(9)).unwrap());
@@ -788,13 +1112,13 @@ mod tests {
         let stats = cache.stats().unwrap();
         assert_eq!((stats[0].segments, stats[0].rows), (1, 3));
         let fresh = DiskCache::new(dir.path());
-        let found = fresh.lookup(&k, &[sig(0), sig(1), sig(2)]).unwrap();
+        let found = get(&fresh, &k, &[sig(0), sig(1), sig(2)]);
         assert_eq!(counts(&found), [Some(0), Some(1), Some(2)]);
 
         cache.clear_node("count words").unwrap();
         assert!(cache.stats().unwrap().is_empty());
         assert!(!cache.is_cached(&k, &sig(1)).unwrap());
-        cache.store(&k, &[entry(4)]).unwrap();
+        cache.store(&k, &rows(&k, &[entry(4)])).unwrap();
         cache.clear().unwrap();
         assert!(cache.stats().unwrap().is_empty());
     }
@@ -811,10 +1135,14 @@ mod tests {
             parts: Vec::new(),
         };
         let cache = DiskCache::new(dir.path());
-        cache
-            .store(&k, &[(sig(1), vec![Value::new(Model)])])
-            .unwrap();
-        assert!(cache.lookup(&k, &[sig(1)]).unwrap()[0].is_none());
+        assert!(CacheRows::from_values(&k, &[(sig(1), vec![Value::new(Model)])]).is_err());
+        let no_rows = CacheRows {
+            signatures: vec![sig(1)],
+            columns: Vec::new(),
+            hashes: Vec::new(),
+        };
+        cache.store(&k, &no_rows).unwrap();
+        assert!(cache.lookup(&k, &[sig(1)]).unwrap().rows[0].is_none());
         assert!(!cache.dataset_dir(&k).exists());
     }
 }

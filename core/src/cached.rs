@@ -8,31 +8,140 @@
 //! inputs have a value hash (values without an Arrow form, such as
 //! resources, have none yet); other nodes simply run.
 
-use crate::cache::{Cache, CacheDecision, CacheKey, CacheOutcome};
+use crate::cache::{Cache, CacheDecision, CacheOutcome, CacheRows, Hits};
 use crate::error::Error;
 use crate::exec::Exec;
 use crate::node::NodeKind;
-use crate::signature::{Signature, hash_values, node_signature};
+use crate::signature::{NodeKey, Signature, hash_values};
 use crate::value::{Value, ValueType};
 
-/// One item of a batch: where it is, its slot table, the value hash of each
-/// slot, and its failure, if any.
-pub(crate) struct ItemState {
-    pub path: Vec<usize>,
-    pub slots: Vec<Option<Value>>,
-    pub hashes: Vec<Option<Signature>>,
-    pub error: Option<Error>,
+/// Provides a row's lazily filled inputs: given the row's item index, writes
+/// them into the row's slots.
+pub(crate) type Fill<'f> = &'f (dyn Fn(usize, &mut [Option<Value>]) -> Result<(), Error> + Sync);
+
+/// The items of one batch in flat row-major tables (`width` slots per row):
+/// values, their hashes, and each row's failure. Inputs whose hashes are
+/// known up front (mapped elements) are filled only when a node actually
+/// runs on the row, so a fully cached item never materializes them.
+pub(crate) struct Batch<'f> {
+    width: usize,
+    /// The item index of each row at the innermost map level (`None` in a run).
+    index: Vec<Option<usize>>,
+    slots: Vec<Option<Value>>,
+    hashes: Vec<Option<Signature>>,
+    errors: Vec<Option<Error>>,
+    filled: Vec<bool>,
+    fill: Option<Fill<'f>>,
 }
 
-impl ItemState {
-    pub fn new(path: Vec<usize>, slots: Vec<Option<Value>>) -> Self {
-        let hashes = vec![None; slots.len()];
-        ItemState {
-            path,
-            slots,
-            hashes,
-            error: None,
+impl<'f> Batch<'f> {
+    /// An empty batch of rows with `width` slots; `fill` provides lazily
+    /// filled inputs.
+    pub fn new(width: usize, capacity: usize, fill: Option<Fill<'f>>) -> Self {
+        Batch {
+            width,
+            index: Vec::with_capacity(capacity),
+            slots: Vec::with_capacity(capacity * width),
+            hashes: Vec::with_capacity(capacity * width),
+            errors: Vec::with_capacity(capacity),
+            filled: Vec::with_capacity(capacity),
+            fill,
         }
+    }
+
+    /// Adds a row with the given slots (missing lazy inputs are `None`);
+    /// `filled` says whether the lazy inputs are already there. Returns the row.
+    pub fn push(&mut self, index: Option<usize>, slots: &[Option<Value>], filled: bool) -> usize {
+        debug_assert_eq!(slots.len(), self.width);
+        self.index.push(index);
+        self.slots.extend_from_slice(slots);
+        self.hashes.extend(std::iter::repeat_n(None, self.width));
+        self.errors.push(None);
+        self.filled.push(filled);
+        self.index.len() - 1
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Records a failure of row `row`.
+    pub fn fail(&mut self, row: usize, error: Error) {
+        self.errors[row] = Some(error);
+    }
+
+    /// Fails every row that has not failed yet with `error()`.
+    pub fn fail_unfailed(&mut self, error: impl Fn() -> Error) {
+        for e in self.errors.iter_mut().filter(|e| e.is_none()) {
+            *e = Some(error());
+        }
+    }
+
+    /// Sets the known hash of a slot of a row.
+    pub fn set_hash(&mut self, row: usize, slot: usize, hash: Signature) {
+        self.hashes[row * self.width + slot] = Some(hash);
+    }
+
+    /// Row `row`'s slots.
+    fn row(&self, row: usize) -> &[Option<Value>] {
+        &self.slots[row * self.width..(row + 1) * self.width]
+    }
+
+    fn slot(&self, row: usize, slot: usize) -> &Option<Value> {
+        &self.slots[row * self.width + slot]
+    }
+
+    fn hash(&self, row: usize, slot: usize) -> Option<Signature> {
+        self.hashes[row * self.width + slot]
+    }
+
+    /// The item path of row `row` under `exec`.
+    pub fn path(&self, exec: &Exec<'_>, row: usize) -> smallvec::SmallVec<[usize; 4]> {
+        let mut path: smallvec::SmallVec<[usize; 4]> = exec.items.iter().copied().collect();
+        path.extend(self.index[row]);
+        path
+    }
+
+    /// Rows that have not failed.
+    fn live(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&r| self.errors[r].is_none())
+            .collect()
+    }
+
+    /// Makes sure row `row`'s lazy inputs are in its slots.
+    pub fn ensure_filled(&mut self, row: usize) -> Result<(), Error> {
+        if self.filled[row] {
+            return Ok(());
+        }
+        if let (Some(fill), Some(index)) = (self.fill, self.index[row]) {
+            fill(
+                index,
+                &mut self.slots[row * self.width..(row + 1) * self.width],
+            )?;
+        }
+        self.filled[row] = true;
+        Ok(())
+    }
+
+    /// Takes row `row`'s outcome: its failure, or the values of `slots`.
+    pub fn take(
+        &mut self,
+        row: usize,
+        slots: impl Iterator<Item = usize>,
+    ) -> Result<smallvec::SmallVec<[Option<Value>; 4]>, Error> {
+        if let Some(e) = self.errors[row].take() {
+            return Err(e);
+        }
+        self.ensure_filled(row)?;
+        let base = row * self.width;
+        Ok(slots.map(|s| self.slots[base + s].take()).collect())
+    }
+
+    /// Takes all of row `row`'s slots, or its failure.
+    pub fn take_row(&mut self, row: usize) -> Result<Vec<Option<Value>>, Error> {
+        self.take(row, 0..self.width).map(|v| v.into_vec())
     }
 }
 
@@ -164,60 +273,64 @@ fn warn_not_storable_once(node: &crate::node::Node) {
     }
 }
 
-/// Hashes slot `slot` of the live items; values shared by every item (fixed
-/// inputs) are hashed once.
-fn hash_slot(batch: &mut [ItemState], slot: usize, ty: ValueType) -> Result<(), Error> {
-    if !ty.is_arrow() {
-        // Resources: hashed by their declared key, if they have one; a
-        // resource shared by items (a fixed input) is keyed once.
-        let mut last: Option<(Value, Option<Signature>)> = None;
-        for item in batch.iter_mut().filter(|i| i.error.is_none()) {
-            if let Some(Some(v)) = item.slots.get(slot) {
-                let h = match &last {
-                    Some((seen, h)) if seen.same(v) => *h,
-                    _ => {
-                        let h = ty.resource_hash(v);
-                        last = Some((v.clone(), h));
-                        h
-                    }
-                };
-                item.hashes[slot] = h;
-            }
-        }
-        return Ok(());
-    }
-    let live: Vec<usize> = (0..batch.len())
-        .filter(|&i| {
-            batch[i].error.is_none() && batch[i].slots.get(slot).is_some_and(Option::is_some)
+/// Hashes slot `slot` of the live rows that have a value and no hash for it
+/// yet (cache hits, fresh results of cached nodes and mapped elements come
+/// with theirs); a value shared by every row (a fixed input) is hashed once.
+fn hash_slot(batch: &mut Batch<'_>, slot: usize, ty: ValueType) -> Result<(), Error> {
+    let rows: Vec<usize> = (0..batch.len())
+        .filter(|&r| {
+            batch.errors[r].is_none()
+                && batch.hash(r, slot).is_none()
+                && batch.slot(r, slot).is_some()
         })
         .collect();
-    let Some(&first) = live.first() else {
+    let Some(&first) = rows.first() else {
         return Ok(());
     };
+    let first_value = batch.slot(first, slot).clone().expect("a value");
+    let shared = rows.iter().all(|&r| {
+        batch
+            .slot(r, slot)
+            .as_ref()
+            .is_some_and(|v| v.same(&first_value))
+    });
     let arrow = |source| Error::Arrow {
         column: String::new(),
         source,
     };
-    let first_value = batch[first].slots[slot].clone().expect("live slot");
-    if live.iter().all(|&i| {
-        batch[i].slots[slot]
-            .as_ref()
-            .is_some_and(|v| v.same(&first_value))
-    }) {
-        let h = hash_values(&ty, &[&first_value]).map_err(arrow)?[0];
-        for &i in &live {
-            batch[i].hashes[slot] = Some(h);
+    if !ty.is_arrow() {
+        // Resources: hashed by their declared key, if they have one.
+        let mut last: Option<(Value, Option<Signature>)> = None;
+        for &r in &rows {
+            let v = batch.slot(r, slot).clone().expect("a value");
+            let h = match &last {
+                Some((seen, h)) if seen.same(&v) => *h,
+                _ => {
+                    let h = ty.resource_hash(&v);
+                    last = Some((v, h));
+                    h
+                }
+            };
+            if let Some(h) = h {
+                batch.set_hash(r, slot, h);
+            }
         }
         return Ok(());
     }
-    let values: Vec<Value> = live
+    if shared {
+        let h = hash_values(&ty, &[&first_value]).map_err(arrow)?[0];
+        for &r in &rows {
+            batch.set_hash(r, slot, h);
+        }
+        return Ok(());
+    }
+    let refs: Vec<&Value> = rows
         .iter()
-        .map(|&i| batch[i].slots[slot].clone().expect("live slot"))
+        .map(|&r| batch.slot(r, slot).as_ref().expect("a value"))
         .collect();
-    let refs: Vec<&Value> = values.iter().collect();
     let hashes = hash_values(&ty, &refs).map_err(arrow)?;
-    for (&i, h) in live.iter().zip(hashes) {
-        batch[i].hashes[slot] = Some(h);
+    for (&r, h) in rows.iter().zip(hashes) {
+        batch.set_hash(r, slot, h);
     }
     Ok(())
 }
@@ -229,7 +342,7 @@ fn hash_slot(batch: &mut [ItemState], slot: usize, ty: ValueType) -> Result<(), 
 pub(crate) fn run_batch(
     exec: &Exec<'_>,
     cache: &dyn Cache,
-    batch: &mut [ItemState],
+    batch: &mut Batch<'_>,
     stop_on_error: bool,
 ) -> Result<(), Error> {
     let plan = exec.plan();
@@ -244,87 +357,135 @@ pub(crate) fn run_batch(
     }
     for step in &plan.steps {
         let node = exec.node(step);
-        let live: Vec<usize> = (0..batch.len())
-            .filter(|&i| batch[i].error.is_none())
-            .collect();
+        let live = batch.live();
         match &node.kind {
             NodeKind::Func(f) => {
-                let key = CacheKey {
-                    node: node.name.clone(),
-                    code: node.code_hash,
-                    outputs: node
-                        .outputs
-                        .iter()
-                        .map(|p| (p.inner.clone(), p.ty))
-                        .collect(),
-                    parts: node.code_parts.to_vec(),
-                };
+                let key = node.cache_key();
                 let salt = node.salt();
                 let cached = node.cache_enabled && key.storable();
+                let signer = NodeKey::new(&node.code_hash, step.args.len(), &salt);
+                let mut inputs = Vec::with_capacity(step.args.len());
                 let sigs: Vec<Option<Signature>> = live
                     .iter()
                     .map(|&i| {
-                        let item = &batch[i];
                         if !cached {
                             return None;
                         }
-                        let inputs: Option<Vec<Signature>> =
-                            step.args.iter().map(|&s| item.hashes[s]).collect();
-                        inputs.map(|inputs| node_signature(&node.code_hash, &inputs, &salt))
+                        inputs.clear();
+                        for &s in &step.args {
+                            inputs.push(batch.hash(i, s)?);
+                        }
+                        Some(signer.sign(&inputs))
                     })
                     .collect();
                 let log = CacheLog::new(cache, node, exec.has_callbacks());
+                let cache_error = |what: &str, e: crate::cache::CacheError| Error::Engine {
+                    message: format!("cache {what} for node `{}`: {e}", node.name),
+                };
                 let wanted: Vec<Signature> = sigs.iter().flatten().copied().collect();
-                let mut found = cache
-                    .lookup(&key, &wanted)
-                    .map_err(|e| Error::Engine {
-                        message: format!("cache lookup for node `{}`: {e}", node.name),
-                    })?
-                    .into_iter();
-                let mut fresh = Vec::new();
+                let hits = if wanted.is_empty() {
+                    Ok(Hits::none(&key, 0))
+                } else {
+                    cache.lookup(&key, &wanted)
+                }
+                .map_err(|e| cache_error("lookup", e))?;
+                // Hits arrive in request order: decode the outputs someone
+                // uses, then hand them out in turn.
+                let mut hit_values: Vec<std::vec::IntoIter<Value>> = step
+                    .outs
+                    .iter()
+                    .enumerate()
+                    .map(|(o, slot)| match slot {
+                        Some(_) if !hits.found.is_empty() => hits.found.values(&key, o),
+                        _ => Ok(Vec::new()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| cache_error("read", e))?
+                    .into_iter()
+                    .map(Vec::into_iter)
+                    .collect();
+                let mut requested = hits.rows.iter();
+                let mut fresh_sigs = Vec::new();
+                let mut fresh_items = Vec::new();
+                let mut fresh_values: Vec<Vec<Value>> = vec![Vec::new(); step.outs.len()];
                 for (&i, sig) in live.iter().zip(&sigs) {
-                    let hit = if sig.is_some() {
-                        found.next().flatten()
-                    } else {
-                        None
-                    };
-                    let item = &mut batch[i];
-                    log.report(exec, &node.name, &item.path, *sig, hit.is_some());
-                    let outs: Vec<Value> = match hit {
-                        Some(values) => {
-                            exec.emit(&item.path, |cb, ctx| cb.on_node_cached(ctx, &node.name));
-                            values
+                    let row = sig.and_then(|_| requested.next().copied().flatten());
+                    let path = batch.path(exec, i);
+                    log.report(exec, &node.name, &path, *sig, row.is_some());
+                    if let Some(row) = row {
+                        exec.emit(&path, |cb, ctx| cb.on_node_cached(ctx, &node.name));
+                        for (o, slot) in step.outs.iter().enumerate() {
+                            if let Some(slot) = *slot {
+                                batch.slots[i * batch.width + slot] = hit_values[o].next();
+                                batch.set_hash(i, slot, hits.found.hashes[o][row]);
+                            }
                         }
-                        None => match exec.call_func(node, f, step, &item.slots, &item.path) {
-                            Ok(outs) => {
-                                let outs: Vec<Value> = outs.into_iter().collect();
-                                if let Some(sig) = sig {
-                                    fresh.push((*sig, outs.clone()));
+                        continue;
+                    }
+                    if let Err(e) = batch.ensure_filled(i) {
+                        batch.fail(i, e);
+                        continue;
+                    }
+                    match exec.call_func(node, f, step, batch.row(i), &path) {
+                        Ok(outs) => {
+                            for ((o, v), slot) in outs.into_iter().enumerate().zip(&step.outs) {
+                                if sig.is_some() {
+                                    fresh_values[o].push(v.clone());
                                 }
-                                outs
+                                if let Some(slot) = *slot {
+                                    batch.slots[i * batch.width + slot] = Some(v);
+                                }
                             }
-                            Err(e) => {
-                                item.error = Some(e);
-                                continue;
+                            if let Some(sig) = sig {
+                                fresh_sigs.push(*sig);
+                                fresh_items.push(i);
                             }
-                        },
-                    };
-                    for (v, slot) in outs.into_iter().zip(&step.outs) {
-                        if let Some(slot) = slot {
-                            item.slots[*slot] = Some(v);
                         }
+                        Err(e) => batch.fail(i, e),
                     }
                 }
-                cache.store(&key, &fresh).map_err(|e| Error::Engine {
-                    message: format!("cache store for node `{}`: {e}", node.name),
-                })?;
+                if !fresh_sigs.is_empty() {
+                    let columns = key
+                        .outputs
+                        .iter()
+                        .zip(&fresh_values)
+                        .map(|((name, ty), values)| {
+                            let refs: Vec<&Value> = values.iter().collect();
+                            ty.to_array(&refs).map_err(|e| Error::Arrow {
+                                column: format!("{}.{name}", node.name),
+                                source: e,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let rows = CacheRows::from_columns(&key, fresh_sigs, columns)
+                        .map_err(|e| cache_error("store", e))?;
+                    for (k, &i) in fresh_items.iter().enumerate() {
+                        for (o, slot) in step.outs.iter().enumerate() {
+                            if let Some(slot) = *slot {
+                                batch.set_hash(i, slot, rows.hashes[o][k]);
+                            }
+                        }
+                    }
+                    cache
+                        .store(&key, &rows)
+                        .map_err(|e| cache_error("store", e))?;
+                }
             }
             NodeKind::Nested(inner) => {
                 for &i in &live {
-                    let item = &mut batch[i];
-                    if let Err(e) = exec.call_nested(node, inner, step, &mut item.slots, &item.path)
-                    {
-                        item.error = Some(e);
+                    let path = batch.path(exec, i);
+                    let w = batch.width;
+                    let result = batch.ensure_filled(i).and_then(|()| {
+                        exec.call_nested(
+                            node,
+                            inner,
+                            step,
+                            &mut batch.slots[i * w..(i + 1) * w],
+                            &path,
+                        )
+                    });
+                    if let Err(e) = result {
+                        batch.fail(i, e);
                     }
                 }
             }
@@ -334,7 +495,7 @@ pub(crate) fn run_batch(
                 hash_slot(batch, slot, port.ty)?;
             }
         }
-        if stop_on_error && batch.iter().any(|i| i.error.is_some()) {
+        if stop_on_error && batch.errors.iter().any(Option::is_some) {
             break;
         }
     }

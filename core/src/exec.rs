@@ -29,7 +29,7 @@ pub struct Exec<'a> {
     callbacks: Vec<std::sync::Arc<dyn Callback>>,
     pub(crate) cache: Option<std::sync::Arc<dyn crate::cache::Cache>>,
     path: Vec<String>,
-    items: Vec<usize>,
+    pub(crate) items: Vec<usize>,
 }
 
 impl<'a> Exec<'a> {
@@ -317,13 +317,10 @@ impl<'a> RunJob<'a> {
     pub fn execute(mut self) -> Result<Outputs, Error> {
         let items = self.exec.items.clone();
         if let Some(cache) = &self.exec.cache {
-            let mut batch = vec![crate::cached::ItemState::new(items, self.slots)];
+            let mut batch = crate::cached::Batch::new(self.slots.len(), 1, None);
+            batch.push(None, &self.slots, true);
             crate::cached::run_batch(self.exec, cache.as_ref(), &mut batch, true)?;
-            let item = batch.pop().expect("one item");
-            if let Some(e) = item.error {
-                return Err(e);
-            }
-            self.slots = item.slots;
+            self.slots = batch.take_row(0)?;
         } else {
             self.exec.run_steps(&mut self.slots, &items)?;
         }
@@ -412,6 +409,10 @@ pub struct MapJob<'a> {
     policy: ErrorPolicy,
     len: usize,
     flush_every: usize,
+    /// Per mapped input, the value hash of every element, computed once
+    /// from the whole list when a cache needs it (`None` when the element
+    /// type has no Arrow form).
+    mapped_hashes: std::sync::OnceLock<Vec<Option<Vec<crate::signature::Signature>>>>,
 }
 
 impl<'a> MapJob<'a> {
@@ -494,6 +495,7 @@ impl<'a> MapJob<'a> {
                 .flush_every
                 .unwrap_or(MapOptions::DEFAULT_FLUSH_EVERY),
             len,
+            mapped_hashes: std::sync::OnceLock::new(),
         })
     }
 
@@ -568,25 +570,22 @@ impl<'a> MapJob<'a> {
         result
     }
 
-    /// The slot table of item `index`: fixed inputs and its mapped elements.
-    fn item_slots(&self, index: usize) -> Result<Vec<Option<Value>>, Error> {
-        let mut slots = self.template.clone();
-        self.fill_mapped(index, &mut slots)?;
-        Ok(slots)
+    /// Which element of each mapped input (in mapped order) item `index` takes.
+    fn element_indices(&self, index: usize) -> SmallVec<[usize; 4]> {
+        let mut out: SmallVec<[usize; 4]> = SmallVec::from_elem(index, self.mapped.len());
+        if self.mode == MapMode::Product {
+            let mut rem = index;
+            for (m, e) in self.mapped.iter().zip(out.iter_mut()).rev() {
+                *e = rem % m.len;
+                rem /= m.len;
+            }
+        }
+        out
     }
 
     /// Writes item `index`'s element of every mapped input into `slots`.
     fn fill_mapped(&self, index: usize, slots: &mut [Option<Value>]) -> Result<(), Error> {
-        let mut rem = index;
-        for m in self.mapped.iter().rev() {
-            let i = match self.mode {
-                MapMode::Zip => index,
-                MapMode::Product => {
-                    let i = rem % m.len;
-                    rem /= m.len;
-                    i
-                }
-            };
+        for (m, i) in self.mapped.iter().zip(self.element_indices(index)) {
             if let Some(slot) = m.slot {
                 let value = m.ty.list_item(&m.list, i).ok_or_else(|| Error::Engine {
                     message: format!("mapped input `{}` has no element {i}", m.name),
@@ -595,6 +594,27 @@ impl<'a> MapJob<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The element hashes of every mapped input (see `mapped_hashes`).
+    fn mapped_hashes(&self) -> &[Option<Vec<crate::signature::Signature>>] {
+        self.mapped_hashes.get_or_init(|| {
+            self.mapped
+                .iter()
+                .map(|m| {
+                    let array = m.ty.list_type()?.to_array(&[&m.list]).ok()?;
+                    let list = arrow_array::cast::AsArray::as_list_opt::<i32>(array.as_ref())?;
+                    let offsets = list.value_offsets();
+                    let (first, last) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
+                    let elements = list.values().slice(first, last - first);
+                    if Some(elements.data_type().clone()) != m.ty.data_type() {
+                        return None;
+                    }
+                    let hashes = crate::signature::hash_array(&elements).ok()?;
+                    (hashes.len() == m.len).then_some(hashes)
+                })
+                .collect()
+        })
     }
 
     /// Runs a chunk node by node with the cache: per node, the items'
@@ -609,35 +629,47 @@ impl<'a> MapJob<'a> {
     ) {
         let exec = self.exec;
         let stop_on_error = self.policy == ErrorPolicy::Stop;
-        let mut batch = Vec::with_capacity(range.len());
+        // Mapped elements whose hashes are known are filled only for rows
+        // on which some node runs.
+        let hashes = self.mapped_hashes();
+        let lazy = self
+            .mapped
+            .iter()
+            .zip(hashes)
+            .all(|(m, h)| m.slot.is_none() || h.is_some());
+        let fill = |index: usize, slots: &mut [Option<Value>]| self.fill_mapped(index, slots);
+        let mut batch = crate::cached::Batch::new(self.template.len(), range.len(), Some(&fill));
         for index in range.clone() {
-            let mut path = exec.items.clone();
-            path.push(index);
-            exec.emit(&path, |cb, ctx| cb.on_map_item_start(ctx));
-            match self.item_slots(index) {
-                Ok(slots) => batch.push(crate::cached::ItemState::new(path, slots)),
-                Err(e) => {
-                    let mut item = crate::cached::ItemState::new(path, Vec::new());
-                    item.error = Some(e);
-                    batch.push(item);
+            let row = batch.push(Some(index), &self.template, false);
+            if exec.has_callbacks() {
+                exec.emit(&batch.path(exec, row), |cb, ctx| cb.on_map_item_start(ctx));
+            }
+            if lazy {
+                let elements = self.element_indices(index);
+                for ((m, h), e) in self.mapped.iter().zip(hashes).zip(elements) {
+                    if let (Some(slot), Some(h)) = (m.slot, h) {
+                        batch.set_hash(row, slot, h[e]);
+                    }
                 }
+            } else if let Err(e) = batch.ensure_filled(row) {
+                batch.fail(row, e);
             }
         }
         let start = std::time::Instant::now();
         if let Err(e) = crate::cached::run_batch(exec, cache, &mut batch, stop_on_error) {
-            for item in batch.iter_mut() {
-                item.error.get_or_insert_with(|| Error::Engine {
-                    message: e.to_string(),
-                });
-            }
+            batch.fail_unfailed(|| Error::Engine {
+                message: e.to_string(),
+            });
         }
         let elapsed = start.elapsed();
-        for (index, item) in range.zip(batch) {
-            exec.emit(&item.path, |cb, ctx| cb.on_map_item_end(ctx, elapsed));
-            let outcome = match item.error {
-                None => Ok(exec.plan.outputs.iter().map(|o| item.slots[o.slot].clone())),
-                Some(error) => Err(error),
-            };
+        let outputs: SmallVec<[usize; 4]> = exec.plan.outputs.iter().map(|o| o.slot).collect();
+        for (row, index) in range.enumerate() {
+            if exec.has_callbacks() {
+                exec.emit(&batch.path(exec, row), |cb, ctx| {
+                    cb.on_map_item_end(ctx, elapsed)
+                });
+            }
+            let outcome = batch.take(row, outputs.iter().copied());
             if !chunk.record(index, outcome, stop_on_error, first_failure) {
                 return;
             }

@@ -43,7 +43,8 @@ pub mod signature;
 pub mod value;
 
 pub use cache::{
-    Cache, CacheDecision, CacheError, CacheKey, CacheOutcome, DatasetStats, DiskCache,
+    Cache, CacheDecision, CacheError, CacheKey, CacheOutcome, CacheRows, DatasetStats, DiskCache,
+    Hits,
 };
 pub use callback::{Callback, CallbackContext};
 pub use engine::{Engine, ParallelEngine, SeqEngine};

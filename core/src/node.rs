@@ -281,6 +281,23 @@ impl Node {
         &self.code_parts
     }
 
+    /// What identifies this node version's results in a
+    /// [`Cache`](crate::Cache): name, code hash, outputs (inner names) and
+    /// code parts. Use it with [`DiskCache`](crate::DiskCache)'s inspection
+    /// methods (`is_cached`, `compact`, ...).
+    pub fn cache_key(&self) -> crate::cache::CacheKey {
+        crate::cache::CacheKey {
+            node: self.name.clone(),
+            code: self.code_hash,
+            outputs: self
+                .outputs
+                .iter()
+                .map(|p| (p.inner.clone(), p.ty))
+                .collect(),
+            parts: self.code_parts.to_vec(),
+        }
+    }
+
     /// The environment variables in the node's signature.
     pub fn env(&self) -> &[String] {
         &self.env

@@ -3,13 +3,15 @@
 //! - A value's hash is defined on its canonical Arrow encoding: the value is
 //!   encoded as an Arrow array of its [`ArrowValue`](crate::ArrowValue) data
 //!   type, each row is turned into `arrow-row`'s byte encoding, and the
-//!   digest covers a domain tag, the data type and those bytes. Any engine
-//!   holding the same values in an array of that data type computes the same
-//!   hashes, and hashing is batch-first: one call for a whole column.
-//! - A node's signature for one item is
-//!   `blake3(tag, code hash, each input's signature in input order, salt)`,
-//!   where an input's signature is its producer's signature (for values made
-//!   upstream) or its value hash (for pipeline inputs).
+//!   digest is BLAKE3 in keyed mode over those bytes, with a key derived
+//!   from a domain tag and the data type. Any engine holding the same values
+//!   in an array of that data type computes the same hashes, and hashing is
+//!   batch-first: one call for a whole column.
+//! - A node's signature for one item is BLAKE3 in keyed mode over its
+//!   inputs' value hashes (in input order), with a key ([`NodeKey`]) derived
+//!   from a domain tag, the code hash, the number of inputs and the salt. The
+//!   key is computed once per node, so one item costs one short hash (a
+//!   single compression for up to two inputs).
 //!
 //! The byte layout is versioned by the domain tags below; changing any of it
 //! is a cache format change.
@@ -21,8 +23,8 @@ use arrow_row::{RowConverter, SortField};
 
 use crate::value::{Value, ValueError, ValueType};
 
-const VALUE_TAG: &[u8] = b"hypernodes/value/v1\0";
-const NODE_TAG: &[u8] = b"hypernodes/node/v1\0";
+const VALUE_TAG: &[u8] = b"hypernodes/value/v2\0";
+const NODE_TAG: &[u8] = b"hypernodes/node/v2\0";
 
 /// A 32-byte content signature.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,16 +87,13 @@ pub fn hash_array(array: &ArrayRef) -> Result<Vec<Signature>, ValueError> {
         .convert_columns(std::slice::from_ref(array))
         .map_err(err)?;
     let type_tag = format!("{data_type:?}");
-    let mut prefix = blake3::Hasher::new();
-    prefix.update(VALUE_TAG);
-    prefix.update(&(type_tag.len() as u64).to_le_bytes());
-    prefix.update(type_tag.as_bytes());
+    let mut key = blake3::Hasher::new();
+    key.update(VALUE_TAG);
+    key.update(&(type_tag.len() as u64).to_le_bytes());
+    key.update(type_tag.as_bytes());
+    let key = *key.finalize().as_bytes();
     Ok((0..array.len())
-        .map(|i| {
-            let mut h = prefix.clone();
-            h.update(rows.row(i).as_ref());
-            Signature(*h.finalize().as_bytes())
-        })
+        .map(|i| Signature(*blake3::keyed_hash(&key, rows.row(i).as_ref()).as_bytes()))
         .collect())
 }
 
@@ -104,19 +103,50 @@ pub fn hash_values(ty: &ValueType, values: &[&Value]) -> Result<Vec<Signature>, 
     hash_array(&array)
 }
 
-/// A node's signature for one item: its code hash, its inputs' signatures
-/// (in the node's input order) and a salt.
-pub fn node_signature(code: &Signature, inputs: &[Signature], salt: &[u8]) -> Signature {
-    let mut h = blake3::Hasher::new();
-    h.update(NODE_TAG);
-    h.update(&code.0);
-    h.update(&(inputs.len() as u64).to_le_bytes());
-    for s in inputs {
-        h.update(&s.0);
+/// The key of one node's signatures: everything but the inputs, hashed once
+/// so each item costs one short keyed hash.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NodeKey {
+    key: [u8; 32],
+    inputs: usize,
+}
+
+impl NodeKey {
+    /// The key for a node with code hash `code`, `inputs` inputs and `salt`:
+    /// `blake3(tag || code || u64_le(inputs) || u64_le(len(salt)) || salt)`.
+    pub fn new(code: &Signature, inputs: usize, salt: &[u8]) -> NodeKey {
+        let mut h = blake3::Hasher::new();
+        h.update(NODE_TAG);
+        h.update(&code.0);
+        h.update(&(inputs as u64).to_le_bytes());
+        h.update(&(salt.len() as u64).to_le_bytes());
+        h.update(salt);
+        NodeKey {
+            key: *h.finalize().as_bytes(),
+            inputs,
+        }
     }
-    h.update(&(salt.len() as u64).to_le_bytes());
-    h.update(salt);
-    Signature(*h.finalize().as_bytes())
+
+    /// The node's signature for one item from its inputs' value hashes, in
+    /// the node's input order (there must be as many as the key was made for;
+    /// a different count gives a different key's signature, never a collision).
+    pub fn sign(&self, inputs: &[Signature]) -> Signature {
+        if inputs.len() != self.inputs {
+            return NodeKey::new(&Signature(self.key), inputs.len(), b"arity").sign(inputs);
+        }
+        let mut bytes: smallvec::SmallVec<[u8; 128]> = smallvec::SmallVec::new();
+        for s in inputs {
+            bytes.extend_from_slice(&s.0);
+        }
+        Signature(*blake3::keyed_hash(&self.key, &bytes).as_bytes())
+    }
+}
+
+/// A node's signature for one item: its code hash, its inputs' value hashes
+/// (in the node's input order) and a salt. Equal to
+/// `NodeKey::new(code, inputs.len(), salt).sign(inputs)`.
+pub fn node_signature(code: &Signature, inputs: &[Signature], salt: &[u8]) -> Signature {
+    NodeKey::new(code, inputs.len(), salt).sign(inputs)
 }
 
 #[cfg(test)]
@@ -154,13 +184,27 @@ mod tests {
         // The cache format depends on these bytes: a change here is a format change.
         assert_eq!(
             sigs(&["hello".to_string()])[0].to_hex(),
-            "b40e4f2fe15ace27e2c85bcdd08763fc1b483b4ef9b05208ca6d3c4ce3a33327"
+            "e08cd20df9e62e1fdb5f0ff2d5aab20f4bb6b2a3e8f0f5a55a50ab12dfedbce3"
         );
         assert_eq!(
             sigs(&[vec![Some(1i64), None]])[0].to_hex(),
-            "99486bb246353242b344737715b89b40bb17d636f825480b911fb4b2c37fae4c"
+            "47db12032ce6101dc422a83bf458b6d63893748e7596c432d9d460ee40a8cbcb"
         );
         let s = sigs(&[42i64])[0];
+        assert_eq!(
+            node_signature(&Signature::of_bytes("code", b"f"), &[s], b"salt").to_hex(),
+            "923155028b12f784d412390a20bc75fc160d843e6b8f99b1ba83bef71a528ea6"
+        );
+        // The documented construction, spelled out.
+        let key = blake3::keyed_hash(&[7; 32], b"");
+        let code = Signature(*key.as_bytes());
+        let mut k = blake3::Hasher::new();
+        k.update(b"hypernodes/node/v2\0");
+        k.update(&code.0);
+        k.update(&1u64.to_le_bytes());
+        k.update(&0u64.to_le_bytes());
+        let spelled = blake3::keyed_hash(k.finalize().as_bytes(), &s.0);
+        assert_eq!(node_signature(&code, &[s], b"").0, *spelled.as_bytes());
         assert_eq!(Signature::from_hex(&s.to_hex()), Some(s));
         assert_eq!(Signature::from_hex("zz"), None);
     }
