@@ -73,12 +73,15 @@ fn crash_child_helper() {
             Some((a.parse().ok()?, b.parse().ok()?))
         })
         .unwrap_or((0, ITEMS));
-    if std::env::var(CHILD_MODE).is_ok_and(|m| m == "time") {
+    let mode = std::env::var(CHILD_MODE).unwrap_or_default();
+    if mode.starts_with("time") {
         // Default batch size: only flushing by time stores anything early.
         let xs: Vec<i64> = (0..LONG_ITEMS).collect();
-        pipeline(Path::new(&dir))
-            .map(Inputs::new().with("x", xs), ["x"])
-            .unwrap();
+        let mut p = pipeline(Path::new(&dir));
+        if mode == "time-parallel" {
+            p = p.with_engine(hypernodes::ParallelEngine::with_threads(2).unwrap());
+        }
+        p.map(Inputs::new().with("x", xs), ["x"]).unwrap();
         return;
     }
     let xs: Vec<i64> = (start..end).collect();
@@ -101,6 +104,15 @@ fn cached_rows(dir: &Path) -> usize {
 
 #[test]
 fn results_reach_the_cache_by_time_not_only_by_count() {
+    flushes_by_time("time");
+}
+
+#[test]
+fn parallel_results_reach_the_cache_by_time_too() {
+    flushes_by_time("time-parallel");
+}
+
+fn flushes_by_time(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
@@ -110,7 +122,7 @@ fn results_reach_the_cache_by_time_not_only_by_count() {
         "--test-threads=1",
     ])
     .env(CHILD_DIR, dir.path())
-    .env(CHILD_MODE, "time");
+    .env(CHILD_MODE, mode);
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while cached_rows(dir.path()) == 0 {

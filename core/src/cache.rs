@@ -345,6 +345,15 @@ pub trait Cache: Send + Sync {
     /// Stores rows of one node version (nothing happens for no rows).
     fn store(&self, key: &CacheKey, rows: &CacheRows) -> Result<(), CacheError>;
 
+    /// Makes everything stored so far durable. A store may buffer stored
+    /// rows until then ([`DiskCache`] does, writing one segment per node
+    /// version per flush). Engines flush during a `map` by count and by time
+    /// (see [`MapOptions::flush_every`](crate::MapOptions::flush_every)) and
+    /// at the end of every `run` and `map`.
+    fn flush(&self) -> Result<(), CacheError> {
+        Ok(())
+    }
+
     /// The code versions of the node named `node` that have results, oldest
     /// first, if the store can tell (used to explain misses).
     fn versions(&self, _node: &str) -> Vec<Signature> {
@@ -495,8 +504,15 @@ fn segment_schema(key: &CacheKey) -> Result<SchemaRef, CacheError> {
 pub struct DiskCache {
     root: PathBuf,
     datasets: Mutex<HashMap<PathBuf, Dataset>>,
+    pending: Mutex<HashMap<PathBuf, Pending>>,
     warnings: Mutex<Vec<String>>,
     warned: Mutex<HashSet<PathBuf>>,
+}
+
+/// Rows of one node version stored but not yet written as a segment.
+struct Pending {
+    key: CacheKey,
+    batches: Vec<RecordBatch>,
 }
 
 impl DiskCache {
@@ -505,6 +521,7 @@ impl DiskCache {
         DiskCache {
             root: root.into(),
             datasets: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
             warnings: Mutex::new(Vec::new()),
             warned: Mutex::new(HashSet::new()),
         }
@@ -650,6 +667,8 @@ impl DiskCache {
     fn forget(&self, under: &Path) {
         let mut datasets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
         datasets.retain(|dir, _| !dir.starts_with(under));
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.retain(|dir, _| !dir.starts_with(under));
     }
 
     /// Rewrites one node version's segments as a single segment (the new
@@ -677,7 +696,16 @@ impl DiskCache {
                 .collect();
             data.gather(key, sigs, &positions)?
         };
-        self.store(key, &rows)?;
+        self.flush()?;
+        let batch = segment_batch(key, &rows)?;
+        let seg = self.write_segment(key, &batch)?;
+        self.datasets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(dir.clone())
+            .or_default()
+            .segments
+            .insert(seg);
         for seg in &old {
             std::fs::remove_file(seg).map_err(|source| CacheError::Io {
                 path: seg.clone(),
@@ -878,14 +906,84 @@ impl Cache for DiskCache {
         if rows.is_empty() || !key.storable() {
             return Ok(());
         }
-        rows.check(key)?;
-        let mut columns = vec![signature_array(&rows.signatures)];
-        columns.extend(rows.columns.iter().cloned());
-        columns.extend(rows.hashes.iter().map(|h| signature_array(h)));
-        let batch = RecordBatch::try_new(segment_schema(key)?, columns)
-            .map_err(|e| encode_error(key, "*", e))?;
-        let encode = |output: &str, message: String| encode_error(key, output, message);
+        let batch = segment_batch(key, rows)?;
+        let dir = self.dataset_dir(key);
+        self.datasets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(dir.clone())
+            .or_default()
+            .add(batch.clone());
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(dir)
+            .or_insert_with(|| Pending {
+                key: key.clone(),
+                batches: Vec::new(),
+            })
+            .batches
+            .push(batch);
+        Ok(())
+    }
 
+    fn flush(&self) -> Result<(), CacheError> {
+        let all: Vec<(PathBuf, Pending)> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        let mut first_error = None;
+        for (dir, p) in all {
+            if let Err(e) = self.write_pending(dir, p) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for DiskCache {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            eprintln!("hypernodes cache warning: results not written at exit: {e}");
+        }
+    }
+}
+
+/// Rows as a batch laid out as [`segment_schema`].
+fn segment_batch(key: &CacheKey, rows: &CacheRows) -> Result<RecordBatch, CacheError> {
+    rows.check(key)?;
+    let mut columns = vec![signature_array(&rows.signatures)];
+    columns.extend(rows.columns.iter().cloned());
+    columns.extend(rows.hashes.iter().map(|h| signature_array(h)));
+    RecordBatch::try_new(segment_schema(key)?, columns).map_err(|e| encode_error(key, "*", e))
+}
+
+impl DiskCache {
+    /// Writes buffered rows as one segment (their rows are in memory already).
+    fn write_pending(&self, dir: PathBuf, p: Pending) -> Result<(), CacheError> {
+        let batch = match p.batches.as_slice() {
+            [one] => one.clone(),
+            many => arrow_select::concat::concat_batches(&many[0].schema(), many)
+                .map_err(|e| encode_error(&p.key, "*", e))?,
+        };
+        let seg = self.write_segment(&p.key, &batch)?;
+        self.datasets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(dir)
+            .or_default()
+            .segments
+            .insert(seg);
+        Ok(())
+    }
+
+    /// Writes one complete segment atomically (see the module docs) and
+    /// returns its path.
+    fn write_segment(&self, key: &CacheKey, batch: &RecordBatch) -> Result<PathBuf, CacheError> {
+        let encode = |output: &str, message: String| encode_error(key, output, message);
         let dir = self.dataset_dir(key);
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -896,10 +994,16 @@ impl Cache for DiskCache {
         let tmp = dir.join(format!(".tmp-{name}.parquet"));
         let seg = dir.join(format!("seg-{name}.parquet"));
         let file = File::create(&tmp).map_err(io(&tmp))?;
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), None)
+        // Signatures and hashes are random bytes: dictionaries cannot help.
+        let mut props = parquet::file::properties::WriterProperties::builder()
+            .set_column_dictionary_enabled("signature".into(), false);
+        for (name, _) in &key.outputs {
+            props = props.set_column_dictionary_enabled(format!("{name}.hash").into(), false);
+        }
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props.build()))
             .map_err(|e| encode("*", e.to_string()))?;
         writer
-            .write(&batch)
+            .write(batch)
             .map_err(|e| encode("*", e.to_string()))?;
         let mut file = writer
             .into_inner()
@@ -922,11 +1026,7 @@ impl Cache for DiskCache {
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
         }
-        let mut datasets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
-        let data = datasets.entry(dir).or_default();
-        data.segments.insert(seg);
-        data.add(batch);
-        Ok(())
+        Ok(seg)
     }
 }
 
@@ -961,6 +1061,12 @@ mod tests {
         CacheRows::from_values(k, entries).unwrap()
     }
 
+    /// Stores and writes at once.
+    fn put(cache: &DiskCache, k: &CacheKey, entries: &[(Signature, Vec<Value>)]) {
+        cache.store(k, &rows(k, entries)).unwrap();
+        cache.flush().unwrap();
+    }
+
     fn get(cache: &DiskCache, k: &CacheKey, sigs: &[Signature]) -> Vec<Option<Vec<Value>>> {
         cache.lookup(k, sigs).unwrap().values(k).unwrap()
     }
@@ -987,9 +1093,13 @@ mod tests {
     fn stored_results_are_found_by_a_new_instance() {
         let dir = tempfile::tempdir().unwrap();
         let k = key();
-        DiskCache::new(dir.path())
-            .store(&k, &rows(&k, &[entry(1), entry(2)]))
-            .unwrap();
+        let writer = DiskCache::new(dir.path());
+        writer.store(&k, &rows(&k, &[entry(1), entry(2)])).unwrap();
+        // Buffered: visible to the writer, on disk only once flushed (here
+        // by dropping the writer).
+        assert_eq!(counts(&get(&writer, &k, &[sig(1)])), [Some(1)]);
+        assert!(!writer.dataset_dir(&k).exists());
+        drop(writer);
         let cache = DiskCache::new(dir.path());
         let found = get(&cache, &k, &[sig(2), sig(3), sig(1)]);
         assert_eq!(counts(&found), [Some(2), None, Some(1)]);
@@ -1008,7 +1118,7 @@ mod tests {
     fn segments_are_plain_parquet_with_a_signature_column() {
         let dir = tempfile::tempdir().unwrap();
         let cache = DiskCache::new(dir.path());
-        cache.store(&key(), &rows(&key(), &[entry(7)])).unwrap();
+        put(&cache, &key(), &[entry(7)]);
         let segs = segments(&cache.dataset_dir(&key()));
         assert_eq!(segs.len(), 1);
         let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(&segs[0]).unwrap())
@@ -1045,7 +1155,7 @@ mod tests {
         let k = key();
         let writer = DiskCache::new(dir.path());
         for i in 0..3 {
-            writer.store(&k, &rows(&k, &[entry(i)])).unwrap();
+            put(&writer, &k, &[entry(i)]);
         }
         let segs = segments(&writer.dataset_dir(&k));
         let bytes = std::fs::read(&segs[0]).unwrap();
@@ -1074,7 +1184,7 @@ mod tests {
                 s.spawn(move || {
                     let cache = DiskCache::new(root);
                     for i in 0..10u8 {
-                        cache.store(&k, &rows(&k, &[entry(t * 10 + i)])).unwrap();
+                        put(&cache, &k, &[entry(t * 10 + i)]);
                     }
                 });
             }
@@ -1095,7 +1205,7 @@ mod tests {
         let k = key();
         let cache = DiskCache::new(dir.path());
         for i in 0..3 {
-            cache.store(&k, &rows(&k, &[entry(i)])).unwrap();
+            put(&cache, &k, &[entry(i)]);
         }
         assert!(cache.is_cached(&k, &sig(1)).unwrap());
         assert!(!cache.is_cached(&k, &sig(9)).unwrap());
@@ -1118,7 +1228,7 @@ mod tests {
         cache.clear_node("count words").unwrap();
         assert!(cache.stats().unwrap().is_empty());
         assert!(!cache.is_cached(&k, &sig(1)).unwrap());
-        cache.store(&k, &rows(&k, &[entry(4)])).unwrap();
+        put(&cache, &k, &[entry(4)]);
         cache.clear().unwrap();
         assert!(cache.stats().unwrap().is_empty());
     }

@@ -337,14 +337,15 @@ fn hash_slot(batch: &mut Batch<'_>, slot: usize, ty: ValueType) -> Result<(), Er
 
 /// Runs every step of `exec`'s plan over `batch`. Failures of nodes are
 /// recorded per item; with `stop_on_error` the batch stops after the step
-/// in which the first failure happened. Errors of the cache itself are
-/// returned.
+/// in which the first failure happened. Returns how many new results were
+/// stored; errors of the cache itself are returned.
 pub(crate) fn run_batch(
     exec: &Exec<'_>,
     cache: &dyn Cache,
     batch: &mut Batch<'_>,
     stop_on_error: bool,
-) -> Result<(), Error> {
+) -> Result<usize, Error> {
+    let mut stored = 0;
     let plan = exec.plan();
     // Only values some node takes need a hash: final outputs do not.
     let consumed: std::collections::HashSet<usize> = plan
@@ -469,6 +470,7 @@ pub(crate) fn run_batch(
                     cache
                         .store(&key, &rows)
                         .map_err(|e| cache_error("store", e))?;
+                    stored += rows.len();
                 }
             }
             NodeKind::Nested(inner) => {
@@ -499,5 +501,5 @@ pub(crate) fn run_batch(
             break;
         }
     }
-    Ok(())
+    Ok(stored)
 }

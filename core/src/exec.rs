@@ -67,6 +67,17 @@ impl<'a> Exec<'a> {
         &self.pipeline.graph.nodes[step.node]
     }
 
+    /// Makes what this scope's cache buffered durable (at the end of a
+    /// top-level `run`/`map`, and of a nested pipeline with its own cache).
+    pub(crate) fn flush_cache(&self) -> Result<(), Error> {
+        match &self.cache {
+            Some(cache) => cache.flush().map_err(|e| Error::Engine {
+                message: format!("cache flush: {e}"),
+            }),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn has_callbacks(&self) -> bool {
         !self.callbacks.is_empty()
     }
@@ -207,6 +218,9 @@ impl<'a> Exec<'a> {
             }
             Some(mapping) => self.map_nested(node, mapping, &exec, inputs, items)?,
         };
+        if inner.cache.is_some() {
+            exec.flush_cache()?;
+        }
         for (value, &port) in values.into_iter().zip(&step.inner_ports) {
             if let Some(slot) = step.outs[port] {
                 slots[slot] = Some(value);
@@ -413,6 +427,9 @@ pub struct MapJob<'a> {
     /// from the whole list when a cache needs it (`None` when the element
     /// type has no Arrow form).
     mapped_hashes: std::sync::OnceLock<Vec<Option<Vec<crate::signature::Signature>>>>,
+    /// When the cache was last flushed, and how many new results it has
+    /// received since.
+    unflushed: std::sync::Mutex<(Instant, usize)>,
 }
 
 impl<'a> MapJob<'a> {
@@ -496,6 +513,7 @@ impl<'a> MapJob<'a> {
                 .unwrap_or(MapOptions::DEFAULT_FLUSH_EVERY),
             len,
             mapped_hashes: std::sync::OnceLock::new(),
+            unflushed: std::sync::Mutex::new((Instant::now(), 0)),
         })
     }
 
@@ -656,7 +674,9 @@ impl<'a> MapJob<'a> {
             }
         }
         let start = std::time::Instant::now();
-        if let Err(e) = crate::cached::run_batch(exec, cache, &mut batch, stop_on_error) {
+        let result = crate::cached::run_batch(exec, cache, &mut batch, stop_on_error)
+            .and_then(|stored| self.maybe_flush(cache, stored));
+        if let Err(e) = result {
             batch.fail_unfailed(|| Error::Engine {
                 message: e.to_string(),
             });
@@ -674,6 +694,22 @@ impl<'a> MapJob<'a> {
                 return;
             }
         }
+    }
+
+    /// Counts `stored` new results and flushes the cache when enough of them
+    /// or enough time has accumulated (see [`MapOptions::flush_every`]).
+    fn maybe_flush(&self, cache: &dyn crate::cache::Cache, stored: usize) -> Result<(), Error> {
+        let mut state = self.unflushed.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 += stored;
+        let due = state.1 >= self.flush_every
+            || (state.1 > 0 && state.0.elapsed() >= MapOptions::FLUSH_INTERVAL);
+        if !due {
+            return Ok(());
+        }
+        *state = (Instant::now(), 0);
+        cache.flush().map_err(|e| Error::Engine {
+            message: format!("cache flush: {e}"),
+        })
     }
 
     /// Runs item `index`: every needed node, in topological order.

@@ -86,9 +86,12 @@ impl MapOptions {
         self
     }
 
-    /// With a cache: run items in batches of at most `items`, storing each
-    /// batch's results when it completes, so an interrupted run loses at most
-    /// one batch per worker (default [`MapOptions::DEFAULT_FLUSH_EVERY`]).
+    /// With a cache: run items in batches of at most `items`, and write new
+    /// results to the cache whenever `items` of them have accumulated or
+    /// [`MapOptions::FLUSH_INTERVAL`] has passed since the last write (checked
+    /// after each batch), and at the end. An interrupted run loses at most
+    /// the results since the last write and the batches still running
+    /// (default [`MapOptions::DEFAULT_FLUSH_EVERY`]).
     pub fn flush_every(mut self, items: usize) -> Self {
         self.flush_every = Some(items.max(1));
         self
@@ -96,6 +99,10 @@ impl MapOptions {
 
     /// The default batch size of cached runs.
     pub const DEFAULT_FLUSH_EVERY: usize = 8192;
+
+    /// New results wait at most about this long (plus one batch) before they
+    /// are written to the cache.
+    pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 }
 
 impl<S: Into<String>, const N: usize> From<[S; N]> for MapOptions {

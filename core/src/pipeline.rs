@@ -304,7 +304,9 @@ impl Pipeline {
         let slots = self.resolve_inputs(&plan, &inputs, &[])?;
         let engine = self.default_engine();
         let exec = Exec::root(self, &plan, engine);
-        exec.pipeline_scope(|| engine.run(exec::RunJob::new(&exec, slots)))
+        let out = exec.pipeline_scope(|| engine.run(exec::RunJob::new(&exec, slots)));
+        exec.flush_cache()?;
+        out
     }
 
     /// Runs the pipeline once (with its cache) and returns, for each node,
@@ -337,7 +339,9 @@ impl Pipeline {
         let engine = self.default_engine();
         let exec = Exec::root(self, &plan, engine);
         let job = exec::MapJob::from_inputs(&exec, &inputs, &options)?;
-        exec.pipeline_scope(|| job.execute())
+        let out = exec.pipeline_scope(|| job.execute());
+        exec.flush_cache()?;
+        out
     }
 
     /// Checks the given inputs against the plan and fills the slot table.
