@@ -441,14 +441,37 @@ impl Dataset {
             .iter()
             .enumerate()
             .all(|(i, &(b, r))| b == b0 && r == r0 + i);
+        // Most lookups read rows of one or two batches (items come in about
+        // the order they were stored): slice, take from one batch, or
+        // interleave only the batches involved.
+        let mut used: Vec<usize> = positions.iter().map(|&(b, _)| b).collect();
+        used.sort_unstable();
+        used.dedup();
+        let rows_of_one = (used.len() == 1).then(|| {
+            arrow_array::UInt32Array::from_iter_values(positions.iter().map(|&(_, r)| r as u32))
+        });
+        let local: Vec<(usize, usize)> = if used.len() > 1 {
+            positions
+                .iter()
+                .map(|&(b, r)| (used.binary_search(&b).unwrap_or(0), r))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let column = |c: usize| -> Result<ArrayRef, CacheError> {
+            let fail = |e: arrow_schema::ArrowError| encode_error(key, "*", e);
             if contiguous {
                 return Ok(self.batches[b0].column(c).slice(r0, positions.len()));
             }
-            let arrays: Vec<&dyn Array> =
-                self.batches.iter().map(|b| b.column(c).as_ref()).collect();
-            arrow_select::interleave::interleave(&arrays, positions)
-                .map_err(|e| encode_error(key, "*", e))
+            if let Some(rows) = &rows_of_one {
+                return arrow_select::take::take(self.batches[b0].column(c).as_ref(), rows, None)
+                    .map_err(fail);
+            }
+            let arrays: Vec<&dyn Array> = used
+                .iter()
+                .map(|&b| self.batches[b].column(c).as_ref())
+                .collect();
+            arrow_select::interleave::interleave(&arrays, &local).map_err(fail)
         };
         let columns = (1..=n).map(column).collect::<Result<Vec<_>, _>>()?;
         let hashes = (n + 1..=2 * n)
