@@ -8,3 +8,12 @@
 #![doc = include_str!("../README.md")]
 
 pub use hypernodes_core::*;
+
+/// Every engine, the opt-in ones behind their features: [`SeqEngine`] and
+/// [`ParallelEngine`] always, `DataFusionEngine` with the `datafusion`
+/// feature.
+pub mod engines {
+    pub use hypernodes_core::{ParallelEngine, SeqEngine};
+    #[cfg(feature = "datafusion")]
+    pub use hypernodes_datafusion::DataFusionEngine;
+}

@@ -409,6 +409,9 @@ struct MappedList {
     len: usize,
 }
 
+/// A mapped input's elements as one Arrow array, with their value hashes.
+type MappedElements = (arrow_array::ArrayRef, Vec<crate::signature::Signature>);
+
 /// The outputs of one item, in plan output order.
 pub struct ItemOutput(SmallVec<[Value; 4]>);
 
@@ -426,7 +429,7 @@ pub struct MapJob<'a> {
     /// Per mapped input, the value hash of every element, computed once
     /// from the whole list when a cache needs it (`None` when the element
     /// type has no Arrow form).
-    mapped_hashes: std::sync::OnceLock<Vec<Option<Vec<crate::signature::Signature>>>>,
+    mapped_hashes: std::sync::OnceLock<Vec<Option<MappedElements>>>,
     /// When the cache was last flushed, and how many new results it has
     /// received since.
     unflushed: std::sync::Mutex<(Instant, usize)>,
@@ -614,8 +617,9 @@ impl<'a> MapJob<'a> {
         Ok(())
     }
 
-    /// The element hashes of every mapped input (see `mapped_hashes`).
-    fn mapped_hashes(&self) -> &[Option<Vec<crate::signature::Signature>>] {
+    /// The elements and element hashes of every mapped input (see
+    /// `mapped_hashes`).
+    fn mapped_hashes(&self) -> &[Option<MappedElements>] {
         self.mapped_hashes.get_or_init(|| {
             self.mapped
                 .iter()
@@ -629,9 +633,226 @@ impl<'a> MapJob<'a> {
                         return None;
                     }
                     let hashes = crate::signature::hash_array(&elements).ok()?;
-                    (hashes.len() == m.len).then_some(hashes)
+                    (hashes.len() == m.len).then_some((elements, hashes))
                 })
                 .collect()
+        })
+    }
+
+    /// This map column by column, for columnar engines (see
+    /// [`crate::columnar`]). Fails, naming the input, when a mapped input's
+    /// elements have no Arrow form.
+    pub fn columnar(&self) -> Result<crate::columnar::ColumnarMap<'_>, Error> {
+        use crate::columnar::{ColumnarMap, FixedInput, MappedColumn, OutputInfo, StepInfo};
+        let exec = self.exec;
+        let mut mapped = Vec::new();
+        for (m, elements) in self.mapped.iter().zip(self.mapped_hashes()) {
+            let Some((elements, hashes)) = elements else {
+                return Err(Error::Engine {
+                    message: format!(
+                        "engine `{}` cannot map over input `{}`: its elements ({}) have no Arrow form",
+                        exec.engine.name(),
+                        m.name,
+                        m.ty.name()
+                    ),
+                });
+            };
+            mapped.push(MappedColumn {
+                name: m.name.clone(),
+                slot: m.slot,
+                ty: m.ty,
+                elements: elements.clone(),
+                hashes: hashes.clone(),
+            });
+        }
+        let mut fixed = Vec::new();
+        for input in &exec.plan.inputs {
+            let Some(value) = self.template[input.slot].clone() else {
+                continue;
+            };
+            let hash = if input.ty.is_arrow() {
+                crate::signature::hash_values(&input.ty, &[&value])
+                    .map_err(|source| Error::Arrow {
+                        column: input.name.clone(),
+                        source,
+                    })?
+                    .first()
+                    .copied()
+            } else {
+                input.ty.resource_hash(&value)
+            };
+            fixed.push(FixedInput {
+                name: input.name.clone(),
+                slot: input.slot,
+                ty: input.ty,
+                value,
+                hash,
+            });
+        }
+        Ok(ColumnarMap {
+            len: self.len,
+            mode: self.mode,
+            slot_count: self.template.len(),
+            mapped,
+            fixed,
+            steps: exec
+                .plan
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(index, s)| StepInfo {
+                    index,
+                    node: exec.node(s),
+                    args: &s.args,
+                    outs: &s.outs,
+                })
+                .collect(),
+            outputs: exec
+                .plan
+                .outputs
+                .iter()
+                .map(|o| OutputInfo {
+                    name: o.name.clone(),
+                    slot: o.slot,
+                    ty: o.ty,
+                })
+                .collect(),
+        })
+    }
+
+    /// Runs step `step` (an index into [`ColumnarMap::steps`]) for item
+    /// `item` on a slot table holding its arguments, and writes the outputs
+    /// that are needed into `slots`: the row engines' semantics (retries,
+    /// panics as errors naming node and item, node events).
+    ///
+    /// [`ColumnarMap::steps`]: crate::columnar::ColumnarMap::steps
+    pub fn call_step(
+        &self,
+        step: usize,
+        slots: &mut [Option<Value>],
+        item: usize,
+    ) -> Result<(), Error> {
+        let exec = self.exec;
+        let s = exec.plan.steps.get(step).ok_or_else(|| Error::Engine {
+            message: format!("no step {step}"),
+        })?;
+        let node = exec.node(s);
+        let mut path: SmallVec<[usize; 4]> = exec.items.iter().copied().collect();
+        path.push(item);
+        match &node.kind {
+            NodeKind::Func(f) => {
+                let outs = exec.call_func(node, f, s, slots, &path)?;
+                for (v, slot) in outs.into_iter().zip(&s.outs) {
+                    if let Some(slot) = slot {
+                        slots[*slot] = Some(v);
+                    }
+                }
+                Ok(())
+            }
+            NodeKind::Nested(inner) => exec.call_nested(node, inner, s, slots, &path),
+        }
+    }
+
+    /// Reports that step `step`'s result for item `item` came from the cache
+    /// (the `on_node_cached` event).
+    pub fn report_cached(&self, step: usize, item: usize) {
+        let exec = self.exec;
+        if !exec.has_callbacks() {
+            return;
+        }
+        if let Some(s) = exec.plan.steps.get(step) {
+            let mut path: SmallVec<[usize; 4]> = exec.items.iter().copied().collect();
+            path.push(item);
+            let name = &exec.node(s).name;
+            exec.emit(&path, |cb, ctx| cb.on_node_cached(ctx, name));
+        }
+    }
+
+    /// Whether anyone listens to this map's events (callbacks): engines may
+    /// skip gathering what only events need.
+    pub fn observed(&self) -> bool {
+        self.exec.has_callbacks()
+    }
+
+    /// Reports that item `item` starts (the `on_map_item_start` event).
+    pub fn report_item_start(&self, item: usize) {
+        let exec = self.exec;
+        if exec.has_callbacks() {
+            let mut path: SmallVec<[usize; 4]> = exec.items.iter().copied().collect();
+            path.push(item);
+            exec.emit(&path, |cb, ctx| cb.on_map_item_start(ctx));
+        }
+    }
+
+    /// Reports that item `item` ended after `elapsed` (the
+    /// `on_map_item_end` event).
+    pub fn report_item_end(&self, item: usize, elapsed: std::time::Duration) {
+        let exec = self.exec;
+        if exec.has_callbacks() {
+            let mut path: SmallVec<[usize; 4]> = exec.items.iter().copied().collect();
+            path.push(item);
+            exec.emit(&path, |cb, ctx| cb.on_map_item_end(ctx, elapsed));
+        }
+    }
+
+    /// The cache of this map's scope, if any.
+    pub fn cache(&self) -> Option<&std::sync::Arc<dyn crate::cache::Cache>> {
+        self.exec.cache.as_ref()
+    }
+
+    /// Tells the job that `stored` new results went to the cache; flushes
+    /// it when enough results or time have accumulated (the policy of
+    /// [`MapOptions::flush_every`]).
+    pub fn stored(&self, stored: usize) -> Result<(), Error> {
+        match &self.exec.cache {
+            Some(cache) => self.maybe_flush(cache.as_ref(), stored),
+            None => Ok(()),
+        }
+    }
+
+    /// Builds the result from whole columns (one per requested output, in
+    /// [`ColumnarMap::outputs`] order, one value per item, `None` for failed
+    /// items) and the failed items, applying the error policy: under
+    /// [`ErrorPolicy::Stop`] the failure of the earliest item is returned.
+    ///
+    /// [`ColumnarMap::outputs`]: crate::columnar::ColumnarMap::outputs
+    pub fn finish(
+        &self,
+        columns: Vec<Vec<Option<Value>>>,
+        mut failures: Vec<(usize, Error)>,
+    ) -> Result<MapResult, Error> {
+        failures.sort_by_key(|(i, _)| *i);
+        if self.policy == ErrorPolicy::Stop && !failures.is_empty() {
+            return Err(failures.swap_remove(0).1);
+        }
+        let plan = self.exec.plan;
+        if columns.len() != plan.outputs.len() || columns.iter().any(|c| c.len() != self.len) {
+            return Err(Error::Engine {
+                message: format!(
+                    "engine `{}` returned {} columns for {} outputs of {} items",
+                    self.exec.engine.name(),
+                    columns.len(),
+                    plan.outputs.len(),
+                    self.len
+                ),
+            });
+        }
+        Ok(MapResult {
+            len: self.len,
+            columns: plan
+                .outputs
+                .iter()
+                .zip(columns)
+                .map(|(o, values)| Column {
+                    name: o.name.clone(),
+                    ty: o.ty,
+                    values,
+                })
+                .collect(),
+            failures: failures
+                .into_iter()
+                .map(|(index, error)| ItemFailure { index, error })
+                .collect(),
         })
     }
 
@@ -655,6 +876,8 @@ impl<'a> MapJob<'a> {
             .iter()
             .zip(hashes)
             .all(|(m, h)| m.slot.is_none() || h.is_some());
+        let hashes: Vec<Option<&Vec<crate::signature::Signature>>> =
+            hashes.iter().map(|h| h.as_ref().map(|(_, h)| h)).collect();
         let fill = |index: usize, slots: &mut [Option<Value>]| self.fill_mapped(index, slots);
         let mut batch = crate::cached::Batch::new(self.template.len(), range.len(), Some(&fill));
         for index in range.clone() {
@@ -664,7 +887,7 @@ impl<'a> MapJob<'a> {
             }
             if lazy {
                 let elements = self.element_indices(index);
-                for ((m, h), e) in self.mapped.iter().zip(hashes).zip(elements) {
+                for ((m, h), e) in self.mapped.iter().zip(&hashes).zip(elements) {
                     if let (Some(slot), Some(h)) = (m.slot, h) {
                         batch.set_hash(row, slot, h[e]);
                     }

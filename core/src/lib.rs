@@ -31,6 +31,7 @@ extern crate self as hypernodes_core;
 pub mod cache;
 mod cached;
 pub mod callback;
+pub mod columnar;
 pub mod engine;
 pub mod error;
 pub mod exec;

@@ -308,9 +308,14 @@ impl Node {
         self.cache_enabled
     }
 
+    /// Whether the node is a pipeline (made by `as_node`), not a function.
+    pub fn is_pipeline(&self) -> bool {
+        matches!(self.kind, NodeKind::Nested(_))
+    }
+
     /// The salt of the node's signature now: each declared environment
-    /// variable's name and value.
-    pub(crate) fn salt(&self) -> Vec<u8> {
+    /// variable's name and value (see `docs/cache-format.md`).
+    pub fn salt(&self) -> Vec<u8> {
         let mut salt = Vec::new();
         for var in self.env.iter() {
             salt.extend_from_slice(var.as_bytes());

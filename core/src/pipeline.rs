@@ -344,6 +344,22 @@ impl Pipeline {
         out
     }
 
+    /// Builds the `map` job for `inputs` without running it and hands it to
+    /// `f`: for engines that describe what they would run (an explain).
+    pub fn inspect_map<T>(
+        &self,
+        inputs: Inputs,
+        options: impl Into<MapOptions>,
+        f: impl FnOnce(&exec::MapJob<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let options = options.into();
+        let plan = self.compile(options.outputs.as_deref())?;
+        let engine = self.default_engine();
+        let exec = Exec::root(self, &plan, engine);
+        let job = exec::MapJob::from_inputs(&exec, &inputs, &options)?;
+        f(&job)
+    }
+
     /// Checks the given inputs against the plan and fills the slot table.
     /// Names in `skip` (mapped inputs) are left empty.
     pub(crate) fn resolve_inputs(

@@ -105,7 +105,7 @@ pub fn hash_values(ty: &ValueType, values: &[&Value]) -> Result<Vec<Signature>, 
 
 /// The key of one node's signatures: everything but the inputs, hashed once
 /// so each item costs one short keyed hash.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct NodeKey {
     key: [u8; 32],
     inputs: usize,

@@ -12,13 +12,24 @@ use hypernodes::{
 
 /// Every engine, with a name for assertion messages.
 pub fn engines() -> Vec<(&'static str, Arc<dyn Engine>)> {
-    vec![
+    #[allow(unused_mut)]
+    let mut engines: Vec<(&'static str, Arc<dyn Engine>)> = vec![
         ("seq", Arc::new(SeqEngine)),
         (
             "parallel",
             Arc::new(ParallelEngine::with_threads(2).unwrap()),
         ),
-    ]
+    ];
+    #[cfg(feature = "datafusion")]
+    engines.push((
+        "datafusion",
+        Arc::new(
+            hypernodes::engines::DataFusionEngine::new()
+                .with_target_partitions(2)
+                .with_batch_size(4),
+        ),
+    ));
+    engines
 }
 
 /// Records events as strings, for comparison with an expected list.

@@ -1,0 +1,213 @@
+//! HyperNodes on Apache DataFusion: a `map` lowered to a columnar plan.
+//!
+//! [`DataFusionEngine`] turns a pipeline's `map` into a DataFusion plan (see
+//! the `lower` module for its shape): the mapped inputs become a table, each
+//! node a batched scalar UDF over Arrow columns, preceded by a per-row
+//! signature column computed exactly as the row engines compute it. Inside
+//! a node's UDF the cached rows for a batch's signatures are joined in from
+//! the store (the same [`Cache`](hypernodes_core::Cache) the row engines
+//! use, so results are shared both ways), only the other rows call the node,
+//! and their results are stored. DataFusion runs the batches over all
+//! cores. `run` uses the reference row path (one item gains nothing from a
+//! plan).
+//!
+//! ```no_run
+//! # use hypernodes_core::{Pipeline, Inputs};
+//! # fn demo(pipeline: Pipeline, texts: Vec<String>) -> Result<(), hypernodes_core::Error> {
+//! use hypernodes_datafusion::DataFusionEngine;
+//! let result = pipeline
+//!     .with_engine(DataFusionEngine::new())
+//!     .map(Inputs::new().with("text", texts), ["text"])?;
+//! # Ok(()) }
+//! ```
+
+mod lower;
+mod udf;
+
+use std::sync::OnceLock;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::UInt64Type;
+use hypernodes_core::{Engine, Error, Inputs, MapJob, MapOptions, MapResult, Pipeline};
+
+/// Executes `map` as a DataFusion plan: one batched UDF per node, per-row
+/// signature columns, cached rows joined in, only missing rows computed.
+#[derive(Clone, Debug)]
+pub struct DataFusionEngine {
+    name: String,
+    batch_size: usize,
+    partitions: usize,
+}
+
+impl Default for DataFusionEngine {
+    fn default() -> Self {
+        DataFusionEngine {
+            name: "datafusion".into(),
+            batch_size: 8192,
+            partitions: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        }
+    }
+}
+
+impl DataFusionEngine {
+    /// Batches of 8192 rows over as many partitions as there are cores.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rows per batch (each node's UDF sees at most this many at once).
+    pub fn with_batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+
+    /// Partitions the input table is split into (parallelism).
+    pub fn with_target_partitions(mut self, partitions: usize) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    /// The lowered plan of `pipeline.map(inputs, options)` (logical, then
+    /// physical), without running it.
+    pub fn explain(
+        &self,
+        pipeline: &Pipeline,
+        inputs: Inputs,
+        options: impl Into<MapOptions>,
+    ) -> Result<String, Error> {
+        pipeline.inspect_map(inputs, options, |job| {
+            let jobref = udf::JobRef::new(job);
+            let out = (|| {
+                let lowered = lower::lower(self, job, jobref.clone())?;
+                let logical = lowered.df.logical_plan().display_indent().to_string();
+                let physical = block_on(lowered.df.create_physical_plan()).map_err(df_error)?;
+                let physical = datafusion::physical_plan::displayable(physical.as_ref())
+                    .indent(false)
+                    .to_string();
+                Ok(format!(
+                    "logical plan:\n{logical}\n\nphysical plan:\n{physical}"
+                ))
+            })();
+            jobref.close();
+            out
+        })
+    }
+}
+
+fn df_error(e: datafusion::error::DataFusionError) -> Error {
+    Error::Engine {
+        message: format!("datafusion: {e}"),
+    }
+}
+
+/// Runs a future on the engine's runtime (created once per process). From
+/// inside a tokio runtime (a nested pipeline mapped by a node of an outer
+/// plan, or a caller's own runtime) it runs on a runtime of its own thread
+/// instead, so the outer plan's blocked workers cannot starve it.
+fn block_on<F: std::future::Future + Send>(f: F) -> F::Output
+where
+    F::Output: Send,
+{
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let rt = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name("hypernodes-datafusion")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for DataFusion")
+    });
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime for a nested DataFusion plan")
+                    .block_on(f)
+            })
+            .join()
+        })
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    } else {
+        rt.block_on(f)
+    }
+}
+
+impl Engine for DataFusionEngine {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error> {
+        let jobref = udf::JobRef::new(job);
+        let out = self.execute(job, jobref.clone());
+        jobref.close();
+        out
+    }
+}
+
+impl DataFusionEngine {
+    fn execute(
+        &self,
+        job: &MapJob<'_>,
+        jobref: std::sync::Arc<udf::JobRef>,
+    ) -> Result<MapResult, Error> {
+        let lowered = lower::lower(self, job, jobref)?;
+        let collected = block_on(lowered.df.collect());
+        if let Some(fatal) = lowered.shared.fatal.lock().ok().and_then(|mut f| f.take()) {
+            return Err(fatal);
+        }
+        let batches = collected.map_err(df_error)?;
+        let len = job.len();
+        let mut columns: Vec<Vec<Option<hypernodes_core::Value>>> =
+            vec![vec![None; len]; lowered.outputs.len()];
+        for batch in &batches {
+            let items = batch
+                .column(0)
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| Error::Engine {
+                    message: "datafusion: the item column is not UInt64".into(),
+                })?;
+            let ok: Vec<u32> = (0..batch.num_rows())
+                .filter(|&r| {
+                    !lowered
+                        .shared
+                        .failed
+                        .get(items.value(r) as usize)
+                        .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+                })
+                .map(|r| r as u32)
+                .collect();
+            let ok = arrow_array::UInt32Array::from(ok);
+            for (o, (_, ty)) in lowered.outputs.iter().enumerate() {
+                let taken = arrow_select::take::take(batch.column(o + 1).as_ref(), &ok, None)
+                    .map_err(|e| Error::Engine {
+                        message: format!("datafusion: {e}"),
+                    })?;
+                let values = ty
+                    .from_array(taken.as_ref())
+                    .map_err(|source| Error::Arrow {
+                        column: batch.schema().field(o + 1).name().clone(),
+                        source,
+                    })?;
+                for (&r, v) in ok.values().iter().zip(values) {
+                    let item = items.value(r as usize) as usize;
+                    if let Some(slot) = columns[o].get_mut(item) {
+                        *slot = Some(v);
+                    }
+                }
+            }
+        }
+        let failures = std::mem::take(
+            &mut *lowered
+                .shared
+                .failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        job.finish(columns, failures)
+    }
+}

@@ -1,0 +1,350 @@
+//! Lowering a `map` into a DataFusion plan.
+//!
+//! The mapped inputs become a table with an `__item` column (zip: columns
+//! side by side; product: a cross join of one table per input, `__item`
+//! computed from the element indices so the last input varies fastest).
+//! Every slot of the pipeline's slot table that holds per-item values is a
+//! pair of columns, `s<slot>` (the values) and `h<slot>` (their hashes).
+//! Fixed inputs are constants held by the UDFs. Each step adds, in
+//! topological order, a signature column `g<step>` (when the node is cached)
+//! and a struct column `r<step>` from the node's UDF, split into its
+//! outputs' `s`/`h` columns. The plan ends with `__item` and the requested
+//! outputs, sorted by `__item`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, FixedSizeBinaryArray, RecordBatch, UInt64Array};
+use arrow_schema::{DataType, Field, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::functions::core::expr_fn::get_field;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, Volatility, col, lit};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use hypernodes_core::columnar::ColumnarMap;
+use hypernodes_core::signature::NodeKey;
+use hypernodes_core::value::ValueType;
+use hypernodes_core::{Error, MapJob, MapMode};
+
+use crate::DataFusionEngine;
+use crate::udf::{Arg, JobRef, NodeUdf, Shared, SigUdf, node_fields};
+
+/// A lowered map, ready to execute.
+pub(crate) struct Lowered {
+    pub df: DataFrame,
+    pub shared: Arc<Shared>,
+    /// The requested outputs' slots and types, in order.
+    pub outputs: Vec<(usize, ValueType)>,
+}
+
+fn df_error(e: datafusion::error::DataFusionError) -> Error {
+    Error::Engine {
+        message: format!("datafusion: {e}"),
+    }
+}
+
+fn hash_column(hashes: &[hypernodes_core::signature::Signature]) -> ArrayRef {
+    let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
+    Arc::new(FixedSizeBinaryArray::new(32, bytes.into(), None))
+}
+
+/// Splits columns into batches of `batch_size` rows spread over
+/// `partitions` partitions, as a table.
+fn table(
+    ctx: &SessionContext,
+    schema: Arc<Schema>,
+    columns: Vec<ArrayRef>,
+    rows: usize,
+    engine: &DataFusionEngine,
+) -> Result<DataFrame, Error> {
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Engine {
+        message: format!("input table: {e}"),
+    })?;
+    let partitions = engine.partitions.max(1);
+    let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
+    let size = engine.batch_size.max(1);
+    let mut start = 0;
+    let mut p = 0;
+    while start < rows {
+        let len = size.min(rows - start);
+        parts[p % partitions].push(batch.slice(start, len));
+        start += len;
+        p += 1;
+    }
+    let mem = MemTable::try_new(schema, parts).map_err(df_error)?;
+    ctx.read_table(Arc::new(mem)).map_err(df_error)
+}
+
+/// The input table: `__item`, then `s<slot>`/`h<slot>` per needed mapped input.
+fn inputs(
+    ctx: &SessionContext,
+    cm: &ColumnarMap<'_>,
+    engine: &DataFusionEngine,
+) -> Result<DataFrame, Error> {
+    let mapped_columns = |m: &hypernodes_core::columnar::MappedColumn,
+                          fields: &mut Vec<Field>,
+                          columns: &mut Vec<ArrayRef>| {
+        if let Some(slot) = m.slot {
+            fields.push(Field::new(
+                format!("s{slot}"),
+                m.elements.data_type().clone(),
+                true,
+            ));
+            columns.push(m.elements.clone());
+            fields.push(Field::new(
+                format!("h{slot}"),
+                DataType::FixedSizeBinary(32),
+                true,
+            ));
+            columns.push(hash_column(&m.hashes));
+        }
+    };
+    match cm.mode {
+        MapMode::Zip => {
+            let mut fields = vec![Field::new("__item", DataType::UInt64, false)];
+            let mut columns: Vec<ArrayRef> =
+                vec![Arc::new(UInt64Array::from_iter_values(0..cm.len as u64))];
+            for m in &cm.mapped {
+                mapped_columns(m, &mut fields, &mut columns);
+            }
+            table(ctx, Arc::new(Schema::new(fields)), columns, cm.len, engine)
+        }
+        MapMode::Product => {
+            let mut plan: Option<LogicalPlanBuilder> = None;
+            let mut item: Option<Expr> = None;
+            let mut keep = vec![];
+            for (k, m) in cm.mapped.iter().enumerate() {
+                let index = format!("__i{k}");
+                let mut fields = vec![Field::new(&index, DataType::UInt64, false)];
+                let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from_iter_values(
+                    0..m.elements.len() as u64,
+                ))];
+                mapped_columns(m, &mut fields, &mut columns);
+                keep.extend(fields.iter().skip(1).map(|f| col(f.name())));
+                let t = table(
+                    ctx,
+                    Arc::new(Schema::new(fields)),
+                    columns,
+                    m.elements.len(),
+                    engine,
+                )?;
+                let t = t.into_unoptimized_plan();
+                plan = Some(match plan {
+                    None => LogicalPlanBuilder::from(t),
+                    Some(b) => b.cross_join(t).map_err(df_error)?,
+                });
+                item = Some(match item {
+                    None => col(&index),
+                    Some(e) => e * lit(m.elements.len() as u64) + col(&index),
+                });
+            }
+            let (Some(plan), Some(item)) = (plan, item) else {
+                return Err(Error::NothingToMap);
+            };
+            let mut exprs = vec![item.alias("__item")];
+            exprs.extend(keep);
+            let plan = plan
+                .project(exprs)
+                .map_err(df_error)?
+                .build()
+                .map_err(df_error)?;
+            Ok(DataFrame::new(ctx.state(), plan))
+        }
+    }
+}
+
+/// A session whose optimizer never duplicates a node's UDF: the rules that
+/// push struct field accesses towards the scan would copy
+/// `get_field(node(...))` once per field, calling the node once per output.
+fn session(config: SessionConfig) -> SessionContext {
+    use datafusion::execution::SessionStateBuilder;
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    let rules: Vec<_> = state
+        .optimizers()
+        .iter()
+        .filter(|r| {
+            !matches!(
+                r.name(),
+                "extract_leaf_expressions" | "push_down_leaf_projections"
+            )
+        })
+        .cloned()
+        .collect();
+    let state = SessionStateBuilder::new_from_existing(state)
+        .with_optimizer_rules(rules)
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+/// Lowers `job` (see the module docs).
+pub(crate) fn lower(
+    engine: &DataFusionEngine,
+    job: &MapJob<'_>,
+    jobref: Arc<JobRef>,
+) -> Result<Lowered, Error> {
+    let cm = job.columnar()?;
+    let config = SessionConfig::new()
+        .with_batch_size(engine.batch_size.max(1))
+        .with_target_partitions(engine.partitions.max(1));
+    let ctx = session(config);
+    let shared = Arc::new(Shared::new(cm.len, job.observed()));
+    let steps = cm.steps.len();
+    let cache = job.cache().cloned();
+
+    // Nodes whose outputs have no Arrow form cannot be columns.
+    for step in &cm.steps {
+        let node = step.node;
+        let all = !node.is_pipeline();
+        for (port, slot) in node.outputs().iter().zip(step.outs) {
+            if (all || slot.is_some()) && !port.ty.is_arrow() {
+                return Err(Error::Engine {
+                    message: format!(
+                        "node `{}` cannot run on engine `{}`: output `{}` of type {} has no Arrow form",
+                        node.name(),
+                        engine.name,
+                        port.name,
+                        port.ty.name()
+                    ),
+                });
+            }
+        }
+    }
+
+    let mut df = inputs(&ctx, &cm, engine)?;
+    // Slots held as columns, with their types.
+    let mut column_ty: HashMap<usize, ValueType> = cm
+        .mapped
+        .iter()
+        .filter_map(|m| m.slot.map(|s| (s, m.ty)))
+        .collect();
+    let fixed: HashMap<usize, &hypernodes_core::columnar::FixedInput> =
+        cm.fixed.iter().map(|f| (f.slot, f)).collect();
+
+    for step in &cm.steps {
+        let node = step.node;
+        let mut args = Vec::with_capacity(step.args.len());
+        for &slot in step.args {
+            if let Some(ty) = column_ty.get(&slot) {
+                args.push(Arg::Column { slot, ty: *ty });
+            } else if let Some(f) = fixed.get(&slot) {
+                args.push(Arg::Fixed {
+                    slot,
+                    value: f.value.clone(),
+                    hash: f.hash,
+                });
+            } else {
+                return Err(Error::Engine {
+                    message: format!(
+                        "engine `{}`: no value for an input of node `{}`",
+                        engine.name,
+                        node.name()
+                    ),
+                });
+            }
+        }
+        let hashable = args.iter().all(|a| match a {
+            Arg::Column { .. } => true,
+            Arg::Fixed { hash, .. } => hash.is_some(),
+        });
+        let key = node.cache_key();
+        let cached = cache.is_some()
+            && !node.is_pipeline()
+            && node.cache_enabled()
+            && key.storable()
+            && hashable;
+        let mut udf_args = vec![col("__item")];
+        if cached {
+            let sig = SigUdf::new(
+                format!("signature_{}_{}", node.name(), step.index),
+                NodeKey::new(&node.code_hash(), args.len(), &node.salt()),
+                args.clone(),
+            );
+            let hash_cols: Vec<Expr> = args
+                .iter()
+                .filter_map(|a| match a {
+                    Arg::Column { slot, .. } => Some(col(format!("h{slot}"))),
+                    Arg::Fixed { .. } => None,
+                })
+                .collect();
+            let name = format!("g{}", step.index);
+            df = df
+                .with_column(&name, ScalarUDF::new_from_impl(sig).call(hash_cols))
+                .map_err(df_error)?;
+            udf_args.push(col(&name));
+        }
+        udf_args.extend(args.iter().filter_map(|a| match a {
+            Arg::Column { slot, .. } => Some(col(format!("s{slot}"))),
+            Arg::Fixed { .. } => None,
+        }));
+        let outs: Vec<(Option<usize>, ValueType)> = node
+            .outputs()
+            .iter()
+            .zip(step.outs)
+            .map(|(p, slot)| (*slot, p.ty))
+            .collect();
+        let fields = node_fields(&outs).map_err(|ty| Error::Engine {
+            message: format!("node `{}`: type {ty} has no Arrow form", node.name()),
+        })?;
+        let udf = NodeUdf {
+            name: format!("node_{}_{}", node.name(), step.index),
+            step: step.index,
+            job: jobref.clone(),
+            shared: shared.clone(),
+            cache: if cached {
+                cache.clone().map(|c| (c, key))
+            } else {
+                None
+            },
+            hash_outputs: cache.is_some(),
+            first: step.index == 0,
+            last: step.index + 1 == steps,
+            slot_count: cm.slot_count,
+            args,
+            outs: outs.clone(),
+            fields,
+            signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
+        };
+        let r = format!("r{}", step.index);
+        df = df
+            .with_column(&r, ScalarUDF::new_from_impl(udf).call(udf_args))
+            .map_err(df_error)?;
+        for (slot, ty) in &outs {
+            let Some(slot) = slot else { continue };
+            for prefix in ["s", "h"] {
+                let name = format!("{prefix}{slot}");
+                df = df
+                    .with_column(&name, get_field(col(&r), name.as_str()))
+                    .map_err(df_error)?;
+            }
+            column_ty.insert(*slot, *ty);
+        }
+        df = df.drop_columns(&[r.as_str()]).map_err(df_error)?;
+    }
+
+    let mut select = vec![col("__item")];
+    let mut outputs = Vec::new();
+    for o in &cm.outputs {
+        if !column_ty.contains_key(&o.slot) {
+            return Err(Error::Engine {
+                message: format!(
+                    "engine `{}`: output `{}` is not a column of the plan",
+                    engine.name, o.name
+                ),
+            });
+        }
+        select.push(col(format!("s{}", o.slot)));
+        outputs.push((o.slot, o.ty));
+    }
+    let df = df
+        .select(select)
+        .map_err(df_error)?
+        .sort(vec![col("__item").sort(true, false)])
+        .map_err(df_error)?;
+    Ok(Lowered {
+        df,
+        shared,
+        outputs,
+    })
+}

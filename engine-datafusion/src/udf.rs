@@ -1,0 +1,530 @@
+//! The UDFs a lowered map is made of: one computing a node's signature
+//! column from its inputs' hash columns, and one per node that joins in the
+//! cached rows for those signatures and calls the node for the rest.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::UInt64Type;
+use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, StructArray, new_null_array};
+use arrow_schema::{DataType, Field, Fields};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature as DfSignature, Volatility,
+};
+use hypernodes_core::cache::{Cache, CacheKey, CacheRows, Hits};
+use hypernodes_core::signature::{NodeKey, Signature, hash_array};
+use hypernodes_core::value::{Value, ValueType};
+use hypernodes_core::{Error, MapJob};
+
+/// The map job, for UDFs that outlive nothing but must be `'static` for
+/// DataFusion: it is reachable only until [`JobRef::close`], which the
+/// engine calls (waiting for running calls) before the borrowed job ends.
+pub(crate) struct JobRef {
+    job: *const (),
+    alive: std::sync::RwLock<bool>,
+}
+
+// SAFETY: the pointer is only dereferenced under the read lock while
+// `alive` is true, and `MapJob` is `Sync`.
+unsafe impl Send for JobRef {}
+unsafe impl Sync for JobRef {}
+
+impl JobRef {
+    /// Borrows `job` until [`JobRef::close`].
+    pub fn new(job: &MapJob<'_>) -> Arc<Self> {
+        Arc::new(JobRef {
+            job: job as *const MapJob<'_> as *const (),
+            alive: std::sync::RwLock::new(true),
+        })
+    }
+
+    /// Calls `f` with the job, if the map is still running.
+    pub fn with<R>(&self, f: impl for<'x> FnOnce(&'x MapJob<'x>) -> R) -> Option<R> {
+        let alive = self.alive.read().unwrap_or_else(|e| e.into_inner());
+        if !*alive {
+            return None;
+        }
+        // SAFETY: `alive` is true, so the engine has not returned from the
+        // map that owns the job (see `close`).
+        let job = unsafe { &*(self.job as *const MapJob<'_>) };
+        Some(f(job))
+    }
+
+    /// Ends access to the job; waits for calls in progress.
+    pub fn close(&self) {
+        *self.alive.write().unwrap_or_else(|e| e.into_inner()) = false;
+    }
+}
+
+fn finished() -> DataFusionError {
+    DataFusionError::Execution("the map this plan belongs to has finished".into())
+}
+
+/// What every UDF of one lowered map shares: per item whether it failed,
+/// and the failures.
+pub(crate) struct Shared {
+    pub failed: Vec<AtomicBool>,
+    pub failures: std::sync::Mutex<Vec<(usize, Error)>>,
+    /// A failure of the engine itself (cache I/O), which fails the map.
+    pub fatal: std::sync::Mutex<Option<Error>>,
+    /// When each item started (only when the map is observed).
+    started: Vec<std::sync::OnceLock<std::time::Instant>>,
+}
+
+impl Shared {
+    pub fn new(len: usize, observed: bool) -> Self {
+        Shared {
+            failed: (0..len).map(|_| AtomicBool::new(false)).collect(),
+            failures: Default::default(),
+            fatal: Default::default(),
+            started: if observed {
+                (0..len).map(|_| std::sync::OnceLock::new()).collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn fail(&self, item: usize, error: Error) {
+        if let Some(f) = self.failed.get(item) {
+            f.store(true, Ordering::Relaxed);
+        }
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.push((item, error));
+        }
+    }
+
+    fn is_failed(&self, item: usize) -> bool {
+        self.failed
+            .get(item)
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    fn fatal(&self, error: Error) -> DataFusionError {
+        let text = error.to_string();
+        if let Ok(mut fatal) = self.fatal.lock() {
+            fatal.get_or_insert(error);
+        }
+        DataFusionError::Execution(text)
+    }
+}
+
+/// Where a node's argument comes from: a column of the plan (its position
+/// among the UDF's value arguments) or a constant fixed input.
+#[derive(Clone, Debug)]
+pub(crate) enum Arg {
+    Column {
+        slot: usize,
+        ty: ValueType,
+    },
+    Fixed {
+        slot: usize,
+        value: Value,
+        hash: Option<Signature>,
+    },
+}
+
+/// `sig(node, item)` for a batch: one keyed hash over the inputs' hashes.
+/// Arguments: the hash column of every `Arg::Column`, in order.
+#[derive(Debug)]
+pub(crate) struct SigUdf {
+    pub name: String,
+    pub key: NodeKey,
+    pub args: Vec<Arg>,
+    pub signature: DfSignature,
+}
+
+impl SigUdf {
+    pub fn new(name: String, key: NodeKey, args: Vec<Arg>) -> Self {
+        SigUdf {
+            name,
+            key,
+            args,
+            signature: DfSignature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+impl PartialEq for SigUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for SigUdf {}
+impl Hash for SigUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state)
+    }
+}
+
+fn fsb(array: &ArrayRef) -> DfResult<&FixedSizeBinaryArray> {
+    array
+        .as_fixed_size_binary_opt()
+        .filter(|a| a.value_length() == 32)
+        .ok_or_else(|| DataFusionError::Internal("expected a 32-byte hash column".into()))
+}
+
+fn signature_column(sigs: impl Iterator<Item = Option<Signature>>) -> ArrayRef {
+    let sigs: Vec<Option<[u8; 32]>> = sigs.map(|s| s.map(|s| s.0)).collect();
+    let array = FixedSizeBinaryArray::try_from_sparse_iter_with_size(sigs.into_iter(), 32)
+        .unwrap_or_else(|_| FixedSizeBinaryArray::new_null(32, 0));
+    Arc::new(array)
+}
+
+impl ScalarUDFImpl for SigUdf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn signature(&self) -> &DfSignature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::FixedSizeBinary(32))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let columns = ColumnarValue::values_to_arrays(&args.args)?;
+        let hashes = columns.iter().map(fsb).collect::<DfResult<Vec<_>>>()?;
+        let mut inputs = Vec::with_capacity(self.args.len());
+        let sigs = (0..n).map(|row| {
+            inputs.clear();
+            let mut columns = hashes.iter();
+            for arg in &self.args {
+                let h = match arg {
+                    Arg::Column { .. } => {
+                        let c = columns.next()?;
+                        if c.is_null(row) {
+                            return None;
+                        }
+                        Signature(c.value(row).try_into().ok()?)
+                    }
+                    Arg::Fixed { hash, .. } => (*hash)?,
+                };
+                inputs.push(h);
+            }
+            Some(self.key.sign(&inputs))
+        });
+        Ok(ColumnarValue::Array(signature_column(sigs)))
+    }
+}
+
+/// One node over a batch: the cached rows for its signatures are joined in
+/// from the store, only the other rows call the node, and their results
+/// are stored. Arguments: the item column, the signature column (when the
+/// node is cached), then the value column of every `Arg::Column`. Returns a
+/// struct of each needed output's value and value hash.
+pub(crate) struct NodeUdf {
+    pub name: String,
+    pub step: usize,
+    pub job: Arc<JobRef>,
+    pub shared: Arc<Shared>,
+    pub cache: Option<(Arc<dyn Cache>, CacheKey)>,
+    pub hash_outputs: bool,
+    /// Whether this is the first / last step (item events).
+    pub first: bool,
+    pub last: bool,
+    pub slot_count: usize,
+    pub args: Vec<Arg>,
+    /// Per output port: its slot (if needed) and type.
+    pub outs: Vec<(Option<usize>, ValueType)>,
+    pub fields: Fields,
+    pub signature: DfSignature,
+}
+
+impl std::fmt::Debug for NodeUdf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeUdf").field("name", &self.name).finish()
+    }
+}
+
+impl PartialEq for NodeUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for NodeUdf {}
+impl Hash for NodeUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state)
+    }
+}
+
+/// The struct fields a node's UDF returns: `s<slot>` (value) and `h<slot>`
+/// (value hash) per needed output.
+pub(crate) fn node_fields(outs: &[(Option<usize>, ValueType)]) -> Result<Fields, String> {
+    let mut fields = Vec::new();
+    for (slot, ty) in outs {
+        let Some(slot) = slot else { continue };
+        let dt = ty.data_type().ok_or_else(|| ty.name().to_string())?;
+        fields.push(Field::new(format!("s{slot}"), dt, true));
+        fields.push(Field::new(
+            format!("h{slot}"),
+            DataType::FixedSizeBinary(32),
+            true,
+        ));
+    }
+    Ok(Fields::from(fields))
+}
+
+impl ScalarUDFImpl for NodeUdf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn signature(&self) -> &DfSignature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Struct(self.fields.clone()))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let columns = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut columns = columns.into_iter();
+        let items = columns
+            .next()
+            .ok_or_else(|| DataFusionError::Internal("no item column".into()))?;
+        let items: Vec<usize> = items
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| DataFusionError::Internal("item column is not UInt64".into()))?
+            .values()
+            .iter()
+            .map(|&i| i as usize)
+            .collect();
+        let sigs: Option<ArrayRef> = match &self.cache {
+            Some(_) => columns.next(),
+            None => None,
+        };
+        let values: Vec<ArrayRef> = columns.collect();
+        let live: Vec<usize> = (0..n)
+            .filter(|&r| !self.shared.is_failed(items[r]))
+            .collect();
+        if self.first && !self.shared.started.is_empty() {
+            for &item in &items {
+                if let Some(s) = self.shared.started.get(item) {
+                    s.get_or_init(std::time::Instant::now);
+                }
+                self.job.with(|j| j.report_item_start(item));
+            }
+        }
+
+        // Join in the cached rows.
+        let mut hit_row: Vec<Option<usize>> = vec![None; n];
+        let mut hits: Option<Hits> = None;
+        if let (Some((cache, key)), Some(sigs)) = (&self.cache, &sigs) {
+            let sigs = fsb(sigs)?;
+            let wanted: Vec<(usize, Signature)> = live
+                .iter()
+                .filter(|&&r| sigs.is_valid(r))
+                .filter_map(|&r| Some((r, Signature(sigs.value(r).try_into().ok()?))))
+                .collect();
+            let keys: Vec<Signature> = wanted.iter().map(|(_, s)| *s).collect();
+            let found = cache
+                .lookup(key, &keys)
+                .map_err(|e| self.shared.fatal(cache_error(&key.node, "lookup", e)))?;
+            for ((r, _), at) in wanted.iter().zip(&found.rows) {
+                hit_row[*r] = *at;
+                if at.is_some() {
+                    self.job.with(|j| j.report_cached(self.step, items[*r]));
+                }
+            }
+            hits = Some(found);
+        }
+
+        // Call the node for the other live rows.
+        let misses: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|&r| hit_row[r].is_none())
+            .collect();
+        let mut decoded: Vec<Option<Vec<Value>>> = Vec::with_capacity(self.args.len());
+        let mut columns_of_args = values.iter();
+        let miss_rows =
+            arrow_array::UInt32Array::from_iter_values(misses.iter().map(|&r| r as u32));
+        for arg in &self.args {
+            match arg {
+                Arg::Column { ty, .. } => {
+                    let column = columns_of_args.next().ok_or_else(|| {
+                        DataFusionError::Internal("missing argument column".into())
+                    })?;
+                    let taken = arrow_select::take::take(column.as_ref(), &miss_rows, None)?;
+                    let vals = ty
+                        .from_array(taken.as_ref())
+                        .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+                    decoded.push(Some(vals));
+                }
+                Arg::Fixed { .. } => decoded.push(None),
+            }
+        }
+        let mut fresh_rows = Vec::new();
+        let mut fresh_values: Vec<Vec<Value>> = vec![Vec::new(); self.outs.len()];
+        let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
+        for (k, &r) in misses.iter().enumerate() {
+            slots.iter_mut().for_each(|s| *s = None);
+            for (arg, vals) in self.args.iter().zip(&decoded) {
+                match (arg, vals) {
+                    (Arg::Column { slot, .. }, Some(vals)) => slots[*slot] = Some(vals[k].clone()),
+                    (Arg::Fixed { slot, value, .. }, _) => slots[*slot] = Some(value.clone()),
+                    _ => {}
+                }
+            }
+            let called = self
+                .job
+                .with(|j| j.call_step(self.step, &mut slots, items[r]))
+                .ok_or_else(finished)?;
+            match called {
+                Ok(()) => {
+                    let mut complete = true;
+                    for (o, (slot, _)) in self.outs.iter().enumerate() {
+                        match slot.and_then(|s| slots[s].take()) {
+                            Some(v) => fresh_values[o].push(v),
+                            None if slot.is_none() => {}
+                            None => complete = false,
+                        }
+                    }
+                    if complete {
+                        fresh_rows.push(r);
+                    }
+                }
+                Err(e) => self.shared.fail(items[r], e),
+            }
+        }
+
+        // Encode fresh results, hash and store them.
+        let mut fresh_arrays: Vec<Option<ArrayRef>> = Vec::with_capacity(self.outs.len());
+        let mut fresh_hashes: Vec<Option<Vec<Signature>>> = Vec::with_capacity(self.outs.len());
+        for ((slot, ty), vals) in self.outs.iter().zip(&fresh_values) {
+            if slot.is_none() && self.cache.is_none() {
+                fresh_arrays.push(None);
+                fresh_hashes.push(None);
+                continue;
+            }
+            if vals.len() != fresh_rows.len() {
+                // An output nobody needs downstream of a nested pipeline.
+                fresh_arrays.push(None);
+                fresh_hashes.push(None);
+                continue;
+            }
+            let refs: Vec<&Value> = vals.iter().collect();
+            let array = ty
+                .to_array(&refs)
+                .map_err(|e| DataFusionError::Execution(format!("{}: {e}", self.name)))?;
+            let hashes = if self.hash_outputs {
+                Some(hash_array(&array).map_err(|e| DataFusionError::Execution(e.to_string()))?)
+            } else {
+                None
+            };
+            fresh_arrays.push(Some(array));
+            fresh_hashes.push(hashes);
+        }
+        if let (Some((cache, key)), Some(sigs)) = (&self.cache, &sigs) {
+            let sigs = fsb(sigs)?;
+            let storable = fresh_arrays.iter().all(Option::is_some)
+                && fresh_hashes.iter().all(Option::is_some);
+            if storable && !fresh_rows.is_empty() {
+                let rows = CacheRows {
+                    signatures: fresh_rows
+                        .iter()
+                        .filter_map(|&r| sigs.value(r).try_into().ok().map(Signature))
+                        .collect(),
+                    columns: fresh_arrays.iter().flatten().cloned().collect(),
+                    hashes: fresh_hashes.iter().flatten().cloned().collect(),
+                };
+                if rows.signatures.len() == fresh_rows.len() {
+                    cache
+                        .store(key, &rows)
+                        .map_err(|e| self.shared.fatal(cache_error(&key.node, "store", e)))?;
+                    self.job
+                        .with(|j| j.stored(rows.len()))
+                        .ok_or_else(finished)?
+                        .map_err(|e| self.shared.fatal(e))?;
+                }
+            }
+        }
+
+        // Combine hits and fresh results in row order; failed rows are null.
+        let mut fresh_pos: Vec<Option<usize>> = vec![None; n];
+        for (k, &r) in fresh_rows.iter().enumerate() {
+            fresh_pos[r] = Some(k);
+        }
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for (o, (slot, ty)) in self.outs.iter().enumerate() {
+            if slot.is_none() {
+                continue;
+            }
+            let dt = ty.data_type().unwrap_or(DataType::Null);
+            let hit_values = hits.as_ref().map(|h| h.found.columns[o].clone());
+            let hit_hashes = hits
+                .as_ref()
+                .map(|h| signature_column(h.found.hashes[o].iter().copied().map(Some)));
+            let value = combine(
+                n,
+                &dt,
+                &hit_row,
+                hit_values,
+                &fresh_pos,
+                fresh_arrays[o].clone(),
+            )?;
+            let hash = combine(
+                n,
+                &DataType::FixedSizeBinary(32),
+                &hit_row,
+                hit_hashes,
+                &fresh_pos,
+                fresh_hashes[o]
+                    .as_ref()
+                    .map(|h| signature_column(h.iter().copied().map(Some))),
+            )?;
+            arrays.push(value);
+            arrays.push(hash);
+        }
+        let out = StructArray::try_new(self.fields.clone(), arrays, None)?;
+        if self.last && !self.shared.started.is_empty() {
+            for &item in &items {
+                let elapsed = self
+                    .shared
+                    .started
+                    .get(item)
+                    .and_then(|s| s.get())
+                    .map(|s| s.elapsed())
+                    .unwrap_or_default();
+                self.job.with(|j| j.report_item_end(item, elapsed));
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// Row `r` of the result: hit row `hit_row[r]` of `hits`, else fresh row
+/// `fresh_pos[r]` of `fresh`, else null.
+fn combine(
+    n: usize,
+    dt: &DataType,
+    hit_row: &[Option<usize>],
+    hits: Option<ArrayRef>,
+    fresh_pos: &[Option<usize>],
+    fresh: Option<ArrayRef>,
+) -> DfResult<ArrayRef> {
+    let null = new_null_array(dt, 1);
+    let hits = hits.unwrap_or_else(|| new_null_array(dt, 0));
+    let fresh = fresh.unwrap_or_else(|| new_null_array(dt, 0));
+    let indices: Vec<(usize, usize)> = (0..n)
+        .map(|r| match (hit_row[r], fresh_pos[r]) {
+            (Some(h), _) => (0, h),
+            (None, Some(f)) if f < fresh.len() => (1, f),
+            _ => (2, 0),
+        })
+        .collect();
+    Ok(arrow_select::interleave::interleave(
+        &[hits.as_ref(), fresh.as_ref(), null.as_ref()],
+        &indices,
+    )?)
+}
+
+fn cache_error(node: &str, what: &str, e: hypernodes_core::CacheError) -> Error {
+    Error::Engine {
+        message: format!("cache {what} for node `{node}`: {e}"),
+    }
+}
