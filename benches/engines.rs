@@ -13,11 +13,19 @@ use std::sync::Arc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use hypernodes::{Engine, Inputs, Node, ParallelEngine, Pipeline, SeqEngine, node};
 
+/// Every engine; `DataFusionEngine` with `--features datafusion`.
 fn engines() -> Vec<(&'static str, Arc<dyn Engine>)> {
-    vec![
+    #[allow(unused_mut)]
+    let mut engines: Vec<(&'static str, Arc<dyn Engine>)> = vec![
         ("seq", Arc::new(SeqEngine)),
         ("parallel", Arc::new(ParallelEngine::new())),
-    ]
+    ];
+    #[cfg(feature = "datafusion")]
+    engines.push((
+        "datafusion",
+        Arc::new(hypernodes::engines::DataFusionEngine::new()),
+    ));
+    engines
 }
 
 fn text_pipeline(c: &mut Criterion) {

@@ -1,0 +1,79 @@
+//! Throughput of the W1 two-node text pipeline (`clean -> count`, see
+//! `shared/bench/workload.md`) with a fresh `DiskCache`: cold (empty
+//! cache), then warm (everything cached, read back by a new cache instance
+//! as a re-run would).
+//!
+//! ```sh
+//! cargo run --release --all-features --example throughput -- --engine datafusion --items 1000000
+//! ```
+//!
+//! `--engine` is `seq`, `parallel` or `datafusion` (the last needs the
+//! `datafusion` feature); without it every available engine runs. Prints one
+//! line per engine:
+//! `throughput: engine=<name> items=<N> cold_items_per_s=<x> warm_items_per_s=<y>`.
+
+#[path = "shared/workload.rs"]
+mod workload;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hypernodes::{DiskCache, Engine, Inputs, ParallelEngine, Pipeline, SeqEngine};
+
+fn engine(name: &str) -> Option<Arc<dyn Engine>> {
+    match name {
+        "seq" => Some(Arc::new(SeqEngine)),
+        "parallel" => Some(Arc::new(ParallelEngine::new())),
+        #[cfg(feature = "datafusion")]
+        "datafusion" => Some(Arc::new(hypernodes::engines::DataFusionEngine::new())),
+        _ => None,
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut names: Vec<String> = Vec::new();
+    let mut items = 20_000usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--engine" => names.push(args.next().ok_or("--engine needs a name")?),
+            "--items" => items = args.next().ok_or("--items needs a number")?.parse()?,
+            other => return Err(format!("unknown argument `{other}`").into()),
+        }
+    }
+    if names.is_empty() {
+        names = ["seq", "parallel", "datafusion"]
+            .iter()
+            .filter(|n| engine(n).is_some())
+            .map(|n| n.to_string())
+            .collect();
+    }
+    let texts = workload::items(items);
+    let expected = workload::expected_counts(&texts);
+    for name in names {
+        let engine = engine(&name).ok_or_else(|| {
+            format!("unknown engine `{name}` (datafusion needs --features datafusion)")
+        })?;
+        let dir = tempfile::tempdir()?;
+        let mut rates = Vec::new();
+        for _ in 0..2 {
+            let pipeline = Pipeline::new([workload::clean::node(), workload::count::node()])?
+                .with_shared_engine(engine.clone())
+                .with_cache(DiskCache::new(dir.path()));
+            let start = Instant::now();
+            let r = pipeline.map(Inputs::new().with("text", texts.clone()), ["text"])?;
+            let secs = start.elapsed().as_secs_f64();
+            assert_eq!(
+                r.values::<i64>("word_count")?,
+                expected,
+                "results match plain Rust"
+            );
+            rates.push(items as f64 / secs);
+        }
+        println!(
+            "throughput: engine={name} items={items} cold_items_per_s={:.0} warm_items_per_s={:.0}",
+            rates[0], rates[1]
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! `DataFusionEngine` beyond the shared engine matrix (which it also runs):
+//! cache entries shared with the row engines in both directions, plan
+//! errors before anything runs, resources shared rather than copied, and
+//! the lowered plan.
+
+#![cfg(feature = "datafusion")]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hypernodes::engines::DataFusionEngine;
+use hypernodes::{
+    DiskCache, Engine, ErrorPolicy, Inputs, MapOptions, Node, ParallelEngine, Pipeline, SeqEngine,
+    node, outs,
+};
+
+fn df() -> DataFusionEngine {
+    DataFusionEngine::new()
+        .with_target_partitions(2)
+        .with_batch_size(3)
+}
+
+/// `x -> double -> y`, counting calls; fails on x = 13.
+fn doubling(calls: &Arc<AtomicUsize>) -> Node {
+    let calls = calls.clone();
+    Node::builder("double")
+        .input::<i64>("x")
+        .output::<i64>("y")
+        .func(move |args| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let x = *args.get::<i64>(0)?;
+            if x == 13 {
+                return Err(hypernodes::NodeError::User("unlucky".into()));
+            }
+            Ok(outs![x * 2])
+        })
+}
+
+/// Maps `xs` on `engine` over the cache in `dir`; returns the executions
+/// and the values.
+fn run(engine: Arc<dyn Engine>, dir: &std::path::Path, xs: &[i64]) -> (usize, Vec<i64>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let r = Pipeline::new([doubling(&calls)])
+        .unwrap()
+        .with_shared_engine(engine)
+        .with_cache(DiskCache::new(dir))
+        .map(Inputs::new().with("x", xs.to_vec()), ["x"])
+        .unwrap();
+    (calls.load(Ordering::SeqCst), r.values::<i64>("y").unwrap())
+}
+
+#[test]
+fn cache_entries_are_shared_with_the_row_engines_both_ways() {
+    let rows: [(&str, Arc<dyn Engine>); 2] = [
+        ("seq", Arc::new(SeqEngine)),
+        (
+            "parallel",
+            Arc::new(ParallelEngine::with_threads(2).unwrap()),
+        ),
+    ];
+    let ten: Vec<i64> = (0..10).collect();
+    let doubled: Vec<i64> = ten.iter().map(|x| x * 2).collect();
+    for (name, row) in rows {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            run(row.clone(), dir.path(), &ten),
+            (10, doubled.clone()),
+            "{name}"
+        );
+        assert_eq!(
+            run(Arc::new(df()), dir.path(), &ten),
+            (0, doubled.clone()),
+            "{name} -> datafusion"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            run(Arc::new(df()), dir.path(), &ten),
+            (10, doubled.clone()),
+            "datafusion"
+        );
+        assert_eq!(
+            run(row.clone(), dir.path(), &ten),
+            (0, doubled.clone()),
+            "datafusion -> {name}"
+        );
+
+        // Half cached by the row engine: exactly the other half computes.
+        let dir = tempfile::tempdir().unwrap();
+        run(row.clone(), dir.path(), &ten[..5]);
+        assert_eq!(
+            run(Arc::new(df()), dir.path(), &ten),
+            (5, doubled.clone()),
+            "{name}: half"
+        );
+    }
+}
+
+#[test]
+fn failures_name_node_and_item_and_the_other_rows_are_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let xs: Vec<i64> = (10..20).collect();
+    let p = Pipeline::new([doubling(&calls)])
+        .unwrap()
+        .with_engine(df())
+        .with_cache(DiskCache::new(dir.path()));
+    let err = p
+        .map(Inputs::new().with("x", xs.clone()), ["x"])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "node `double` failed in pipeline `pipeline` on item 3: unlucky"
+    );
+    let r = p
+        .map(
+            Inputs::new().with("x", xs.clone()),
+            MapOptions::over(["x"]).on_error(ErrorPolicy::Continue),
+        )
+        .unwrap();
+    let failed: Vec<usize> = r.failures().iter().map(|f| f.index).collect();
+    assert_eq!(failed, [3]);
+    // Only the failing item ran again, on any engine.
+    assert_eq!(run(Arc::new(SeqEngine), dir.path(), &xs[4..]).0, 0);
+    calls.store(0, Ordering::SeqCst);
+    p.map(
+        Inputs::new().with("x", xs),
+        MapOptions::over(["x"]).on_error(ErrorPolicy::Continue),
+    )
+    .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+static LOADS: AtomicUsize = AtomicUsize::new(0);
+static CLONES: AtomicUsize = AtomicUsize::new(0);
+
+/// A resource: no Arrow form, counts its copies.
+struct Model {
+    offset: i64,
+}
+
+impl Clone for Model {
+    fn clone(&self) -> Self {
+        CLONES.fetch_add(1, Ordering::SeqCst);
+        Model {
+            offset: self.offset,
+        }
+    }
+}
+
+#[node(output = "model")]
+fn load(offset: i64) -> Model {
+    LOADS.fetch_add(1, Ordering::SeqCst);
+    Model { offset }
+}
+
+#[node(output = "y")]
+fn apply(x: i64, model: &Model) -> i64 {
+    x + model.offset
+}
+
+#[test]
+fn outputs_without_an_arrow_form_fail_before_anything_runs() {
+    let p = Pipeline::new([load::node(), apply::node()])
+        .unwrap()
+        .with_engine(df());
+    let before = LOADS.load(Ordering::SeqCst);
+    let err = p
+        .map(
+            Inputs::new().with("offset", vec![1i64, 2]).with("x", 5i64),
+            ["offset"],
+        )
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("node `load`") && text.contains("output `model`") && text.contains("Model"),
+        "{text}"
+    );
+    assert_eq!(LOADS.load(Ordering::SeqCst), before, "nothing ran");
+}
+
+#[test]
+fn resources_are_shared_never_copied_per_row_or_batch() {
+    let p = Pipeline::new([apply::node()]).unwrap().with_engine(df());
+    let model = Model { offset: 100 };
+    let before = CLONES.load(Ordering::SeqCst);
+    let xs: Vec<i64> = (0..50).collect();
+    let r = p
+        .map(
+            Inputs::new().with("x", xs.clone()).with("model", model),
+            ["x"],
+        )
+        .unwrap();
+    assert_eq!(
+        r.values::<i64>("y").unwrap(),
+        xs.iter().map(|x| x + 100).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        CLONES.load(Ordering::SeqCst),
+        before,
+        "50 rows, 17 batches, 0 copies"
+    );
+}
+
+#[node(output = "cleaned")]
+fn clean(text: &str) -> String {
+    text.trim().to_lowercase()
+}
+
+#[node(output = "word_count")]
+fn count(cleaned: &str) -> i64 {
+    cleaned.split_whitespace().count() as i64
+}
+
+#[test]
+fn explain_shows_signature_columns_and_one_udf_per_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new([clean::node(), count::node()])
+        .unwrap()
+        .with_cache(DiskCache::new(dir.path()));
+    let plan = df()
+        .explain(&p, Inputs::new().with("text", vec!["A b", " c "]), ["text"])
+        .unwrap();
+    for part in [
+        "signature_clean_0",
+        "node_clean_0",
+        "signature_count_1",
+        "node_count_1",
+        "Sort: ?table?.__item",
+        "physical plan:",
+    ] {
+        assert!(plan.contains(part), "{part} missing from:\n{plan}");
+    }
+    assert!(
+        DiskCache::new(dir.path()).stats().unwrap().is_empty(),
+        "nothing ran"
+    );
+    // Without a cache there are no signature columns.
+    let plain = Pipeline::new([clean::node(), count::node()]).unwrap();
+    let plan = df()
+        .explain(&plain, Inputs::new().with("text", vec!["x"]), ["text"])
+        .unwrap();
+    assert!(!plan.contains("signature_"), "{plan}");
+}
