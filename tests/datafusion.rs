@@ -228,7 +228,7 @@ fn explain_shows_signature_columns_and_one_udf_per_node() {
         "node_clean_0",
         "signature_count_1",
         "node_count_1",
-        "Sort: ?table?.__item",
+        "Projection: ?table?.__item",
         "physical plan:",
     ] {
         assert!(plan.contains(part), "{part} missing from:\n{plan}");
@@ -243,4 +243,41 @@ fn explain_shows_signature_columns_and_one_udf_per_node() {
         .explain(&plain, Inputs::new().with("text", vec!["x"]), ["text"])
         .unwrap();
     assert!(!plan.contains("signature_"), "{plan}");
+}
+
+static DIVMODS: AtomicUsize = AtomicUsize::new(0);
+
+#[node(output = ("q", "r"))]
+fn divmod(x: i64) -> (i64, i64) {
+    DIVMODS.fetch_add(1, Ordering::SeqCst);
+    (x / 3, x % 3)
+}
+
+#[test]
+fn outputs_nobody_asked_for_are_still_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let xs: Vec<i64> = (0..9).collect();
+    let pipeline = |engine: Arc<dyn Engine>| {
+        Pipeline::new([divmod::node()])
+            .unwrap()
+            .with_shared_engine(engine)
+            .with_cache(DiskCache::new(dir.path()))
+    };
+    let before = DIVMODS.load(Ordering::SeqCst);
+    let r = pipeline(Arc::new(df()))
+        .map(
+            Inputs::new().with("x", xs.clone()),
+            MapOptions::over(["x"]).outputs(["q"]),
+        )
+        .unwrap();
+    assert_eq!(r.names(), ["q"]);
+    assert_eq!(DIVMODS.load(Ordering::SeqCst) - before, 9);
+    let r = pipeline(Arc::new(SeqEngine))
+        .map(Inputs::new().with("x", xs.clone()), ["x"])
+        .unwrap();
+    assert_eq!(DIVMODS.load(Ordering::SeqCst) - before, 9, "all hits");
+    assert_eq!(
+        r.values::<i64>("r").unwrap(),
+        xs.iter().map(|x| x % 3).collect::<Vec<_>>()
+    );
 }

@@ -29,7 +29,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow_array::cast::AsArray;
@@ -526,7 +526,9 @@ fn segment_schema(key: &CacheKey) -> Result<SchemaRef, CacheError> {
 /// The default store: Parquet segments under a directory (see the module docs).
 pub struct DiskCache {
     root: PathBuf,
-    datasets: Mutex<HashMap<PathBuf, Dataset>>,
+    /// Loaded datasets; each behind its own lock, so lookups of several
+    /// threads (partitions of a columnar plan) run concurrently.
+    datasets: Mutex<HashMap<PathBuf, Arc<RwLock<Dataset>>>>,
     pending: Mutex<HashMap<PathBuf, Pending>>,
     warnings: Mutex<Vec<String>>,
     warned: Mutex<HashSet<PathBuf>>,
@@ -548,6 +550,16 @@ impl DiskCache {
             warnings: Mutex::new(Vec::new()),
             warned: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// The loaded dataset of the node version in `dir` (empty at first).
+    fn dataset(&self, dir: &Path) -> Arc<RwLock<Dataset>> {
+        self.datasets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(dir.to_path_buf())
+            .or_default()
+            .clone()
     }
 
     /// The root directory.
@@ -703,10 +715,10 @@ impl DiskCache {
         if old.len() < 2 {
             return Ok(0);
         }
+        let dataset = self.dataset(&dir);
         let rows = {
-            let mut datasets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
-            let data = datasets.entry(dir.clone()).or_default();
-            self.refresh(key, data);
+            let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
+            self.refresh(key, &mut data);
             let mut positions: Vec<(usize, usize)> = data
                 .index
                 .values()
@@ -722,11 +734,9 @@ impl DiskCache {
         self.flush()?;
         let batch = segment_batch(key, &rows)?;
         let seg = self.write_segment(key, &batch)?;
-        self.datasets
-            .lock()
+        dataset
+            .write()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(dir.clone())
-            .or_default()
             .segments
             .insert(seg);
         for seg in &old {
@@ -735,11 +745,9 @@ impl DiskCache {
                 source,
             })?;
         }
-        let mut datasets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(data) = datasets.get_mut(&dir) {
-            for seg in &old {
-                data.segments.remove(seg);
-            }
+        let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
+        for seg in &old {
+            data.segments.remove(seg);
         }
         Ok(old.len())
     }
@@ -905,9 +913,19 @@ impl Cache for DiskCache {
         if !key.storable() {
             return Ok(Hits::none(key, sigs.len()));
         }
-        let mut datasets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
-        let data = datasets.entry(self.dataset_dir(key)).or_default();
-        self.refresh(key, data);
+        let dir = self.dataset_dir(key);
+        let dataset = self.dataset(&dir);
+        let stale = {
+            let data = dataset.read().unwrap_or_else(|e| e.into_inner());
+            segment_files(&dir)
+                .iter()
+                .any(|p| !data.segments.contains(p))
+        };
+        if stale {
+            let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
+            self.refresh(key, &mut data);
+        }
+        let data = dataset.read().unwrap_or_else(|e| e.into_inner());
         let mut rows = Vec::with_capacity(sigs.len());
         let mut found = Vec::new();
         let mut positions = Vec::new();
@@ -931,11 +949,9 @@ impl Cache for DiskCache {
         }
         let batch = segment_batch(key, rows)?;
         let dir = self.dataset_dir(key);
-        self.datasets
-            .lock()
+        self.dataset(&dir)
+            .write()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(dir.clone())
-            .or_default()
             .add(batch.clone());
         self.pending
             .lock()
@@ -993,11 +1009,9 @@ impl DiskCache {
                 .map_err(|e| encode_error(&p.key, "*", e))?,
         };
         let seg = self.write_segment(&p.key, &batch)?;
-        self.datasets
-            .lock()
+        self.dataset(&dir)
+            .write()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(dir)
-            .or_default()
             .segments
             .insert(seg);
         Ok(())

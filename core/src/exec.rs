@@ -723,7 +723,9 @@ impl<'a> MapJob<'a> {
     /// Runs step `step` (an index into [`ColumnarMap::steps`]) for item
     /// `item` on a slot table holding its arguments, and writes the outputs
     /// that are needed into `slots`: the row engines' semantics (retries,
-    /// panics as errors naming node and item, node events).
+    /// panics as errors naming node and item, node events). For a function
+    /// node it also returns every output port's value, needed or not (what
+    /// a cache stores).
     ///
     /// [`ColumnarMap::steps`]: crate::columnar::ColumnarMap::steps
     pub fn call_step(
@@ -731,7 +733,7 @@ impl<'a> MapJob<'a> {
         step: usize,
         slots: &mut [Option<Value>],
         item: usize,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Vec<Value>>, Error> {
         let exec = self.exec;
         let s = exec.plan.steps.get(step).ok_or_else(|| Error::Engine {
             message: format!("no step {step}"),
@@ -741,15 +743,20 @@ impl<'a> MapJob<'a> {
         path.push(item);
         match &node.kind {
             NodeKind::Func(f) => {
-                let outs = exec.call_func(node, f, s, slots, &path)?;
-                for (v, slot) in outs.into_iter().zip(&s.outs) {
+                let outs: Vec<Value> = exec
+                    .call_func(node, f, s, slots, &path)?
+                    .into_iter()
+                    .collect();
+                for (v, slot) in outs.iter().zip(&s.outs) {
                     if let Some(slot) = slot {
-                        slots[*slot] = Some(v);
+                        slots[*slot] = Some(v.clone());
                     }
                 }
-                Ok(())
+                Ok(Some(outs))
             }
-            NodeKind::Nested(inner) => exec.call_nested(node, inner, s, slots, &path),
+            NodeKind::Nested(inner) => exec
+                .call_nested(node, inner, s, slots, &path)
+                .map(|()| None),
         }
     }
 

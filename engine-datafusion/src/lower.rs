@@ -9,7 +9,7 @@
 //! topological order, a signature column `g<step>` (when the node is cached)
 //! and a struct column `r<step>` from the node's UDF, split into its
 //! outputs' `s`/`h` columns. The plan ends with `__item` and the requested
-//! outputs, sorted by `__item`.
+//! outputs, in any order (the engine places rows by `__item`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -337,11 +337,8 @@ pub(crate) fn lower(
         select.push(col(format!("s{}", o.slot)));
         outputs.push((o.slot, o.ty));
     }
-    let df = df
-        .select(select)
-        .map_err(df_error)?
-        .sort(vec![col("__item").sort(true, false)])
-        .map_err(df_error)?;
+    // No sort: the engine places each row by its `__item`.
+    let df = df.select(select).map_err(df_error)?;
     Ok(Lowered {
         df,
         shared,

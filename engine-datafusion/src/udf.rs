@@ -375,18 +375,23 @@ impl ScalarUDFImpl for NodeUdf {
                 .with(|j| j.call_step(self.step, &mut slots, items[r]))
                 .ok_or_else(finished)?;
             match called {
-                Ok(()) => {
-                    let mut complete = true;
+                Ok(all) => {
+                    // Function nodes return every port; nested pipelines
+                    // fill the needed ones.
+                    let mut values = Vec::with_capacity(self.outs.len());
                     for (o, (slot, _)) in self.outs.iter().enumerate() {
-                        match slot.and_then(|s| slots[s].take()) {
-                            Some(v) => fresh_values[o].push(v),
-                            None if slot.is_none() => {}
-                            None => complete = false,
+                        let v = match &all {
+                            Some(all) => all.get(o).cloned(),
+                            None => slot.and_then(|s| slots[s].take()),
+                        };
+                        values.push(v);
+                    }
+                    for (o, v) in values.into_iter().enumerate() {
+                        if let Some(v) = v {
+                            fresh_values[o].push(v);
                         }
                     }
-                    if complete {
-                        fresh_rows.push(r);
-                    }
+                    fresh_rows.push(r);
                 }
                 Err(e) => self.shared.fail(items[r], e),
             }
@@ -423,16 +428,44 @@ impl ScalarUDFImpl for NodeUdf {
             let sigs = fsb(sigs)?;
             let storable = fresh_arrays.iter().all(Option::is_some)
                 && fresh_hashes.iter().all(Option::is_some);
-            if storable && !fresh_rows.is_empty() {
-                let rows = CacheRows {
-                    signatures: fresh_rows
-                        .iter()
-                        .filter_map(|&r| sigs.value(r).try_into().ok().map(Signature))
-                        .collect(),
-                    columns: fresh_arrays.iter().flatten().cloned().collect(),
-                    hashes: fresh_hashes.iter().flatten().cloned().collect(),
+            // Rows without a signature (an input without a hash) are not stored.
+            let keep: Vec<u32> = (0..fresh_rows.len())
+                .filter(|&k| sigs.is_valid(fresh_rows[k]))
+                .map(|k| k as u32)
+                .collect();
+            if storable && !keep.is_empty() {
+                let keep_all = keep.len() == fresh_rows.len();
+                let keep = arrow_array::UInt32Array::from(keep);
+                let pick = |a: &ArrayRef| -> DfResult<ArrayRef> {
+                    if keep_all {
+                        Ok(a.clone())
+                    } else {
+                        Ok(arrow_select::take::take(a.as_ref(), &keep, None)?)
+                    }
                 };
-                if rows.signatures.len() == fresh_rows.len() {
+                let rows = CacheRows {
+                    signatures: keep
+                        .values()
+                        .iter()
+                        .filter_map(|&k| {
+                            sigs.value(fresh_rows[k as usize])
+                                .try_into()
+                                .ok()
+                                .map(Signature)
+                        })
+                        .collect(),
+                    columns: fresh_arrays
+                        .iter()
+                        .flatten()
+                        .map(pick)
+                        .collect::<DfResult<_>>()?,
+                    hashes: fresh_hashes
+                        .iter()
+                        .flatten()
+                        .map(|h| keep.values().iter().map(|&k| h[k as usize]).collect())
+                        .collect(),
+                };
+                if rows.signatures.len() == keep.len() {
                     cache
                         .store(key, &rows)
                         .map_err(|e| self.shared.fatal(cache_error(&key.node, "store", e)))?;
