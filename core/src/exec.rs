@@ -269,9 +269,10 @@ impl<'a> Exec<'a> {
         let result = exec.pipeline_scope(|| job.execute())?;
         let mut values = Vec::with_capacity(result.columns.len());
         for col in result.columns {
-            let elems: Vec<Value> = col.values.into_iter().flatten().collect();
-            let list = col.ty.make_list(elems).ok_or_else(|| Error::Engine {
-                message: format!("cannot build a list of `{}`", col.ty.name()),
+            let ty = col.ty;
+            let elems: Vec<Value> = col.into_values().into_iter().flatten().collect();
+            let list = ty.make_list(elems).ok_or_else(|| Error::Engine {
+                message: format!("cannot build a list of `{}`", ty.name()),
             })?;
             values.push(list);
         }
@@ -817,6 +818,52 @@ impl<'a> MapJob<'a> {
         }
     }
 
+    /// Like [`MapJob::finish`], from Arrow columns: one array per requested
+    /// output, row `i` holding item `i` (failed items null). Values are
+    /// decoded only if the caller asks for them.
+    pub fn finish_arrow(
+        &self,
+        columns: Vec<arrow_array::ArrayRef>,
+        mut failures: Vec<(usize, Error)>,
+    ) -> Result<MapResult, Error> {
+        failures.sort_by_key(|(i, _)| *i);
+        if self.policy == ErrorPolicy::Stop && !failures.is_empty() {
+            return Err(failures.swap_remove(0).1);
+        }
+        let plan = self.exec.plan;
+        if columns.len() != plan.outputs.len() || columns.iter().any(|c| c.len() != self.len) {
+            return Err(Error::Engine {
+                message: format!(
+                    "engine `{}` returned {} columns for {} outputs of {} items",
+                    self.exec.engine.name(),
+                    columns.len(),
+                    plan.outputs.len(),
+                    self.len
+                ),
+            });
+        }
+        let mut failed = vec![false; self.len];
+        for (i, _) in &failures {
+            if let Some(f) = failed.get_mut(*i) {
+                *f = true;
+            }
+        }
+        let failed = std::sync::Arc::new(failed);
+        Ok(MapResult {
+            len: self.len,
+            columns: plan
+                .outputs
+                .iter()
+                .zip(columns)
+                .map(|(o, array)| Column::from_arrow(o.name.clone(), o.ty, array, failed.clone()))
+                .collect(),
+            failures: failures
+                .into_iter()
+                .map(|(index, error)| ItemFailure { index, error })
+                .collect(),
+        })
+    }
+
     /// Builds the result from whole columns (one per requested output, in
     /// [`ColumnarMap::outputs`] order, one value per item, `None` for failed
     /// items) and the failed items, applying the error policy: under
@@ -850,11 +897,7 @@ impl<'a> MapJob<'a> {
                 .outputs
                 .iter()
                 .zip(columns)
-                .map(|(o, values)| Column {
-                    name: o.name.clone(),
-                    ty: o.ty,
-                    values,
-                })
+                .map(|(o, values)| Column::from_values(o.name.clone(), o.ty, values))
                 .collect(),
             failures: failures
                 .into_iter()
@@ -1016,14 +1059,10 @@ impl<'a> MapJob<'a> {
             return Err(error);
         }
         let plan = self.exec.plan;
-        let mut columns: Vec<Column> = plan
+        let mut values: Vec<Vec<Option<Value>>> = plan
             .outputs
             .iter()
-            .map(|o| Column {
-                name: o.name.clone(),
-                ty: o.ty,
-                values: Vec::with_capacity(self.len),
-            })
+            .map(|_| Vec::with_capacity(self.len))
             .collect();
         let mut failures = Vec::new();
         let mut next = 0;
@@ -1033,11 +1072,17 @@ impl<'a> MapJob<'a> {
                 break;
             }
             next += len;
-            for (c, piece) in columns.iter_mut().zip(chunk.columns) {
-                c.values.extend(piece);
+            for (c, piece) in values.iter_mut().zip(chunk.columns) {
+                c.extend(piece);
             }
             failures.extend(chunk.failures);
         }
+        let columns: Vec<Column> = plan
+            .outputs
+            .iter()
+            .zip(values)
+            .map(|(o, v)| Column::from_values(o.name.clone(), o.ty, v))
+            .collect();
         if next != self.len && !columns.is_empty() {
             return Err(Error::Engine {
                 message: format!(

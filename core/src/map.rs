@@ -5,7 +5,7 @@ use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use arrow_array::{RecordBatch, RecordBatchOptions};
+use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow_schema::{Field, Schema};
 
 use crate::error::Error;
@@ -168,15 +168,85 @@ impl ItemFailure {
 }
 
 /// One output column of a [`MapResult`]: a value per item (`None` for
-/// failed items).
+/// failed items). A columnar engine hands over an Arrow array; values are
+/// then decoded only when first asked for.
 #[derive(Clone, Debug)]
 pub struct Column {
     pub(crate) name: String,
     pub(crate) ty: ValueType,
-    pub(crate) values: Vec<Option<Value>>,
+    values: std::sync::OnceLock<Vec<Option<Value>>>,
+    /// The column as Arrow (one row per item, failed items null) and the
+    /// failed items, when an engine produced it that way.
+    arrow: Option<(ArrayRef, Arc<Vec<bool>>)>,
 }
 
 impl Column {
+    /// A column of values.
+    pub(crate) fn from_values(name: String, ty: ValueType, values: Vec<Option<Value>>) -> Self {
+        Column {
+            name,
+            ty,
+            values: std::sync::OnceLock::from(values),
+            arrow: None,
+        }
+    }
+
+    /// A column held as Arrow: row `i` is item `i`; `failed[i]` marks items
+    /// without a value.
+    pub(crate) fn from_arrow(
+        name: String,
+        ty: ValueType,
+        array: ArrayRef,
+        failed: Arc<Vec<bool>>,
+    ) -> Self {
+        Column {
+            name,
+            ty,
+            values: std::sync::OnceLock::new(),
+            arrow: Some((array, failed)),
+        }
+    }
+
+    /// Decodes the Arrow form (items that did not fail) into values.
+    fn decode(&self) -> Vec<Option<Value>> {
+        let Some((array, failed)) = &self.arrow else {
+            return Vec::new();
+        };
+        let ok: Vec<u32> = (0..array.len())
+            .filter(|&i| !failed.get(i).copied().unwrap_or(false))
+            .map(|i| i as u32)
+            .collect();
+        let mut out: Vec<Option<Value>> = vec![None; array.len()];
+        let decoded = if ok.len() == array.len() {
+            self.ty.from_array(array.as_ref())
+        } else {
+            arrow_select::take::take(
+                array.as_ref(),
+                &arrow_array::UInt32Array::from(ok.clone()),
+                None,
+            )
+            .map_err(|e| crate::value::ValueError {
+                type_name: self.ty.name(),
+                message: e.to_string(),
+            })
+            .and_then(|a| self.ty.from_array(a.as_ref()))
+        };
+        // The engine built the array from this type's values: decoding
+        // cannot fail short of a bug, which shows as missing values.
+        if let Ok(values) = decoded {
+            for (i, v) in ok.into_iter().zip(values) {
+                out[i as usize] = Some(v);
+            }
+        }
+        out
+    }
+
+    /// The values, taken out (decoded if held as Arrow).
+    pub(crate) fn into_values(mut self) -> Vec<Option<Value>> {
+        self.values();
+        self.values.take().unwrap_or_default()
+    }
+
     /// The output's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -187,9 +257,10 @@ impl Column {
         self.ty
     }
 
-    /// The values, type-erased.
+    /// The values, type-erased (decoded on first use if the engine
+    /// produced Arrow).
     pub fn values(&self) -> &[Option<Value>] {
-        &self.values
+        self.values.get_or_init(|| self.decode())
     }
 }
 
@@ -253,7 +324,7 @@ impl MapResult {
             });
         }
         Ok(TypedColumn {
-            values: &c.values,
+            values: c.values(),
             _t: PhantomData,
         })
     }
@@ -298,7 +369,24 @@ impl MapResult {
                 column: c.name.clone(),
                 source,
             };
-            let present: Vec<&Value> = c.values.iter().flatten().collect();
+            if let Some((array, failed)) = &c.arrow {
+                let nullable = failed.iter().any(|f| *f) || array.null_count() > 0;
+                let field = c.ty.field(&c.name).ok_or_else(|| {
+                    arrow_err(crate::value::ValueError {
+                        type_name: c.ty.name(),
+                        message: "the type has no Arrow form".into(),
+                    })
+                })?;
+                fields.push(Field::new(
+                    &c.name,
+                    field.data_type().clone(),
+                    field.is_nullable() || nullable,
+                ));
+                arrays.push(array.clone());
+                continue;
+            }
+            let values = c.values();
+            let present: Vec<&Value> = values.iter().flatten().collect();
             let mut array = c.ty.to_array(&present).map_err(arrow_err)?;
             let mut field = c.ty.field(&c.name).ok_or_else(|| {
                 arrow_err(crate::value::ValueError {
@@ -306,8 +394,8 @@ impl MapResult {
                     message: "the type has no Arrow form".into(),
                 })
             })?;
-            if present.len() < c.values.len() {
-                array = spread_with_nulls(array.as_ref(), c.values.iter().map(Option::is_some))
+            if present.len() < values.len() {
+                array = spread_with_nulls(array.as_ref(), values.iter().map(Option::is_some))
                     .map_err(|e| {
                         arrow_err(crate::value::ValueError {
                             type_name: c.ty.name(),

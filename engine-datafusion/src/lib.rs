@@ -161,45 +161,44 @@ impl DataFusionEngine {
             return Err(fatal);
         }
         let batches = collected.map_err(df_error)?;
+        // Rows arrive in any order: place each by its item.
         let len = job.len();
-        let mut columns: Vec<Vec<Option<hypernodes_core::Value>>> =
-            vec![vec![None; len]; lowered.outputs.len()];
-        for batch in &batches {
+        let mut at: Vec<(usize, usize)> = vec![(usize::MAX, 0); len];
+        for (b, batch) in batches.iter().enumerate() {
             let items = batch
                 .column(0)
                 .as_primitive_opt::<UInt64Type>()
                 .ok_or_else(|| Error::Engine {
                     message: "datafusion: the item column is not UInt64".into(),
                 })?;
-            let ok: Vec<u32> = (0..batch.num_rows())
-                .filter(|&r| {
-                    !lowered
-                        .shared
-                        .failed
-                        .get(items.value(r) as usize)
-                        .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
-                })
-                .map(|r| r as u32)
-                .collect();
-            let ok = arrow_array::UInt32Array::from(ok);
-            for (o, (_, ty)) in lowered.outputs.iter().enumerate() {
-                let taken = arrow_select::take::take(batch.column(o + 1).as_ref(), &ok, None)
-                    .map_err(|e| Error::Engine {
-                        message: format!("datafusion: {e}"),
-                    })?;
-                let values = ty
-                    .from_array(taken.as_ref())
-                    .map_err(|source| Error::Arrow {
-                        column: batch.schema().field(o + 1).name().clone(),
-                        source,
-                    })?;
-                for (&r, v) in ok.values().iter().zip(values) {
-                    let item = items.value(r as usize) as usize;
-                    if let Some(slot) = columns[o].get_mut(item) {
-                        *slot = Some(v);
-                    }
+            for (r, item) in items.values().iter().enumerate() {
+                if let Some(slot) = at.get_mut(*item as usize) {
+                    *slot = (b, r);
                 }
             }
+        }
+        if let Some(item) = at.iter().position(|(b, _)| *b == usize::MAX) {
+            return Err(Error::Engine {
+                message: format!("engine `{}` returned no row for item {item}", self.name),
+            });
+        }
+        let mut columns = Vec::with_capacity(lowered.outputs.len());
+        for o in 0..lowered.outputs.len() {
+            let arrays: Vec<&dyn arrow_array::Array> =
+                batches.iter().map(|b| b.column(o + 1).as_ref()).collect();
+            let column = if arrays.is_empty() {
+                arrow_array::new_empty_array(
+                    &lowered.outputs[o]
+                        .1
+                        .data_type()
+                        .unwrap_or(arrow_schema::DataType::Null),
+                )
+            } else {
+                arrow_select::interleave::interleave(&arrays, &at).map_err(|e| Error::Engine {
+                    message: format!("datafusion: {e}"),
+                })?
+            };
+            columns.push(column);
         }
         let failures = std::mem::take(
             &mut *lowered
@@ -208,6 +207,6 @@ impl DataFusionEngine {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        job.finish(columns, failures)
+        job.finish_arrow(columns, failures)
     }
 }
