@@ -281,3 +281,103 @@ fn outputs_nobody_asked_for_are_still_cached() {
         xs.iter().map(|x| x % 3).collect::<Vec<_>>()
     );
 }
+
+/// `text -> lower`, a dual node: a counted row function and a counted batch
+/// implementation over Arrow strings (optionally broken).
+fn dual(row: &Arc<AtomicUsize>, batch: &Arc<AtomicUsize>, broken: bool) -> Node {
+    use arrow_array::cast::AsArray;
+    let (row, batch) = (row.clone(), batch.clone());
+    Node::builder("lower")
+        .input::<String>("text")
+        .output::<String>("lowered")
+        .func(move |args| {
+            row.fetch_add(1, Ordering::SeqCst);
+            Ok(outs![args.get::<String>(0)?.trim().to_lowercase()])
+        })
+        .with_batch(move |arrays| {
+            batch.fetch_add(1, Ordering::SeqCst);
+            if broken {
+                return Err("the batch version is broken".into());
+            }
+            let out: arrow_array::StringArray = arrays[0]
+                .as_string::<i32>()
+                .iter()
+                .map(|t| t.map(|t| t.trim().to_lowercase()))
+                .collect();
+            Ok(vec![Arc::new(out) as arrow_array::ArrayRef])
+        })
+}
+
+#[test]
+fn dual_nodes_run_their_batch_version_with_the_same_results() {
+    let texts: Vec<String> = (0..40).map(|i| format!("  Item {i} MiXeD ")).collect();
+    let (row, batch) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let lowered = |engine: Arc<dyn Engine>, dir: Option<&std::path::Path>| {
+        let mut p = Pipeline::new([dual(&row, &batch, false)])
+            .unwrap()
+            .with_shared_engine(engine);
+        if let Some(dir) = dir {
+            p = p.with_cache(DiskCache::new(dir));
+        }
+        p.map(Inputs::new().with("text", texts.clone()), ["text"])
+            .unwrap()
+            .values::<String>("lowered")
+            .unwrap()
+    };
+    let reference = lowered(Arc::new(SeqEngine), None);
+    assert_eq!(reference[3], "item 3 mixed");
+    assert_eq!(
+        (row.load(Ordering::SeqCst), batch.load(Ordering::SeqCst)),
+        (40, 0)
+    );
+
+    assert_eq!(lowered(Arc::new(df()), None), reference, "same results");
+    assert_eq!(row.load(Ordering::SeqCst), 40, "no row calls on datafusion");
+    assert!(
+        batch.load(Ordering::SeqCst) >= 14,
+        "one call per batch of 3"
+    );
+
+    // One cache for both versions.
+    let dir = tempfile::tempdir().unwrap();
+    batch.store(0, Ordering::SeqCst);
+    assert_eq!(lowered(Arc::new(df()), Some(dir.path())), reference);
+    let batches = batch.load(Ordering::SeqCst);
+    assert!(batches > 0);
+    assert_eq!(lowered(Arc::new(SeqEngine), Some(dir.path())), reference);
+    assert_eq!(
+        row.load(Ordering::SeqCst),
+        40,
+        "all cached by the batch version"
+    );
+    assert_eq!(lowered(Arc::new(df()), Some(dir.path())), reference);
+    assert_eq!(batch.load(Ordering::SeqCst), batches, "all cached");
+}
+
+#[test]
+fn a_failing_batch_version_fails_its_rows_naming_node_and_item() {
+    let (row, batch) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let p = Pipeline::new([dual(&row, &batch, true)])
+        .unwrap()
+        .with_engine(df());
+    let texts = vec!["A".to_string(), "B".into(), "C".into(), "D".into()];
+    let err = p
+        .map(Inputs::new().with("text", texts.clone()), ["text"])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "node `lower` failed in pipeline `pipeline` on item 0: the batch version is broken"
+    );
+    let r = p
+        .map(
+            Inputs::new().with("text", texts),
+            MapOptions::over(["text"]).on_error(ErrorPolicy::Continue),
+        )
+        .unwrap();
+    let failed: Vec<(usize, &str)> = r.failures().iter().map(|f| (f.index, f.node())).collect();
+    assert_eq!(
+        failed,
+        [(0, "lower"), (1, "lower"), (2, "lower"), (3, "lower")]
+    );
+    assert_eq!(row.load(Ordering::SeqCst), 0);
+}

@@ -761,6 +761,22 @@ impl<'a> MapJob<'a> {
         }
     }
 
+    /// The error of step `step` failing for item `item` with `source` after
+    /// `attempts` attempts (names node, pipeline path and item; fires the
+    /// `on_error` event), for engines that call a node's batch
+    /// implementation themselves.
+    pub fn step_error(&self, step: usize, item: usize, attempts: u32, source: NodeError) -> Error {
+        let exec = self.exec;
+        let mut path: SmallVec<[usize; 4]> = exec.items.iter().copied().collect();
+        path.push(item);
+        match exec.plan.steps.get(step) {
+            Some(s) => exec.fail(exec.node(s), &path, attempts, source),
+            None => Error::Engine {
+                message: format!("no step {step}"),
+            },
+        }
+    }
+
     /// Reports that step `step`'s result for item `item` came from the cache
     /// (the `on_node_cached` event).
     pub fn report_cached(&self, step: usize, item: usize) {

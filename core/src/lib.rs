@@ -56,7 +56,7 @@ pub use io::{Inputs, Outputs};
 pub use map::{
     Column, ErrorPolicy, ItemFailure, MapMode, MapOptions, MapResult, Row, RunOptions, TypedColumn,
 };
-pub use node::{Args, Node, NodeBuilder, NodeFn, Outs, Port};
+pub use node::{Args, BatchFn, Node, NodeBuilder, NodeFn, Outs, Port};
 pub use pipeline::{InputInfo, Pipeline};
 pub use signature::Signature;
 pub use value::{ArrowValue, ResourceKey, Value, ValueError, ValueType};

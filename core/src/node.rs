@@ -144,7 +144,19 @@ pub struct Node {
     pub(crate) code_parts: Arc<[(String, String)]>,
     pending_map: Option<(Vec<String>, MapMode)>,
     problems: Vec<String>,
+    batch: Option<BatchFn>,
 }
+
+/// A node's batch implementation (the "dual node"): given one Arrow array
+/// per input (all of the same length, fixed inputs repeated), it returns one
+/// array per output with a row per input row. It must give exactly what the
+/// row function gives row by row; columnar engines use it instead of calling
+/// the row function per row.
+pub type BatchFn = Arc<
+    dyn Fn(&[arrow_array::ArrayRef]) -> Result<Vec<arrow_array::ArrayRef>, crate::error::BoxError>
+        + Send
+        + Sync,
+>;
 
 impl fmt::Debug for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -218,7 +230,32 @@ impl Node {
             mapping: None,
             pending_map: None,
             problems: Vec::new(),
+            batch: None,
         }
+    }
+
+    /// Gives the node a batch implementation over Arrow arrays (see
+    /// [`BatchFn`]), used by columnar engines for the rows they compute; the
+    /// row function stays the reference (row engines, debugging). It is not
+    /// part of the code hash: both must give the same results, so they share
+    /// cache entries. Nodes with an input that has no Arrow form (a
+    /// resource) keep using the row function.
+    pub fn with_batch<F>(mut self, f: F) -> Self
+    where
+        F: Fn(
+                &[arrow_array::ArrayRef],
+            ) -> Result<Vec<arrow_array::ArrayRef>, crate::error::BoxError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.batch = Some(Arc::new(f));
+        self
+    }
+
+    /// The node's batch implementation, if it has one.
+    pub fn batch(&self) -> Option<&BatchFn> {
+        self.batch.as_ref()
     }
 
     /// The node's name.

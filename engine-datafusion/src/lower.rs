@@ -231,6 +231,7 @@ pub(crate) fn lower(
             } else if let Some(f) = fixed.get(&slot) {
                 args.push(Arg::Fixed {
                     slot,
+                    ty: f.ty,
                     value: f.value.clone(),
                     hash: f.hash,
                 });
@@ -244,6 +245,10 @@ pub(crate) fn lower(
                 });
             }
         }
+        let args_arrow = args.iter().all(|a| match a {
+            Arg::Column { .. } => true,
+            Arg::Fixed { ty, .. } => ty.is_arrow(),
+        });
         let hashable = args.iter().all(|a| match a {
             Arg::Column { .. } => true,
             Arg::Fixed { hash, .. } => hash.is_some(),
@@ -305,6 +310,7 @@ pub(crate) fn lower(
             outs: outs.clone(),
             fields,
             signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
+            batch: node.batch().cloned().filter(|_| args_arrow),
         };
         let r = format!("r{}", step.index);
         df = df

@@ -17,7 +17,7 @@ use datafusion::logical_expr::{
 use hypernodes_core::cache::{Cache, CacheKey, CacheRows, Hits};
 use hypernodes_core::signature::{NodeKey, Signature, hash_array};
 use hypernodes_core::value::{Value, ValueType};
-use hypernodes_core::{Error, MapJob};
+use hypernodes_core::{Error, MapJob, NodeError};
 
 /// The map job, for UDFs that outlive nothing but must be `'static` for
 /// DataFusion: it is reachable only until [`JobRef::close`], which the
@@ -122,6 +122,7 @@ pub(crate) enum Arg {
     },
     Fixed {
         slot: usize,
+        ty: ValueType,
         value: Value,
         hash: Option<Signature>,
     },
@@ -232,6 +233,9 @@ pub(crate) struct NodeUdf {
     pub outs: Vec<(Option<usize>, ValueType)>,
     pub fields: Fields,
     pub signature: DfSignature,
+    /// The node's batch implementation, when it has one and every input
+    /// has an Arrow form.
+    pub batch: Option<hypernodes_core::BatchFn>,
 }
 
 impl std::fmt::Debug for NodeUdf {
@@ -339,90 +343,22 @@ impl ScalarUDFImpl for NodeUdf {
             .copied()
             .filter(|&r| hit_row[r].is_none())
             .collect();
-        let mut decoded: Vec<Option<Vec<Value>>> = Vec::with_capacity(self.args.len());
-        let mut columns_of_args = values.iter();
         let miss_rows =
             arrow_array::UInt32Array::from_iter_values(misses.iter().map(|&r| r as u32));
-        for arg in &self.args {
-            match arg {
-                Arg::Column { ty, .. } => {
-                    let column = columns_of_args.next().ok_or_else(|| {
-                        DataFusionError::Internal("missing argument column".into())
-                    })?;
-                    let taken = arrow_select::take::take(column.as_ref(), &miss_rows, None)?;
-                    let vals = ty
-                        .from_array(taken.as_ref())
-                        .map_err(|e| DataFusionError::Execution(e.to_string()))?;
-                    decoded.push(Some(vals));
-                }
-                Arg::Fixed { .. } => decoded.push(None),
+        let (fresh_rows, fresh_arrays) = match &self.batch {
+            Some(f) if !misses.is_empty() => {
+                self.call_batch(f, &misses, &miss_rows, &values, &items)?
             }
-        }
-        let mut fresh_rows = Vec::new();
-        let mut fresh_values: Vec<Vec<Value>> = vec![Vec::new(); self.outs.len()];
-        let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
-        for (k, &r) in misses.iter().enumerate() {
-            slots.iter_mut().for_each(|s| *s = None);
-            for (arg, vals) in self.args.iter().zip(&decoded) {
-                match (arg, vals) {
-                    (Arg::Column { slot, .. }, Some(vals)) => slots[*slot] = Some(vals[k].clone()),
-                    (Arg::Fixed { slot, value, .. }, _) => slots[*slot] = Some(value.clone()),
-                    _ => {}
-                }
-            }
-            let called = self
-                .job
-                .with(|j| j.call_step(self.step, &mut slots, items[r]))
-                .ok_or_else(finished)?;
-            match called {
-                Ok(all) => {
-                    // Function nodes return every port; nested pipelines
-                    // fill the needed ones.
-                    let mut values = Vec::with_capacity(self.outs.len());
-                    for (o, (slot, _)) in self.outs.iter().enumerate() {
-                        let v = match &all {
-                            Some(all) => all.get(o).cloned(),
-                            None => slot.and_then(|s| slots[s].take()),
-                        };
-                        values.push(v);
-                    }
-                    for (o, v) in values.into_iter().enumerate() {
-                        if let Some(v) = v {
-                            fresh_values[o].push(v);
-                        }
-                    }
-                    fresh_rows.push(r);
-                }
-                Err(e) => self.shared.fail(items[r], e),
-            }
-        }
-
-        // Encode fresh results, hash and store them.
-        let mut fresh_arrays: Vec<Option<ArrayRef>> = Vec::with_capacity(self.outs.len());
+            _ => self.call_rows(&misses, &miss_rows, &values, &items)?,
+        };
         let mut fresh_hashes: Vec<Option<Vec<Signature>>> = Vec::with_capacity(self.outs.len());
-        for ((slot, ty), vals) in self.outs.iter().zip(&fresh_values) {
-            if slot.is_none() && self.cache.is_none() {
-                fresh_arrays.push(None);
-                fresh_hashes.push(None);
-                continue;
-            }
-            if vals.len() != fresh_rows.len() {
-                // An output nobody needs downstream of a nested pipeline.
-                fresh_arrays.push(None);
-                fresh_hashes.push(None);
-                continue;
-            }
-            let refs: Vec<&Value> = vals.iter().collect();
-            let array = ty
-                .to_array(&refs)
-                .map_err(|e| DataFusionError::Execution(format!("{}: {e}", self.name)))?;
-            let hashes = if self.hash_outputs {
-                Some(hash_array(&array).map_err(|e| DataFusionError::Execution(e.to_string()))?)
-            } else {
-                None
-            };
-            fresh_arrays.push(Some(array));
-            fresh_hashes.push(hashes);
+        for array in &fresh_arrays {
+            fresh_hashes.push(match array {
+                Some(array) if self.hash_outputs => {
+                    Some(hash_array(array).map_err(|e| DataFusionError::Execution(e.to_string()))?)
+                }
+                _ => None,
+            });
         }
         if let (Some((cache, key)), Some(sigs)) = (&self.cache, &sigs) {
             let sigs = fsb(sigs)?;
@@ -527,6 +463,166 @@ impl ScalarUDFImpl for NodeUdf {
             }
         }
         Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+impl NodeUdf {
+    /// Calls the row function for each missing row; returns the rows that
+    /// succeeded and, per output, their values as one array.
+    fn call_rows(
+        &self,
+        misses: &[usize],
+        miss_rows: &arrow_array::UInt32Array,
+        values: &[ArrayRef],
+        items: &[usize],
+    ) -> DfResult<(Vec<usize>, Vec<Option<ArrayRef>>)> {
+        let mut decoded: Vec<Option<Vec<Value>>> = Vec::with_capacity(self.args.len());
+        let mut columns_of_args = values.iter();
+        for arg in &self.args {
+            match arg {
+                Arg::Column { ty, .. } => {
+                    let column = columns_of_args.next().ok_or_else(|| {
+                        DataFusionError::Internal("missing argument column".into())
+                    })?;
+                    let taken = arrow_select::take::take(column.as_ref(), miss_rows, None)?;
+                    let vals = ty
+                        .from_array(taken.as_ref())
+                        .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+                    decoded.push(Some(vals));
+                }
+                Arg::Fixed { .. } => decoded.push(None),
+            }
+        }
+        let mut fresh_rows = Vec::new();
+        let mut fresh_values: Vec<Vec<Value>> = vec![Vec::new(); self.outs.len()];
+        let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
+        for (k, &r) in misses.iter().enumerate() {
+            slots.iter_mut().for_each(|s| *s = None);
+            for (arg, vals) in self.args.iter().zip(&decoded) {
+                match (arg, vals) {
+                    (Arg::Column { slot, .. }, Some(vals)) => slots[*slot] = Some(vals[k].clone()),
+                    (Arg::Fixed { slot, value, .. }, _) => slots[*slot] = Some(value.clone()),
+                    _ => {}
+                }
+            }
+            let called = self
+                .job
+                .with(|j| j.call_step(self.step, &mut slots, items[r]))
+                .ok_or_else(finished)?;
+            match called {
+                Ok(all) => {
+                    // Function nodes return every port; nested pipelines
+                    // fill the needed ones.
+                    let mut values = Vec::with_capacity(self.outs.len());
+                    for (o, (slot, _)) in self.outs.iter().enumerate() {
+                        let v = match &all {
+                            Some(all) => all.get(o).cloned(),
+                            None => slot.and_then(|s| slots[s].take()),
+                        };
+                        values.push(v);
+                    }
+                    for (o, v) in values.into_iter().enumerate() {
+                        if let Some(v) = v {
+                            fresh_values[o].push(v);
+                        }
+                    }
+                    fresh_rows.push(r);
+                }
+                Err(e) => self.shared.fail(items[r], e),
+            }
+        }
+
+        let mut fresh_arrays: Vec<Option<ArrayRef>> = Vec::with_capacity(self.outs.len());
+        for ((slot, ty), vals) in self.outs.iter().zip(&fresh_values) {
+            if (slot.is_none() && self.cache.is_none()) || vals.len() != fresh_rows.len() {
+                // Not needed, or an output nobody needs of a nested pipeline.
+                fresh_arrays.push(None);
+                continue;
+            }
+            let refs: Vec<&Value> = vals.iter().collect();
+            let array = ty
+                .to_array(&refs)
+                .map_err(|e| DataFusionError::Execution(format!("{}: {e}", self.name)))?;
+            fresh_arrays.push(Some(array));
+        }
+        Ok((fresh_rows, fresh_arrays))
+    }
+
+    /// Calls the node's batch implementation once for all missing rows. If
+    /// it fails (or panics, or returns arrays of the wrong shape), every
+    /// one of those rows fails with that error.
+    fn call_batch(
+        &self,
+        f: &hypernodes_core::BatchFn,
+        misses: &[usize],
+        miss_rows: &arrow_array::UInt32Array,
+        values: &[ArrayRef],
+        items: &[usize],
+    ) -> DfResult<(Vec<usize>, Vec<Option<ArrayRef>>)> {
+        let n = misses.len();
+        let mut inputs = Vec::with_capacity(self.args.len());
+        let mut columns = values.iter();
+        for arg in &self.args {
+            match arg {
+                Arg::Column { .. } => {
+                    let column = columns.next().ok_or_else(|| {
+                        DataFusionError::Internal("missing argument column".into())
+                    })?;
+                    inputs.push(arrow_select::take::take(column.as_ref(), miss_rows, None)?);
+                }
+                Arg::Fixed { value, ty, .. } => {
+                    let one = ty
+                        .to_array(&[value])
+                        .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+                    let zeros = arrow_array::UInt32Array::from(vec![0u32; n]);
+                    inputs.push(arrow_select::take::take(one.as_ref(), &zeros, None)?);
+                }
+            }
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&inputs)));
+        let problem = match outcome {
+            Ok(Ok(arrays)) => {
+                let shape_ok = arrays.len() == self.outs.len()
+                    && arrays.iter().zip(&self.outs).all(|(a, (_, ty))| {
+                        a.len() == n && Some(a.data_type().clone()) == ty.data_type()
+                    });
+                if shape_ok {
+                    return Ok((misses.to_vec(), arrays.into_iter().map(Some).collect()));
+                }
+                NodeError::User(
+                    format!(
+                        "the batch implementation returned {} arrays ({}) for {} outputs of {n} rows",
+                        arrays.len(),
+                        arrays
+                            .iter()
+                            .map(|a| format!("{} x {}", a.len(), a.data_type()))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        self.outs.len()
+                    )
+                    .into(),
+                )
+            }
+            Ok(Err(e)) => NodeError::User(e),
+            Err(panic) => NodeError::Panic(
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into()),
+            ),
+        };
+        let text = problem.to_string();
+        for &r in misses {
+            let error = self
+                .job
+                .with(|j| {
+                    j.step_error(self.step, items[r], 1, NodeError::User(text.clone().into()))
+                })
+                .ok_or_else(finished)?;
+            self.shared.fail(items[r], error);
+        }
+        Ok((Vec::new(), vec![None; self.outs.len()]))
     }
 }
 
