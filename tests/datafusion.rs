@@ -381,3 +381,48 @@ fn a_failing_batch_version_fails_its_rows_naming_node_and_item() {
     );
     assert_eq!(row.load(Ordering::SeqCst), 0);
 }
+
+static ROW_SHOUTS: AtomicUsize = AtomicUsize::new(0);
+static BATCH_SHOUTS: AtomicUsize = AtomicUsize::new(0);
+
+/// The batch version of `shout`: the same result for every row.
+fn shout_batch(
+    arrays: &[arrow_array::ArrayRef],
+) -> Result<Vec<arrow_array::ArrayRef>, hypernodes::BoxError> {
+    use arrow_array::cast::AsArray;
+    BATCH_SHOUTS.fetch_add(1, Ordering::SeqCst);
+    let out: arrow_array::StringArray = arrays[0]
+        .as_string::<i32>()
+        .iter()
+        .map(|t| t.map(|t| format!("{}!", t.to_uppercase())))
+        .collect();
+    Ok(vec![Arc::new(out)])
+}
+
+#[node(output = "shouted", batch = shout_batch)]
+fn shout(text: &str) -> String {
+    ROW_SHOUTS.fetch_add(1, Ordering::SeqCst);
+    format!("{}!", text.to_uppercase())
+}
+
+#[test]
+fn node_attribute_declares_the_batch_version() {
+    let texts = vec!["a".to_string(), "bc".into(), "d e".into()];
+    let run = |engine: Arc<dyn Engine>| {
+        Pipeline::new([shout::node()])
+            .unwrap()
+            .with_shared_engine(engine)
+            .map(Inputs::new().with("text", texts.clone()), ["text"])
+            .unwrap()
+            .values::<String>("shouted")
+            .unwrap()
+    };
+    let rows = ROW_SHOUTS.load(Ordering::SeqCst);
+    let batches = BATCH_SHOUTS.load(Ordering::SeqCst);
+    assert_eq!(run(Arc::new(SeqEngine)), ["A!", "BC!", "D E!"]);
+    assert_eq!(ROW_SHOUTS.load(Ordering::SeqCst) - rows, 3);
+    assert_eq!(run(Arc::new(df())), ["A!", "BC!", "D E!"]);
+    assert_eq!(ROW_SHOUTS.load(Ordering::SeqCst) - rows, 3, "no row calls");
+    assert!(BATCH_SHOUTS.load(Ordering::SeqCst) > batches);
+    assert!(shout::node().batch().is_some());
+}

@@ -48,6 +48,7 @@ struct NodeArgs {
     version: Option<String>,
     env: Vec<String>,
     cache: bool,
+    batch: Option<syn::Path>,
 }
 
 fn parse_node_args(attr: TokenStream) -> syn::Result<NodeArgs> {
@@ -58,6 +59,7 @@ fn parse_node_args(attr: TokenStream) -> syn::Result<NodeArgs> {
         version: None,
         env: Vec::new(),
         cache: true,
+        batch: None,
     };
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("output") {
@@ -98,13 +100,17 @@ fn parse_node_args(attr: TokenStream) -> syn::Result<NodeArgs> {
                 }
             }
             Ok(())
+        } else if meta.path.is_ident("batch") {
+            let path: syn::Path = meta.value()?.parse()?;
+            args.batch = Some(path);
+            Ok(())
         } else if meta.path.is_ident("name") {
             let lit: syn::LitStr = meta.value()?.parse()?;
             args.name = Some(lit.value());
             Ok(())
         } else {
             Err(meta.error(
-                "unknown #[node] setting; expected `output = \"name\"`, `output = (\"a\", \"b\")`, `retries = N`, `name = \"...\"`, `version = \"...\"`, `env = [\"VAR\"]` or `cache = false`",
+                "unknown #[node] setting; expected `output = \"name\"`, `output = (\"a\", \"b\")`, `retries = N`, `name = \"...\"`, `version = \"...\"`, `env = [\"VAR\"]`, `cache = false` or `batch = path`",
             ))
         }
     });
@@ -216,7 +222,12 @@ fn result_ok_type(ty: &Type) -> Option<Type> {
 /// The `#[node]` attribute: see the crate docs.
 ///
 /// Settings: `output = "name"` (default: the function's name),
-/// `output = ("a", "b")` with a tuple return, `retries = N`, `name = "..."`.
+/// `output = ("a", "b")` with a tuple return, `retries = N`, `name = "..."`,
+/// `version = "..."` and `env = ["VAR"]` (part of the signature),
+/// `cache = false`, and `batch = path` naming the node's batch
+/// implementation over Arrow arrays (`fn(&[ArrayRef]) -> Result<Vec<ArrayRef>, BoxError>`,
+/// see `Node::with_batch`), which columnar engines call instead of the
+/// function row by row.
 #[proc_macro_attribute]
 pub fn node(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args = match parse_node_args(attr) {
@@ -343,6 +354,11 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
     let part_values = parts.iter().map(|(_, v)| v.clone());
     let env = &args.env;
     let cache = args.cache;
+    // `batch = path`: the node's batch implementation over Arrow arrays.
+    let batch = match &args.batch {
+        Some(path) => quote!(.with_batch(#path)),
+        None => quote!(),
+    };
 
     let in_ports = params.iter().map(|(name, take)| {
         let stored = take.stored();
@@ -475,6 +491,7 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
                 .with_env(&[#(#env),*])
                 .with_code_parts(&[#((#part_names, #part_values)),*])
                 .with_cache_enabled(#cache)
+                #batch
             }
         }
     })
