@@ -426,3 +426,36 @@ fn node_attribute_declares_the_batch_version() {
     assert!(BATCH_SHOUTS.load(Ordering::SeqCst) > batches);
     assert!(shout::node().batch().is_some());
 }
+
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static MOST_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// An I/O-bound node: records how many calls are in flight at once.
+#[node(output = "fetched")]
+async fn fetch_slowly(x: i64) -> i64 {
+    let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+    MOST_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    x * 10
+}
+
+#[test]
+fn async_nodes_run_several_rows_of_a_batch_at_once_bounded() {
+    let engine = DataFusionEngine::new()
+        .with_target_partitions(1)
+        .with_batch_size(8)
+        .with_async_concurrency(4);
+    let xs: Vec<i64> = (0..16).collect();
+    let r = Pipeline::new([fetch_slowly::node()])
+        .unwrap()
+        .with_engine(engine)
+        .map(Inputs::new().with("x", xs.clone()), ["x"])
+        .unwrap();
+    assert_eq!(
+        r.values::<i64>("fetched").unwrap(),
+        xs.iter().map(|x| x * 10).collect::<Vec<_>>()
+    );
+    let most = MOST_IN_FLIGHT.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&most), "{most} calls in flight at most");
+}

@@ -345,6 +345,12 @@ impl Node {
         self.cache_enabled
     }
 
+    /// Whether the node's function is `async` (I/O-bound work that columnar
+    /// engines may run for many rows at once).
+    pub fn is_async(&self) -> bool {
+        matches!(self.kind, NodeKind::Func(NodeFn::Async(_)))
+    }
+
     /// Whether the node is a pipeline (made by `as_node`), not a function.
     pub fn is_pipeline(&self) -> bool {
         matches!(self.kind, NodeKind::Nested(_))

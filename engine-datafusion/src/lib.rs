@@ -37,6 +37,7 @@ pub struct DataFusionEngine {
     name: String,
     batch_size: usize,
     partitions: usize,
+    async_concurrency: usize,
 }
 
 impl Default for DataFusionEngine {
@@ -47,6 +48,7 @@ impl Default for DataFusionEngine {
             partitions: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            async_concurrency: 16,
         }
     }
 }
@@ -60,6 +62,13 @@ impl DataFusionEngine {
     /// Rows per batch (each node's UDF sees at most this many at once).
     pub fn with_batch_size(mut self, rows: usize) -> Self {
         self.batch_size = rows.max(1);
+        self
+    }
+
+    /// How many rows of a batch an `async` node runs at once (default 16):
+    /// for I/O-bound nodes, the bound on requests in flight per partition.
+    pub fn with_async_concurrency(mut self, rows: usize) -> Self {
+        self.async_concurrency = rows.max(1);
         self
     }
 

@@ -311,6 +311,11 @@ pub(crate) fn lower(
             fields,
             signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
             batch: node.batch().cloned().filter(|_| args_arrow),
+            concurrency: if node.is_async() {
+                engine.async_concurrency
+            } else {
+                1
+            },
         };
         let r = format!("r{}", step.index);
         df = df

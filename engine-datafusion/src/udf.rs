@@ -236,6 +236,8 @@ pub(crate) struct NodeUdf {
     /// The node's batch implementation, when it has one and every input
     /// has an Arrow form.
     pub batch: Option<hypernodes_core::BatchFn>,
+    /// Rows called at once (more than one for async nodes).
+    pub concurrency: usize,
 }
 
 impl std::fmt::Debug for NodeUdf {
@@ -493,10 +495,10 @@ impl NodeUdf {
                 Arg::Fixed { .. } => decoded.push(None),
             }
         }
-        let mut fresh_rows = Vec::new();
-        let mut fresh_values: Vec<Vec<Value>> = vec![Vec::new(); self.outs.len()];
-        let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
-        for (k, &r) in misses.iter().enumerate() {
+        // One call per missing row; async nodes run up to `concurrency` rows
+        // at once (each worker thread waits on its own call).
+        let call = |k: usize, slots: &mut Vec<Option<Value>>| {
+            let r = misses[k];
             slots.iter_mut().for_each(|s| *s = None);
             for (arg, vals) in self.args.iter().zip(&decoded) {
                 match (arg, vals) {
@@ -507,20 +509,73 @@ impl NodeUdf {
             }
             let called = self
                 .job
-                .with(|j| j.call_step(self.step, &mut slots, items[r]))
+                .with(|j| j.call_step(self.step, slots, items[r]))
                 .ok_or_else(finished)?;
-            match called {
-                Ok(all) => {
-                    // Function nodes return every port; nested pipelines
-                    // fill the needed ones.
-                    let mut values = Vec::with_capacity(self.outs.len());
-                    for (o, (slot, _)) in self.outs.iter().enumerate() {
-                        let v = match &all {
-                            Some(all) => all.get(o).cloned(),
-                            None => slot.and_then(|s| slots[s].take()),
-                        };
-                        values.push(v);
-                    }
+            Ok::<_, DataFusionError>(called.map(|all| {
+                // Function nodes return every port; nested pipelines fill
+                // the needed ones.
+                self.outs
+                    .iter()
+                    .enumerate()
+                    .map(|(o, (slot, _))| match &all {
+                        Some(all) => all.get(o).cloned(),
+                        None => slot.and_then(|s| slots[s].take()),
+                    })
+                    .collect::<Vec<Option<Value>>>()
+            }))
+        };
+        let workers = self.concurrency.min(misses.len()).max(1);
+        let outcomes: Vec<Result<Vec<Option<Value>>, Error>> = if workers == 1 {
+            let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
+            (0..misses.len())
+                .map(|k| call(k, &mut slots))
+                .collect::<DfResult<_>>()?
+        } else {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let results: std::sync::Mutex<Vec<Option<Result<Vec<Option<Value>>, Error>>>> =
+                std::sync::Mutex::new((0..misses.len()).map(|_| None).collect());
+            let failure: std::sync::Mutex<Option<DataFusionError>> = std::sync::Mutex::new(None);
+            std::thread::scope(|s| {
+                for _ in 0..workers {
+                    s.spawn(|| {
+                        let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
+                        loop {
+                            let k = next.fetch_add(1, Ordering::Relaxed);
+                            if k >= misses.len() {
+                                break;
+                            }
+                            match call(k, &mut slots) {
+                                Ok(outcome) => {
+                                    if let Ok(mut r) = results.lock() {
+                                        r[k] = Some(outcome);
+                                    }
+                                }
+                                Err(e) => {
+                                    if let Ok(mut f) = failure.lock() {
+                                        f.get_or_insert(e);
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+            if let Some(e) = failure.into_inner().ok().flatten() {
+                return Err(e);
+            }
+            results
+                .into_inner()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.ok_or_else(|| DataFusionError::Internal("a row was not called".into())))
+                .collect::<DfResult<_>>()?
+        };
+        let mut fresh_rows = Vec::new();
+        let mut fresh_values: Vec<Vec<Value>> = vec![Vec::new(); self.outs.len()];
+        for (k, outcome) in outcomes.into_iter().enumerate() {
+            let r = misses[k];
+            match outcome {
+                Ok(values) => {
                     for (o, v) in values.into_iter().enumerate() {
                         if let Some(v) = v {
                             fresh_values[o].push(v);
@@ -531,7 +586,6 @@ impl NodeUdf {
                 Err(e) => self.shared.fail(items[r], e),
             }
         }
-
         let mut fresh_arrays: Vec<Option<ArrayRef>> = Vec::with_capacity(self.outs.len());
         for ((slot, ty), vals) in self.outs.iter().zip(&fresh_values) {
             if (slot.is_none() && self.cache.is_none()) || vals.len() != fresh_rows.len() {
