@@ -19,6 +19,10 @@ use hypernodes_core::signature::{NodeKey, Signature, hash_array};
 use hypernodes_core::value::{Value, ValueType};
 use hypernodes_core::{Error, MapJob, NodeError};
 
+/// What calling a node for one row gave: each output port's value (`None`
+/// for ports a nested pipeline did not compute), or the row's failure.
+type RowOutcome = Result<Vec<Option<Value>>, Error>;
+
 /// The map job, for UDFs that outlive nothing but must be `'static` for
 /// DataFusion: it is reachable only until [`JobRef::close`], which the
 /// engine calls (waiting for running calls) before the borrowed job ends.
@@ -525,14 +529,14 @@ impl NodeUdf {
             }))
         };
         let workers = self.concurrency.min(misses.len()).max(1);
-        let outcomes: Vec<Result<Vec<Option<Value>>, Error>> = if workers == 1 {
+        let outcomes: Vec<RowOutcome> = if workers == 1 {
             let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
             (0..misses.len())
                 .map(|k| call(k, &mut slots))
                 .collect::<DfResult<_>>()?
         } else {
             let next = std::sync::atomic::AtomicUsize::new(0);
-            let results: std::sync::Mutex<Vec<Option<Result<Vec<Option<Value>>, Error>>>> =
+            let results: std::sync::Mutex<Vec<Option<RowOutcome>>> =
                 std::sync::Mutex::new((0..misses.len()).map(|_| None).collect());
             let failure: std::sync::Mutex<Option<DataFusionError>> = std::sync::Mutex::new(None);
             std::thread::scope(|s| {
