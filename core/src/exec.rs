@@ -834,10 +834,14 @@ impl<'a> MapJob<'a> {
         }
     }
 
-    /// Like [`MapJob::finish`], from Arrow columns: one array per requested
-    /// output, row `i` holding item `i` (failed items null). Values are
-    /// decoded only if the caller asks for them.
-    pub fn finish_arrow(
+    /// Builds the result from whole Arrow columns (one per requested output,
+    /// in [`ColumnarMap::outputs`] order, row `i` holding item `i`, failed
+    /// items null) and the failed items, applying the error policy: under
+    /// [`ErrorPolicy::Stop`] the failure of the earliest item is returned.
+    /// Values are decoded only when the caller asks for them.
+    ///
+    /// [`ColumnarMap::outputs`]: crate::columnar::ColumnarMap::outputs
+    pub fn finish(
         &self,
         columns: Vec<arrow_array::ArrayRef>,
         mut failures: Vec<(usize, Error)>,
@@ -872,48 +876,6 @@ impl<'a> MapJob<'a> {
                 .iter()
                 .zip(columns)
                 .map(|(o, array)| Column::from_arrow(o.name.clone(), o.ty, array, failed.clone()))
-                .collect(),
-            failures: failures
-                .into_iter()
-                .map(|(index, error)| ItemFailure { index, error })
-                .collect(),
-        })
-    }
-
-    /// Builds the result from whole columns (one per requested output, in
-    /// [`ColumnarMap::outputs`] order, one value per item, `None` for failed
-    /// items) and the failed items, applying the error policy: under
-    /// [`ErrorPolicy::Stop`] the failure of the earliest item is returned.
-    ///
-    /// [`ColumnarMap::outputs`]: crate::columnar::ColumnarMap::outputs
-    pub fn finish(
-        &self,
-        columns: Vec<Vec<Option<Value>>>,
-        mut failures: Vec<(usize, Error)>,
-    ) -> Result<MapResult, Error> {
-        failures.sort_by_key(|(i, _)| *i);
-        if self.policy == ErrorPolicy::Stop && !failures.is_empty() {
-            return Err(failures.swap_remove(0).1);
-        }
-        let plan = self.exec.plan;
-        if columns.len() != plan.outputs.len() || columns.iter().any(|c| c.len() != self.len) {
-            return Err(Error::Engine {
-                message: format!(
-                    "engine `{}` returned {} columns for {} outputs of {} items",
-                    self.exec.engine.name(),
-                    columns.len(),
-                    plan.outputs.len(),
-                    self.len
-                ),
-            });
-        }
-        Ok(MapResult {
-            len: self.len,
-            columns: plan
-                .outputs
-                .iter()
-                .zip(columns)
-                .map(|(o, values)| Column::from_values(o.name.clone(), o.ty, values))
                 .collect(),
             failures: failures
                 .into_iter()

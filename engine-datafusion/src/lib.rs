@@ -216,6 +216,6 @@ impl DataFusionEngine {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        job.finish_arrow(columns, failures)
+        job.finish(columns, failures)
     }
 }

@@ -132,6 +132,24 @@ pub(crate) enum Arg {
     },
 }
 
+/// UDFs are equal when their names are (each name is unique in a plan:
+/// kind, node and step).
+macro_rules! identified_by_name {
+    ($t:ty) => {
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                self.name == other.name
+            }
+        }
+        impl Eq for $t {}
+        impl Hash for $t {
+            fn hash<H: Hasher>(&self, state: &mut H) {
+                self.name.hash(state)
+            }
+        }
+    };
+}
+
 /// `sig(node, item)` for a batch: one keyed hash over the inputs' hashes.
 /// Arguments: the hash column of every `Arg::Column`, in order.
 #[derive(Debug)]
@@ -153,17 +171,7 @@ impl SigUdf {
     }
 }
 
-impl PartialEq for SigUdf {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
-    }
-}
-impl Eq for SigUdf {}
-impl Hash for SigUdf {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.name.hash(state)
-    }
-}
+identified_by_name!(SigUdf);
 
 fn fsb(array: &ArrayRef) -> DfResult<&FixedSizeBinaryArray> {
     array
@@ -250,17 +258,7 @@ impl std::fmt::Debug for NodeUdf {
     }
 }
 
-impl PartialEq for NodeUdf {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
-    }
-}
-impl Eq for NodeUdf {}
-impl Hash for NodeUdf {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.name.hash(state)
-    }
-}
+identified_by_name!(NodeUdf);
 
 /// The struct fields a node's UDF returns: `s<slot>` (value) and `h<slot>`
 /// (value hash) per needed output.
