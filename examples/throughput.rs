@@ -12,7 +12,9 @@
 //! gives both nodes a batch implementation over Arrow arrays (the "dual
 //! node"), which the DataFusion engine then calls instead of the row
 //! functions (the row engines ignore it). Prints one line per engine:
-//! `throughput: engine=<name> items=<N> cold_items_per_s=<x> warm_items_per_s=<y>`.
+//! `throughput: engine=<name> items=<N> cold_items_per_s=<x> warm_items_per_s=<y>`,
+//! then `incremental: engine=<name> items=<N> one_percent_new_items_per_s=<z>`
+//! for a third run in which every hundredth item is new.
 
 #[path = "shared/workload.rs"]
 mod workload;
@@ -83,13 +85,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let texts = workload::items(items);
     let expected = workload::expected_counts(&texts);
+    // 1% new: every hundredth item replaced by text not seen before.
+    let mut grown = texts.clone();
+    for (i, t) in grown.iter_mut().enumerate().filter(|(i, _)| i % 100 == 0) {
+        *t = format!("new item {i}");
+    }
+    let grown_expected = workload::expected_counts(&grown);
     for name in names {
         let engine = engine(&name).ok_or_else(|| {
             format!("unknown engine `{name}` (datafusion needs --features datafusion)")
         })?;
         let dir = tempfile::tempdir()?;
         let mut rates = Vec::new();
-        for _ in 0..2 {
+        for (texts, expected) in [
+            (&texts, &expected),
+            (&texts, &expected),
+            (&grown, &grown_expected),
+        ] {
             let pipeline = Pipeline::new(nodes(dual))?
                 .with_shared_engine(engine.clone())
                 .with_cache(DiskCache::new(dir.path()));
@@ -97,7 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let r = pipeline.map(Inputs::new().with("text", texts.clone()), ["text"])?;
             let secs = start.elapsed().as_secs_f64();
             assert_eq!(
-                r.values::<i64>("word_count")?,
+                &r.values::<i64>("word_count")?,
                 expected,
                 "results match plain Rust"
             );
@@ -111,6 +123,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "throughput: engine={label} items={items} cold_items_per_s={:.0} warm_items_per_s={:.0}",
             rates[0], rates[1]
+        );
+        println!(
+            "incremental: engine={label} items={items} one_percent_new_items_per_s={:.0}",
+            rates[2]
         );
     }
     Ok(())
