@@ -114,16 +114,7 @@ fn parallel_results_reach_the_cache_by_time_too() {
 
 fn flushes_by_time(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "crash_child_helper",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_DIR, dir.path())
-    .env(CHILD_MODE, mode);
-    let mut child = cmd.spawn().unwrap();
+    let mut child = spawn_child(dir.path(), None, Some(mode));
     let deadline = Instant::now() + Duration::from_secs(60);
     while cached_rows(dir.path()) == 0 {
         assert!(Instant::now() < deadline, "nothing was flushed in time");
@@ -166,7 +157,9 @@ fn resume(dir: &Path, items: i64, options: MapOptions) -> usize {
         .count()
 }
 
-fn spawn_child(dir: &Path, range: Option<&str>) -> std::process::Child {
+/// Starts `crash_child_helper` in a child process on the cache in `dir`,
+/// optionally over a range of items or in a mode.
+fn spawn_child(dir: &Path, range: Option<&str>, mode: Option<&str>) -> std::process::Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "crash_child_helper",
@@ -178,14 +171,17 @@ fn spawn_child(dir: &Path, range: Option<&str>) -> std::process::Child {
     if let Some(r) = range {
         cmd.env(CHILD_RANGE, r);
     }
+    if let Some(m) = mode {
+        cmd.env(CHILD_MODE, m);
+    }
     cmd.spawn().unwrap()
 }
 
 #[test]
 fn two_processes_share_one_cache_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = spawn_child(dir.path(), Some("0..40"));
-    let mut b = spawn_child(dir.path(), Some("20..60"));
+    let mut a = spawn_child(dir.path(), Some("0..40"), None);
+    let mut b = spawn_child(dir.path(), Some("20..60"), None);
     assert!(a.wait().unwrap().success());
     assert!(b.wait().unwrap().success());
     assert_eq!(
@@ -198,7 +194,7 @@ fn two_processes_share_one_cache_at_once() {
 #[test]
 fn killed_map_resumes_with_only_unflushed_items() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn_child(dir.path(), None);
+    let mut child = spawn_child(dir.path(), None, None);
     let deadline = Instant::now() + Duration::from_secs(60);
     while segments(dir.path()) < 3 {
         assert!(

@@ -34,12 +34,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, new_empty_array};
-use arrow_buffer::Buffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::signature::{Signature, hash_array};
+use crate::signature::{Signature, hash_array, signature_array};
 use crate::value::{Value, ValueType};
 
 /// An error of the cache store.
@@ -495,11 +494,6 @@ fn signatures_of(array: &FixedSizeBinaryArray) -> Vec<Signature> {
     (0..array.len()).map(|r| signature_at(array, r)).collect()
 }
 
-fn signature_array(sigs: &[Signature]) -> ArrayRef {
-    let bytes: Vec<u8> = sigs.iter().flat_map(|s| s.0).collect();
-    Arc::new(FixedSizeBinaryArray::new(32, Buffer::from_vec(bytes), None))
-}
-
 /// The schema of a node version's segments.
 fn segment_schema(key: &CacheKey) -> Result<SchemaRef, CacheError> {
     let mut fields = vec![Field::new(
@@ -574,18 +568,7 @@ impl DiskCache {
 
     /// The directory of one node version's dataset.
     pub fn dataset_dir(&self, key: &CacheKey) -> PathBuf {
-        let safe: String = key
-            .node
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.root.join(safe).join(key.code.to_hex())
+        self.root.join(safe_name(&key.node)).join(key.code.to_hex())
     }
 
     fn warn(&self, path: &Path, message: String) {
@@ -602,9 +585,10 @@ impl DiskCache {
         }
     }
 
-    /// Loads segments not seen before into the in-memory dataset.
-    fn refresh(&self, key: &CacheKey, data: &mut Dataset) {
-        let paths: Vec<PathBuf> = segment_files(&self.dataset_dir(key))
+    /// Loads the segments among `files` (the dataset's segment files, as
+    /// listed by the caller) not seen before into the in-memory dataset.
+    fn refresh(&self, key: &CacheKey, data: &mut Dataset, files: Vec<PathBuf>) {
+        let paths: Vec<PathBuf> = files
             .into_iter()
             .filter(|p| !data.segments.contains(p))
             .collect();
@@ -718,7 +702,7 @@ impl DiskCache {
         let dataset = self.dataset(&dir);
         let rows = {
             let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
-            self.refresh(key, &mut data);
+            self.refresh(key, &mut data, old.clone());
             let mut positions: Vec<(usize, usize)> = data
                 .index
                 .values()
@@ -915,15 +899,14 @@ impl Cache for DiskCache {
         }
         let dir = self.dataset_dir(key);
         let dataset = self.dataset(&dir);
+        let files = segment_files(&dir);
         let stale = {
             let data = dataset.read().unwrap_or_else(|e| e.into_inner());
-            segment_files(&dir)
-                .iter()
-                .any(|p| !data.segments.contains(p))
+            files.iter().any(|p| !data.segments.contains(p))
         };
         if stale {
             let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
-            self.refresh(key, &mut data);
+            self.refresh(key, &mut data, files);
         }
         let data = dataset.read().unwrap_or_else(|e| e.into_inner());
         let mut rows = Vec::with_capacity(sigs.len());

@@ -98,9 +98,10 @@ impl<'f> Batch<'f> {
 
     /// The item path of row `row` under `exec`.
     pub fn path(&self, exec: &Exec<'_>, row: usize) -> smallvec::SmallVec<[usize; 4]> {
-        let mut path: smallvec::SmallVec<[usize; 4]> = exec.items.iter().copied().collect();
-        path.extend(self.index[row]);
-        path
+        match self.index[row] {
+            Some(item) => exec.item_path(item),
+            None => exec.items.iter().copied().collect(),
+        }
     }
 
     /// Rows that have not failed.
@@ -287,17 +288,6 @@ fn hash_slot(batch: &mut Batch<'_>, slot: usize, ty: ValueType) -> Result<(), Er
     let Some(&first) = rows.first() else {
         return Ok(());
     };
-    let first_value = batch.slot(first, slot).clone().expect("a value");
-    let shared = rows.iter().all(|&r| {
-        batch
-            .slot(r, slot)
-            .as_ref()
-            .is_some_and(|v| v.same(&first_value))
-    });
-    let arrow = |source| Error::Arrow {
-        column: String::new(),
-        source,
-    };
     if !ty.is_arrow() {
         // Resources: hashed by their declared key, if they have one.
         let mut last: Option<(Value, Option<Signature>)> = None;
@@ -317,6 +307,17 @@ fn hash_slot(batch: &mut Batch<'_>, slot: usize, ty: ValueType) -> Result<(), Er
         }
         return Ok(());
     }
+    let first_value = batch.slot(first, slot).clone().expect("a value");
+    let shared = rows.iter().all(|&r| {
+        batch
+            .slot(r, slot)
+            .as_ref()
+            .is_some_and(|v| v.same(&first_value))
+    });
+    let arrow = |source| Error::Arrow {
+        column: String::new(),
+        source,
+    };
     if shared {
         let h = hash_values(&ty, &[&first_value]).map_err(arrow)?[0];
         for &r in &rows {

@@ -78,6 +78,13 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// The item path of item `item` of a map in this scope.
+    pub(crate) fn item_path(&self, item: usize) -> SmallVec<[usize; 4]> {
+        let mut path: SmallVec<[usize; 4]> = self.items.iter().copied().collect();
+        path.push(item);
+        path
+    }
+
     pub(crate) fn has_callbacks(&self) -> bool {
         !self.callbacks.is_empty()
     }
@@ -740,8 +747,7 @@ impl<'a> MapJob<'a> {
             message: format!("no step {step}"),
         })?;
         let node = exec.node(s);
-        let mut path: SmallVec<[usize; 4]> = exec.items.iter().copied().collect();
-        path.push(item);
+        let path = exec.item_path(item);
         match &node.kind {
             NodeKind::Func(f) => {
                 let outs: Vec<Value> = exec
@@ -767,8 +773,7 @@ impl<'a> MapJob<'a> {
     /// implementation themselves.
     pub fn step_error(&self, step: usize, item: usize, attempts: u32, source: NodeError) -> Error {
         let exec = self.exec;
-        let mut path: SmallVec<[usize; 4]> = exec.items.iter().copied().collect();
-        path.push(item);
+        let path = exec.item_path(item);
         match exec.plan.steps.get(step) {
             Some(s) => exec.fail(exec.node(s), &path, attempts, source),
             None => Error::Engine {
@@ -785,8 +790,7 @@ impl<'a> MapJob<'a> {
             return;
         }
         if let Some(s) = exec.plan.steps.get(step) {
-            let mut path: SmallVec<[usize; 4]> = exec.items.iter().copied().collect();
-            path.push(item);
+            let path = exec.item_path(item);
             let name = &exec.node(s).name;
             exec.emit(&path, |cb, ctx| cb.on_node_cached(ctx, name));
         }
@@ -802,8 +806,7 @@ impl<'a> MapJob<'a> {
     pub fn report_item_start(&self, item: usize) {
         let exec = self.exec;
         if exec.has_callbacks() {
-            let mut path: SmallVec<[usize; 4]> = exec.items.iter().copied().collect();
-            path.push(item);
+            let path = exec.item_path(item);
             exec.emit(&path, |cb, ctx| cb.on_map_item_start(ctx));
         }
     }
@@ -813,8 +816,7 @@ impl<'a> MapJob<'a> {
     pub fn report_item_end(&self, item: usize, elapsed: std::time::Duration) {
         let exec = self.exec;
         if exec.has_callbacks() {
-            let mut path: SmallVec<[usize; 4]> = exec.items.iter().copied().collect();
-            path.push(item);
+            let path = exec.item_path(item);
             exec.emit(&path, |cb, ctx| cb.on_map_item_end(ctx, elapsed));
         }
     }

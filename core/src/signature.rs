@@ -75,6 +75,17 @@ impl fmt::Debug for Signature {
     }
 }
 
+/// Signatures as a `FixedSizeBinary(32)` array without nulls (the layout of
+/// the cache's signature and hash columns).
+pub fn signature_array(sigs: &[Signature]) -> ArrayRef {
+    let bytes: Vec<u8> = sigs.iter().flat_map(|s| s.0).collect();
+    std::sync::Arc::new(arrow_array::FixedSizeBinaryArray::new(
+        32,
+        bytes.into(),
+        None,
+    ))
+}
+
 /// Hashes every row of an Arrow array: one signature per row.
 pub fn hash_array(array: &ArrayRef) -> Result<Vec<Signature>, ValueError> {
     let err = |e: arrow_schema::ArrowError| ValueError {

@@ -14,14 +14,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, FixedSizeBinaryArray, RecordBatch, UInt64Array};
+use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, Volatility, col, lit};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use hypernodes_core::columnar::ColumnarMap;
-use hypernodes_core::signature::NodeKey;
+use hypernodes_core::signature::{NodeKey, signature_array};
 use hypernodes_core::value::ValueType;
 use hypernodes_core::{Error, MapJob, MapMode};
 
@@ -42,11 +42,6 @@ fn df_error(e: datafusion::error::DataFusionError) -> Error {
     Error::Engine {
         message: format!("datafusion: {e}"),
     }
-}
-
-fn hash_column(hashes: &[hypernodes_core::signature::Signature]) -> ArrayRef {
-    let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
-    Arc::new(FixedSizeBinaryArray::new(32, bytes.into(), None))
 }
 
 /// Splits columns into batches of `batch_size` rows spread over
@@ -97,7 +92,7 @@ fn inputs(
                 DataType::FixedSizeBinary(32),
                 true,
             ));
-            columns.push(hash_column(&m.hashes));
+            columns.push(signature_array(&m.hashes));
         }
     };
     match cm.mode {
