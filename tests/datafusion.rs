@@ -459,3 +459,149 @@ fn async_nodes_run_several_rows_of_a_batch_at_once_bounded() {
     let most = MOST_IN_FLIGHT.load(Ordering::SeqCst);
     assert!((2..=4).contains(&most), "{most} calls in flight at most");
 }
+
+static LOOP_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[node(output = "y")]
+fn scaled(x: i64, model: &Model, label: &str, tags: &[String]) -> i64 {
+    LOOP_CALLS.fetch_add(1, Ordering::SeqCst);
+    if x == 2 {
+        panic!("two is not allowed");
+    }
+    x * model.offset + tags.len() as i64 + label.len() as i64
+}
+
+#[test]
+fn node_functions_get_a_typed_row_loop_over_arrow_columns() {
+    use arrow_array::{Array, ArrayRef, Int64Array, StringArray};
+    use hypernodes::rows::RowsArg;
+    let node = scaled::node();
+    let rows = node.rows().expect("#[node] generates a row loop").clone();
+    let x: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
+    let label: ArrayRef = Arc::new(StringArray::from(vec!["a", "bb", "ccc"]));
+    let model = hypernodes::Value::new(Model { offset: 10 });
+    let tags = hypernodes::Value::new(vec!["t".to_string(), "u".to_string()]);
+    let before = LOOP_CALLS.load(Ordering::SeqCst);
+    let out = rows(
+        &[
+            RowsArg::Column(&x),
+            RowsArg::Fixed(&model),
+            RowsArg::Column(&label),
+            RowsArg::Fixed(&tags),
+        ],
+        3,
+        1,
+    )
+    .unwrap();
+    // Row 1 panics twice (one retry); rows 0 and 2 are in the output.
+    assert_eq!(LOOP_CALLS.load(Ordering::SeqCst) - before, 4);
+    let y = out.columns[0]
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    assert_eq!(y.values().to_vec(), [10 + 2 + 1, 30 + 2 + 3]);
+    assert_eq!(out.failures.len(), 1);
+    assert_eq!(out.failures[0].row, 1);
+    assert_eq!(out.failures[0].attempts, 2);
+    assert_eq!(
+        out.failures[0].error.to_string(),
+        "panicked: two is not allowed"
+    );
+    // A resource cannot come as a column; a fixed value of the wrong type
+    // is named.
+    let err = rows(
+        &[
+            RowsArg::Column(&x),
+            RowsArg::Column(&x),
+            RowsArg::Column(&label),
+            RowsArg::Fixed(&tags),
+        ],
+        3,
+        0,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("input `model`"), "{err}");
+    let err = rows(
+        &[
+            RowsArg::Column(&x),
+            RowsArg::Fixed(&tags),
+            RowsArg::Column(&label),
+            RowsArg::Fixed(&tags),
+        ],
+        3,
+        0,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("input `model`"), "{err}");
+    // Async functions have none (the engine runs them concurrently).
+    assert!(fetch_slowly::node().rows().is_none());
+}
+
+static FIRST_TRIES: std::sync::Mutex<Vec<i64>> = std::sync::Mutex::new(Vec::new());
+
+/// Fails the first attempt on every item; always fails on 13.
+#[node(output = "y", retries = 1)]
+fn flaky(x: i64) -> Result<i64, String> {
+    let mut seen = FIRST_TRIES.lock().unwrap();
+    if x == 13 {
+        return Err("unlucky".into());
+    }
+    if !seen.contains(&x) {
+        seen.push(x);
+        return Err("first try".into());
+    }
+    Ok(x + 1)
+}
+
+#[test]
+fn datafusion_calls_the_row_loop_once_per_batch_with_retries_and_failures() {
+    let calls = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
+    let node = flaky::node();
+    let inner = node.rows().unwrap().clone();
+    let seen = calls.clone();
+    let node = node.with_rows(Arc::new(move |args, n, retries| {
+        seen.lock().unwrap().push(n);
+        inner(args, n, retries)
+    }));
+    let xs: Vec<i64> = (10..17).collect();
+    let r = Pipeline::new([node])
+        .unwrap()
+        .with_engine(df())
+        .map(
+            Inputs::new().with("x", xs.clone()),
+            MapOptions::over(["x"]).on_error(ErrorPolicy::Continue),
+        )
+        .unwrap();
+    let failures = r.failures();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].index, 3);
+    assert_eq!(
+        failures[0].error.to_string(),
+        "node `flaky` failed in pipeline `pipeline` on item 3: unlucky"
+    );
+    assert!(
+        matches!(
+            failures[0].error,
+            hypernodes::Error::NodeFailed { attempts: 2, .. }
+        ),
+        "{:?}",
+        failures[0].error
+    );
+    let sizes = calls.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), 7, "each row once: {sizes:?}");
+    assert!(sizes.iter().any(|&n| n > 1), "batched: {sizes:?}");
+    let column = r.column::<i64>("y").unwrap();
+    let ys: Vec<Option<i64>> = column.iter().map(|v| v.copied()).collect();
+    assert_eq!(
+        ys,
+        [
+            Some(11),
+            Some(12),
+            Some(13),
+            None,
+            Some(15),
+            Some(16),
+            Some(17)
+        ]
+    );
+}

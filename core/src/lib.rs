@@ -39,6 +39,7 @@ pub mod io;
 pub mod map;
 pub mod node;
 pub mod pipeline;
+pub mod rows;
 mod runtime;
 pub mod signature;
 pub mod value;

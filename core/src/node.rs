@@ -145,6 +145,7 @@ pub struct Node {
     pending_map: Option<(Vec<String>, MapMode)>,
     problems: Vec<String>,
     batch: Option<BatchFn>,
+    rows: Option<crate::rows::RowsFn>,
 }
 
 /// A node's batch implementation (the "dual node"): given one Arrow array
@@ -231,6 +232,7 @@ impl Node {
             pending_map: None,
             problems: Vec::new(),
             batch: None,
+            rows: None,
         }
     }
 
@@ -256,6 +258,19 @@ impl Node {
     /// The node's batch implementation, if it has one.
     pub fn batch(&self) -> Option<&BatchFn> {
         self.batch.as_ref()
+    }
+
+    /// Gives the node a typed row loop over Arrow columns (see
+    /// [`crate::rows`]). `#[node]` generates one for every synchronous
+    /// function; it must call the same function as the row function.
+    pub fn with_rows(mut self, f: crate::rows::RowsFn) -> Self {
+        self.rows = Some(f);
+        self
+    }
+
+    /// The node's typed row loop, if it has one.
+    pub fn rows(&self) -> Option<&crate::rows::RowsFn> {
+        self.rows.as_ref()
     }
 
     /// The node's name.

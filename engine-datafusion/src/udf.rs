@@ -248,6 +248,11 @@ pub(crate) struct NodeUdf {
     /// The node's batch implementation, when it has one and every input
     /// has an Arrow form.
     pub batch: Option<hypernodes_core::BatchFn>,
+    /// The node's typed row loop (`#[node]` functions), used when it has
+    /// no batch implementation and nobody listens to node events.
+    pub rows: Option<hypernodes_core::rows::RowsFn>,
+    /// The node's retries (for the row loop).
+    pub retries: u32,
     /// Rows called at once (more than one for async nodes).
     pub concurrency: usize,
 }
@@ -349,11 +354,11 @@ impl ScalarUDFImpl for NodeUdf {
             .collect();
         let miss_rows =
             arrow_array::UInt32Array::from_iter_values(misses.iter().map(|&r| r as u32));
-        let (fresh_rows, fresh_arrays) = match &self.batch {
-            Some(f) if !misses.is_empty() => {
-                self.call_batch(f, &misses, &miss_rows, &values, &items)?
-            }
-            _ => self.call_rows(&misses, &miss_rows, &values, &items)?,
+        let (fresh_rows, fresh_arrays) = match (&self.batch, &self.rows) {
+            _ if misses.is_empty() => (Vec::new(), vec![None; self.outs.len()]),
+            (Some(f), _) => self.call_batch(f, &misses, &miss_rows, &values, &items)?,
+            (None, Some(f)) => self.call_row_loop(f, &misses, &miss_rows, &values, &items)?,
+            (None, None) => self.call_rows(&misses, &miss_rows, &values, &items)?,
         };
         let mut fresh_hashes: Vec<Option<Vec<Signature>>> = Vec::with_capacity(self.outs.len());
         for array in &fresh_arrays {
@@ -604,6 +609,120 @@ impl NodeUdf {
         Ok((fresh_rows, fresh_arrays))
     }
 
+    /// The missing rows' value of every column argument, in argument order.
+    fn miss_columns(
+        &self,
+        misses: &[usize],
+        miss_rows: &arrow_array::UInt32Array,
+        values: &[ArrayRef],
+    ) -> DfResult<Vec<ArrayRef>> {
+        values
+            .iter()
+            .map(|column| {
+                if misses.len() == column.len() {
+                    // Every row misses: the column as it is.
+                    Ok(column.clone())
+                } else {
+                    Ok(arrow_select::take::take(column.as_ref(), miss_rows, None)?)
+                }
+            })
+            .collect()
+    }
+
+    /// Fails every missing row with `problem` (a whole call went wrong).
+    fn fail_all(&self, misses: &[usize], items: &[usize], problem: NodeError) -> DfResult<()> {
+        let text = problem.to_string();
+        for &r in misses {
+            let error = self
+                .job
+                .with(|j| {
+                    j.step_error(self.step, items[r], 1, NodeError::User(text.clone().into()))
+                })
+                .ok_or_else(finished)?;
+            self.shared.fail(items[r], error);
+        }
+        Ok(())
+    }
+
+    /// Calls the node's typed row loop once for all missing rows: a plain
+    /// loop over the decoded columns, no dynamic call per row. Rows that
+    /// fail are recorded with their attempts.
+    fn call_row_loop(
+        &self,
+        f: &hypernodes_core::rows::RowsFn,
+        misses: &[usize],
+        miss_rows: &arrow_array::UInt32Array,
+        values: &[ArrayRef],
+        items: &[usize],
+    ) -> DfResult<(Vec<usize>, Vec<Option<ArrayRef>>)> {
+        use hypernodes_core::rows::RowsArg;
+        let columns = self.miss_columns(misses, miss_rows, values)?;
+        let mut columns_of_args = columns.iter();
+        let mut args = Vec::with_capacity(self.args.len());
+        for arg in &self.args {
+            args.push(match arg {
+                Arg::Column { .. } => {
+                    RowsArg::Column(columns_of_args.next().ok_or_else(|| {
+                        DataFusionError::Internal("missing argument column".into())
+                    })?)
+                }
+                Arg::Fixed { value, .. } => RowsArg::Fixed(value),
+            });
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(&args, misses.len(), self.retries)
+        }));
+        let out = match outcome {
+            Ok(Ok(out))
+                if out.columns.len() == self.outs.len()
+                    && out
+                        .columns
+                        .iter()
+                        .all(|c| c.len() + out.failures.len() == misses.len()) =>
+            {
+                out
+            }
+            Ok(Ok(out)) => {
+                let problem = NodeError::User(
+                    format!(
+                        "the row loop returned {} arrays for {} outputs",
+                        out.columns.len(),
+                        self.outs.len()
+                    )
+                    .into(),
+                );
+                self.fail_all(misses, items, problem)?;
+                return Ok((Vec::new(), vec![None; self.outs.len()]));
+            }
+            Ok(Err(problem)) => {
+                self.fail_all(misses, items, problem)?;
+                return Ok((Vec::new(), vec![None; self.outs.len()]));
+            }
+            Err(panic) => {
+                self.fail_all(misses, items, NodeError::from_panic(panic))?;
+                return Ok((Vec::new(), vec![None; self.outs.len()]));
+            }
+        };
+        let mut failed = out.failures.iter().map(|f| f.row).peekable();
+        let mut fresh_rows = Vec::with_capacity(misses.len() - out.failures.len());
+        for (k, &r) in misses.iter().enumerate() {
+            if failed.peek() == Some(&k) {
+                failed.next();
+            } else {
+                fresh_rows.push(r);
+            }
+        }
+        for failure in out.failures {
+            let r = misses[failure.row];
+            let error = self
+                .job
+                .with(|j| j.step_error(self.step, items[r], failure.attempts, failure.error))
+                .ok_or_else(finished)?;
+            self.shared.fail(items[r], error);
+        }
+        Ok((fresh_rows, out.columns.into_iter().map(Some).collect()))
+    }
+
     /// Calls the node's batch implementation once for all missing rows. If
     /// it fails (or panics, or returns arrays of the wrong shape), every
     /// one of those rows fails with that error.
@@ -617,14 +736,13 @@ impl NodeUdf {
     ) -> DfResult<(Vec<usize>, Vec<Option<ArrayRef>>)> {
         let n = misses.len();
         let mut inputs = Vec::with_capacity(self.args.len());
-        let mut columns = values.iter();
+        let mut columns = self.miss_columns(misses, miss_rows, values)?.into_iter();
         for arg in &self.args {
             match arg {
                 Arg::Column { .. } => {
-                    let column = columns.next().ok_or_else(|| {
+                    inputs.push(columns.next().ok_or_else(|| {
                         DataFusionError::Internal("missing argument column".into())
-                    })?;
-                    inputs.push(arrow_select::take::take(column.as_ref(), miss_rows, None)?);
+                    })?);
                 }
                 Arg::Fixed { value, ty, .. } => {
                     let one = ty
@@ -660,24 +778,9 @@ impl NodeUdf {
                 )
             }
             Ok(Err(e)) => NodeError::User(e),
-            Err(panic) => NodeError::Panic(
-                panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".into()),
-            ),
+            Err(panic) => NodeError::from_panic(panic),
         };
-        let text = problem.to_string();
-        for &r in misses {
-            let error = self
-                .job
-                .with(|j| {
-                    j.step_error(self.step, items[r], 1, NodeError::User(text.clone().into()))
-                })
-                .ok_or_else(finished)?;
-            self.shared.fail(items[r], error);
-        }
+        self.fail_all(misses, items, problem)?;
         Ok((Vec::new(), vec![None; self.outs.len()]))
     }
 }

@@ -467,6 +467,104 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
         }
     };
 
+    // The typed row loop columnar engines call (synchronous functions).
+    let rows = if sig.asyncness.is_none() {
+        let n_params = params.len();
+        let sources = params.iter().enumerate().map(|(i, (name, take))| {
+            let s = format_ident!("__s{}", i);
+            match take {
+                Take::Str => quote! {
+                    let #s = #krate::rows::StrSource::new(__cols[#i], #name)?;
+                },
+                _ => {
+                    let stored = take.stored();
+                    quote! {
+                        let #s = #krate::rows::Source::<#stored>::new(__cols[#i], #name, |__a| {
+                            (&&#krate::rows::Probe::<#stored>::new()).decode(__a)
+                        })?;
+                    }
+                }
+            }
+        });
+        let args_at = params.iter().enumerate().map(|(i, (_, take))| {
+            let s = format_ident!("__s{}", i);
+            let a = &arg_idents[i];
+            match take {
+                Take::Str => quote!(let #a = #s.at(__i);),
+                _ => {
+                    let v = format_ident!("__v{}", i);
+                    let conv = take.convert(&v);
+                    quote! {
+                        let #v = #s.at(__i);
+                        let #a = #conv;
+                    }
+                }
+            }
+        });
+        let outs: Vec<_> = (0..outputs.len())
+            .map(|i| format_ident!("__out{}", i))
+            .collect();
+        let push = if outputs.len() == 1 {
+            let o = &outs[0];
+            quote!(#o.push(__r);)
+        } else {
+            let names: Vec<_> = (0..outputs.len())
+                .map(|i| format_ident!("__o{}", i))
+                .collect();
+            quote! {
+                let (#(#names,)*) = __r;
+                #( #outs.push(#names); )*
+            }
+        };
+        let encode = outputs
+            .iter()
+            .zip(&out_types)
+            .zip(&outs)
+            .map(|((name, ty), o)| {
+                quote! {
+                    #krate::rows::encoded(#name, (&&#krate::rows::Probe::<#ty>::new()).encode(&#o))?
+                }
+            });
+        quote! {
+            .with_rows(#krate::__private::Arc::new(
+                |__cols: &[#krate::rows::RowsArg<'_>], __n: usize, __retries: u32|
+                    -> ::std::result::Result<#krate::rows::RowsOut, #krate::NodeError> {
+                    #[allow(unused_imports)]
+                    use #krate::rows::{ArrowRows as _, OpaqueRows as _};
+                    if __cols.len() != #n_params {
+                        return ::std::result::Result::Err(#krate::NodeError::user(::std::format!(
+                            "the row loop got {} arguments for {} inputs",
+                            __cols.len(),
+                            #n_params
+                        )));
+                    }
+                    #( #sources )*
+                    #( let mut #outs = ::std::vec::Vec::with_capacity(__n); )*
+                    let mut __failures = ::std::vec::Vec::new();
+                    for __i in 0..__n {
+                        match #krate::rows::attempt(__retries, || {
+                            #( #args_at )*
+                            let __r = #ident(#(#arg_idents),*);
+                            #handle_result
+                            ::std::result::Result::Ok(__r)
+                        }) {
+                            ::std::result::Result::Ok(__r) => { #push }
+                            ::std::result::Result::Err((attempts, error)) => {
+                                __failures.push(#krate::rows::RowFailure { row: __i, attempts, error });
+                            }
+                        }
+                    }
+                    ::std::result::Result::Ok(#krate::rows::RowsOut {
+                        columns: ::std::vec![#(#encode),*],
+                        failures: __failures,
+                    })
+                }
+            ))
+        }
+    } else {
+        quote!()
+    };
+
     let doc = format!("The pipeline node of [`{fn_name}()`]: `{fn_name}::node()`.");
     Ok(quote! {
         #func
@@ -492,6 +590,7 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
                 .with_code_parts(&[#((#part_names, #part_values)),*])
                 .with_cache_enabled(#cache)
                 #batch
+                #rows
             }
         }
     })
