@@ -605,3 +605,110 @@ fn datafusion_calls_the_row_loop_once_per_batch_with_retries_and_failures() {
         ]
     );
 }
+
+static SCORES: AtomicUsize = AtomicUsize::new(0);
+
+#[node(output = "score")]
+fn score(word_count: i64, weight: i64) -> Result<i64, String> {
+    SCORES.fetch_add(1, Ordering::SeqCst);
+    if word_count == 3 {
+        return Err("three words".into());
+    }
+    Ok(word_count * weight)
+}
+
+/// `document -> clean -> count -> score` with `clean`/`count` in a
+/// pipeline nested in a pipeline nested in the outer one, renamed on the
+/// way, and `weight` bound inside the middle pipeline.
+fn nested_text_pipeline(counting: Option<Arc<std::sync::Mutex<Vec<usize>>>>) -> Pipeline {
+    let mut count_node = count::node();
+    if let Some(sizes) = counting {
+        let inner = count_node.rows().unwrap().clone();
+        count_node = count_node.with_rows(Arc::new(move |args, n, retries| {
+            sizes.lock().unwrap().push(n);
+            inner(args, n, retries)
+        }));
+    }
+    let words = Pipeline::new([clean::node(), count_node])
+        .unwrap()
+        .with_name("words");
+    let scoring = Pipeline::new([words.as_node(), score::node()])
+        .unwrap()
+        .with_name("scoring")
+        .bind(Inputs::new().with("weight", 10i64))
+        .unwrap();
+    Pipeline::new([scoring
+        .as_node()
+        .input_mapping([("document", "text")])
+        .output_mapping([("score", "points")])])
+    .unwrap()
+    .with_name("outer")
+}
+
+#[test]
+fn nested_pipelines_are_inlined_into_the_plan() {
+    let docs: Vec<String> = ["a b", " C ", "d e f", "g h i j"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let inputs = || Inputs::new().with("document", docs.clone());
+    let options = || MapOptions::over(["document"]).on_error(ErrorPolicy::Continue);
+
+    // The plan holds every inner node's UDF, and none for the nested ones.
+    let plan = df()
+        .explain(&nested_text_pipeline(None), inputs(), options())
+        .unwrap();
+    for inner in ["node_clean_", "node_count_", "node_score_"] {
+        assert!(plan.contains(inner), "{inner} missing:\n{plan}");
+    }
+    for nested in ["node_words_", "node_scoring_"] {
+        assert!(!plan.contains(nested), "{nested} not inlined:\n{plan}");
+    }
+
+    // The inner node's row loop runs over batches of the outer rows.
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let dir = tempfile::tempdir().unwrap();
+    let p = nested_text_pipeline(Some(sizes.clone()))
+        .with_engine(df())
+        .with_cache(DiskCache::new(dir.path()));
+    let r = p.map(inputs(), options()).unwrap();
+    let points: Vec<Option<i64>> = r
+        .column::<i64>("points")
+        .unwrap()
+        .iter()
+        .map(|v| v.copied())
+        .collect();
+    assert_eq!(points, [Some(20), Some(10), None, Some(40)]);
+    assert_eq!(sizes.lock().unwrap().iter().sum::<usize>(), 4);
+    assert!(sizes.lock().unwrap().iter().any(|&n| n > 1));
+    // The failure names the innermost pipeline path and the item.
+    assert_eq!(
+        r.failures()[0].error.to_string(),
+        "node `score` failed in pipeline `outer/scoring` on item 2: three words"
+    );
+
+    // The same cache entries as the row engines: nothing runs again there.
+    let before = SCORES.load(Ordering::SeqCst);
+    let seq = nested_text_pipeline(None)
+        .with_engine(SeqEngine)
+        .with_cache(DiskCache::new(dir.path()))
+        .map(inputs(), options())
+        .unwrap();
+    assert_eq!(
+        SCORES.load(Ordering::SeqCst) - before,
+        1,
+        "only the failed item"
+    );
+    assert_eq!(
+        seq.column::<i64>("points")
+            .unwrap()
+            .iter()
+            .map(|v| v.copied())
+            .collect::<Vec<_>>(),
+        points
+    );
+    assert_eq!(
+        seq.failures()[0].error.to_string(),
+        r.failures()[0].error.to_string()
+    );
+}

@@ -197,19 +197,8 @@ impl<'a> Exec<'a> {
             .inner
             .as_deref()
             .expect("nested step has an inner plan");
-        let mut path = self.path.clone();
-        path.push(node.name.clone());
-        let mut callbacks = self.callbacks.clone();
-        callbacks.extend(inner.callbacks.iter().cloned());
-        let exec = Exec {
-            pipeline: inner,
-            plan,
-            engine: inner.engine_or(self.engine),
-            cache: inner.cache.clone().or_else(|| self.cache.clone()),
-            callbacks,
-            path,
-            items: items.to_vec(),
-        };
+        let mut exec = self.inner_scope(node, inner, plan);
+        exec.items = items.to_vec();
         let mut inputs = Inputs::new();
         for (port, &slot) in node.inputs.iter().zip(&step.args) {
             let v = slots[slot].clone().expect("argument slot is filled");
@@ -236,6 +225,34 @@ impl<'a> Exec<'a> {
         let elapsed = start.elapsed();
         self.emit(items, |cb, ctx| cb.on_nested_end(ctx, &node.name, elapsed));
         Ok(())
+    }
+
+    /// The scope of nested pipeline `inner` (node `node`, compiled as
+    /// `plan`) inside this one: its engine, cache and callbacks, its path,
+    /// and this scope's item path (callers running it for one item append
+    /// that item).
+    pub(crate) fn inner_scope<'b>(
+        &self,
+        node: &Node,
+        inner: &'b Pipeline,
+        plan: &'b Plan,
+    ) -> Exec<'b>
+    where
+        'a: 'b,
+    {
+        let mut path = self.path.clone();
+        path.push(node.name.clone());
+        let mut callbacks = self.callbacks.clone();
+        callbacks.extend(inner.callbacks.iter().cloned());
+        Exec {
+            pipeline: inner,
+            plan,
+            engine: inner.engine_or(self.engine),
+            cache: inner.cache.clone().or_else(|| self.cache.clone()),
+            callbacks,
+            path,
+            items: self.items.clone(),
+        }
     }
 
     /// Runs a `map_over` node: splits the mapped lists, maps the inner
@@ -284,6 +301,25 @@ impl<'a> Exec<'a> {
             values.push(list);
         }
         Ok(values)
+    }
+}
+
+/// A fixed input's value hash (Arrow values) or cache key (resources).
+fn fixed_hash(
+    name: &str,
+    ty: crate::value::ValueType,
+    value: &Value,
+) -> Result<Option<crate::signature::Signature>, Error> {
+    if ty.is_arrow() {
+        Ok(crate::signature::hash_values(&ty, &[value])
+            .map_err(|source| Error::Arrow {
+                column: name.to_string(),
+                source,
+            })?
+            .first()
+            .copied())
+    } else {
+        Ok(ty.resource_hash(value))
     }
 }
 
@@ -441,6 +477,8 @@ pub struct MapJob<'a> {
     /// When the cache was last flushed, and how many new results it has
     /// received since.
     unflushed: std::sync::Mutex<(Instant, usize)>,
+    /// The steps with nested pipelines inlined (columnar engines only).
+    flat: std::sync::OnceLock<crate::flat::Flat<'a>>,
 }
 
 impl<'a> MapJob<'a> {
@@ -525,6 +563,7 @@ impl<'a> MapJob<'a> {
             len,
             mapped_hashes: std::sync::OnceLock::new(),
             unflushed: std::sync::Mutex::new((Instant::now(), 0)),
+            flat: std::sync::OnceLock::new(),
         })
     }
 
@@ -647,6 +686,11 @@ impl<'a> MapJob<'a> {
         })
     }
 
+    /// The steps with nested pipelines inlined (see [`crate::flat`]).
+    fn flat(&self) -> &crate::flat::Flat<'a> {
+        self.flat.get_or_init(|| crate::flat::Flat::new(self.exec))
+    }
+
     /// This map column by column, for columnar engines (see
     /// [`crate::columnar`]). Fails, naming the input, when a mapped input's
     /// elements have no Arrow form.
@@ -678,17 +722,7 @@ impl<'a> MapJob<'a> {
             let Some(value) = self.template[input.slot].clone() else {
                 continue;
             };
-            let hash = if input.ty.is_arrow() {
-                crate::signature::hash_values(&input.ty, &[&value])
-                    .map_err(|source| Error::Arrow {
-                        column: input.name.clone(),
-                        source,
-                    })?
-                    .first()
-                    .copied()
-            } else {
-                input.ty.resource_hash(&value)
-            };
+            let hash = fixed_hash(&input.name, input.ty, &value)?;
             fixed.push(FixedInput {
                 name: input.name.clone(),
                 slot: input.slot,
@@ -697,24 +731,35 @@ impl<'a> MapJob<'a> {
                 hash,
             });
         }
+        let flat = self.flat();
+        for f in &flat.fixed {
+            fixed.push(FixedInput {
+                name: f.name.clone(),
+                slot: f.slot,
+                ty: f.ty,
+                value: f.value.clone(),
+                hash: fixed_hash(&f.name, f.ty, &f.value)?,
+            });
+        }
+        let mut steps = Vec::with_capacity(flat.steps.len());
+        for index in 0..flat.steps.len() {
+            let (scope, s, fs) = flat.step(exec, index).ok_or_else(|| Error::Engine {
+                message: format!("no step {index}"),
+            })?;
+            steps.push(StepInfo {
+                index,
+                node: scope.node(s),
+                args: &fs.args,
+                outs: &fs.outs,
+            });
+        }
         Ok(ColumnarMap {
             len: self.len,
             mode: self.mode,
-            slot_count: self.template.len(),
+            slot_count: flat.slot_count,
             mapped,
             fixed,
-            steps: exec
-                .plan
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(index, s)| StepInfo {
-                    index,
-                    node: exec.node(s),
-                    args: &s.args,
-                    outs: &s.outs,
-                })
-                .collect(),
+            steps,
             outputs: exec
                 .plan
                 .outputs
@@ -742,29 +787,53 @@ impl<'a> MapJob<'a> {
         slots: &mut [Option<Value>],
         item: usize,
     ) -> Result<Option<Vec<Value>>, Error> {
-        let exec = self.exec;
-        let s = exec.plan.steps.get(step).ok_or_else(|| Error::Engine {
-            message: format!("no step {step}"),
-        })?;
+        let (exec, s, fs) = self
+            .flat()
+            .step(self.exec, step)
+            .ok_or_else(|| Error::Engine {
+                message: format!("no step {step}"),
+            })?;
+        // The step reads and writes its scope's slot table: the flat slots
+        // moved in and out (the identity for the map's own steps).
+        let inlined = fs.scope != 0;
+        let mut local: Vec<Option<Value>> = Vec::new();
+        let table: &mut [Option<Value>] = if inlined {
+            local.resize(exec.plan.slot_count, None);
+            for (&at, &from) in s.args.iter().zip(&fs.args) {
+                local[at] = slots[from].clone();
+            }
+            &mut local
+        } else {
+            slots
+        };
         let node = exec.node(s);
         let path = exec.item_path(item);
-        match &node.kind {
+        let outs = match &node.kind {
             NodeKind::Func(f) => {
                 let outs: Vec<Value> = exec
-                    .call_func(node, f, s, slots, &path)?
+                    .call_func(node, f, s, table, &path)?
                     .into_iter()
                     .collect();
                 for (v, slot) in outs.iter().zip(&s.outs) {
                     if let Some(slot) = slot {
-                        slots[*slot] = Some(v.clone());
+                        table[*slot] = Some(v.clone());
                     }
                 }
-                Ok(Some(outs))
+                Some(outs)
             }
-            NodeKind::Nested(inner) => exec
-                .call_nested(node, inner, s, slots, &path)
-                .map(|()| None),
+            NodeKind::Nested(inner) => {
+                exec.call_nested(node, inner, s, table, &path)?;
+                None
+            }
+        };
+        if inlined {
+            for (at, to) in s.outs.iter().zip(&fs.outs) {
+                if let (Some(at), Some(to)) = (at, to) {
+                    slots[*to] = local[*at].take();
+                }
+            }
         }
+        Ok(outs)
     }
 
     /// The error of step `step` failing for item `item` with `source` after
@@ -772,10 +841,8 @@ impl<'a> MapJob<'a> {
     /// `on_error` event), for engines that call a node's batch
     /// implementation themselves.
     pub fn step_error(&self, step: usize, item: usize, attempts: u32, source: NodeError) -> Error {
-        let exec = self.exec;
-        let path = exec.item_path(item);
-        match exec.plan.steps.get(step) {
-            Some(s) => exec.fail(exec.node(s), &path, attempts, source),
+        match self.flat().step(self.exec, step) {
+            Some((exec, s, _)) => exec.fail(exec.node(s), &exec.item_path(item), attempts, source),
             None => Error::Engine {
                 message: format!("no step {step}"),
             },
@@ -785,11 +852,10 @@ impl<'a> MapJob<'a> {
     /// Reports that step `step`'s result for item `item` came from the cache
     /// (the `on_node_cached` event).
     pub fn report_cached(&self, step: usize, item: usize) {
-        let exec = self.exec;
-        if !exec.has_callbacks() {
+        if !self.exec.has_callbacks() {
             return;
         }
-        if let Some(s) = exec.plan.steps.get(step) {
+        if let Some((exec, s, _)) = self.flat().step(self.exec, step) {
             let path = exec.item_path(item);
             let name = &exec.node(s).name;
             exec.emit(&path, |cb, ctx| cb.on_node_cached(ctx, name));

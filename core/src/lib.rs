@@ -35,6 +35,7 @@ pub mod columnar;
 pub mod engine;
 pub mod error;
 pub mod exec;
+mod flat;
 pub mod io;
 pub mod map;
 pub mod node;

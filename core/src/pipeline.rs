@@ -48,8 +48,8 @@ pub(crate) struct Graph {
 pub struct Pipeline {
     name: String,
     pub(crate) graph: Arc<Graph>,
-    bound: Arc<BTreeMap<String, Value>>,
-    engine: Option<Arc<dyn Engine>>,
+    pub(crate) bound: Arc<BTreeMap<String, Value>>,
+    pub(crate) engine: Option<Arc<dyn Engine>>,
     pub(crate) callbacks: Vec<Arc<dyn Callback>>,
     pub(crate) cache: Option<Arc<dyn Cache>>,
 }

@@ -1,0 +1,172 @@
+//! A map's steps with nested pipelines inlined, for columnar engines.
+//!
+//! A nested pipeline without `map_over` computes, per item, a few more
+//! values from values the outer item already has. A columnar engine can
+//! therefore run its nodes as steps of the outer plan, over the outer
+//! rows, instead of running the inner pipeline once per row. [`Flat`]
+//! describes that: one slot space (the outer plan's slots, then each inlined
+//! scope's own), the inner steps in order, and for each step the scope
+//! ([`Exec`]) that names its errors and provides its cache.
+//!
+//! Inner inputs take the slots of the outer values bound to them (no copy);
+//! inner outputs fill the outer slots they are mapped to. Values bound in
+//! the inner pipeline itself become fixed inputs of the flat plan.
+//!
+//! A nested pipeline stays one step (run per row through
+//! [`Exec::call_nested`], exactly as the row engines run it) when inlining
+//! would change what users observe: when anyone listens to events (nested
+//! and pipeline events fire per row), when the inner pipeline has its own
+//! engine or cache, for `map_over` nodes, and when an inner output is also
+//! an inner input.
+
+use crate::exec::Exec;
+use crate::node::{Node, NodeKind};
+use crate::pipeline::{Plan, Step};
+use crate::value::{Value, ValueType};
+
+/// One step of a flat plan.
+#[derive(Debug)]
+pub(crate) struct FlatStep {
+    /// The scope the step belongs to (0: the map's own pipeline).
+    pub scope: usize,
+    /// Its index in the scope's plan.
+    pub step: usize,
+    /// Flat slot of each argument.
+    pub args: Vec<usize>,
+    /// Flat slot of each output port, if needed.
+    pub outs: Vec<Option<usize>>,
+}
+
+/// A value bound inside an inlined pipeline: a fixed input of the flat plan.
+#[derive(Debug)]
+pub(crate) struct FlatFixed {
+    pub name: String,
+    pub slot: usize,
+    pub ty: ValueType,
+    pub value: Value,
+}
+
+/// See the module docs.
+pub(crate) struct Flat<'a> {
+    /// Scopes 1.. (scope 0 is the map's own [`Exec`]); `None` only while
+    /// being filled.
+    scopes: Vec<Option<Exec<'a>>>,
+    pub steps: Vec<FlatStep>,
+    pub slot_count: usize,
+    pub fixed: Vec<FlatFixed>,
+}
+
+impl<'a> Flat<'a> {
+    /// Flattens `root`'s plan.
+    pub fn new(root: &Exec<'a>) -> Flat<'a> {
+        let mut flat = Flat {
+            scopes: Vec::new(),
+            steps: Vec::new(),
+            slot_count: root.plan().slot_count,
+            fixed: Vec::new(),
+        };
+        let identity: Vec<usize> = (0..root.plan().slot_count).collect();
+        let inline = !root.has_callbacks();
+        flat.add_scope(root, 0, &identity, inline);
+        flat
+    }
+
+    /// The scope of step `step` with the step itself.
+    pub fn step<'s>(
+        &'s self,
+        root: &'s Exec<'a>,
+        step: usize,
+    ) -> Option<(&'s Exec<'a>, &'s Step, &'s FlatStep)> {
+        let fs = self.steps.get(step)?;
+        let exec = match fs.scope {
+            0 => root,
+            k => self.scopes.get(k - 1)?.as_ref()?,
+        };
+        Some((exec, exec.plan().steps.get(fs.step)?, fs))
+    }
+
+    fn add_scope(&mut self, exec: &Exec<'a>, scope: usize, slot_of: &[usize], inline: bool) {
+        let plan: &'a Plan = exec.plan();
+        for (i, s) in plan.steps.iter().enumerate() {
+            let node: &'a Node = exec.node(s);
+            let args: Vec<usize> = s.args.iter().map(|&a| slot_of[a]).collect();
+            let outs: Vec<Option<usize>> = s.outs.iter().map(|o| o.map(|o| slot_of[o])).collect();
+            if inline && self.try_inline(exec, node, s, &args, &outs) {
+                continue;
+            }
+            self.steps.push(FlatStep {
+                scope,
+                step: i,
+                args,
+                outs,
+            });
+        }
+    }
+
+    /// Inlines nested step `s` if it can be (see the module docs).
+    fn try_inline(
+        &mut self,
+        exec: &Exec<'a>,
+        node: &'a Node,
+        s: &'a Step,
+        args: &[usize],
+        outs: &[Option<usize>],
+    ) -> bool {
+        let NodeKind::Nested(inner) = &node.kind else {
+            return false;
+        };
+        let (Some(plan), None) = (s.inner.as_deref(), &node.mapping) else {
+            return false;
+        };
+        if !inner.callbacks.is_empty() || inner.cache.is_some() || inner.engine.is_some() {
+            return false;
+        }
+        const UNSET: usize = usize::MAX;
+        let mut slot_of = vec![UNSET; plan.slot_count];
+        let mut bound = Vec::new();
+        for pi in &plan.inputs {
+            if let Some(k) = node.inputs.iter().position(|p| p.inner == pi.name) {
+                slot_of[pi.slot] = args[k];
+            } else if let Some(v) = inner.bound.get(&pi.name) {
+                bound.push((pi, v.clone()));
+            } else {
+                return false;
+            }
+        }
+        for (o, &port) in plan.outputs.iter().zip(&s.inner_ports) {
+            if let Some(outer) = outs.get(port).copied().flatten() {
+                if slot_of[o.slot] != UNSET {
+                    // An inner input passed straight through: two slots.
+                    return false;
+                }
+                slot_of[o.slot] = outer;
+            }
+        }
+        for (pi, value) in bound {
+            let slot = self.new_slot();
+            slot_of[pi.slot] = slot;
+            self.fixed.push(FlatFixed {
+                name: pi.name.clone(),
+                slot,
+                ty: pi.ty,
+                value,
+            });
+        }
+        for s in slot_of.iter_mut().filter(|s| **s == UNSET) {
+            *s = self.slot_count;
+            self.slot_count += 1;
+        }
+        let scope = exec.inner_scope(node, inner, plan);
+        // Scopes are numbered in the order they are entered.
+        self.scopes.push(None);
+        let id = self.scopes.len();
+        self.add_scope(&scope, id, &slot_of, true);
+        self.scopes[id - 1] = Some(scope);
+        true
+    }
+
+    fn new_slot(&mut self) -> usize {
+        self.slot_count += 1;
+        self.slot_count - 1
+    }
+}
