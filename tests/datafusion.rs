@@ -712,3 +712,160 @@ fn nested_pipelines_are_inlined_into_the_plan() {
         r.failures()[0].error.to_string()
     );
 }
+
+static LABELS: AtomicUsize = AtomicUsize::new(0);
+
+#[node(output = "label")]
+fn label(word: &str, suffix: &str, sep: &str) -> Result<String, String> {
+    LABELS.fetch_add(1, Ordering::SeqCst);
+    if word == "bad" {
+        return Err(format!("cannot label `{word}`"));
+    }
+    Ok(format!("{word}{sep}{suffix}"))
+}
+
+/// Per document: label each of its words with the document's own suffix
+/// (an outer column beside the mapped list) and a separator fixed for all.
+fn labelling(sizes: Option<Arc<std::sync::Mutex<Vec<usize>>>>) -> Pipeline {
+    let mut node = label::node();
+    if let Some(sizes) = sizes {
+        let inner = node.rows().unwrap().clone();
+        node = node.with_rows(Arc::new(move |args, n, retries| {
+            sizes.lock().unwrap().push(n);
+            inner(args, n, retries)
+        }));
+    }
+    let per_word = Pipeline::new([node]).unwrap().with_name("per_word");
+    Pipeline::new([per_word
+        .as_node()
+        .input_mapping([("words", "word")])
+        .output_mapping([("label", "labels")])
+        .map_over(["words"])])
+    .unwrap()
+    .with_name("docs")
+}
+
+#[test]
+fn map_over_runs_one_inner_plan_over_the_elements_of_many_rows() {
+    let words: Vec<Vec<String>> = [
+        vec!["a", "b"],
+        vec!["c"],
+        vec![],
+        vec!["d", "e", "f"],
+        vec!["g", "bad"],
+        vec!["h", "i", "j"],
+    ]
+    .iter()
+    .map(|w| w.iter().map(|s| s.to_string()).collect())
+    .collect();
+    let suffixes: Vec<String> = (0..words.len()).map(|i| format!("s{i}")).collect();
+    let inputs = |words: &Vec<Vec<String>>| {
+        Inputs::new()
+            .with("words", words.clone())
+            .with("suffix", suffixes.clone())
+            .with("sep", "-")
+    };
+    let options = || MapOptions::over(["words", "suffix"]).on_error(ErrorPolicy::Continue);
+    let engine = DataFusionEngine::new()
+        .with_target_partitions(1)
+        .with_batch_size(64);
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let before = LABELS.load(Ordering::SeqCst);
+    let r = labelling(Some(sizes.clone()))
+        .with_engine(engine.clone())
+        .with_cache(DiskCache::new(dir.path()))
+        .map(inputs(&words), options())
+        .unwrap();
+    // Every element once, all rows' elements in one inner call.
+    assert_eq!(LABELS.load(Ordering::SeqCst) - before, 11);
+    assert_eq!(*sizes.lock().unwrap(), [11]);
+    let labels = |r: &hypernodes::MapResult| -> Vec<Option<Vec<String>>> {
+        r.column::<Vec<String>>("labels")
+            .unwrap()
+            .iter()
+            .map(|v| v.cloned())
+            .collect()
+    };
+    let expected = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        labels(&r),
+        [
+            expected(&["a-s0", "b-s0"]),
+            expected(&["c-s1"]),
+            expected(&[]),
+            expected(&["d-s3", "e-s3", "f-s3"]),
+            None,
+            expected(&["h-s5", "i-s5", "j-s5"]),
+        ]
+    );
+    // The failing element is named by outer item and element.
+    assert_eq!(r.failures().len(), 1);
+    assert_eq!(
+        r.failures()[0].error.to_string(),
+        "node `label` failed in pipeline `docs/per_word` on item 4/1: cannot label `bad`"
+    );
+
+    // The row engine finds every element cached (only `bad` runs again)
+    // and gives the same results and error.
+    let before = LABELS.load(Ordering::SeqCst);
+    let seq = labelling(None)
+        .with_engine(SeqEngine)
+        .with_cache(DiskCache::new(dir.path()))
+        .map(inputs(&words), options())
+        .unwrap();
+    assert_eq!(LABELS.load(Ordering::SeqCst) - before, 1);
+    assert_eq!(labels(&seq), labels(&r));
+    assert_eq!(
+        seq.failures()[0].error.to_string(),
+        r.failures()[0].error.to_string()
+    );
+
+    // One more word in one document: that element alone computes.
+    let mut more = words.clone();
+    more[1].push("k".to_string());
+    more[4][1] = "ok".to_string();
+    let before = LABELS.load(Ordering::SeqCst);
+    let r = labelling(None)
+        .with_engine(engine)
+        .with_cache(DiskCache::new(dir.path()))
+        .map(inputs(&more), options())
+        .unwrap();
+    assert_eq!(LABELS.load(Ordering::SeqCst) - before, 2, "`k` and `ok`");
+    assert_eq!(labels(&r)[1], expected(&["c-s1", "k-s1"]));
+    assert_eq!(labels(&r)[4], expected(&["g-s4", "ok-s4"]));
+}
+
+#[node(output = "pair")]
+fn pair(left: i64, right: i64) -> i64 {
+    left * 10 + right
+}
+
+#[test]
+fn map_over_in_product_mode_crosses_each_rows_lists() {
+    let pairs = Pipeline::new([pair::node()]).unwrap().with_name("pairs");
+    let p = Pipeline::new([pairs
+        .as_node()
+        .input_mapping([("lefts", "left"), ("rights", "right")])
+        .output_mapping([("pair", "pairs")])
+        .map_over_with(["lefts", "rights"], hypernodes::MapMode::Product)])
+    .unwrap();
+    let lefts = vec![vec![1i64, 2], vec![3], vec![]];
+    let rights = vec![vec![4i64, 5, 6], vec![7, 8], vec![9]];
+    let run = |engine: Arc<dyn Engine>| {
+        p.clone()
+            .with_shared_engine(engine)
+            .map(
+                Inputs::new()
+                    .with("lefts", lefts.clone())
+                    .with("rights", rights.clone()),
+                ["lefts", "rights"],
+            )
+            .unwrap()
+            .values::<Vec<i64>>("pairs")
+            .unwrap()
+    };
+    let expected = vec![vec![14, 15, 16, 24, 25, 26], vec![37, 38], vec![]];
+    assert_eq!(run(Arc::new(SeqEngine)), expected);
+    assert_eq!(run(Arc::new(df())), expected);
+}

@@ -30,6 +30,10 @@ pub struct Exec<'a> {
     pub(crate) cache: Option<std::sync::Arc<dyn crate::cache::Cache>>,
     path: Vec<String>,
     pub(crate) items: Vec<usize>,
+    /// The full item path of each item of a map in this scope, when its
+    /// items are not simply `items + [index]` (a nested `map_over` run for
+    /// many outer items at once: item `k` is element `j` of outer item `i`).
+    item_map: Option<std::sync::Arc<[SmallVec<[usize; 4]>]>>,
 }
 
 impl<'a> Exec<'a> {
@@ -46,6 +50,7 @@ impl<'a> Exec<'a> {
             cache: pipeline.cache.clone(),
             path: vec![pipeline.name().to_string()],
             items: Vec::new(),
+            item_map: None,
         }
     }
 
@@ -80,6 +85,9 @@ impl<'a> Exec<'a> {
 
     /// The item path of item `item` of a map in this scope.
     pub(crate) fn item_path(&self, item: usize) -> SmallVec<[usize; 4]> {
+        if let Some(path) = self.item_map.as_ref().and_then(|m| m.get(item)) {
+            return path.clone();
+        }
         let mut path: SmallVec<[usize; 4]> = self.items.iter().copied().collect();
         path.push(item);
         path
@@ -199,6 +207,7 @@ impl<'a> Exec<'a> {
             .expect("nested step has an inner plan");
         let mut exec = self.inner_scope(node, inner, plan);
         exec.items = items.to_vec();
+        exec.item_map = None;
         let mut inputs = Inputs::new();
         for (port, &slot) in node.inputs.iter().zip(&step.args) {
             let v = slots[slot].clone().expect("argument slot is filled");
@@ -252,6 +261,7 @@ impl<'a> Exec<'a> {
             callbacks,
             path,
             items: self.items.clone(),
+            item_map: self.item_map.clone(),
         }
     }
 
@@ -320,6 +330,183 @@ fn fixed_hash(
             .copied())
     } else {
         Ok(ty.resource_hash(value))
+    }
+}
+
+/// What one row of a batched nested `map_over` gives: the inner outputs
+/// (in the step's `inner_ports` order) as lists, or the row's failure.
+type NestedRow = Result<Vec<Value>, Error>;
+
+impl<'a> Exec<'a> {
+    /// Runs `map_over` node `node` (inner pipeline `inner`, compiled as
+    /// `plan`) for many outer items at once: every item's elements (its
+    /// zipped or crossed lists, with its other inputs beside them) become
+    /// the items of ONE inner map, whose results are regrouped into one list
+    /// per outer item by the element counts. Each element keeps its own
+    /// item path (`outer item, element`), signatures and cache entries, so
+    /// results, errors and cache entries are those of running the node item
+    /// by item. `rows` holds each outer item's path and argument values.
+    /// `Ok(None)`: the values cannot be combined (a type without list
+    /// operations); run the items one by one instead.
+    fn map_nested_rows(
+        &self,
+        node: &Node,
+        inner: &Pipeline,
+        plan: &Plan,
+        mapping: &Mapping,
+        rows: &[(SmallVec<[usize; 4]>, Vec<Value>)],
+    ) -> Result<Option<Vec<NestedRow>>, Error> {
+        let ports = &node.inputs;
+        // Inputs equal for every row stay fixed; the others repeat per element.
+        let constant: Vec<bool> = (0..ports.len())
+            .map(|i| !mapping.mapped[i] && rows.iter().all(|(_, v)| v[i].same(&rows[0].1[i])))
+            .collect();
+        let mut outcome: Vec<Option<Error>> = (0..rows.len()).map(|_| None).collect();
+        let mut counts = vec![0usize; rows.len()];
+        let mut columns: Vec<Vec<Value>> = vec![Vec::new(); ports.len()];
+        let mut paths: Vec<SmallVec<[usize; 4]>> = Vec::new();
+        for (r, (path, values)) in rows.iter().enumerate() {
+            let mut lists: Vec<(usize, Vec<Value>)> = Vec::new();
+            for (i, port) in ports.iter().enumerate() {
+                if !mapping.mapped[i] {
+                    continue;
+                }
+                let ty = mapping.inner_inputs[i];
+                match ty.split_list(&values[i]) {
+                    Some(items) => lists.push((i, items)),
+                    None => {
+                        outcome[r] = Some(Error::NotAList {
+                            name: port.name.clone(),
+                            expected: ty.name(),
+                            actual: values[i].type_name(),
+                        });
+                        break;
+                    }
+                }
+            }
+            if outcome[r].is_some() {
+                continue;
+            }
+            let count = match mapping.mode {
+                MapMode::Zip => {
+                    let first = lists.first().map_or(0, |l| l.1.len());
+                    if lists.iter().any(|l| l.1.len() != first) {
+                        let lengths = lists
+                            .iter()
+                            .map(|(i, l)| (ports[*i].inner.clone(), l.len()))
+                            .collect();
+                        let e = Error::LengthMismatch { lengths };
+                        outcome[r] = Some(self.fail(node, path, 1, NodeError::user(e)));
+                        continue;
+                    }
+                    first
+                }
+                MapMode::Product => lists.iter().map(|l| l.1.len()).product(),
+            };
+            for j in 0..count {
+                // Element j of each list (last list fastest in product mode).
+                let mut rem = j;
+                let mut picks = vec![j; lists.len()];
+                if mapping.mode == MapMode::Product {
+                    for (pick, (_, l)) in picks.iter_mut().zip(&lists).rev() {
+                        *pick = rem % l.len();
+                        rem /= l.len();
+                    }
+                }
+                for ((i, l), pick) in lists.iter().zip(&picks) {
+                    columns[*i].push(l[*pick].clone());
+                }
+                for i in (0..ports.len()).filter(|&i| !mapping.mapped[i] && !constant[i]) {
+                    columns[i].push(values[i].clone());
+                }
+                let mut p = path.clone();
+                p.push(j);
+                paths.push(p);
+            }
+            counts[r] = count;
+        }
+        let total: usize = counts.iter().sum();
+
+        let mut fixed = Inputs::new();
+        let mut mapped = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            if constant[i] {
+                if let Some((_, values)) = rows.first() {
+                    fixed.insert_value(port.inner.clone(), values[i].clone());
+                }
+                continue;
+            }
+            let ty = if mapping.mapped[i] {
+                mapping.inner_inputs[i]
+            } else {
+                port.ty
+            };
+            let Some(list) = ty.make_list(std::mem::take(&mut columns[i])) else {
+                return Ok(None);
+            };
+            mapped.push(MappedList {
+                name: port.inner.clone(),
+                slot: None,
+                ty,
+                list,
+                len: total,
+            });
+        }
+        let mut results: Vec<Vec<Option<Value>>> = Vec::new();
+        let mut failures: Vec<ItemFailure> = Vec::new();
+        if total > 0 {
+            let mut scope = self.inner_scope(node, inner, plan);
+            scope.item_map = Some(paths.into());
+            let names: Vec<String> = mapped.iter().map(|m| m.name.clone()).collect();
+            let options = MapOptions::over(names)
+                .mode(MapMode::Zip)
+                .on_error(ErrorPolicy::Continue);
+            let job = MapJob::new(&scope, &fixed, mapped, &options)?;
+            let result = job.execute()?;
+            if inner.cache.is_some() {
+                scope.flush_cache()?;
+            }
+            failures = result.failures;
+            failures.sort_by_key(|f| f.index);
+            for col in result.columns {
+                results.push(col.into_values());
+            }
+        }
+        // Regroup: row r owns elements [start, start + counts[r]).
+        let out_types: Vec<_> = plan.outputs.iter().map(|o| o.ty).collect();
+        let mut failures = failures.into_iter().peekable();
+        let mut start = 0;
+        let mut out = Vec::with_capacity(rows.len());
+        for (r, &count) in counts.iter().enumerate() {
+            let end = start + count;
+            let mut failed = outcome[r].take();
+            while let Some(f) = failures.next_if(|f| f.index < end) {
+                if failed.is_none() {
+                    failed = Some(f.error);
+                }
+            }
+            out.push(match failed {
+                Some(e) => Err(e),
+                None => results
+                    .iter()
+                    .zip(&out_types)
+                    .map(|(values, ty)| {
+                        let elements: Vec<Value> =
+                            values[start..end].iter().flatten().cloned().collect();
+                        if elements.len() != count {
+                            return Err(Error::Engine {
+                                message: format!("node `{}`: an element has no value", node.name),
+                            });
+                        }
+                        ty.make_list(elements).ok_or_else(|| Error::Engine {
+                            message: format!("cannot build a list of `{}`", ty.name()),
+                        })
+                    })
+                    .collect(),
+            });
+            start = end;
+        }
+        Ok(Some(out))
     }
 }
 
@@ -836,6 +1023,80 @@ impl<'a> MapJob<'a> {
         Ok(outs)
     }
 
+    /// Runs step `step` for many rows at once: `rows` holds each row's
+    /// item and slot table (its arguments filled). Returns per row each
+    /// output port's value (`None` for ports nothing needs) or the row's
+    /// failure. A nested `map_over` step runs as one inner map over the
+    /// elements of every row (see `Exec::map_nested_rows`) unless someone
+    /// listens to events; every other step runs row by row as
+    /// [`MapJob::call_step`] does.
+    #[allow(clippy::type_complexity)]
+    pub fn call_step_rows(
+        &self,
+        step: usize,
+        rows: Vec<(usize, Vec<Option<Value>>)>,
+    ) -> Result<Vec<Result<Vec<Option<Value>>, Error>>, Error> {
+        let (exec, s, fs) = self
+            .flat()
+            .step(self.exec, step)
+            .ok_or_else(|| Error::Engine {
+                message: format!("no step {step}"),
+            })?;
+        let node = exec.node(s);
+        if let (NodeKind::Nested(inner), Some(mapping), Some(plan)) =
+            (&node.kind, &node.mapping, s.inner.as_deref())
+            && rows.len() > 1
+            && !exec.has_callbacks()
+            && inner.callbacks.is_empty()
+        {
+            let args: Vec<(SmallVec<[usize; 4]>, Vec<Value>)> = rows
+                .iter()
+                .map(|(item, slots)| {
+                    let values = fs
+                        .args
+                        .iter()
+                        .map(|&a| slots[a].clone())
+                        .collect::<Option<Vec<Value>>>();
+                    (exec.item_path(*item), values.unwrap_or_default())
+                })
+                .collect();
+            // Values that cannot be combined, or a failure of the combined
+            // map as a whole (before any element ran: a plan error), run
+            // item by item below, which reports them per item.
+            if args.iter().all(|(_, v)| v.len() == fs.args.len())
+                && let Ok(Some(results)) = exec.map_nested_rows(node, inner, plan, mapping, &args)
+            {
+                return Ok(results
+                    .into_iter()
+                    .map(|r| {
+                        r.map(|lists| {
+                            let mut outs: Vec<Option<Value>> = vec![None; fs.outs.len()];
+                            for (list, &port) in lists.into_iter().zip(&s.inner_ports) {
+                                if fs.outs[port].is_some() {
+                                    outs[port] = Some(list);
+                                }
+                            }
+                            outs
+                        })
+                    })
+                    .collect());
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(item, mut slots)| {
+                self.call_step(step, &mut slots, item).map(|all| match all {
+                    Some(all) => all.into_iter().map(Some).collect(),
+                    None => fs
+                        .outs
+                        .iter()
+                        .map(|o| o.and_then(|o| slots[o].take()))
+                        .collect(),
+                })
+            })
+            .collect())
+    }
+
     /// The error of step `step` failing for item `item` with `source` after
     /// `attempts` attempts (names node, pipeline path and item; fires the
     /// `on_error` event), for engines that call a node's batch
@@ -1034,9 +1295,7 @@ impl<'a> MapJob<'a> {
     /// Runs item `index`: every needed node, in topological order.
     pub fn run_item(&self, index: usize) -> Result<ItemOutput, Error> {
         let exec = self.exec;
-        let mut items: SmallVec<[usize; 4]> = SmallVec::new();
-        items.extend_from_slice(&exec.items);
-        items.push(index);
+        let items = exec.item_path(index);
         let start = exec.has_callbacks().then(|| {
             exec.emit(&items, |cb, ctx| cb.on_map_item_start(ctx));
             Instant::now()

@@ -504,8 +504,7 @@ impl NodeUdf {
         }
         // One call per missing row; async nodes run up to `concurrency` rows
         // at once (each worker thread waits on its own call).
-        let call = |k: usize, slots: &mut Vec<Option<Value>>| {
-            let r = misses[k];
+        let fill = |k: usize, slots: &mut Vec<Option<Value>>| {
             slots.iter_mut().for_each(|s| *s = None);
             for (arg, vals) in self.args.iter().zip(&decoded) {
                 match (arg, vals) {
@@ -514,6 +513,10 @@ impl NodeUdf {
                     _ => {}
                 }
             }
+        };
+        let call = |k: usize, slots: &mut Vec<Option<Value>>| {
+            let r = misses[k];
+            fill(k, slots);
             let called = self
                 .job
                 .with(|j| j.call_step(self.step, slots, items[r]))
@@ -533,10 +536,19 @@ impl NodeUdf {
         };
         let workers = self.concurrency.min(misses.len()).max(1);
         let outcomes: Vec<RowOutcome> = if workers == 1 {
-            let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
-            (0..misses.len())
-                .map(|k| call(k, &mut slots))
-                .collect::<DfResult<_>>()?
+            // All rows in one call: a nested `map_over` runs one inner map
+            // over the elements of every row.
+            let rows = (0..misses.len())
+                .map(|k| {
+                    let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
+                    fill(k, &mut slots);
+                    (items[misses[k]], slots)
+                })
+                .collect();
+            self.job
+                .with(|j| j.call_step_rows(self.step, rows))
+                .ok_or_else(finished)?
+                .map_err(|e| self.shared.fatal(e))?
         } else {
             let next = std::sync::atomic::AtomicUsize::new(0);
             let results: std::sync::Mutex<Vec<Option<RowOutcome>>> =
