@@ -7,6 +7,12 @@
 #[path = "../examples/shared/workload.rs"]
 mod workload;
 
+/// The allocator of this program (not of the library): mimalloc, as
+/// DataFusion's own benchmarks use; glibc's returns and re-faults the large
+/// buffers of every batch.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::sync::Arc;
 

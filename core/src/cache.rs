@@ -365,24 +365,128 @@ pub trait Cache: Send + Sync {
     }
 }
 
-/// Hashes index keys: they are prefixes of uniformly random signatures
-/// already, so they are their own hash.
+/// A dataset's index: each stored signature's first 8 bytes to its row,
+/// `batch << 32 | row`. Open addressing with linear probing over a
+/// power-of-two table of `(prefix, row + 1)` pairs (`0`: empty); the prefix
+/// of a uniformly random signature is its own hash. Lookups come in batches,
+/// so the slot of a key a few positions ahead is prefetched while the
+/// current one is probed: a million-row index does not fit in cache, and
+/// this hides most of the memory latency of random probes. A later insert
+/// of the same prefix replaces the earlier one.
 #[derive(Default)]
-struct PrefixHasher(u64);
+struct SigIndex {
+    slots: Vec<(u64, u64)>,
+    len: usize,
+}
 
-impl std::hash::Hasher for PrefixHasher {
-    fn finish(&self) -> u64 {
-        self.0
+/// How far ahead lookups prefetch.
+const PREFETCH: usize = 16;
+
+#[inline]
+fn prefetch<T>(at: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is
+        // only a hint: it reads nothing and cannot fault.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at as *const T as *const i8) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
+impl SigIndex {
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+    /// Makes room for `more` entries (load factor at most 1/2).
+    fn reserve(&mut self, more: usize) {
+        let need = (self.len + more)
+            .saturating_mul(2)
+            .next_power_of_two()
+            .max(16);
+        if need <= self.slots.len() {
+            return;
+        }
+        let old = std::mem::replace(&mut self.slots, vec![(0, 0); need]);
+        self.len = 0;
+        for (key, at) in old {
+            if at != 0 {
+                self.insert(key, at - 1);
+            }
         }
     }
 
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
+    fn insert(&mut self, key: u64, at: u64) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.reserve(self.len.max(8));
+        }
+        let mask = self.mask();
+        let mut i = key as usize & mask;
+        loop {
+            let slot = &mut self.slots[i];
+            if slot.1 == 0 {
+                *slot = (key, at + 1);
+                self.len += 1;
+                return;
+            }
+            if slot.0 == key {
+                slot.1 = at + 1;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Inserts `keys[r]` at `base | r` for every `r`, prefetching ahead.
+    fn insert_many(&mut self, keys: &[u64], base: u64) {
+        self.reserve(keys.len());
+        let mask = self.mask();
+        for (r, &key) in keys.iter().enumerate() {
+            if let Some(&ahead) = keys.get(r + PREFETCH) {
+                prefetch(&self.slots[ahead as usize & mask]);
+            }
+            self.insert(key, base | r as u64);
+        }
+    }
+
+    fn get(&self, key: u64) -> Option<u64> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.mask();
+        let mut i = key as usize & mask;
+        loop {
+            let (k, at) = self.slots[i];
+            if at == 0 {
+                return None;
+            }
+            if k == key {
+                return Some(at - 1);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// `get` for many keys, prefetching ahead.
+    fn get_many(&self, keys: &[u64]) -> Vec<Option<u64>> {
+        if self.slots.is_empty() {
+            return vec![None; keys.len()];
+        }
+        let mask = self.mask();
+        let mut out = Vec::with_capacity(keys.len());
+        for (n, &key) in keys.iter().enumerate() {
+            if let Some(&ahead) = keys.get(n + PREFETCH) {
+                prefetch(&self.slots[ahead as usize & mask]);
+            }
+            out.push(self.get(key));
+        }
+        out
+    }
+
+    fn values(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.iter().filter(|s| s.1 != 0).map(|s| s.1 - 1)
     }
 }
 
@@ -402,26 +506,54 @@ fn prefix(sig: &[u8]) -> u64 {
 #[derive(Default)]
 struct Dataset {
     batches: Vec<RecordBatch>,
-    index: HashMap<u64, u64, std::hash::BuildHasherDefault<PrefixHasher>>,
+    index: SigIndex,
     segments: HashSet<PathBuf>,
+    /// When the directory was last listed for new segments.
+    listed: Option<std::time::Instant>,
 }
+
+/// How long a dataset's directory listing is trusted: segments written by
+/// other cache instances or processes become visible within this time (and
+/// until then their items are only recomputed, never wrong). Batches of a
+/// map look up many times a second; listing the directory for each cost
+/// more than the lookups themselves.
+const LISTING_TTL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Dataset {
     fn add(&mut self, batch: RecordBatch) {
         let b = (self.batches.len() as u64) << 32;
         let sigs = batch.column(0).as_fixed_size_binary();
-        for r in 0..batch.num_rows() {
-            self.index.insert(prefix(sigs.value(r)), b | r as u64);
-        }
+        let keys: Vec<u64> = (0..batch.num_rows())
+            .map(|r| prefix(sigs.value(r)))
+            .collect();
+        self.index.insert_many(&keys, b);
         self.batches.push(batch);
     }
 
-    /// Where `sig` is stored, if it is.
-    fn find(&self, sig: &Signature) -> Option<(usize, usize)> {
-        let at = *self.index.get(&prefix(&sig.0))?;
-        let (b, r) = ((at >> 32) as usize, (at & 0xffff_ffff) as usize);
-        let stored = self.batches[b].column(0).as_fixed_size_binary().value(r);
-        (stored == sig.0).then_some((b, r))
+    /// Where each of `sigs` is stored, if it is: the index gives a
+    /// candidate row per prefix, confirmed against the full stored
+    /// signature (prefetched ahead, as the index slots are).
+    fn find_many(&self, sigs: &[Signature]) -> Vec<Option<(usize, usize)>> {
+        let keys: Vec<u64> = sigs.iter().map(|s| prefix(&s.0)).collect();
+        let candidates = self.index.get_many(&keys);
+        let columns: Vec<&FixedSizeBinaryArray> = self
+            .batches
+            .iter()
+            .map(|b| b.column(0).as_fixed_size_binary())
+            .collect();
+        let split = |at: u64| ((at >> 32) as usize, (at & 0xffff_ffff) as usize);
+        let stored = |at: u64| {
+            let (b, r) = split(at);
+            columns[b].value(r)
+        };
+        let mut out = Vec::with_capacity(sigs.len());
+        for (n, (sig, at)) in sigs.iter().zip(&candidates).enumerate() {
+            if let Some(Some(ahead)) = candidates.get(n + PREFETCH) {
+                prefetch(&stored(*ahead)[0]);
+            }
+            out.push(at.filter(|&at| stored(at) == sig.0).map(split));
+        }
+        out
     }
 
     /// The rows at `positions` (batch, row) as [`CacheRows`].
@@ -592,9 +724,48 @@ impl DiskCache {
             .into_iter()
             .filter(|p| !data.segments.contains(p))
             .collect();
-        let mut loaded = Vec::with_capacity(paths.len());
-        for path in paths {
-            match read_segment(&path, key) {
+        // Segments are read on all cores (decoding dominates loading).
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(paths.len());
+        type Read = Result<Vec<RecordBatch>, String>;
+        let read: Vec<(PathBuf, Read)> = if workers > 1 {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let results: Mutex<Vec<(usize, Read)>> = Mutex::new(Vec::with_capacity(paths.len()));
+            std::thread::scope(|s| {
+                for _ in 0..workers {
+                    s.spawn(|| {
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(path) = paths.get(i) else { break };
+                            let r = read_segment(path, key);
+                            results
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push((i, r));
+                        }
+                    });
+                }
+            });
+            let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+            results.sort_by_key(|(i, _)| *i);
+            paths
+                .into_iter()
+                .zip(results)
+                .map(|(p, (_, r))| (p, r))
+                .collect()
+        } else {
+            paths
+                .into_iter()
+                .map(|p| {
+                    let r = read_segment(&p, key);
+                    (p, r)
+                })
+                .collect()
+        };
+        let mut loaded = Vec::with_capacity(read.len());
+        for (path, batches) in read {
+            match batches {
                 Ok(batches) => loaded.push((path, batches)),
                 Err(message) => self.warn(
                     &path,
@@ -706,7 +877,7 @@ impl DiskCache {
             let mut positions: Vec<(usize, usize)> = data
                 .index
                 .values()
-                .map(|&at| ((at >> 32) as usize, (at & 0xffff_ffff) as usize))
+                .map(|at| ((at >> 32) as usize, (at & 0xffff_ffff) as usize))
                 .collect();
             positions.sort_unstable();
             let sigs = positions
@@ -899,21 +1070,24 @@ impl Cache for DiskCache {
         }
         let dir = self.dataset_dir(key);
         let dataset = self.dataset(&dir);
-        let files = segment_files(&dir);
-        let stale = {
+        let fresh = {
             let data = dataset.read().unwrap_or_else(|e| e.into_inner());
-            files.iter().any(|p| !data.segments.contains(p))
+            data.listed.is_some_and(|t| t.elapsed() < LISTING_TTL)
         };
-        if stale {
+        if !fresh {
+            let files = segment_files(&dir);
             let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
-            self.refresh(key, &mut data, files);
+            if files.iter().any(|p| !data.segments.contains(p)) {
+                self.refresh(key, &mut data, files);
+            }
+            data.listed = Some(std::time::Instant::now());
         }
         let data = dataset.read().unwrap_or_else(|e| e.into_inner());
         let mut rows = Vec::with_capacity(sigs.len());
         let mut found = Vec::new();
         let mut positions = Vec::new();
-        for s in sigs {
-            match data.find(s) {
+        for (s, at) in sigs.iter().zip(data.find_many(sigs)) {
+            match at {
                 Some(at) => {
                     rows.push(Some(found.len()));
                     found.push(*s);
@@ -1053,6 +1227,35 @@ impl DiskCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sig_index_finds_replaces_and_grows() {
+        let mut index = SigIndex::default();
+        assert_eq!(index.get(7), None);
+        // Keys sharing their low bits probe past each other.
+        let keys: Vec<u64> = (0..1000u64).map(|k| k << 40 | 5).collect();
+        index.insert_many(&keys, 3 << 32);
+        for (r, &k) in keys.iter().enumerate() {
+            assert_eq!(index.get(k), Some(3 << 32 | r as u64));
+        }
+        assert_eq!(index.get(6), None);
+        assert_eq!(index.get(1001 << 40 | 5), None);
+        // Grows one insert at a time too; a key stored again moves.
+        for k in 0..5000u64 {
+            index.insert(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), k);
+        }
+        index.insert(keys[10], 42);
+        assert_eq!(index.get(keys[10]), Some(42));
+        assert_eq!(index.values().count(), 6000);
+        let probe: Vec<u64> = [keys[0], 1, keys[999]].to_vec();
+        assert_eq!(
+            index.get_many(&probe),
+            [Some(3 << 32), None, Some(3 << 32 | 999)]
+        );
+        // Key 0 is a key like any other.
+        index.insert(0, 9);
+        assert_eq!(index.get(0), Some(9));
+    }
 
     fn key() -> CacheKey {
         CacheKey {

@@ -78,7 +78,10 @@ impl fmt::Debug for Signature {
 /// Signatures as a `FixedSizeBinary(32)` array without nulls (the layout of
 /// the cache's signature and hash columns).
 pub fn signature_array(sigs: &[Signature]) -> ArrayRef {
-    let bytes: Vec<u8> = sigs.iter().flat_map(|s| s.0).collect();
+    let mut bytes: Vec<u8> = Vec::with_capacity(sigs.len() * 32);
+    for s in sigs {
+        bytes.extend_from_slice(&s.0);
+    }
     std::sync::Arc::new(arrow_array::FixedSizeBinaryArray::new(
         32,
         bytes.into(),
@@ -88,6 +91,42 @@ pub fn signature_array(sigs: &[Signature]) -> ArrayRef {
 
 /// Hashes every row of an Arrow array: one signature per row.
 pub fn hash_array(array: &ArrayRef) -> Result<Vec<Signature>, ValueError> {
+    // Large arrays (a whole mapped input) are hashed on all cores.
+    const CHUNK: usize = 1 << 16;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if array.len() >= 2 * CHUNK && workers > 1 {
+        let per = array.len().div_ceil(workers).max(CHUNK);
+        let parts: Vec<ArrayRef> = (0..array.len())
+            .step_by(per)
+            .map(|start| array.slice(start, per.min(array.len() - start)))
+            .collect();
+        let hashed: Vec<Result<Vec<Signature>, ValueError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .iter()
+                .map(|part| s.spawn(move || hash_chunk(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(ValueError {
+                            type_name: "arrow array",
+                            message: "hashing panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(array.len());
+        for part in hashed {
+            out.extend(part?);
+        }
+        return Ok(out);
+    }
+    hash_chunk(array)
+}
+
+fn hash_chunk(array: &ArrayRef) -> Result<Vec<Signature>, ValueError> {
     let err = |e: arrow_schema::ArrowError| ValueError {
         type_name: "arrow array",
         message: e.to_string(),
@@ -164,6 +203,16 @@ pub fn node_signature(code: &Signature, inputs: &[Signature], salt: &[u8]) -> Si
 mod tests {
     use super::*;
     use crate::ArrowValue;
+
+    #[test]
+    fn large_arrays_hash_in_parallel_to_the_same_signatures() {
+        let values: Vec<String> = (0..300_000).map(|i| format!("text {i}")).collect();
+        let array: ArrayRef = std::sync::Arc::new(arrow_array::StringArray::from(values));
+        let parallel = hash_array(&array).unwrap();
+        assert_eq!(parallel, hash_chunk(&array).unwrap());
+        let tail = array.slice(299_990, 10);
+        assert_eq!(hash_array(&tail).unwrap(), parallel[299_990..]);
+    }
 
     fn sigs<T: ArrowValue>(values: &[T]) -> Vec<Signature> {
         let values: Vec<Value> = values.iter().cloned().map(Value::new).collect();

@@ -180,11 +180,19 @@ fn fsb(array: &ArrayRef) -> DfResult<&FixedSizeBinaryArray> {
         .ok_or_else(|| DataFusionError::Internal("expected a 32-byte hash column".into()))
 }
 
+/// A `FixedSizeBinary(32)` column of signatures, null where there is none.
 fn signature_column(sigs: impl Iterator<Item = Option<Signature>>) -> ArrayRef {
-    let sigs: Vec<Option<[u8; 32]>> = sigs.map(|s| s.map(|s| s.0)).collect();
-    let array = FixedSizeBinaryArray::try_from_sparse_iter_with_size(sigs.into_iter(), 32)
-        .unwrap_or_else(|_| FixedSizeBinaryArray::new_null(32, 0));
-    Arc::new(array)
+    let (lower, _) = sigs.size_hint();
+    let mut bytes: Vec<u8> = Vec::with_capacity(lower * 32);
+    let mut valid = arrow_buffer::BooleanBufferBuilder::new(lower);
+    for s in sigs {
+        bytes.extend_from_slice(&s.unwrap_or(Signature([0; 32])).0);
+        valid.append(s.is_some());
+    }
+    let valid = valid.finish();
+    let nulls =
+        (valid.count_set_bits() < valid.len()).then(|| arrow_buffer::NullBuffer::new(valid));
+    Arc::new(FixedSizeBinaryArray::new(32, bytes.into(), nulls))
 }
 
 impl ScalarUDFImpl for SigUdf {
@@ -337,9 +345,10 @@ impl ScalarUDFImpl for NodeUdf {
             let found = cache
                 .lookup(key, &keys)
                 .map_err(|e| self.shared.fatal(cache_error(&key.node, "lookup", e)))?;
+            let observed = !self.shared.started.is_empty();
             for ((r, _), at) in wanted.iter().zip(&found.rows) {
                 hit_row[*r] = *at;
-                if at.is_some() {
+                if observed && at.is_some() {
                     self.job.with(|j| j.report_cached(self.step, items[*r]));
                 }
             }
@@ -436,7 +445,7 @@ impl ScalarUDFImpl for NodeUdf {
             let hit_values = hits.as_ref().map(|h| h.found.columns[o].clone());
             let hit_hashes = hits
                 .as_ref()
-                .map(|h| signature_column(h.found.hashes[o].iter().copied().map(Some)));
+                .map(|h| hypernodes_core::signature::signature_array(&h.found.hashes[o]));
             let value = combine(
                 n,
                 &dt,
@@ -453,7 +462,7 @@ impl ScalarUDFImpl for NodeUdf {
                 &fresh_pos,
                 fresh_hashes[o]
                     .as_ref()
-                    .map(|h| signature_column(h.iter().copied().map(Some))),
+                    .map(|h| hypernodes_core::signature::signature_array(h)),
             )?;
             arrays.push(value);
             arrays.push(hash);
@@ -807,6 +816,13 @@ fn combine(
     fresh_pos: &[Option<usize>],
     fresh: Option<ArrayRef>,
 ) -> DfResult<ArrayRef> {
+    // Every row a hit, in order (a warm batch): the hits as they are.
+    if let Some(h) = &hits
+        && h.len() == n
+        && hit_row.iter().enumerate().all(|(r, at)| *at == Some(r))
+    {
+        return Ok(h.clone());
+    }
     let null = new_null_array(dt, 1);
     let hits = hits.unwrap_or_else(|| new_null_array(dt, 0));
     let fresh = fresh.unwrap_or_else(|| new_null_array(dt, 0));
