@@ -869,3 +869,56 @@ fn map_over_in_product_mode_crosses_each_rows_lists() {
     assert_eq!(run(Arc::new(SeqEngine)), expected);
     assert_eq!(run(Arc::new(df())), expected);
 }
+
+#[test]
+fn under_the_stop_policy_items_after_the_earliest_failure_do_not_run() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let engine = DataFusionEngine::new()
+        .with_target_partitions(1)
+        .with_batch_size(4);
+    let err = Pipeline::new([doubling(&calls)])
+        .unwrap()
+        .with_engine(engine)
+        .map(
+            Inputs::new().with("x", (0..100i64).collect::<Vec<_>>()),
+            ["x"],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "node `double` failed in pipeline `pipeline` on item 13: unlucky"
+    );
+    // Batches of 4 in order: the failing item's batch completes, no later one runs.
+    assert_eq!(calls.load(Ordering::SeqCst), 16);
+}
+
+#[test]
+fn batch_calls_fire_the_same_node_events_as_row_calls() {
+    let texts: Vec<String> = (0..7).map(|i| format!(" T{i} ")).collect();
+    let (row, batch) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let events = |engine: Arc<dyn Engine>| {
+        let recorder = common::Recorder::new();
+        Pipeline::new([dual(&row, &batch, false)])
+            .unwrap()
+            .with_shared_engine(engine)
+            .with_callback(recorder.clone())
+            .map(Inputs::new().with("text", texts.clone()), ["text"])
+            .unwrap();
+        let mut events = recorder.take();
+        events.sort();
+        events
+    };
+    let seq = events(Arc::new(SeqEngine));
+    assert_eq!(
+        seq.iter()
+            .filter(|e| e.ends_with("node_start lower"))
+            .count(),
+        7
+    );
+    let batches = batch.load(Ordering::SeqCst);
+    assert_eq!(events(Arc::new(df())), seq);
+    assert!(
+        batch.load(Ordering::SeqCst) > batches,
+        "the batch version ran"
+    );
+}

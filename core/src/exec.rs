@@ -1123,6 +1123,32 @@ impl<'a> MapJob<'a> {
         }
     }
 
+    /// Reports that step `step` starts for item `item` (the `on_node_start`
+    /// event), for engines that call a node's batch implementation.
+    pub fn report_node_start(&self, step: usize, item: usize) {
+        if !self.exec.has_callbacks() {
+            return;
+        }
+        if let Some((exec, s, _)) = self.flat().step(self.exec, step) {
+            let name = &exec.node(s).name;
+            exec.emit(&exec.item_path(item), |cb, ctx| cb.on_node_start(ctx, name));
+        }
+    }
+
+    /// Reports that step `step` ended for item `item` after `elapsed` (the
+    /// `on_node_end` event; for a batch call, the batch's time).
+    pub fn report_node_end(&self, step: usize, item: usize, elapsed: std::time::Duration) {
+        if !self.exec.has_callbacks() {
+            return;
+        }
+        if let Some((exec, s, _)) = self.flat().step(self.exec, step) {
+            let name = &exec.node(s).name;
+            exec.emit(&exec.item_path(item), |cb, ctx| {
+                cb.on_node_end(ctx, name, elapsed)
+            });
+        }
+    }
+
     /// Whether anyone listens to this map's events (callbacks): engines may
     /// skip gathering what only events need.
     pub fn observed(&self) -> bool {

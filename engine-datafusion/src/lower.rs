@@ -186,7 +186,11 @@ pub(crate) fn lower(
         .with_batch_size(engine.batch_size.max(1))
         .with_target_partitions(engine.partitions.max(1));
     let ctx = session(config);
-    let shared = Arc::new(Shared::new(cm.len, job.observed()));
+    let shared = Arc::new(Shared::new(
+        cm.len,
+        job.observed(),
+        job.policy() == hypernodes_core::ErrorPolicy::Stop,
+    ));
     let mut cached_keys = Vec::new();
     let steps = cm.steps.len();
     let cache = job.cache().cloned();

@@ -76,12 +76,17 @@ pub(crate) struct Shared {
     pub fatal: std::sync::Mutex<Option<Error>>,
     /// When each item started (only when the map is observed).
     started: Vec<std::sync::OnceLock<std::time::Instant>>,
+    /// Under the stop policy, the earliest failed item so far: later items
+    /// are not computed (the map fails with the earliest failure, as the
+    /// sequential engine's, so items before it still run).
+    stop_after: Option<std::sync::atomic::AtomicUsize>,
 }
 
 impl Shared {
-    pub fn new(len: usize, observed: bool) -> Self {
+    pub fn new(len: usize, observed: bool, stop: bool) -> Self {
         Shared {
             failed: (0..len).map(|_| AtomicBool::new(false)).collect(),
+            stop_after: stop.then(|| std::sync::atomic::AtomicUsize::new(usize::MAX)),
             failures: Default::default(),
             fatal: Default::default(),
             started: if observed {
@@ -96,15 +101,24 @@ impl Shared {
         if let Some(f) = self.failed.get(item) {
             f.store(true, Ordering::Relaxed);
         }
+        if let Some(stop) = &self.stop_after {
+            stop.fetch_min(item, Ordering::Relaxed);
+        }
         if let Ok(mut failures) = self.failures.lock() {
             failures.push((item, error));
         }
     }
 
+    /// Whether item `item` failed, or need not run (after the earliest
+    /// failure under the stop policy).
     fn is_failed(&self, item: usize) -> bool {
         self.failed
             .get(item)
             .is_some_and(|f| f.load(Ordering::Relaxed))
+            || self
+                .stop_after
+                .as_ref()
+                .is_some_and(|s| item > s.load(Ordering::Relaxed))
     }
 
     fn fatal(&self, error: Error) -> DataFusionError {
@@ -774,6 +788,15 @@ impl NodeUdf {
                 }
             }
         }
+        // Node events per row, as the row path fires them (the time is the
+        // batch's).
+        let observed = !self.shared.started.is_empty();
+        if observed {
+            for &r in misses {
+                self.job.with(|j| j.report_node_start(self.step, items[r]));
+            }
+        }
+        let start = std::time::Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&inputs)));
         let problem = match outcome {
             Ok(Ok(arrays)) => {
@@ -782,6 +805,13 @@ impl NodeUdf {
                         a.len() == n && Some(a.data_type().clone()) == ty.data_type()
                     });
                 if shape_ok {
+                    if observed {
+                        let elapsed = start.elapsed();
+                        for &r in misses {
+                            self.job
+                                .with(|j| j.report_node_end(self.step, items[r], elapsed));
+                        }
+                    }
                     return Ok((misses.to_vec(), arrays.into_iter().map(Some).collect()));
                 }
                 NodeError::User(
