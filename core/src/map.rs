@@ -98,7 +98,7 @@ impl MapOptions {
     }
 
     /// The default batch size of cached runs.
-    pub const DEFAULT_FLUSH_EVERY: usize = 8192;
+    pub const DEFAULT_FLUSH_EVERY: usize = 65_536;
 
     /// New results wait at most about this long (plus one batch) before they
     /// are written to the cache.

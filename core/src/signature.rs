@@ -133,18 +133,27 @@ fn hash_chunk(array: &ArrayRef) -> Result<Vec<Signature>, ValueError> {
     };
     let data_type = array.data_type();
     let converter = RowConverter::new(vec![SortField::new(data_type.clone())]).map_err(err)?;
-    let rows = converter
-        .convert_columns(std::slice::from_ref(array))
-        .map_err(err)?;
     let type_tag = format!("{data_type:?}");
     let mut key = blake3::Hasher::new();
     key.update(VALUE_TAG);
     key.update(&(type_tag.len() as u64).to_le_bytes());
     key.update(type_tag.as_bytes());
     let key = *key.finalize().as_bytes();
-    Ok((0..array.len())
-        .map(|i| Signature(*blake3::keyed_hash(&key, rows.row(i).as_ref()).as_bytes()))
-        .collect())
+    // Rows are encoded a few thousand at a time into one reused buffer,
+    // which stays in cache while it is hashed.
+    const STEP: usize = 4096;
+    let mut out = Vec::with_capacity(array.len());
+    let mut rows = converter.empty_rows(STEP.min(array.len()), 0);
+    for start in (0..array.len()).step_by(STEP) {
+        let part = array.slice(start, STEP.min(array.len() - start));
+        rows.clear();
+        converter.append(&mut rows, &[part]).map_err(err)?;
+        out.extend(
+            rows.iter()
+                .map(|row| Signature(*blake3::keyed_hash(&key, row.as_ref()).as_bytes())),
+        );
+    }
+    Ok(out)
 }
 
 /// Hashes values of one Arrow-capable type: one signature per value.

@@ -198,8 +198,42 @@ impl DataFusionEngine {
                 message: format!("engine `{}` returned no row for item {item}", self.name),
             });
         }
+        // Batches that each hold a run of consecutive items (zip mode:
+        // the input table is cut into slices) are concatenated in item
+        // order; other layouts are interleaved row by row.
+        let mut runs: Vec<(u64, usize)> = Vec::with_capacity(batches.len());
+        let mut consecutive = true;
+        for (b, batch) in batches.iter().enumerate() {
+            let items = batch
+                .column(0)
+                .as_primitive_opt::<UInt64Type>()
+                .map(|a| a.values())
+                .filter(|v| !v.is_empty());
+            let Some(items) = items else { continue };
+            consecutive &= items.windows(2).all(|w| w[1] == w[0] + 1);
+            runs.push((items[0], b));
+        }
+        runs.sort_unstable();
+        let mut next = 0u64;
+        for &(first, b) in &runs {
+            consecutive &= first == next;
+            next = first + batches[b].num_rows() as u64;
+        }
+        consecutive &= next == len as u64;
         let mut columns = Vec::with_capacity(lowered.outputs.len());
         for o in 0..lowered.outputs.len() {
+            if consecutive && !runs.is_empty() {
+                let arrays: Vec<&dyn arrow_array::Array> = runs
+                    .iter()
+                    .map(|&(_, b)| batches[b].column(o + 1).as_ref())
+                    .collect();
+                columns.push(
+                    arrow_select::concat::concat(&arrays).map_err(|e| Error::Engine {
+                        message: format!("datafusion: {e}"),
+                    })?,
+                );
+                continue;
+            }
             let arrays: Vec<&dyn arrow_array::Array> =
                 batches.iter().map(|b| b.column(o + 1).as_ref()).collect();
             let column = if arrays.is_empty() {
