@@ -7,9 +7,17 @@
 //! a node's UDF the cached rows for a batch's signatures are joined in from
 //! the store (the same [`Cache`](hypernodes_core::Cache) the row engines
 //! use, so results are shared both ways), only the other rows call the node,
-//! and their results are stored. DataFusion runs the batches over all
-//! cores. `run` uses the reference row path (one item gains nothing from a
-//! plan).
+//! and their results are stored. A node is called once per batch of
+//! missing rows: through its batch implementation if it has one, else
+//! through the typed row loop `#[node]` generates
+//! ([`hypernodes_core::rows`]); closures built at run time and async
+//! functions are called row by row (async ones several at once). Nested
+//! pipelines are inlined into the plan (see `hypernodes_core`'s `flat`
+//! module), and a `map_over` node runs one inner map over the elements of
+//! all the rows of a batch. When callbacks are attached, node functions and
+//! nested pipelines run row by row, so that every event fires exactly as on
+//! the row engines. DataFusion runs the batches over all cores. `run` uses
+//! the reference row path (one item gains nothing from a plan).
 //!
 //! ```no_run
 //! # use hypernodes_core::{Pipeline, Inputs};
