@@ -873,6 +873,15 @@ impl<'a> MapJob<'a> {
         })
     }
 
+    /// Step `step` of the flat plan with its scope.
+    fn step_at(&self, step: usize) -> Result<(&Exec<'a>, &Step, &crate::flat::FlatStep), Error> {
+        self.flat()
+            .step(self.exec, step)
+            .ok_or_else(|| Error::Engine {
+                message: format!("no step {step}"),
+            })
+    }
+
     /// The steps with nested pipelines inlined (see [`crate::flat`]).
     fn flat(&self) -> &crate::flat::Flat<'a> {
         self.flat.get_or_init(|| crate::flat::Flat::new(self.exec))
@@ -974,12 +983,7 @@ impl<'a> MapJob<'a> {
         slots: &mut [Option<Value>],
         item: usize,
     ) -> Result<Option<Vec<Value>>, Error> {
-        let (exec, s, fs) = self
-            .flat()
-            .step(self.exec, step)
-            .ok_or_else(|| Error::Engine {
-                message: format!("no step {step}"),
-            })?;
+        let (exec, s, fs) = self.step_at(step)?;
         // The step reads and writes its scope's slot table: the flat slots
         // moved in and out (the identity for the map's own steps).
         let inlined = fs.scope != 0;
@@ -1036,12 +1040,7 @@ impl<'a> MapJob<'a> {
         step: usize,
         rows: Vec<(usize, Vec<Option<Value>>)>,
     ) -> Result<Vec<Result<Vec<Option<Value>>, Error>>, Error> {
-        let (exec, s, fs) = self
-            .flat()
-            .step(self.exec, step)
-            .ok_or_else(|| Error::Engine {
-                message: format!("no step {step}"),
-            })?;
+        let (exec, s, fs) = self.step_at(step)?;
         let node = exec.node(s);
         if let (NodeKind::Nested(inner), Some(mapping), Some(plan)) =
             (&node.kind, &node.mapping, s.inner.as_deref())

@@ -219,6 +219,11 @@ fn result_ok_type(ty: &Type) -> Option<Type> {
     }
 }
 
+/// `prefix0`, `prefix1`, ...: the identifiers of generated locals.
+fn indexed(prefix: &str, n: usize) -> Vec<syn::Ident> {
+    (0..n).map(|i| format_ident!("{}{}", prefix, i)).collect()
+}
+
 /// The `#[node]` attribute: see the crate docs.
 ///
 /// Settings: `output = "name"` (default: the function's name),
@@ -387,9 +392,7 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
             __o.push(#krate::Value::new(__r));
         }
     } else {
-        let names: Vec<_> = (0..outputs.len())
-            .map(|i| format_ident!("__o{}", i))
-            .collect();
+        let names = indexed("__o", outputs.len());
         quote! {
             let (#(#names,)*) = __r;
             let mut __o = #krate::Outs::new();
@@ -501,16 +504,12 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
                 }
             }
         });
-        let outs: Vec<_> = (0..outputs.len())
-            .map(|i| format_ident!("__out{}", i))
-            .collect();
+        let outs = indexed("__out", outputs.len());
         let push = if outputs.len() == 1 {
             let o = &outs[0];
             quote!(#o.push(__r);)
         } else {
-            let names: Vec<_> = (0..outputs.len())
-                .map(|i| format_ident!("__o{}", i))
-                .collect();
+            let names = indexed("__o", outputs.len());
             quote! {
                 let (#(#names,)*) = __r;
                 #( #outs.push(#names); )*
