@@ -543,3 +543,50 @@ fn mapped_elements_hash_like_single_values() {
     mapped_and_single_values_share_entries(vec![true, false]);
     mapped_and_single_values_share_entries(vec![1.5f64, -0.0, 2.25]);
 }
+
+/// A store whose writes fail (a full disk): lookups and buffering work.
+struct FullDisk(DiskCache);
+
+impl hypernodes::Cache for FullDisk {
+    fn lookup(
+        &self,
+        key: &hypernodes::CacheKey,
+        sigs: &[hypernodes::Signature],
+    ) -> Result<hypernodes::Hits, hypernodes::CacheError> {
+        self.0.lookup(key, sigs)
+    }
+    fn store(
+        &self,
+        key: &hypernodes::CacheKey,
+        rows: &hypernodes::CacheRows,
+    ) -> Result<(), hypernodes::CacheError> {
+        self.0.store(key, rows)
+    }
+    fn flush(&self) -> Result<(), hypernodes::CacheError> {
+        Err(hypernodes::CacheError::Io {
+            path: self.0.root().to_path_buf(),
+            source: std::io::Error::other("no space left on device"),
+        })
+    }
+}
+
+#[test]
+fn a_failing_background_write_fails_the_map() {
+    for (name, engine) in common::engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Pipeline::new([node_a()])
+            .unwrap()
+            .with_shared_engine(engine)
+            .with_cache(FullDisk(DiskCache::new(dir.path())))
+            .map(
+                Inputs::new().with("x", (0..40i64).collect::<Vec<_>>()),
+                MapOptions::over(["x"]).flush_every(4),
+            )
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("cache flush") && text.contains("no space left on device"),
+            "{name}: {text}"
+        );
+    }
+}

@@ -336,6 +336,9 @@ fn encode_error(key: &CacheKey, output: &str, message: impl ToString) -> CacheEr
     }
 }
 
+/// The writing half of [`Cache::begin_flush`].
+pub type PendingWrite = Box<dyn FnOnce() -> Result<(), CacheError> + Send>;
+
 /// A content-addressed store of node results, batch-first and columnar.
 pub trait Cache: Send + Sync {
     /// Looks up many signatures of one node version at once.
@@ -351,6 +354,16 @@ pub trait Cache: Send + Sync {
     /// at the end of every `run` and `map`.
     fn flush(&self) -> Result<(), CacheError> {
         Ok(())
+    }
+
+    /// Starts a flush whose writing can run on another thread: takes what
+    /// is buffered *now* (so what each flush holds does not depend on
+    /// timing) and returns the work that makes it durable. Engines run it in
+    /// the background while items keep running, one write at a time. The
+    /// default flushes at once.
+    fn begin_flush(self: Arc<Self>) -> PendingWrite {
+        let done = self.flush();
+        Box::new(move || done)
     }
 
     /// The code versions of the node named `node` that have results, oldest
@@ -1124,19 +1137,13 @@ impl Cache for DiskCache {
     }
 
     fn flush(&self) -> Result<(), CacheError> {
-        let all: Vec<(PathBuf, Pending)> = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .collect();
-        let mut first_error = None;
-        for (dir, p) in all {
-            if let Err(e) = self.write_pending(dir, p) {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        let all = self.take_pending();
+        self.write_all(all)
+    }
+
+    fn begin_flush(self: Arc<Self>) -> PendingWrite {
+        let all = self.take_pending();
+        Box::new(move || self.write_all(all))
     }
 }
 
@@ -1159,6 +1166,26 @@ fn segment_batch(key: &CacheKey, rows: &CacheRows) -> Result<RecordBatch, CacheE
 
 impl DiskCache {
     /// Writes buffered rows as one segment (their rows are in memory already).
+    /// Everything buffered, per dataset directory.
+    fn take_pending(&self) -> Vec<(PathBuf, Pending)> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect()
+    }
+
+    /// Writes one segment per dataset; the first error, after trying all.
+    fn write_all(&self, all: Vec<(PathBuf, Pending)>) -> Result<(), CacheError> {
+        let mut first_error = None;
+        for (dir, p) in all {
+            if let Err(e) = self.write_pending(dir, p) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     fn write_pending(&self, dir: PathBuf, p: Pending) -> Result<(), CacheError> {
         let batch = match p.batches.as_slice() {
             [one] => one.clone(),

@@ -666,6 +666,31 @@ pub struct MapJob<'a> {
     unflushed: std::sync::Mutex<(Instant, usize)>,
     /// The steps with nested pipelines inlined (columnar engines only).
     flat: std::sync::OnceLock<crate::flat::Flat<'a>>,
+    /// The cache write running in the background, if any.
+    flusher: std::sync::Mutex<Option<Flusher>>,
+}
+
+/// A background cache write.
+type Flusher = std::thread::JoinHandle<Result<(), crate::cache::CacheError>>;
+
+/// The outcome of a finished background cache write.
+fn flushed(writer: Flusher) -> Result<(), Error> {
+    match writer.join() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::Engine {
+            message: format!("cache flush: {e}"),
+        }),
+        Err(_) => Err(Error::Engine {
+            message: "cache flush: the writer panicked".into(),
+        }),
+    }
+}
+
+impl Drop for MapJob<'_> {
+    /// A job dropped without `execute` finishing still waits for its write.
+    fn drop(&mut self) {
+        let _ = self.wait_for_flush();
+    }
 }
 
 impl<'a> MapJob<'a> {
@@ -751,6 +776,7 @@ impl<'a> MapJob<'a> {
             mapped_hashes: std::sync::OnceLock::new(),
             unflushed: std::sync::Mutex::new((Instant::now(), 0)),
             flat: std::sync::OnceLock::new(),
+            flusher: std::sync::Mutex::new(None),
         })
     }
 
@@ -819,10 +845,13 @@ impl<'a> MapJob<'a> {
             Instant::now()
         });
         let result = exec.engine.map(self);
+        let written = self.wait_for_flush();
         if let Some(start) = start {
             exec.emit(&exec.items, |cb, ctx| cb.on_map_end(ctx, start.elapsed()));
         }
-        result
+        let result = result?;
+        written?;
+        Ok(result)
     }
 
     /// Which element of each mapped input (in mapped order) item `index` takes.
@@ -1183,7 +1212,7 @@ impl<'a> MapJob<'a> {
     /// [`MapOptions::flush_every`]).
     pub fn stored(&self, stored: usize) -> Result<(), Error> {
         match &self.exec.cache {
-            Some(cache) => self.maybe_flush(cache.as_ref(), stored),
+            Some(_) => self.maybe_flush(stored),
             None => Ok(()),
         }
     }
@@ -1280,7 +1309,7 @@ impl<'a> MapJob<'a> {
         }
         let start = std::time::Instant::now();
         let result = crate::cached::run_batch(exec, cache, &mut batch, stop_on_error)
-            .and_then(|stored| self.maybe_flush(cache, stored));
+            .and_then(|stored| self.maybe_flush(stored));
         if let Err(e) = result {
             batch.fail_unfailed(|| Error::Engine {
                 message: e.to_string(),
@@ -1303,7 +1332,10 @@ impl<'a> MapJob<'a> {
 
     /// Counts `stored` new results and flushes the cache when enough of them
     /// or enough time has accumulated (see [`MapOptions::flush_every`]).
-    fn maybe_flush(&self, cache: &dyn crate::cache::Cache, stored: usize) -> Result<(), Error> {
+    fn maybe_flush(&self, stored: usize) -> Result<(), Error> {
+        let Some(cache) = &self.exec.cache else {
+            return Ok(());
+        };
         let mut state = self.unflushed.lock().unwrap_or_else(|e| e.into_inner());
         state.1 += stored;
         let due = state.1 >= self.flush_every
@@ -1311,10 +1343,29 @@ impl<'a> MapJob<'a> {
         if !due {
             return Ok(());
         }
+        // What is buffered now is written in the background while the
+        // items keep running, one write at a time: the next flush first
+        // waits for the previous write.
+        let mut writer = self.flusher.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(done) = writer.take() {
+            flushed(done)?;
+        }
         *state = (Instant::now(), 0);
-        cache.flush().map_err(|e| Error::Engine {
-            message: format!("cache flush: {e}"),
-        })
+        *writer = Some(std::thread::spawn(cache.clone().begin_flush()));
+        Ok(())
+    }
+
+    /// Waits for the background write, if one is running.
+    fn wait_for_flush(&self) -> Result<(), Error> {
+        let writer = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match writer {
+            Some(w) => flushed(w),
+            None => Ok(()),
+        }
     }
 
     /// Runs item `index`: every needed node, in topological order.

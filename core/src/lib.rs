@@ -47,7 +47,7 @@ pub mod value;
 
 pub use cache::{
     Cache, CacheDecision, CacheError, CacheKey, CacheOutcome, CacheRows, DatasetStats, DiskCache,
-    Hits,
+    Hits, PendingWrite,
 };
 pub use callback::{Callback, CallbackContext};
 pub use engine::{Engine, ParallelEngine, SeqEngine};
