@@ -664,6 +664,8 @@ fn nested_pipelines_are_inlined_into_the_plan() {
     for nested in ["node_words_", "node_scoring_"] {
         assert!(!plan.contains(nested), "{nested} not inlined:\n{plan}");
     }
+    // The whole lowered plan, as a reviewed snapshot.
+    insta::assert_snapshot!("inlined_nested_plan", plan);
 
     // The inner node's row loop runs over batches of the outer rows.
     let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
