@@ -924,3 +924,88 @@ fn batch_calls_fire_the_same_node_events_as_row_calls() {
         "the batch version ran"
     );
 }
+
+static ASYNC_TRIES: std::sync::Mutex<Vec<(usize, i64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Fails its first attempt on every item (per run tag), panics on 5.
+#[node(output = "y", retries = 1)]
+async fn flaky_later(x: i64, tag: usize) -> Result<i64, String> {
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    if x == 5 {
+        panic!("five");
+    }
+    let first = {
+        let mut tries = ASYNC_TRIES.lock().unwrap();
+        let first = !tries.contains(&(tag, x));
+        tries.push((tag, x));
+        first
+    };
+    if first {
+        return Err("first try".into());
+    }
+    Ok(x * 3)
+}
+
+#[test]
+fn async_rows_in_flight_keep_retries_errors_and_events() {
+    let run = |engine: Arc<dyn Engine>, tag: usize, observe: bool| {
+        let recorder = common::Recorder::new();
+        let mut p = Pipeline::new([flaky_later::node()])
+            .unwrap()
+            .with_shared_engine(engine);
+        if observe {
+            p = p.with_callback(recorder.clone());
+        }
+        let r = p
+            .map(
+                Inputs::new()
+                    .with("x", (0..8i64).collect::<Vec<_>>())
+                    .with("tag", tag),
+                MapOptions::over(["x"]).on_error(ErrorPolicy::Continue),
+            )
+            .unwrap();
+        let ys: Vec<Option<i64>> = r
+            .column::<i64>("y")
+            .unwrap()
+            .iter()
+            .map(|v| v.copied())
+            .collect();
+        let errors: Vec<String> = r.failures().iter().map(|f| f.error.to_string()).collect();
+        let mut events = recorder.take();
+        events.sort();
+        (ys, errors, events)
+    };
+    let engine = || -> Arc<dyn Engine> {
+        Arc::new(
+            DataFusionEngine::new()
+                .with_target_partitions(1)
+                .with_batch_size(8)
+                .with_async_concurrency(4),
+        )
+    };
+    let (seq_ys, seq_errors, seq_events) = run(Arc::new(SeqEngine), 1, true);
+    assert_eq!(
+        seq_ys,
+        [
+            Some(0),
+            Some(3),
+            Some(6),
+            Some(9),
+            Some(12),
+            None,
+            Some(18),
+            Some(21)
+        ]
+    );
+    assert_eq!(
+        seq_errors,
+        ["node `flaky_later` failed in pipeline `pipeline` on item 5: panicked: five"]
+    );
+    // Observed: the same events as the row engine (retries included).
+    let (ys, errors, events) = run(engine(), 2, true);
+    assert_eq!((ys, errors), (seq_ys.clone(), seq_errors.clone()));
+    assert_eq!(events, seq_events);
+    // Unobserved (rows awaited concurrently from one thread): same results.
+    let (ys, errors, _) = run(engine(), 3, false);
+    assert_eq!((ys, errors), (seq_ys, seq_errors));
+}

@@ -265,6 +265,53 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// [`Exec::call_func`] for an async function, as a future that does not
+    /// block: the same events, retries and errors, with the node's future
+    /// running on the shared async runtime. The row's slot table is owned.
+    async fn call_async(
+        &self,
+        node: &Node,
+        f: &crate::node::AsyncFn,
+        step: &Step,
+        slots: Vec<Option<Value>>,
+        items: SmallVec<[usize; 4]>,
+    ) -> Result<Outs, Error> {
+        let mut attempt = 1;
+        loop {
+            let start = self.has_callbacks().then(|| {
+                self.emit(&items, |cb, ctx| cb.on_node_start(ctx, &node.name));
+                Instant::now()
+            });
+            let started = catch_unwind(AssertUnwindSafe(|| {
+                f(Args::new(&slots, &step.args, &node.inputs))
+            }));
+            let outcome = match started {
+                Ok(Ok(fut)) => match crate::runtime::run(fut).await {
+                    Ok(r) => r.and_then(|outs| check_outs(node, outs)),
+                    Err(e) => Err(e),
+                },
+                Ok(Err(e)) => Err(e),
+                Err(payload) => Err(NodeError::from_panic(payload)),
+            };
+            match outcome {
+                Ok(outs) => {
+                    if let Some(start) = start {
+                        let elapsed = start.elapsed();
+                        self.emit(&items, |cb, ctx| cb.on_node_end(ctx, &node.name, elapsed));
+                    }
+                    return Ok(outs);
+                }
+                Err(e) if attempt <= node.retries => {
+                    self.emit(&items, |cb, ctx| {
+                        cb.on_node_retry(ctx, &node.name, attempt, &e)
+                    });
+                    attempt += 1;
+                }
+                Err(e) => return Err(self.fail(node, &items, attempt, e)),
+            }
+        }
+    }
+
     /// Runs a `map_over` node: splits the mapped lists, maps the inner
     /// pipeline over them, and regroups each output into a list.
     fn map_nested(
@@ -312,6 +359,21 @@ impl<'a> Exec<'a> {
         }
         Ok(values)
     }
+}
+
+/// The slot table of an inlined step's own scope (`slot_count` slots),
+/// its arguments taken from the flat table `slots`.
+fn scope_table(
+    slot_count: usize,
+    s: &Step,
+    fs: &crate::flat::FlatStep,
+    slots: &[Option<Value>],
+) -> Vec<Option<Value>> {
+    let mut local = vec![None; slot_count];
+    for (&at, &from) in s.args.iter().zip(&fs.args) {
+        local[at] = slots[from].clone();
+    }
+    local
 }
 
 /// A fixed input's value hash (Arrow values) or cache key (resources).
@@ -524,6 +586,11 @@ fn call_once(node: &Node, f: &NodeFn, args: Args<'_>) -> Result<Outs, NodeError>
             crate::runtime::block_on(fut)??
         }
     };
+    check_outs(node, outs)
+}
+
+/// A node's returned outputs checked against its declared outputs.
+fn check_outs(node: &Node, outs: Outs) -> Result<Outs, NodeError> {
     if outs.len() != node.outputs.len() {
         return Err(NodeError::OutputCount {
             expected: node.outputs.len(),
@@ -1018,10 +1085,7 @@ impl<'a> MapJob<'a> {
         let inlined = fs.scope != 0;
         let mut local: Vec<Option<Value>> = Vec::new();
         let table: &mut [Option<Value>] = if inlined {
-            local.resize(exec.plan.slot_count, None);
-            for (&at, &from) in s.args.iter().zip(&fs.args) {
-                local[at] = slots[from].clone();
-            }
+            local = scope_table(exec.plan.slot_count, s, fs, slots);
             &mut local
         } else {
             slots
@@ -1068,9 +1132,32 @@ impl<'a> MapJob<'a> {
         &self,
         step: usize,
         rows: Vec<(usize, Vec<Option<Value>>)>,
+        concurrency: usize,
     ) -> Result<Vec<Result<Vec<Option<Value>>, Error>>, Error> {
         let (exec, s, fs) = self.step_at(step)?;
         let node = exec.node(s);
+        if let NodeKind::Func(NodeFn::Async(f)) = &node.kind
+            && concurrency > 1
+            && rows.len() > 1
+        {
+            // Up to `concurrency` rows in flight, awaited from this thread.
+            use futures::StreamExt;
+            let calls = rows.into_iter().map(|(item, slots)| {
+                let table = if fs.scope == 0 {
+                    slots
+                } else {
+                    scope_table(exec.plan.slot_count, s, fs, &slots)
+                };
+                exec.call_async(node, f.as_ref(), s, table, exec.item_path(item))
+            });
+            let outcomes: Vec<Result<Outs, Error>> = futures::executor::block_on(
+                futures::stream::iter(calls).buffered(concurrency).collect(),
+            );
+            return Ok(outcomes
+                .into_iter()
+                .map(|r| r.map(|outs| outs.into_iter().map(Some).collect()))
+                .collect());
+        }
         if let (NodeKind::Nested(inner), Some(mapping), Some(plan)) =
             (&node.kind, &node.mapping, s.inner.as_deref())
             && rows.len() > 1

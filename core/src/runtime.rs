@@ -23,8 +23,13 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, NodeError> {
 /// Runs a node's future to completion on the shared runtime; a panic inside
 /// it becomes [`NodeError::Panic`].
 pub(crate) fn block_on<T: Send + 'static>(fut: BoxFuture<'static, T>) -> Result<T, NodeError> {
-    let handle = runtime()?.spawn(fut);
-    match futures::executor::block_on(handle) {
+    futures::executor::block_on(run(fut))
+}
+
+/// Runs a node's future on the shared runtime and waits for it without
+/// blocking: many can be awaited at once from one thread.
+pub(crate) async fn run<T: Send + 'static>(fut: BoxFuture<'static, T>) -> Result<T, NodeError> {
+    match runtime()?.spawn(fut).await {
         Ok(v) => Ok(v),
         Err(e) if e.is_panic() => Err(NodeError::from_panic(e.into_panic())),
         Err(e) => Err(NodeError::Panic(e.to_string())),

@@ -10,8 +10,9 @@
 //! and their results are stored. A node is called once per batch of
 //! missing rows: through its batch implementation if it has one, else
 //! through the typed row loop `#[node]` generates
-//! ([`hypernodes_core::rows`]); closures built at run time and async
-//! functions are called row by row (async ones several at once). Nested
+//! ([`hypernodes_core::rows`]); closures built at run time are called row
+//! by row, and async functions with up to
+//! [`DataFusionEngine::with_async_concurrency`] rows in flight. Nested
 //! pipelines are inlined into the plan (see `hypernodes_core`'s `flat`
 //! module), and a `map_over` node runs one inner map over the elements of
 //! all the rows of a batch. When callbacks are attached, node functions and
@@ -75,6 +76,8 @@ impl DataFusionEngine {
 
     /// How many rows of a batch an `async` node runs at once (default 16):
     /// for I/O-bound nodes, the bound on requests in flight per partition.
+    /// The rows' futures run on the shared async runtime and are awaited
+    /// together from the partition's thread (no thread per row).
     pub fn with_async_concurrency(mut self, rows: usize) -> Self {
         self.async_concurrency = rows.max(1);
         self

@@ -525,93 +525,29 @@ impl NodeUdf {
                 Arg::Fixed { .. } => decoded.push(None),
             }
         }
-        // One call per missing row; async nodes run up to `concurrency` rows
-        // at once (each worker thread waits on its own call).
-        let fill = |k: usize, slots: &mut Vec<Option<Value>>| {
-            slots.iter_mut().for_each(|s| *s = None);
-            for (arg, vals) in self.args.iter().zip(&decoded) {
-                match (arg, vals) {
-                    (Arg::Column { slot, .. }, Some(vals)) => slots[*slot] = Some(vals[k].clone()),
-                    (Arg::Fixed { slot, value, .. }, _) => slots[*slot] = Some(value.clone()),
-                    _ => {}
-                }
-            }
-        };
-        let call = |k: usize, slots: &mut Vec<Option<Value>>| {
-            let r = misses[k];
-            fill(k, slots);
-            let called = self
-                .job
-                .with(|j| j.call_step(self.step, slots, items[r]))
-                .ok_or_else(finished)?;
-            Ok::<_, DataFusionError>(called.map(|all| {
-                // Function nodes return every port; nested pipelines fill
-                // the needed ones.
-                self.outs
-                    .iter()
-                    .enumerate()
-                    .map(|(o, (slot, _))| match &all {
-                        Some(all) => all.get(o).cloned(),
-                        None => slot.and_then(|s| slots[s].take()),
-                    })
-                    .collect::<Vec<Option<Value>>>()
-            }))
-        };
-        let workers = self.concurrency.min(misses.len()).max(1);
-        let outcomes: Vec<RowOutcome> = if workers == 1 {
-            // All rows in one call: a nested `map_over` runs one inner map
-            // over the elements of every row.
-            let rows = (0..misses.len())
-                .map(|k| {
-                    let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
-                    fill(k, &mut slots);
-                    (items[misses[k]], slots)
-                })
-                .collect();
-            self.job
-                .with(|j| j.call_step_rows(self.step, rows))
-                .ok_or_else(finished)?
-                .map_err(|e| self.shared.fatal(e))?
-        } else {
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let results: std::sync::Mutex<Vec<Option<RowOutcome>>> =
-                std::sync::Mutex::new((0..misses.len()).map(|_| None).collect());
-            let failure: std::sync::Mutex<Option<DataFusionError>> = std::sync::Mutex::new(None);
-            std::thread::scope(|s| {
-                for _ in 0..workers {
-                    s.spawn(|| {
-                        let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
-                        loop {
-                            let k = next.fetch_add(1, Ordering::Relaxed);
-                            if k >= misses.len() {
-                                break;
-                            }
-                            match call(k, &mut slots) {
-                                Ok(outcome) => {
-                                    if let Ok(mut r) = results.lock() {
-                                        r[k] = Some(outcome);
-                                    }
-                                }
-                                Err(e) => {
-                                    if let Ok(mut f) = failure.lock() {
-                                        f.get_or_insert(e);
-                                    }
-                                }
-                            }
+        // All rows in one call: async nodes run up to `concurrency` rows at
+        // once, and a nested `map_over` runs one inner map over the
+        // elements of every row.
+        let rows = (0..misses.len())
+            .map(|k| {
+                let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
+                for (arg, vals) in self.args.iter().zip(&decoded) {
+                    match (arg, vals) {
+                        (Arg::Column { slot, .. }, Some(vals)) => {
+                            slots[*slot] = Some(vals[k].clone())
                         }
-                    });
+                        (Arg::Fixed { slot, value, .. }, _) => slots[*slot] = Some(value.clone()),
+                        _ => {}
+                    }
                 }
-            });
-            if let Some(e) = failure.into_inner().ok().flatten() {
-                return Err(e);
-            }
-            results
-                .into_inner()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| r.ok_or_else(|| DataFusionError::Internal("a row was not called".into())))
-                .collect::<DfResult<_>>()?
-        };
+                (items[misses[k]], slots)
+            })
+            .collect();
+        let outcomes: Vec<RowOutcome> = self
+            .job
+            .with(|j| j.call_step_rows(self.step, rows, self.concurrency))
+            .ok_or_else(finished)?
+            .map_err(|e| self.shared.fatal(e))?;
         let mut fresh_rows = Vec::new();
         let mut fresh_values: Vec<Vec<Value>> = vec![Vec::new(); self.outs.len()];
         for (k, outcome) in outcomes.into_iter().enumerate() {
