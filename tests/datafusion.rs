@@ -870,6 +870,22 @@ fn map_over_in_product_mode_crosses_each_rows_lists() {
     let expected = vec![vec![14, 15, 16, 24, 25, 26], vec![37, 38], vec![]];
     assert_eq!(run(Arc::new(SeqEngine)), expected);
     assert_eq!(run(Arc::new(df())), expected);
+
+    // Rows whose lists are all empty: empty lists, nothing to run.
+    let r = p
+        .clone()
+        .with_engine(df())
+        .map(
+            Inputs::new()
+                .with("lefts", vec![Vec::<i64>::new(), vec![]])
+                .with("rights", vec![vec![1i64], vec![]]),
+            ["lefts", "rights"],
+        )
+        .unwrap();
+    assert_eq!(
+        r.values::<Vec<i64>>("pairs").unwrap(),
+        vec![Vec::<i64>::new(), vec![]]
+    );
 }
 
 #[test]

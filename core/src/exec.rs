@@ -514,7 +514,9 @@ impl<'a> Exec<'a> {
                 len: total,
             });
         }
-        let mut results: Vec<Vec<Option<Value>>> = Vec::new();
+        // Per inner output, every element's value (none at all when every
+        // row's lists are empty: each row then gets empty lists).
+        let mut results: Vec<Vec<Option<Value>>> = vec![Vec::new(); plan.outputs.len()];
         let mut failures: Vec<ItemFailure> = Vec::new();
         if total > 0 {
             let mut scope = self.inner_scope(node, inner, plan);
@@ -530,9 +532,11 @@ impl<'a> Exec<'a> {
             }
             failures = result.failures;
             failures.sort_by_key(|f| f.index);
-            for col in result.columns {
-                results.push(col.into_values());
-            }
+            results = result
+                .columns
+                .into_iter()
+                .map(|col| col.into_values())
+                .collect();
         }
         // Regroup: row r owns elements [start, start + counts[r]).
         let out_types: Vec<_> = plan.outputs.iter().map(|o| o.ty).collect();
