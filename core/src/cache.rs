@@ -162,9 +162,9 @@ pub struct CacheRows {
     pub signatures: Vec<Signature>,
     /// One array per output (in the key's output order), one row per signature.
     pub columns: Vec<ArrayRef>,
-    /// Per output, the value hash of each row (as
-    /// [`hash_array`] computes it).
-    pub hashes: Vec<Vec<Signature>>,
+    /// Per output, the value hash of each row (as [`hash_array`]
+    /// computes it), as a `FixedSizeBinary(32)` array.
+    pub hashes: Vec<ArrayRef>,
 }
 
 impl CacheRows {
@@ -179,8 +179,15 @@ impl CacheRows {
         CacheRows {
             signatures: Vec::new(),
             columns,
-            hashes: vec![Vec::new(); key.outputs.len()],
+            hashes: (0..key.outputs.len())
+                .map(|_| signature_array(&[]))
+                .collect(),
         }
+    }
+
+    /// The value hash of output `output` in row `row`.
+    pub fn hash(&self, output: usize, row: usize) -> Signature {
+        signature_at(self.hashes[output].as_fixed_size_binary(), row)
     }
 
     /// Rows from per-output arrays; the value hashes are computed here.
@@ -192,7 +199,11 @@ impl CacheRows {
         let hashes = columns
             .iter()
             .zip(&key.outputs)
-            .map(|(c, (name, _))| hash_array(c).map_err(|e| encode_error(key, name, e)))
+            .map(|(c, (name, _))| {
+                hash_array(c)
+                    .map(|h| signature_array(&h))
+                    .map_err(|e| encode_error(key, name, e))
+            })
             .collect::<Result<_, _>>()?;
         let rows = CacheRows {
             signatures,
@@ -250,7 +261,7 @@ impl CacheRows {
             .map_err(|e| encode_error(key, name, e))
     }
 
-    /// Checks the shape against the key: one column and one hash list per
+    /// Checks the shape against the key: one column and one hash array per
     /// output, of the output's data type and of the right length.
     fn check(&self, key: &CacheKey) -> Result<(), CacheError> {
         if self.columns.len() != key.outputs.len() || self.hashes.len() != key.outputs.len() {
@@ -258,7 +269,7 @@ impl CacheRows {
                 key,
                 "*",
                 format!(
-                    "{} columns and {} hash lists for {} outputs",
+                    "{} columns and {} hash arrays for {} outputs",
                     self.columns.len(),
                     self.hashes.len(),
                     key.outputs.len()
@@ -277,6 +288,13 @@ impl CacheRows {
                         column.data_type(),
                         ty.name()
                     ),
+                ));
+            }
+            if hashes.data_type() != &DataType::FixedSizeBinary(32) {
+                return Err(encode_error(
+                    key,
+                    name,
+                    format!("hashes of type {}", hashes.data_type()),
                 ));
             }
             if column.len() != self.len() || hashes.len() != self.len() {
@@ -618,9 +636,7 @@ impl Dataset {
             arrow_select::interleave::interleave(&arrays, &local).map_err(fail)
         };
         let columns = (1..=n).map(column).collect::<Result<Vec<_>, _>>()?;
-        let hashes = (n + 1..=2 * n)
-            .map(|c| column(c).map(|a| signatures_of(a.as_fixed_size_binary())))
-            .collect::<Result<Vec<_>, _>>()?;
+        let hashes = (n + 1..=2 * n).map(column).collect::<Result<Vec<_>, _>>()?;
         Ok(CacheRows {
             signatures,
             columns,
@@ -633,10 +649,6 @@ fn signature_at(array: &FixedSizeBinaryArray, row: usize) -> Signature {
     let mut sig = [0u8; 32];
     sig.copy_from_slice(array.value(row));
     Signature(sig)
-}
-
-fn signatures_of(array: &FixedSizeBinaryArray) -> Vec<Signature> {
-    (0..array.len()).map(|r| signature_at(array, r)).collect()
 }
 
 /// The schema of a node version's segments.
@@ -1160,7 +1172,7 @@ fn segment_batch(key: &CacheKey, rows: &CacheRows) -> Result<RecordBatch, CacheE
     rows.check(key)?;
     let mut columns = vec![signature_array(&rows.signatures)];
     columns.extend(rows.columns.iter().cloned());
-    columns.extend(rows.hashes.iter().map(|h| signature_array(h)));
+    columns.extend(rows.hashes.iter().cloned());
     RecordBatch::try_new(segment_schema(key)?, columns).map_err(|e| encode_error(key, "*", e))
 }
 

@@ -419,7 +419,7 @@ pub(crate) fn run_batch(
                         for (o, slot) in step.outs.iter().enumerate() {
                             if let Some(slot) = *slot {
                                 batch.slots[i * batch.width + slot] = hit_values[o].next();
-                                batch.set_hash(i, slot, hits.found.hashes[o][row]);
+                                batch.set_hash(i, slot, hits.found.hash(o, row));
                             }
                         }
                         continue;
@@ -464,7 +464,7 @@ pub(crate) fn run_batch(
                     for (k, &i) in fresh_items.iter().enumerate() {
                         for (o, slot) in step.outs.iter().enumerate() {
                             if let Some(slot) = *slot {
-                                batch.set_hash(i, slot, rows.hashes[o][k]);
+                                batch.set_hash(i, slot, rows.hash(o, k));
                             }
                         }
                     }

@@ -35,8 +35,8 @@ pub struct MappedColumn {
     pub ty: ValueType,
     /// The elements as one Arrow array.
     pub elements: ArrayRef,
-    /// Each element's value hash.
-    pub hashes: Vec<Signature>,
+    /// Each element's value hash (`FixedSizeBinary(32)`).
+    pub hashes: ArrayRef,
 }
 
 /// A fixed input: one value shared by every row.

@@ -1010,7 +1010,7 @@ impl<'a> MapJob<'a> {
                 slot: m.slot,
                 ty: m.ty,
                 elements: elements.clone(),
-                hashes: hashes.clone(),
+                hashes: crate::signature::signature_array(hashes),
             });
         }
         let mut fixed = Vec::new();

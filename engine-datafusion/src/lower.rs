@@ -21,7 +21,7 @@ use datafusion::functions::core::expr_fn::get_field;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, Volatility, col, lit};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use hypernodes_core::columnar::ColumnarMap;
-use hypernodes_core::signature::{NodeKey, signature_array};
+use hypernodes_core::signature::NodeKey;
 use hypernodes_core::value::ValueType;
 use hypernodes_core::{Error, MapJob, MapMode};
 
@@ -92,7 +92,7 @@ fn inputs(
                 DataType::FixedSizeBinary(32),
                 true,
             ));
-            columns.push(signature_array(&m.hashes));
+            columns.push(m.hashes.clone());
         }
     };
     match cm.mode {

@@ -430,7 +430,11 @@ impl ScalarUDFImpl for NodeUdf {
                     hashes: fresh_hashes
                         .iter()
                         .flatten()
-                        .map(|h| keep.values().iter().map(|&k| h[k as usize]).collect())
+                        .map(|h| {
+                            let kept: Vec<Signature> =
+                                keep.values().iter().map(|&k| h[k as usize]).collect();
+                            hypernodes_core::signature::signature_array(&kept)
+                        })
                         .collect(),
                 };
                 if rows.signatures.len() == keep.len() {
@@ -457,9 +461,7 @@ impl ScalarUDFImpl for NodeUdf {
             }
             let dt = ty.data_type().unwrap_or(DataType::Null);
             let hit_values = hits.as_ref().map(|h| h.found.columns[o].clone());
-            let hit_hashes = hits
-                .as_ref()
-                .map(|h| hypernodes_core::signature::signature_array(&h.found.hashes[o]));
+            let hit_hashes = hits.as_ref().map(|h| h.found.hashes[o].clone());
             let value = combine(
                 n,
                 &dt,
