@@ -1025,3 +1025,38 @@ fn async_rows_in_flight_keep_retries_errors_and_events() {
     let (ys, errors, _) = run(engine(), 3, false);
     assert_eq!((ys, errors), (seq_ys, seq_errors));
 }
+
+#[test]
+fn observed_maps_keep_the_row_loop_and_fire_the_same_events() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let events = |engine: Arc<dyn Engine>| {
+        let node = common::check::node();
+        let inner = node.rows().unwrap().clone();
+        let counted = calls.clone();
+        let node = node.with_rows(Arc::new(move |args, n, retries| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            inner(args, n, retries)
+        }));
+        let recorder = common::Recorder::new();
+        let r = Pipeline::new([node])
+            .unwrap()
+            .with_shared_engine(engine)
+            .with_callback(recorder.clone())
+            .map(
+                Inputs::new().with("x", (1..9i64).collect::<Vec<_>>()),
+                MapOptions::over(["x"]).on_error(ErrorPolicy::Continue),
+            )
+            .unwrap();
+        let failed: Vec<usize> = r.failures().iter().map(|f| f.index).collect();
+        let mut events = recorder.take();
+        events.sort();
+        (failed, events)
+    };
+    let (seq_failed, seq_events) = events(Arc::new(SeqEngine));
+    assert_eq!(seq_failed, [2, 5]);
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "row engines call per row");
+    let (failed, events) = events(Arc::new(df()));
+    assert_eq!(failed, seq_failed);
+    assert_eq!(events, seq_events);
+    assert!(calls.load(Ordering::SeqCst) > 0, "the row loop ran");
+}

@@ -15,9 +15,9 @@
 //! [`DataFusionEngine::with_async_concurrency`] rows in flight. Nested
 //! pipelines are inlined into the plan (see `hypernodes_core`'s `flat`
 //! module), and a `map_over` node runs one inner map over the elements of
-//! all the rows of a batch. When callbacks are attached, node functions and
-//! nested pipelines run row by row, so that every event fires exactly as on
-//! the row engines. DataFusion runs the batches over all cores. `run` uses
+//! all the rows of a batch. When callbacks are attached, nodes with retries
+//! and nested pipelines run row by row, so that every event fires exactly
+//! as on the row engines. DataFusion runs the batches over all cores. `run` uses
 //! the reference row path (one item gains nothing from a plan).
 //!
 //! ```no_run

@@ -642,9 +642,19 @@ impl NodeUdf {
                 Arg::Fixed { value, .. } => RowsArg::Fixed(value),
             });
         }
+        // Node events per row, as the row path fires them (the time is the
+        // loop's).
+        let observed = !self.shared.started.is_empty();
+        if observed {
+            for &r in misses {
+                self.job.with(|j| j.report_node_start(self.step, items[r]));
+            }
+        }
+        let start = std::time::Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             f(&args, misses.len(), self.retries)
         }));
+        let elapsed = start.elapsed();
         let out = match outcome {
             Ok(Ok(out))
                 if out.columns.len() == self.outs.len()
@@ -683,6 +693,10 @@ impl NodeUdf {
                 failed.next();
             } else {
                 fresh_rows.push(r);
+                if observed {
+                    self.job
+                        .with(|j| j.report_node_end(self.step, items[r], elapsed));
+                }
             }
         }
         for failure in out.failures {
