@@ -582,6 +582,26 @@ impl NodeUdf {
         Ok((fresh_rows, fresh_arrays))
     }
 
+    /// Fires the node-start event of each of `rows` when the map is
+    /// observed; returns whether it is.
+    fn node_started(&self, rows: &[usize], items: &[usize]) -> bool {
+        let observed = !self.shared.started.is_empty();
+        if observed {
+            for &r in rows {
+                self.job.with(|j| j.report_node_start(self.step, items[r]));
+            }
+        }
+        observed
+    }
+
+    /// Fires the node-end event of each of `rows`.
+    fn node_ended(&self, rows: &[usize], items: &[usize], elapsed: std::time::Duration) {
+        for &r in rows {
+            self.job
+                .with(|j| j.report_node_end(self.step, items[r], elapsed));
+        }
+    }
+
     /// The missing rows' value of every column argument, in argument order.
     fn miss_columns(
         &self,
@@ -644,12 +664,7 @@ impl NodeUdf {
         }
         // Node events per row, as the row path fires them (the time is the
         // loop's).
-        let observed = !self.shared.started.is_empty();
-        if observed {
-            for &r in misses {
-                self.job.with(|j| j.report_node_start(self.step, items[r]));
-            }
-        }
+        let observed = self.node_started(misses, items);
         let start = std::time::Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             f(&args, misses.len(), self.retries)
@@ -694,8 +709,7 @@ impl NodeUdf {
             } else {
                 fresh_rows.push(r);
                 if observed {
-                    self.job
-                        .with(|j| j.report_node_end(self.step, items[r], elapsed));
+                    self.node_ended(&[r], items, elapsed);
                 }
             }
         }
@@ -742,12 +756,7 @@ impl NodeUdf {
         }
         // Node events per row, as the row path fires them (the time is the
         // batch's).
-        let observed = !self.shared.started.is_empty();
-        if observed {
-            for &r in misses {
-                self.job.with(|j| j.report_node_start(self.step, items[r]));
-            }
-        }
+        let observed = self.node_started(misses, items);
         let start = std::time::Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&inputs)));
         let problem = match outcome {
@@ -758,11 +767,7 @@ impl NodeUdf {
                     });
                 if shape_ok {
                     if observed {
-                        let elapsed = start.elapsed();
-                        for &r in misses {
-                            self.job
-                                .with(|j| j.report_node_end(self.step, items[r], elapsed));
-                        }
+                        self.node_ended(misses, items, start.elapsed());
                     }
                     return Ok((misses.to_vec(), arrays.into_iter().map(Some).collect()));
                 }
