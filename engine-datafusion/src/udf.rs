@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature as DfSignature, Volatility,
 };
 use hypernodes_core::cache::{Cache, CacheKey, CacheRows, Hits};
-use hypernodes_core::signature::{NodeKey, Signature, hash_array};
+use hypernodes_core::signature::{NodeKey, Signature, hash_array, signature_array};
 use hypernodes_core::value::{Value, ValueType};
 use hypernodes_core::{Error, MapJob, NodeError};
 
@@ -95,6 +95,11 @@ impl Shared {
                 Vec::new()
             },
         }
+    }
+
+    /// Whether anyone listens to the map's events.
+    fn observed(&self) -> bool {
+        !self.started.is_empty()
     }
 
     fn fail(&self, item: usize, error: Error) {
@@ -336,7 +341,7 @@ impl ScalarUDFImpl for NodeUdf {
         let live: Vec<usize> = (0..n)
             .filter(|&r| !self.shared.is_failed(items[r]))
             .collect();
-        if self.first && !self.shared.started.is_empty() {
+        if self.first && self.shared.observed() {
             for &item in &items {
                 if let Some(s) = self.shared.started.get(item) {
                     s.get_or_init(std::time::Instant::now);
@@ -359,7 +364,7 @@ impl ScalarUDFImpl for NodeUdf {
             let found = cache
                 .lookup(key, &keys)
                 .map_err(|e| self.shared.fatal(cache_error(&key.node, "lookup", e)))?;
-            let observed = !self.shared.started.is_empty();
+            let observed = self.shared.observed();
             for ((r, _), at) in wanted.iter().zip(&found.rows) {
                 hit_row[*r] = *at;
                 if observed && at.is_some() {
@@ -383,12 +388,14 @@ impl ScalarUDFImpl for NodeUdf {
             (None, Some(f)) => self.call_row_loop(f, &misses, &miss_rows, &values, &items)?,
             (None, None) => self.call_rows(&misses, &miss_rows, &values, &items)?,
         };
-        let mut fresh_hashes: Vec<Option<Vec<Signature>>> = Vec::with_capacity(self.outs.len());
+        // Each fresh output's value hashes, as one column (stored, and
+        // passed on for the dependents' signatures).
+        let mut fresh_hashes: Vec<Option<ArrayRef>> = Vec::with_capacity(self.outs.len());
         for array in &fresh_arrays {
             fresh_hashes.push(match array {
-                Some(array) if self.hash_outputs => {
-                    Some(hash_array(array).map_err(|e| DataFusionError::Execution(e.to_string()))?)
-                }
+                Some(array) if self.hash_outputs => Some(signature_array(
+                    &hash_array(array).map_err(|e| DataFusionError::Execution(e.to_string()))?,
+                )),
                 _ => None,
             });
         }
@@ -430,12 +437,8 @@ impl ScalarUDFImpl for NodeUdf {
                     hashes: fresh_hashes
                         .iter()
                         .flatten()
-                        .map(|h| {
-                            let kept: Vec<Signature> =
-                                keep.values().iter().map(|&k| h[k as usize]).collect();
-                            hypernodes_core::signature::signature_array(&kept)
-                        })
-                        .collect(),
+                        .map(pick)
+                        .collect::<DfResult<_>>()?,
                 };
                 if rows.signatures.len() == keep.len() {
                     cache
@@ -476,15 +479,13 @@ impl ScalarUDFImpl for NodeUdf {
                 &hit_row,
                 hit_hashes,
                 &fresh_pos,
-                fresh_hashes[o]
-                    .as_ref()
-                    .map(|h| hypernodes_core::signature::signature_array(h)),
+                fresh_hashes[o].clone(),
             )?;
             arrays.push(value);
             arrays.push(hash);
         }
         let out = StructArray::try_new(self.fields.clone(), arrays, None)?;
-        if self.last && !self.shared.started.is_empty() {
+        if self.last && self.shared.observed() {
             for &item in &items {
                 let elapsed = self
                     .shared
@@ -511,16 +512,16 @@ impl NodeUdf {
         items: &[usize],
     ) -> DfResult<(Vec<usize>, Vec<Option<ArrayRef>>)> {
         let mut decoded: Vec<Option<Vec<Value>>> = Vec::with_capacity(self.args.len());
-        let mut columns_of_args = values.iter();
+        let columns = self.miss_columns(misses, miss_rows, values)?;
+        let mut columns_of_args = columns.iter();
         for arg in &self.args {
             match arg {
                 Arg::Column { ty, .. } => {
                     let column = columns_of_args.next().ok_or_else(|| {
                         DataFusionError::Internal("missing argument column".into())
                     })?;
-                    let taken = arrow_select::take::take(column.as_ref(), miss_rows, None)?;
                     let vals = ty
-                        .from_array(taken.as_ref())
+                        .from_array(column.as_ref())
                         .map_err(|e| DataFusionError::Execution(e.to_string()))?;
                     decoded.push(Some(vals));
                 }
@@ -585,7 +586,7 @@ impl NodeUdf {
     /// Fires the node-start event of each of `rows` when the map is
     /// observed; returns whether it is.
     fn node_started(&self, rows: &[usize], items: &[usize]) -> bool {
-        let observed = !self.shared.started.is_empty();
+        let observed = self.shared.observed();
         if observed {
             for &r in rows {
                 self.job.with(|j| j.report_node_start(self.step, items[r]));
