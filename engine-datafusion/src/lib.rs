@@ -190,15 +190,21 @@ impl DataFusionEngine {
         let batches = collected.map_err(df_error)?;
         // Rows arrive in any order: place each by its item.
         let len = job.len();
+        let items_of: Vec<&[u64]> = batches
+            .iter()
+            .map(|batch| {
+                batch
+                    .column(0)
+                    .as_primitive_opt::<UInt64Type>()
+                    .map(|a| &a.values()[..])
+                    .ok_or_else(|| Error::Engine {
+                        message: "datafusion: the item column is not UInt64".into(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
         let mut at: Vec<(usize, usize)> = vec![(usize::MAX, 0); len];
-        for (b, batch) in batches.iter().enumerate() {
-            let items = batch
-                .column(0)
-                .as_primitive_opt::<UInt64Type>()
-                .ok_or_else(|| Error::Engine {
-                    message: "datafusion: the item column is not UInt64".into(),
-                })?;
-            for (r, item) in items.values().iter().enumerate() {
+        for (b, items) in items_of.iter().enumerate() {
+            for (r, item) in items.iter().enumerate() {
                 if let Some(slot) = at.get_mut(*item as usize) {
                     *slot = (b, r);
                 }
@@ -214,15 +220,12 @@ impl DataFusionEngine {
         // order; other layouts are interleaved row by row.
         let mut runs: Vec<(u64, usize)> = Vec::with_capacity(batches.len());
         let mut consecutive = true;
-        for (b, batch) in batches.iter().enumerate() {
-            let items = batch
-                .column(0)
-                .as_primitive_opt::<UInt64Type>()
-                .map(|a| a.values())
-                .filter(|v| !v.is_empty());
-            let Some(items) = items else { continue };
+        for (b, items) in items_of.iter().enumerate() {
+            let Some(&first) = items.first() else {
+                continue;
+            };
             consecutive &= items.windows(2).all(|w| w[1] == w[0] + 1);
-            runs.push((items[0], b));
+            runs.push((first, b));
         }
         runs.sort_unstable();
         let mut next = 0u64;
