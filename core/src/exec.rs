@@ -168,26 +168,50 @@ impl<'a> Exec<'a> {
         let args = Args::new(slots, &step.args, &node.inputs);
         let mut attempt = 1;
         loop {
-            let start = self.has_callbacks().then(|| {
-                self.emit(items, |cb, ctx| cb.on_node_start(ctx, &node.name));
-                Instant::now()
-            });
-            match call_once(node, f, args) {
-                Ok(outs) => {
-                    if let Some(start) = start {
-                        let elapsed = start.elapsed();
-                        self.emit(items, |cb, ctx| cb.on_node_end(ctx, &node.name, elapsed));
-                    }
-                    return Ok(outs);
-                }
-                Err(e) if attempt <= node.retries => {
-                    self.emit(items, |cb, ctx| {
-                        cb.on_node_retry(ctx, &node.name, attempt, &e)
-                    });
-                    attempt += 1;
-                }
-                Err(e) => return Err(self.fail(node, items, attempt, e)),
+            let start = self.attempt_started(node, items);
+            let outcome = call_once(node, f, args);
+            if let Some(done) = self.attempt_settled(node, items, &mut attempt, start, outcome) {
+                return done;
             }
+        }
+    }
+
+    /// Starts one attempt of `node`: the node-start event, and the time.
+    fn attempt_started(&self, node: &Node, items: &[usize]) -> Option<Instant> {
+        self.has_callbacks().then(|| {
+            self.emit(items, |cb, ctx| cb.on_node_start(ctx, &node.name));
+            Instant::now()
+        })
+    }
+
+    /// Settles one attempt of `node` (started at `start`): its outputs
+    /// (node-end event), `None` to try again (retry event, `attempt`
+    /// counted up), or the failure once the retries are spent.
+    fn attempt_settled(
+        &self,
+        node: &Node,
+        items: &[usize],
+        attempt: &mut u32,
+        start: Option<Instant>,
+        outcome: Result<Outs, NodeError>,
+    ) -> Option<Result<Outs, Error>> {
+        match outcome {
+            Ok(outs) => {
+                if let Some(start) = start {
+                    let elapsed = start.elapsed();
+                    self.emit(items, |cb, ctx| cb.on_node_end(ctx, &node.name, elapsed));
+                }
+                Some(Ok(outs))
+            }
+            Err(e) if *attempt <= node.retries => {
+                let tried = *attempt;
+                self.emit(items, |cb, ctx| {
+                    cb.on_node_retry(ctx, &node.name, tried, &e)
+                });
+                *attempt += 1;
+                None
+            }
+            Err(e) => Some(Err(self.fail(node, items, *attempt, e))),
         }
     }
 
@@ -278,36 +302,11 @@ impl<'a> Exec<'a> {
     ) -> Result<Outs, Error> {
         let mut attempt = 1;
         loop {
-            let start = self.has_callbacks().then(|| {
-                self.emit(&items, |cb, ctx| cb.on_node_start(ctx, &node.name));
-                Instant::now()
-            });
-            let started = catch_unwind(AssertUnwindSafe(|| {
-                f(Args::new(&slots, &step.args, &node.inputs))
-            }));
-            let outcome = match started {
-                Ok(Ok(fut)) => match crate::runtime::run(fut).await {
-                    Ok(r) => r.and_then(|outs| check_outs(node, outs)),
-                    Err(e) => Err(e),
-                },
-                Ok(Err(e)) => Err(e),
-                Err(payload) => Err(NodeError::from_panic(payload)),
-            };
-            match outcome {
-                Ok(outs) => {
-                    if let Some(start) = start {
-                        let elapsed = start.elapsed();
-                        self.emit(&items, |cb, ctx| cb.on_node_end(ctx, &node.name, elapsed));
-                    }
-                    return Ok(outs);
-                }
-                Err(e) if attempt <= node.retries => {
-                    self.emit(&items, |cb, ctx| {
-                        cb.on_node_retry(ctx, &node.name, attempt, &e)
-                    });
-                    attempt += 1;
-                }
-                Err(e) => return Err(self.fail(node, &items, attempt, e)),
+            let start = self.attempt_started(node, &items);
+            let outcome =
+                call_async_once(node, f, Args::new(&slots, &step.args, &node.inputs)).await;
+            if let Some(done) = self.attempt_settled(node, &items, &mut attempt, start, outcome) {
+                return done;
             }
         }
     }
@@ -583,14 +582,24 @@ fn call_once(node: &Node, f: &NodeFn, args: Args<'_>) -> Result<Outs, NodeError>
             Err(payload) => return Err(NodeError::from_panic(payload)),
         },
         NodeFn::Async(f) => {
-            let fut = match catch_unwind(AssertUnwindSafe(|| f(args))) {
-                Ok(r) => r?,
-                Err(payload) => return Err(NodeError::from_panic(payload)),
-            };
-            crate::runtime::block_on(fut)??
+            return futures::executor::block_on(call_async_once(node, f.as_ref(), args));
         }
     };
     check_outs(node, outs)
+}
+
+/// One call of an async function: start it (a panic while starting is an
+/// error) and await its future on the shared async runtime.
+async fn call_async_once(
+    node: &Node,
+    f: &crate::node::AsyncFn,
+    args: Args<'_>,
+) -> Result<Outs, NodeError> {
+    let fut = match catch_unwind(AssertUnwindSafe(|| f(args))) {
+        Ok(r) => r?,
+        Err(payload) => return Err(NodeError::from_panic(payload)),
+    };
+    check_outs(node, crate::runtime::run(fut).await??)
 }
 
 /// A node's returned outputs checked against its declared outputs.

@@ -20,14 +20,9 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, NodeError> {
     .map_err(|e| NodeError::user(format!("cannot start the async runtime: {e}")))
 }
 
-/// Runs a node's future to completion on the shared runtime; a panic inside
-/// it becomes [`NodeError::Panic`].
-pub(crate) fn block_on<T: Send + 'static>(fut: BoxFuture<'static, T>) -> Result<T, NodeError> {
-    futures::executor::block_on(run(fut))
-}
-
 /// Runs a node's future on the shared runtime and waits for it without
-/// blocking: many can be awaited at once from one thread.
+/// blocking (many can be awaited at once from one thread); a panic inside
+/// it becomes [`NodeError::Panic`].
 pub(crate) async fn run<T: Send + 'static>(fut: BoxFuture<'static, T>) -> Result<T, NodeError> {
     match runtime()?.spawn(fut).await {
         Ok(v) => Ok(v),
