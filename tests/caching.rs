@@ -590,3 +590,62 @@ fn a_failing_background_write_fails_the_map() {
         );
     }
 }
+
+/// A store that records the `prepare` hints it gets.
+struct Prepared(DiskCache, std::sync::Mutex<Vec<(String, usize)>>);
+
+impl hypernodes::Cache for Prepared {
+    fn lookup(
+        &self,
+        key: &hypernodes::CacheKey,
+        sigs: &[hypernodes::Signature],
+    ) -> Result<hypernodes::Hits, hypernodes::CacheError> {
+        self.0.lookup(key, sigs)
+    }
+    fn store(
+        &self,
+        key: &hypernodes::CacheKey,
+        rows: &hypernodes::CacheRows,
+    ) -> Result<(), hypernodes::CacheError> {
+        self.0.store(key, rows)
+    }
+    fn flush(&self) -> Result<(), hypernodes::CacheError> {
+        self.0.flush()
+    }
+    fn prepare(
+        &self,
+        key: &hypernodes::CacheKey,
+        items: usize,
+    ) -> Result<(), hypernodes::CacheError> {
+        self.1.lock().unwrap().push((key.node.clone(), items));
+        self.0.prepare(key, items)
+    }
+}
+
+#[test]
+fn every_engine_prepares_the_cache_for_each_cached_node_of_a_map() {
+    for (name, engine) in common::engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = std::sync::Arc::new(Prepared(DiskCache::new(dir.path()), Default::default()));
+        // `c` sits in a nested pipeline; `b` is not cached.
+        let inner = Pipeline::new([node_c("1")]).unwrap().as_node();
+        let p = Pipeline::new([node_a(), node_b("1", 2).with_cache_enabled(false), inner])
+            .unwrap()
+            .with_shared_engine(engine)
+            .with_shared_cache(cache.clone());
+        let r = p
+            .map(
+                Inputs::new().with("x", (0..40i64).collect::<Vec<_>>()),
+                ["x"],
+            )
+            .unwrap();
+        assert_eq!(r.values::<i64>("c").unwrap()[39], (39 + 1) * 2 + 100);
+        let mut hints = std::mem::take(&mut *cache.1.lock().unwrap());
+        hints.sort();
+        assert_eq!(
+            hints,
+            [("a".to_string(), 40), ("c".to_string(), 40)],
+            "{name}"
+        );
+    }
+}

@@ -37,6 +37,7 @@ use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, new_empty_
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::properties::EnabledStatistics;
 
 use crate::signature::{Signature, hash_array, signature_array};
 use crate::value::{Value, ValueType};
@@ -382,6 +383,15 @@ pub trait Cache: Send + Sync {
     fn begin_flush(self: Arc<Self>) -> PendingWrite {
         let done = self.flush();
         Box::new(move || done)
+    }
+
+    /// Called before a `map` of `items` items runs node version `key`: a
+    /// store may load what it holds of that version now, and size its
+    /// structures once for about `items` results (growing an index step by
+    /// step rehashes it many times over). Only a hint: lookups and stores
+    /// stay correct without it, and the default does nothing.
+    fn prepare(&self, _key: &CacheKey, _items: usize) -> Result<(), CacheError> {
+        Ok(())
     }
 
     /// The code versions of the node named `node` that have results, oldest
@@ -1125,6 +1135,18 @@ impl Cache for DiskCache {
         Ok(Hits { rows, found })
     }
 
+    fn prepare(&self, key: &CacheKey, items: usize) -> Result<(), CacheError> {
+        if !key.storable() {
+            return Ok(());
+        }
+        self.lookup(key, &[])?;
+        let dataset = self.dataset(&self.dataset_dir(key));
+        let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
+        let more = items.saturating_sub(data.index.len);
+        data.index.reserve(more);
+        Ok(())
+    }
+
     fn store(&self, key: &CacheKey, rows: &CacheRows) -> Result<(), CacheError> {
         if rows.is_empty() || !key.storable() {
             return Ok(());
@@ -1227,11 +1249,19 @@ impl DiskCache {
         let tmp = dir.join(format!(".tmp-{name}.parquet"));
         let seg = dir.join(format!("seg-{name}.parquet"));
         let file = File::create(&tmp).map_err(io(&tmp))?;
-        // Signatures and hashes are random bytes: dictionaries cannot help.
+        // Segments are written on the hot path of every cold run and read
+        // whole, never filtered: no dictionaries (signatures and hashes are
+        // random bytes, and typical outputs are mostly distinct, so building
+        // a dictionary costs more than it saves), and no min/max statistics
+        // on the signature and hash columns (random bytes: nothing to prune).
         let mut props = parquet::file::properties::WriterProperties::builder()
-            .set_column_dictionary_enabled("signature".into(), false);
+            .set_dictionary_enabled(false)
+            .set_column_statistics_enabled("signature".into(), EnabledStatistics::None);
         for (name, _) in &key.outputs {
-            props = props.set_column_dictionary_enabled(format!("{name}.hash").into(), false);
+            props = props.set_column_statistics_enabled(
+                format!("{name}.hash").into(),
+                EnabledStatistics::None,
+            );
         }
         let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props.build()))
             .map_err(|e| encode("*", e.to_string()))?;
@@ -1409,6 +1439,49 @@ mod tests {
             batch.column(3).as_fixed_size_binary().value(0),
             count_hash[0].as_bytes()
         );
+        // Written plain, without dictionaries, and without statistics on
+        // the random signature and hash columns.
+        let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&segs[0]).unwrap())
+            .unwrap()
+            .metadata()
+            .clone();
+        for column in meta.row_group(0).columns() {
+            let name = column.column_path().string();
+            assert!(
+                !column
+                    .encodings()
+                    .any(|e| e == parquet::basic::Encoding::RLE_DICTIONARY),
+                "{name} has a dictionary"
+            );
+            let random = name == "signature" || name.ends_with(".hash");
+            assert_eq!(column.statistics().is_some(), !random, "{name}");
+        }
+    }
+
+    #[test]
+    fn prepare_loads_a_version_and_sizes_its_index_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key();
+        let writer = DiskCache::new(dir.path());
+        let many: Vec<_> = (0..=255u8).map(entry).collect();
+        put(&writer, &k, &many[..10]);
+        let cache = DiskCache::new(dir.path());
+        cache.prepare(&k, 256).unwrap();
+        let dataset = cache.dataset(&cache.dataset_dir(&k));
+        let slots = || dataset.read().unwrap().index.slots.len();
+        // Loaded before any lookup, with room for all 256 items.
+        assert_eq!(dataset.read().unwrap().index.len, 10);
+        assert!(slots() >= 512);
+        let before = slots();
+        cache.store(&k, &rows(&k, &many[10..])).unwrap();
+        assert_eq!(slots(), before, "no growth while storing the rest");
+        assert_eq!(
+            counts(&get(&cache, &k, &[sig(3), sig(200)])),
+            [Some(3), Some(200)]
+        );
+        // A version already holding the items reserves nothing more.
+        cache.prepare(&k, 256).unwrap();
+        assert_eq!(slots(), before);
     }
 
     #[test]

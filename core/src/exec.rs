@@ -924,6 +924,7 @@ impl<'a> MapJob<'a> {
             exec.emit(&exec.items, |cb, ctx| cb.on_map_start(ctx, self.len));
             Instant::now()
         });
+        self.prepare_cache();
         let result = exec.engine.map(self);
         let written = self.wait_for_flush();
         if let Some(start) = start {
@@ -932,6 +933,31 @@ impl<'a> MapJob<'a> {
         let result = result?;
         written?;
         Ok(result)
+    }
+
+    /// Tells the cache which node versions this map will look up, and for
+    /// how many items: every cached node's stored results load at once, one
+    /// thread each, rather than one after the other at each node's first
+    /// lookup. Failures are left to that first lookup to report.
+    fn prepare_cache(&self) {
+        if self.exec.cache.is_none() {
+            return;
+        }
+        // The flat plan: nodes of inlined nested pipelines too.
+        let keys: Vec<_> = (0..self.flat().steps.len())
+            .filter_map(|i| {
+                let (exec, step, _) = self.step_at(i).ok()?;
+                let node = exec.node(step);
+                let key = node.cache_key();
+                (node.cache_enabled && !node.is_pipeline() && key.storable())
+                    .then(|| Some((exec.cache.clone()?, key)))?
+            })
+            .collect();
+        std::thread::scope(|s| {
+            for (cache, key) in &keys {
+                s.spawn(move || cache.prepare(key, self.len));
+            }
+        });
     }
 
     /// Which element of each mapped input (in mapped order) item `index` takes.

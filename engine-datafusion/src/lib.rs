@@ -176,13 +176,6 @@ impl DataFusionEngine {
         jobref: std::sync::Arc<udf::JobRef>,
     ) -> Result<MapResult, Error> {
         let lowered = lower::lower(self, job, jobref)?;
-        // Load every node's cached rows at once (one thread each) rather
-        // than one after the other at each node's first batch.
-        std::thread::scope(|s| {
-            for (cache, key) in &lowered.cached {
-                s.spawn(move || cache.lookup(key, &[]));
-            }
-        });
         let collected = block_on(lowered.df.collect());
         if let Some(fatal) = lowered.shared.fatal.lock().ok().and_then(|mut f| f.take()) {
             return Err(fatal);

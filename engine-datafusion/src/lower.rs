@@ -34,8 +34,6 @@ pub(crate) struct Lowered {
     pub shared: Arc<Shared>,
     /// The requested outputs' slots and types, in order.
     pub outputs: Vec<(usize, ValueType)>,
-    /// The store and the node versions the plan looks up.
-    pub cached: Vec<(Arc<dyn hypernodes_core::Cache>, hypernodes_core::CacheKey)>,
 }
 
 fn df_error(e: datafusion::error::DataFusionError) -> Error {
@@ -191,7 +189,6 @@ pub(crate) fn lower(
         job.observed(),
         job.policy() == hypernodes_core::ErrorPolicy::Stop,
     ));
-    let mut cached_keys = Vec::new();
     let steps = cm.steps.len();
     let cache = job.cache().cloned();
 
@@ -262,9 +259,6 @@ pub(crate) fn lower(
             && key.storable()
             && hashable;
         let mut udf_args = vec![col("__item")];
-        if let (true, Some(c)) = (cached, &cache) {
-            cached_keys.push((c.clone(), key.clone()));
-        }
         if cached {
             let sig = SigUdf::new(
                 format!("signature_{}_{}", node.name(), step.index),
@@ -366,6 +360,5 @@ pub(crate) fn lower(
         df,
         shared,
         outputs,
-        cached: cached_keys,
     })
 }
