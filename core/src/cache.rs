@@ -39,7 +39,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::EnabledStatistics;
 
-use crate::signature::{Signature, hash_array, signature_array};
+use crate::signature::{Signature, hash_column, signature_array};
 use crate::value::{Value, ValueType};
 
 /// An error of the cache store.
@@ -163,7 +163,7 @@ pub struct CacheRows {
     pub signatures: Vec<Signature>,
     /// One array per output (in the key's output order), one row per signature.
     pub columns: Vec<ArrayRef>,
-    /// Per output, the value hash of each row (as [`hash_array`]
+    /// Per output, the value hash of each row (as [`hash_array`](crate::signature::hash_array)
     /// computes it), as a `FixedSizeBinary(32)` array.
     pub hashes: Vec<ArrayRef>,
 }
@@ -200,11 +200,7 @@ impl CacheRows {
         let hashes = columns
             .iter()
             .zip(&key.outputs)
-            .map(|(c, (name, _))| {
-                hash_array(c)
-                    .map(|h| signature_array(&h))
-                    .map_err(|e| encode_error(key, name, e))
-            })
+            .map(|(c, (name, _))| hash_column(c).map_err(|e| encode_error(key, name, e)))
             .collect::<Result<_, _>>()?;
         let rows = CacheRows {
             signatures,
@@ -655,7 +651,7 @@ impl Dataset {
     }
 }
 
-fn signature_at(array: &FixedSizeBinaryArray, row: usize) -> Signature {
+pub(crate) fn signature_at(array: &FixedSizeBinaryArray, row: usize) -> Signature {
     let mut sig = [0u8; 32];
     sig.copy_from_slice(array.value(row));
     Signature(sig)
@@ -1209,15 +1205,34 @@ impl DiskCache {
             .collect()
     }
 
-    /// Writes one segment per dataset; the first error, after trying all.
+    /// Writes one segment per dataset, the datasets in parallel (encoding
+    /// a segment is single-threaded, and a cold `map` produces rows faster
+    /// than one thread writes them); the first error, after trying all.
     fn write_all(&self, all: Vec<(PathBuf, Pending)>) -> Result<(), CacheError> {
-        let mut first_error = None;
-        for (dir, p) in all {
-            if let Err(e) = self.write_pending(dir, p) {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        let results: Vec<Result<(), CacheError>> = if all.len() > 1 {
+            std::thread::scope(|s| {
+                let writes: Vec<_> = all
+                    .into_iter()
+                    .map(|(dir, p)| s.spawn(move || self.write_pending(dir, p)))
+                    .collect();
+                writes
+                    .into_iter()
+                    .map(|w| {
+                        w.join().unwrap_or_else(|_| {
+                            Err(CacheError::Io {
+                                path: self.root.clone(),
+                                source: std::io::Error::other("a segment write panicked"),
+                            })
+                        })
+                    })
+                    .collect()
+            })
+        } else {
+            all.into_iter()
+                .map(|(dir, p)| self.write_pending(dir, p))
+                .collect()
+        };
+        results.into_iter().collect()
     }
 
     fn write_pending(&self, dir: PathBuf, p: Pending) -> Result<(), CacheError> {

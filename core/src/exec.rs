@@ -721,7 +721,9 @@ struct MappedList {
 }
 
 /// A mapped input's elements as one Arrow array, with their value hashes.
-type MappedElements = (arrow_array::ArrayRef, Vec<crate::signature::Signature>);
+/// A mapped input's elements as one Arrow array, and their value hashes as a
+/// `FixedSizeBinary(32)` array.
+type MappedElements = (arrow_array::ArrayRef, arrow_array::ArrayRef);
 
 /// The outputs of one item, in plan output order.
 pub struct ItemOutput(SmallVec<[Value; 4]>);
@@ -1001,7 +1003,7 @@ impl<'a> MapJob<'a> {
                     if Some(elements.data_type().clone()) != m.ty.data_type() {
                         return None;
                     }
-                    let hashes = crate::signature::hash_array(&elements).ok()?;
+                    let hashes = crate::signature::hash_column(&elements).ok()?;
                     (hashes.len() == m.len).then_some((elements, hashes))
                 })
                 .collect()
@@ -1045,7 +1047,7 @@ impl<'a> MapJob<'a> {
                 slot: m.slot,
                 ty: m.ty,
                 elements: elements.clone(),
-                hashes: crate::signature::signature_array(hashes),
+                hashes: hashes.clone(),
             });
         }
         let mut fixed = Vec::new();
@@ -1413,8 +1415,13 @@ impl<'a> MapJob<'a> {
             .iter()
             .zip(hashes)
             .all(|(m, h)| m.slot.is_none() || h.is_some());
-        let hashes: Vec<Option<&Vec<crate::signature::Signature>>> =
-            hashes.iter().map(|h| h.as_ref().map(|(_, h)| h)).collect();
+        let hashes: Vec<Option<&arrow_array::FixedSizeBinaryArray>> = hashes
+            .iter()
+            .map(|h| {
+                h.as_ref()
+                    .map(|(_, h)| arrow_array::cast::AsArray::as_fixed_size_binary(h.as_ref()))
+            })
+            .collect();
         let fill = |index: usize, slots: &mut [Option<Value>]| self.fill_mapped(index, slots);
         let mut batch = crate::cached::Batch::new(self.template.len(), range.len(), Some(&fill));
         for index in range.clone() {
@@ -1426,7 +1433,7 @@ impl<'a> MapJob<'a> {
                 let elements = self.element_indices(index);
                 for ((m, h), e) in self.mapped.iter().zip(&hashes).zip(elements) {
                     if let (Some(slot), Some(h)) = (m.slot, h) {
-                        batch.set_hash(row, slot, h[e]);
+                        batch.set_hash(row, slot, crate::cache::signature_at(h, e));
                     }
                 }
             } else if let Err(e) = batch.ensure_filled(row) {

@@ -91,42 +91,64 @@ pub fn signature_array(sigs: &[Signature]) -> ArrayRef {
 
 /// Hashes every row of an Arrow array: one signature per row.
 pub fn hash_array(array: &ArrayRef) -> Result<Vec<Signature>, ValueError> {
-    // Large arrays (a whole mapped input) are hashed on all cores.
-    const CHUNK: usize = 1 << 16;
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if array.len() >= 2 * CHUNK && workers > 1 {
-        let per = array.len().div_ceil(workers).max(CHUNK);
-        let parts: Vec<ArrayRef> = (0..array.len())
-            .step_by(per)
-            .map(|start| array.slice(start, per.min(array.len() - start)))
-            .collect();
-        let hashed: Vec<Result<Vec<Signature>, ValueError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = parts
-                .iter()
-                .map(|part| s.spawn(move || hash_chunk(part)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(ValueError {
-                            type_name: "arrow array",
-                            message: "hashing panicked".into(),
-                        })
-                    })
-                })
-                .collect()
-        });
-        let mut out = Vec::with_capacity(array.len());
-        for part in hashed {
-            out.extend(part?);
-        }
-        return Ok(out);
-    }
-    hash_chunk(array)
+    let mut out = vec![Signature([0; 32]); array.len()];
+    hash_rows(array, &mut out, |slot, digest| slot.0 = digest)?;
+    Ok(out)
 }
 
-fn hash_chunk(array: &ArrayRef) -> Result<Vec<Signature>, ValueError> {
+/// Hashes every row of an Arrow array into a `FixedSizeBinary(32)` array
+/// (the layout of signature and hash columns), written in place: no
+/// intermediate list of signatures.
+pub fn hash_column(array: &ArrayRef) -> Result<ArrayRef, ValueError> {
+    let mut out = vec![[0u8; 32]; array.len()];
+    hash_rows(array, &mut out, |slot, digest| *slot = digest)?;
+    Ok(std::sync::Arc::new(arrow_array::FixedSizeBinaryArray::new(
+        32,
+        out.into_flattened().into(),
+        None,
+    )))
+}
+
+/// Hashes row `i` of `array` into `out[i]` (through `put`). Large arrays
+/// (a whole mapped input) are hashed on all cores, each thread writing its
+/// own part of `out`.
+fn hash_rows<T: Send>(
+    array: &ArrayRef,
+    out: &mut [T],
+    put: impl Fn(&mut T, [u8; 32]) + Sync,
+) -> Result<(), ValueError> {
+    const CHUNK: usize = 1 << 16;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if array.len() < 2 * CHUNK || workers == 1 {
+        return hash_chunk(array, out, &put);
+    }
+    let per = array.len().div_ceil(workers).max(CHUNK);
+    let put = &put;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = out
+            .chunks_mut(per)
+            .enumerate()
+            .map(|(k, part)| {
+                let rows = array.slice(k * per, part.len());
+                s.spawn(move || hash_chunk(&rows, part, put))
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(ValueError {
+                    type_name: "arrow array",
+                    message: "hashing panicked".into(),
+                })
+            })
+        })
+    })
+}
+
+fn hash_chunk<T>(
+    array: &ArrayRef,
+    out: &mut [T],
+    put: &impl Fn(&mut T, [u8; 32]),
+) -> Result<(), ValueError> {
     let err = |e: arrow_schema::ArrowError| ValueError {
         type_name: "arrow array",
         message: e.to_string(),
@@ -142,18 +164,16 @@ fn hash_chunk(array: &ArrayRef) -> Result<Vec<Signature>, ValueError> {
     // Rows are encoded a few thousand at a time into one reused buffer,
     // which stays in cache while it is hashed.
     const STEP: usize = 4096;
-    let mut out = Vec::with_capacity(array.len());
     let mut rows = converter.empty_rows(STEP.min(array.len()), 0);
-    for start in (0..array.len()).step_by(STEP) {
-        let part = array.slice(start, STEP.min(array.len() - start));
+    for (k, slots) in out.chunks_mut(STEP).enumerate() {
+        let part = array.slice(k * STEP, slots.len());
         rows.clear();
         converter.append(&mut rows, &[part]).map_err(err)?;
-        out.extend(
-            rows.iter()
-                .map(|row| Signature(*blake3::keyed_hash(&key, row.as_ref()).as_bytes())),
-        );
+        for (slot, row) in slots.iter_mut().zip(rows.iter()) {
+            put(slot, *blake3::keyed_hash(&key, row.as_ref()).as_bytes());
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Hashes values of one Arrow-capable type: one signature per value.
@@ -218,7 +238,16 @@ mod tests {
         let values: Vec<String> = (0..300_000).map(|i| format!("text {i}")).collect();
         let array: ArrayRef = std::sync::Arc::new(arrow_array::StringArray::from(values));
         let parallel = hash_array(&array).unwrap();
-        assert_eq!(parallel, hash_chunk(&array).unwrap());
+        let column = hash_column(&array).unwrap();
+        let column = arrow_array::cast::AsArray::as_fixed_size_binary(column.as_ref());
+        assert_eq!(column.len(), parallel.len());
+        for (i, sig) in parallel.iter().enumerate() {
+            assert_eq!(column.value(i), sig.as_bytes(), "row {i}");
+        }
+        // One thread over all rows gives the same.
+        let mut serial = vec![Signature([0; 32]); array.len()];
+        hash_chunk(&array, &mut serial, &|slot: &mut Signature, d| slot.0 = d).unwrap();
+        assert_eq!(parallel, serial);
         let tail = array.slice(299_990, 10);
         assert_eq!(hash_array(&tail).unwrap(), parallel[299_990..]);
     }

@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature as DfSignature, Volatility,
 };
 use hypernodes_core::cache::{Cache, CacheKey, CacheRows, Hits};
-use hypernodes_core::signature::{NodeKey, Signature, hash_array, signature_array};
+use hypernodes_core::signature::{NodeKey, Signature, hash_column};
 use hypernodes_core::value::{Value, ValueType};
 use hypernodes_core::{Error, MapJob, NodeError};
 
@@ -393,9 +393,9 @@ impl ScalarUDFImpl for NodeUdf {
         let mut fresh_hashes: Vec<Option<ArrayRef>> = Vec::with_capacity(self.outs.len());
         for array in &fresh_arrays {
             fresh_hashes.push(match array {
-                Some(array) if self.hash_outputs => Some(signature_array(
-                    &hash_array(array).map_err(|e| DataFusionError::Execution(e.to_string()))?,
-                )),
+                Some(array) if self.hash_outputs => Some(
+                    hash_column(array).map_err(|e| DataFusionError::Execution(e.to_string()))?,
+                ),
                 _ => None,
             });
         }
