@@ -615,17 +615,18 @@ impl Dataset {
         let mut used: Vec<usize> = positions.iter().map(|&(b, _)| b).collect();
         used.sort_unstable();
         used.dedup();
-        let rows_of_one = (used.len() == 1).then(|| {
-            arrow_array::UInt32Array::from_iter_values(positions.iter().map(|&(_, r)| r as u32))
-        });
-        let local: Vec<(usize, usize)> = if used.len() > 1 {
+        // Rows of several batches, or in runs with gaps (hits in stored
+        // order around a few new items): picked (copied run by run where
+        // they come in runs). Rows scattered over one batch: taken.
+        let picks = crate::columnar::RowPicks::new(
             positions
                 .iter()
-                .map(|&(b, r)| (used.binary_search(&b).unwrap_or(0), r))
-                .collect()
-        } else {
-            Vec::new()
-        };
+                .map(|&(b, r)| Some((used.binary_search(&b).unwrap_or(0), r)))
+                .collect(),
+        );
+        let rows_of_one = (used.len() == 1 && !picks.in_runs()).then(|| {
+            arrow_array::UInt32Array::from_iter_values(positions.iter().map(|&(_, r)| r as u32))
+        });
         let column = |c: usize| -> Result<ArrayRef, CacheError> {
             let fail = |e: arrow_schema::ArrowError| encode_error(key, "*", e);
             if contiguous {
@@ -639,7 +640,7 @@ impl Dataset {
                 .iter()
                 .map(|&b| self.batches[b].column(c).as_ref())
                 .collect();
-            arrow_select::interleave::interleave(&arrays, &local).map_err(fail)
+            picks.apply(&arrays).map_err(fail)
         };
         let columns = (1..=n).map(column).collect::<Result<Vec<_>, _>>()?;
         let hashes = (n + 1..=2 * n).map(column).collect::<Result<Vec<_>, _>>()?;
@@ -1115,8 +1116,8 @@ impl Cache for DiskCache {
         }
         let data = dataset.read().unwrap_or_else(|e| e.into_inner());
         let mut rows = Vec::with_capacity(sigs.len());
-        let mut found = Vec::new();
-        let mut positions = Vec::new();
+        let mut found = Vec::with_capacity(sigs.len());
+        let mut positions = Vec::with_capacity(sigs.len());
         for (s, at) in sigs.iter().zip(data.find_many(sigs)) {
             match at {
                 Some(at) => {

@@ -15,6 +15,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature as DfSignature, Volatility,
 };
 use hypernodes_core::cache::{Cache, CacheKey, CacheRows, Hits};
+use hypernodes_core::columnar::RowPicks;
 use hypernodes_core::signature::{NodeKey, Signature, hash_column};
 use hypernodes_core::value::{Value, ValueType};
 use hypernodes_core::{Error, MapJob, NodeError};
@@ -355,17 +356,20 @@ impl ScalarUDFImpl for NodeUdf {
         let mut hits: Option<Hits> = None;
         if let (Some((cache, key)), Some(sigs)) = (&self.cache, &sigs) {
             let sigs = fsb(sigs)?;
-            let wanted: Vec<(usize, Signature)> = live
-                .iter()
-                .filter(|&&r| sigs.is_valid(r))
-                .filter_map(|&r| Some((r, Signature(sigs.value(r).try_into().ok()?))))
-                .collect();
-            let keys: Vec<Signature> = wanted.iter().map(|(_, s)| *s).collect();
+            // The live rows with a signature, and their signatures.
+            let mut wanted: Vec<usize> = Vec::with_capacity(live.len());
+            let mut keys: Vec<Signature> = Vec::with_capacity(live.len());
+            for &r in &live {
+                if let (true, Ok(sig)) = (sigs.is_valid(r), sigs.value(r).try_into()) {
+                    wanted.push(r);
+                    keys.push(Signature(sig));
+                }
+            }
             let found = cache
                 .lookup(key, &keys)
                 .map_err(|e| self.shared.fatal(cache_error(&key.node, "lookup", e)))?;
             let observed = self.shared.observed();
-            for ((r, _), at) in wanted.iter().zip(&found.rows) {
+            for (r, at) in wanted.iter().zip(&found.rows) {
                 hit_row[*r] = *at;
                 if observed && at.is_some() {
                     self.job.with(|j| j.report_cached(self.step, items[*r]));
@@ -457,6 +461,20 @@ impl ScalarUDFImpl for NodeUdf {
         for (k, &r) in fresh_rows.iter().enumerate() {
             fresh_pos[r] = Some(k);
         }
+        // Every row a hit, in order (a warm batch): the hits pass as they
+        // are. Otherwise one set of picks serves every output column.
+        let in_order = hit_row.iter().enumerate().all(|(r, at)| *at == Some(r));
+        let picks = (!in_order).then(|| {
+            RowPicks::new(
+                (0..n)
+                    .map(|r| match (hit_row[r], fresh_pos[r]) {
+                        (Some(h), _) => Some((0, h)),
+                        (None, Some(f)) => Some((1, f)),
+                        _ => None,
+                    })
+                    .collect(),
+            )
+        });
         let mut arrays: Vec<ArrayRef> = Vec::new();
         for (o, (slot, ty)) in self.outs.iter().enumerate() {
             if slot.is_none() {
@@ -465,21 +483,20 @@ impl ScalarUDFImpl for NodeUdf {
             let dt = ty.data_type().unwrap_or(DataType::Null);
             let hit_values = hits.as_ref().map(|h| h.found.columns[o].clone());
             let hit_hashes = hits.as_ref().map(|h| h.found.hashes[o].clone());
+            let fresh_len = fresh_rows.len();
             let value = combine(
-                n,
+                picks.as_ref(),
                 &dt,
-                &hit_row,
                 hit_values,
-                &fresh_pos,
                 fresh_arrays[o].clone(),
+                fresh_len,
             )?;
             let hash = combine(
-                n,
+                picks.as_ref(),
                 &DataType::FixedSizeBinary(32),
-                &hit_row,
                 hit_hashes,
-                &fresh_pos,
                 fresh_hashes[o].clone(),
+                fresh_len,
             )?;
             arrays.push(value);
             arrays.push(hash);
@@ -794,37 +811,23 @@ impl NodeUdf {
     }
 }
 
-/// Row `r` of the result: hit row `hit_row[r]` of `hits`, else fresh row
-/// `fresh_pos[r]` of `fresh`, else null.
+/// One output column of a batch: the hits as they are when `picks` is
+/// `None` (every row a hit, in order), else the rows `picks` takes from the
+/// hits (source 0) and the fresh results (source 1). A missing fresh array
+/// (no fresh results for this output) gives nulls.
 fn combine(
-    n: usize,
+    picks: Option<&RowPicks>,
     dt: &DataType,
-    hit_row: &[Option<usize>],
     hits: Option<ArrayRef>,
-    fresh_pos: &[Option<usize>],
     fresh: Option<ArrayRef>,
+    fresh_len: usize,
 ) -> DfResult<ArrayRef> {
-    // Every row a hit, in order (a warm batch): the hits as they are.
-    if let Some(h) = &hits
-        && h.len() == n
-        && hit_row.iter().enumerate().all(|(r, at)| *at == Some(r))
-    {
-        return Ok(h.clone());
-    }
-    let null = new_null_array(dt, 1);
     let hits = hits.unwrap_or_else(|| new_null_array(dt, 0));
-    let fresh = fresh.unwrap_or_else(|| new_null_array(dt, 0));
-    let indices: Vec<(usize, usize)> = (0..n)
-        .map(|r| match (hit_row[r], fresh_pos[r]) {
-            (Some(h), _) => (0, h),
-            (None, Some(f)) if f < fresh.len() => (1, f),
-            _ => (2, 0),
-        })
-        .collect();
-    Ok(arrow_select::interleave::interleave(
-        &[hits.as_ref(), fresh.as_ref(), null.as_ref()],
-        &indices,
-    )?)
+    let Some(picks) = picks else {
+        return Ok(hits);
+    };
+    let fresh = fresh.unwrap_or_else(|| new_null_array(dt, fresh_len));
+    Ok(picks.apply(&[hits.as_ref(), fresh.as_ref()])?)
 }
 
 fn cache_error(node: &str, what: &str, e: hypernodes_core::CacheError) -> Error {
