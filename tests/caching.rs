@@ -544,29 +544,63 @@ fn mapped_elements_hash_like_single_values() {
     mapped_and_single_values_share_entries(vec![1.5f64, -0.0, 2.25]);
 }
 
-/// A store whose writes fail (a full disk): lookups and buffering work.
-struct FullDisk(DiskCache);
+/// A `DiskCache` seen through the `Cache` trait, which records the
+/// `prepare` hints it gets and, as a full disk, can fail every write
+/// (lookups and buffering still work).
+struct Observed {
+    inner: DiskCache,
+    full_disk: bool,
+    prepared: std::sync::Mutex<Vec<(String, usize)>>,
+}
 
-impl hypernodes::Cache for FullDisk {
+impl Observed {
+    fn new(dir: &std::path::Path) -> Observed {
+        Observed {
+            inner: DiskCache::new(dir),
+            full_disk: false,
+            prepared: Default::default(),
+        }
+    }
+
+    fn disk(&self) -> &DiskCache {
+        &self.inner
+    }
+}
+
+impl hypernodes::Cache for Observed {
     fn lookup(
         &self,
         key: &hypernodes::CacheKey,
         sigs: &[hypernodes::Signature],
     ) -> Result<hypernodes::Hits, hypernodes::CacheError> {
-        self.0.lookup(key, sigs)
+        self.disk().lookup(key, sigs)
     }
     fn store(
         &self,
         key: &hypernodes::CacheKey,
         rows: &hypernodes::CacheRows,
     ) -> Result<(), hypernodes::CacheError> {
-        self.0.store(key, rows)
+        self.disk().store(key, rows)
     }
     fn flush(&self) -> Result<(), hypernodes::CacheError> {
-        Err(hypernodes::CacheError::Io {
-            path: self.0.root().to_path_buf(),
-            source: std::io::Error::other("no space left on device"),
-        })
+        if self.full_disk {
+            return Err(hypernodes::CacheError::Io {
+                path: self.disk().root().to_path_buf(),
+                source: std::io::Error::other("no space left on device"),
+            });
+        }
+        self.disk().flush()
+    }
+    fn prepare(
+        &self,
+        key: &hypernodes::CacheKey,
+        items: usize,
+    ) -> Result<(), hypernodes::CacheError> {
+        self.prepared
+            .lock()
+            .unwrap()
+            .push((key.node.clone(), items));
+        self.disk().prepare(key, items)
     }
 }
 
@@ -577,7 +611,10 @@ fn a_failing_background_write_fails_the_map() {
         let err = Pipeline::new([node_a()])
             .unwrap()
             .with_shared_engine(engine)
-            .with_cache(FullDisk(DiskCache::new(dir.path())))
+            .with_cache(Observed {
+                full_disk: true,
+                ..Observed::new(dir.path())
+            })
             .map(
                 Inputs::new().with("x", (0..40i64).collect::<Vec<_>>()),
                 MapOptions::over(["x"]).flush_every(4),
@@ -591,42 +628,11 @@ fn a_failing_background_write_fails_the_map() {
     }
 }
 
-/// A store that records the `prepare` hints it gets.
-struct Prepared(DiskCache, std::sync::Mutex<Vec<(String, usize)>>);
-
-impl hypernodes::Cache for Prepared {
-    fn lookup(
-        &self,
-        key: &hypernodes::CacheKey,
-        sigs: &[hypernodes::Signature],
-    ) -> Result<hypernodes::Hits, hypernodes::CacheError> {
-        self.0.lookup(key, sigs)
-    }
-    fn store(
-        &self,
-        key: &hypernodes::CacheKey,
-        rows: &hypernodes::CacheRows,
-    ) -> Result<(), hypernodes::CacheError> {
-        self.0.store(key, rows)
-    }
-    fn flush(&self) -> Result<(), hypernodes::CacheError> {
-        self.0.flush()
-    }
-    fn prepare(
-        &self,
-        key: &hypernodes::CacheKey,
-        items: usize,
-    ) -> Result<(), hypernodes::CacheError> {
-        self.1.lock().unwrap().push((key.node.clone(), items));
-        self.0.prepare(key, items)
-    }
-}
-
 #[test]
 fn every_engine_prepares_the_cache_for_each_cached_node_of_a_map() {
     for (name, engine) in common::engines() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = std::sync::Arc::new(Prepared(DiskCache::new(dir.path()), Default::default()));
+        let cache = std::sync::Arc::new(Observed::new(dir.path()));
         // `c` sits in a nested pipeline; `b` is not cached.
         let inner = Pipeline::new([node_c("1")]).unwrap().as_node();
         let p = Pipeline::new([node_a(), node_b("1", 2).with_cache_enabled(false), inner])
@@ -640,7 +646,7 @@ fn every_engine_prepares_the_cache_for_each_cached_node_of_a_map() {
             )
             .unwrap();
         assert_eq!(r.values::<i64>("c").unwrap()[39], (39 + 1) * 2 + 100);
-        let mut hints = std::mem::take(&mut *cache.1.lock().unwrap());
+        let mut hints = std::mem::take(&mut *cache.prepared.lock().unwrap());
         hints.sort();
         assert_eq!(
             hints,
