@@ -655,3 +655,30 @@ fn every_engine_prepares_the_cache_for_each_cached_node_of_a_map() {
         );
     }
 }
+
+#[test]
+fn overlapping_background_writes_lose_nothing() {
+    for (name, engine) in common::engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let xs: Vec<i64> = (0..300).collect();
+        let build = || {
+            Pipeline::new([node_a(), node_b("1", 2), node_c("1")])
+                .unwrap()
+                .with_shared_engine(engine.clone())
+                .with_cache(DiskCache::new(dir.path()))
+        };
+        // Many small flushes: writes of the same node versions overlap.
+        build()
+            .map(
+                Inputs::new().with("x", xs.clone()),
+                MapOptions::over(["x"]).flush_every(3),
+            )
+            .unwrap();
+        let segments = walk(dir.path()).len();
+        assert!(segments >= 3 * 300 / 64, "{name}: {segments} segments");
+        // A new instance finds every result of every node on disk.
+        let (counts, c) = map_counts(&build(), xs.clone());
+        assert_eq!(counts, (0, 0, 0), "{name}");
+        assert_eq!(c, expected(&xs, 2), "{name}");
+    }
+}

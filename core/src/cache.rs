@@ -374,8 +374,8 @@ pub trait Cache: Send + Sync {
     /// Starts a flush whose writing can run on another thread: takes what
     /// is buffered *now* (so what each flush holds does not depend on
     /// timing) and returns the work that makes it durable. Engines run it in
-    /// the background while items keep running, one write at a time. The
-    /// default flushes at once.
+    /// the background while items keep running, a bounded number of
+    /// writes at a time, which may overlap. The default flushes at once.
     fn begin_flush(self: Arc<Self>) -> PendingWrite {
         let done = self.flush();
         Box::new(move || done)

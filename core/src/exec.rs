@@ -749,13 +749,17 @@ pub struct MapJob<'a> {
     /// The steps with nested pipelines inlined (columnar engines only).
     flat: std::sync::OnceLock<crate::flat::Flat<'a>>,
     /// The cache write running in the background, if any.
-    flusher: std::sync::Mutex<Option<Flusher>>,
+    flusher: std::sync::Mutex<std::collections::VecDeque<Flusher>>,
 }
 
 /// A background cache write.
 type Flusher = std::thread::JoinHandle<Result<(), crate::cache::CacheError>>;
 
 /// The outcome of a finished background cache write.
+/// How many background cache writes of one `map` may run at once. Two let
+/// one write wait for the disk (fsync) while the next one encodes.
+const WRITES_IN_FLIGHT: usize = 2;
+
 fn flushed(writer: Flusher) -> Result<(), Error> {
     match writer.join() {
         Ok(Ok(())) => Ok(()),
@@ -858,7 +862,7 @@ impl<'a> MapJob<'a> {
             mapped_hashes: std::sync::OnceLock::new(),
             unflushed: std::sync::Mutex::new((Instant::now(), 0)),
             flat: std::sync::OnceLock::new(),
-            flusher: std::sync::Mutex::new(None),
+            flusher: std::sync::Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -1477,28 +1481,36 @@ impl<'a> MapJob<'a> {
             return Ok(());
         }
         // What is buffered now is written in the background while the
-        // items keep running, one write at a time: the next flush first
-        // waits for the previous write.
-        let mut writer = self.flusher.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(done) = writer.take() {
-            flushed(done)?;
+        // items keep running, at most WRITES_IN_FLIGHT writes at a time: a
+        // flush first waits for the oldest write beyond that.
+        let mut writers = self.flusher.lock().unwrap_or_else(|e| e.into_inner());
+        while writers.len() >= WRITES_IN_FLIGHT {
+            if let Some(done) = writers.pop_front() {
+                flushed(done)?;
+            }
         }
         *state = (Instant::now(), 0);
-        *writer = Some(std::thread::spawn(cache.clone().begin_flush()));
+        writers.push_back(std::thread::spawn(cache.clone().begin_flush()));
         Ok(())
     }
 
-    /// Waits for the background write, if one is running.
+    /// Waits for the background writes still running; the first error.
     fn wait_for_flush(&self) -> Result<(), Error> {
-        let writer = self
+        let writers: Vec<Flusher> = self
             .flusher
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take();
-        match writer {
-            Some(w) => flushed(w),
-            None => Ok(()),
+            .drain(..)
+            .collect();
+        // Every write is waited for, even after one failed.
+        let mut first = Ok(());
+        for writer in writers {
+            let done = flushed(writer);
+            if first.is_ok() {
+                first = done;
+            }
         }
+        first
     }
 
     /// Runs item `index`: every needed node, in topological order.
