@@ -416,6 +416,10 @@ struct SigIndex {
     len: usize,
 }
 
+/// The most index entries [`DiskCache`]'s `prepare` reserves room for
+/// (4M entries: a 128 MiB table).
+const PREPARE_LIMIT: usize = 1 << 22;
+
 /// How far ahead lookups prefetch.
 const PREFETCH: usize = 16;
 
@@ -1139,7 +1143,9 @@ impl Cache for DiskCache {
         self.lookup(key, &[])?;
         let dataset = self.dataset(&self.dataset_dir(key));
         let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
-        let more = items.saturating_sub(data.index.len);
+        // A hint, so capped: a product map can promise far more items than
+        // ever get stored, and the index then grows as usual.
+        let more = items.min(PREPARE_LIMIT).saturating_sub(data.index.len);
         data.index.reserve(more);
         Ok(())
     }
@@ -1498,6 +1504,9 @@ mod tests {
         // A version already holding the items reserves nothing more.
         cache.prepare(&k, 256).unwrap();
         assert_eq!(slots(), before);
+        // The hint is capped: an absurd item count reserves a bounded table.
+        cache.prepare(&k, usize::MAX).unwrap();
+        assert_eq!(slots(), 2 * PREPARE_LIMIT);
     }
 
     #[test]
