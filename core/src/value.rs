@@ -266,7 +266,11 @@ impl<T: ArrowValue> ArrowValue for Vec<T> {
         DataType::List(Arc::new(T::field("item")))
     }
     fn to_array(values: &[&Self]) -> Result<ArrayRef, ValueError> {
-        let children: Vec<&T> = values.iter().flat_map(|v| v.iter()).collect();
+        let total: usize = values.iter().map(|v| v.len()).sum();
+        let mut children: Vec<&T> = Vec::with_capacity(total);
+        for v in values {
+            children.extend(v.iter());
+        }
         let child = T::to_array(&children)?;
         let offsets = OffsetBuffer::from_lengths(values.iter().map(|v| v.len()));
         let field: FieldRef = Arc::new(T::field("item"));
