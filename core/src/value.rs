@@ -795,6 +795,24 @@ macro_rules! value_type {
 mod tests {
     use super::*;
 
+    #[test]
+    fn large_string_columns_roundtrip_unchanged() {
+        // Empty, ASCII and multi-byte text, in one pre-sized buffer.
+        let texts: Vec<String> = (0..200_003)
+            .map(|i| match i % 4 {
+                0 => String::new(),
+                1 => format!("item {i}"),
+                2 => "é漢🦀".repeat(i % 5),
+                _ => " ".into(),
+            })
+            .collect();
+        let refs: Vec<&String> = texts.iter().collect();
+        let array = String::to_array(&refs).unwrap();
+        let expected: arrow_array::StringArray = texts.iter().map(|t| Some(t.as_str())).collect();
+        assert_eq!(array.as_string::<i32>(), &expected);
+        assert_eq!(String::from_array(array.as_ref()).unwrap(), texts);
+    }
+
     fn roundtrip<T: ArrowValue + PartialEq + fmt::Debug>(values: Vec<T>) {
         let refs: Vec<&T> = values.iter().collect();
         let array = T::to_array(&refs).unwrap();
