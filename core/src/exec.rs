@@ -720,7 +720,6 @@ struct MappedList {
     len: usize,
 }
 
-/// A mapped input's elements as one Arrow array, with their value hashes.
 /// A mapped input's elements as one Arrow array, and their value hashes as a
 /// `FixedSizeBinary(32)` array.
 type MappedElements = (arrow_array::ArrayRef, arrow_array::ArrayRef);
@@ -748,18 +747,18 @@ pub struct MapJob<'a> {
     unflushed: std::sync::Mutex<(Instant, usize)>,
     /// The steps with nested pipelines inlined (columnar engines only).
     flat: std::sync::OnceLock<crate::flat::Flat<'a>>,
-    /// The cache write running in the background, if any.
+    /// The cache writes running in the background, oldest first.
     flusher: std::sync::Mutex<std::collections::VecDeque<Flusher>>,
 }
 
 /// A background cache write.
 type Flusher = std::thread::JoinHandle<Result<(), crate::cache::CacheError>>;
 
-/// The outcome of a finished background cache write.
 /// How many background cache writes of one `map` may run at once. Two let
 /// one write wait for the disk (fsync) while the next one encodes.
 const WRITES_IN_FLIGHT: usize = 2;
 
+/// The outcome of a finished background cache write.
 fn flushed(writer: Flusher) -> Result<(), Error> {
     match writer.join() {
         Ok(Ok(())) => Ok(()),
