@@ -509,30 +509,16 @@ fn node_functions_get_a_typed_row_loop_over_arrow_columns() {
     );
     // A resource cannot come as a column; a fixed value of the wrong type
     // is named.
-    let err = rows(
-        &[
+    for model in [RowsArg::Column(&x), RowsArg::Fixed(&tags)] {
+        let args = [
             RowsArg::Column(&x),
-            RowsArg::Column(&x),
+            model,
             RowsArg::Column(&label),
             RowsArg::Fixed(&tags),
-        ],
-        3,
-        0,
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("input `model`"), "{err}");
-    let err = rows(
-        &[
-            RowsArg::Column(&x),
-            RowsArg::Fixed(&tags),
-            RowsArg::Column(&label),
-            RowsArg::Fixed(&tags),
-        ],
-        3,
-        0,
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("input `model`"), "{err}");
+        ];
+        let err = rows(&args, 3, 0).unwrap_err();
+        assert!(err.to_string().contains("input `model`"), "{err}");
+    }
     // Async functions have none (the engine runs them concurrently).
     assert!(fetch_slowly::node().rows().is_none());
 }
@@ -590,8 +576,7 @@ fn datafusion_calls_the_row_loop_once_per_batch_with_retries_and_failures() {
     let sizes = calls.lock().unwrap().clone();
     assert_eq!(sizes.iter().sum::<usize>(), 7, "each row once: {sizes:?}");
     assert!(sizes.iter().any(|&n| n > 1), "batched: {sizes:?}");
-    let column = r.column::<i64>("y").unwrap();
-    let ys: Vec<Option<i64>> = column.iter().map(|v| v.copied()).collect();
+    let ys = common::optional_i64s(&r, "y");
     assert_eq!(
         ys,
         [
@@ -674,12 +659,7 @@ fn nested_pipelines_are_inlined_into_the_plan() {
         .with_engine(df())
         .with_cache(DiskCache::new(dir.path()));
     let r = p.map(inputs(), options()).unwrap();
-    let points: Vec<Option<i64>> = r
-        .column::<i64>("points")
-        .unwrap()
-        .iter()
-        .map(|v| v.copied())
-        .collect();
+    let points = common::optional_i64s(&r, "points");
     assert_eq!(points, [Some(20), Some(10), None, Some(40)]);
     assert_eq!(sizes.lock().unwrap().iter().sum::<usize>(), 4);
     assert!(sizes.lock().unwrap().iter().any(|&n| n > 1));
@@ -701,14 +681,7 @@ fn nested_pipelines_are_inlined_into_the_plan() {
         1,
         "only the failed item"
     );
-    assert_eq!(
-        seq.column::<i64>("points")
-            .unwrap()
-            .iter()
-            .map(|v| v.copied())
-            .collect::<Vec<_>>(),
-        points
-    );
+    assert_eq!(common::optional_i64s(&seq, "points"), points);
     assert_eq!(
         seq.failures()[0].error.to_string(),
         r.failures()[0].error.to_string()
@@ -980,12 +953,7 @@ fn async_rows_in_flight_keep_retries_errors_and_events() {
                 MapOptions::over(["x"]).on_error(ErrorPolicy::Continue),
             )
             .unwrap();
-        let ys: Vec<Option<i64>> = r
-            .column::<i64>("y")
-            .unwrap()
-            .iter()
-            .map(|v| v.copied())
-            .collect();
+        let ys = common::optional_i64s(&r, "y");
         let errors: Vec<String> = r.failures().iter().map(|f| f.error.to_string()).collect();
         let mut events = recorder.take();
         events.sort();

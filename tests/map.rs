@@ -175,12 +175,7 @@ fn continue_policy_finishes_every_other_item_and_lists_failures() {
             r.failures()[0].message(),
             "node `check` failed in pipeline `pipeline` on item 1: 3 is a multiple of 3"
         );
-        let col: Vec<Option<i64>> = r
-            .column::<i64>("checked")
-            .unwrap()
-            .iter()
-            .map(|v| v.copied())
-            .collect();
+        let col = common::optional_i64s(&r, "checked");
         assert_eq!(col, [Some(1), None, Some(4), None, Some(7)]);
         assert!(!r.is_ok(1) && r.is_ok(2));
         assert!(matches!(

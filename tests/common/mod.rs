@@ -118,3 +118,12 @@ pub fn check(x: i64) -> Result<i64, String> {
         Ok(x)
     }
 }
+
+/// An `i64` output of a map, one entry per item: `None` where the item failed.
+pub fn optional_i64s(r: &hypernodes::MapResult, name: &str) -> Vec<Option<i64>> {
+    r.column::<i64>(name)
+        .unwrap()
+        .iter()
+        .map(|v| v.copied())
+        .collect()
+}
