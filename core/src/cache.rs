@@ -614,29 +614,33 @@ impl Dataset {
             .enumerate()
             .all(|(i, &(b, r))| b == b0 && r == r0 + i);
         // Most lookups read rows of one or two batches (items come in about
-        // the order they were stored): slice, take from one batch, or
-        // interleave only the batches involved.
-        let mut used: Vec<usize> = positions.iter().map(|&(b, _)| b).collect();
-        used.sort_unstable();
-        used.dedup();
-        // Rows of several batches, or in runs with gaps (hits in stored
-        // order around a few new items): picked (copied run by run where
-        // they come in runs). Rows scattered over one batch: taken.
-        let picks = crate::columnar::RowPicks::new(
-            positions
-                .iter()
-                .map(|&(b, r)| Some((used.binary_search(&b).unwrap_or(0), r)))
-                .collect(),
-        );
-        let rows_of_one = (used.len() == 1 && !picks.in_runs()).then(|| {
-            arrow_array::UInt32Array::from_iter_values(positions.iter().map(|&(_, r)| r as u32))
+        // the order they were stored): slice (a warm batch, with nothing
+        // else to work out), take from one batch, or pick from only the
+        // batches involved.
+        let scattered = (!contiguous).then(|| {
+            let mut used: Vec<usize> = positions.iter().map(|&(b, _)| b).collect();
+            used.sort_unstable();
+            used.dedup();
+            // Rows of several batches, or in runs with gaps (hits in stored
+            // order around a few new items): picked (copied run by run
+            // where they come in runs). Rows scattered over one batch: taken.
+            let picks = crate::columnar::RowPicks::new(
+                positions
+                    .iter()
+                    .map(|&(b, r)| Some((used.binary_search(&b).unwrap_or(0), r)))
+                    .collect(),
+            );
+            let rows_of_one = (used.len() == 1 && !picks.in_runs()).then(|| {
+                arrow_array::UInt32Array::from_iter_values(positions.iter().map(|&(_, r)| r as u32))
+            });
+            (used, picks, rows_of_one)
         });
         let column = |c: usize| -> Result<ArrayRef, CacheError> {
             let fail = |e: arrow_schema::ArrowError| encode_error(key, "*", e);
-            if contiguous {
+            let Some((used, picks, rows_of_one)) = &scattered else {
                 return Ok(self.batches[b0].column(c).slice(r0, positions.len()));
-            }
-            if let Some(rows) = &rows_of_one {
+            };
+            if let Some(rows) = rows_of_one {
                 return arrow_select::take::take(self.batches[b0].column(c).as_ref(), rows, None)
                     .map_err(fail);
             }
