@@ -699,11 +699,14 @@ impl NodeUdf {
                 out
             }
             Ok(Ok(out)) => {
+                let lengths: Vec<usize> = out.columns.iter().map(|c| c.len()).collect();
                 let problem = NodeError::User(
                     format!(
-                        "the row loop returned {} arrays for {} outputs",
-                        out.columns.len(),
-                        self.outs.len()
+                        "the row loop returned arrays of lengths {lengths:?} and {} failures \
+                         for {} outputs and {} rows",
+                        out.failures.len(),
+                        self.outs.len(),
+                        misses.len()
                     )
                     .into(),
                 );
