@@ -366,20 +366,19 @@ pub(crate) fn run_batch(
                 let salt = node.salt();
                 let cached = node.cache_enabled && key.storable();
                 let signer = NodeKey::new(&node.code_hash, step.args.len(), &salt);
-                let mut inputs = Vec::with_capacity(step.args.len());
-                let sigs: Vec<Option<Signature>> = live
-                    .iter()
-                    .map(|&i| {
-                        if !cached {
-                            return None;
-                        }
-                        inputs.clear();
-                        for &s in &step.args {
-                            inputs.push(batch.hash(i, s)?);
-                        }
-                        Some(signer.sign(&inputs))
+                let sigs: Vec<Option<Signature>> = if cached {
+                    signer.sign_rows(live.len(), |k, inputs| {
+                        step.args.iter().all(|&s| match batch.hash(live[k], s) {
+                            Some(h) => {
+                                inputs.push(h);
+                                true
+                            }
+                            None => false,
+                        })
                     })
-                    .collect();
+                } else {
+                    vec![None; live.len()]
+                };
                 let log = CacheLog::new(cache, node, exec.has_callbacks());
                 let cache_error = |what: &str, e: crate::cache::CacheError| Error::Engine {
                     message: format!("cache {what} for node `{}`: {e}", node.name),

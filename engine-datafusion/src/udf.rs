@@ -229,26 +229,29 @@ impl ScalarUDFImpl for SigUdf {
         let n = args.number_rows;
         let columns = ColumnarValue::values_to_arrays(&args.args)?;
         let hashes = columns.iter().map(fsb).collect::<DfResult<Vec<_>>>()?;
-        let mut inputs = Vec::with_capacity(self.args.len());
-        let sigs = (0..n).map(|row| {
-            inputs.clear();
+        let sigs = self.key.sign_rows(n, |row, inputs| {
             let mut columns = hashes.iter();
             for arg in &self.args {
                 let h = match arg {
                     Arg::Column { .. } => {
-                        let c = columns.next()?;
-                        if c.is_null(row) {
-                            return None;
+                        let Some(c) = columns.next().filter(|c| !c.is_null(row)) else {
+                            return false;
+                        };
+                        match c.value(row).try_into() {
+                            Ok(bytes) => Signature(bytes),
+                            Err(_) => return false,
                         }
-                        Signature(c.value(row).try_into().ok()?)
                     }
-                    Arg::Fixed { hash, .. } => (*hash)?,
+                    Arg::Fixed { hash, .. } => match hash {
+                        Some(h) => *h,
+                        None => return false,
+                    },
                 };
                 inputs.push(h);
             }
-            Some(self.key.sign(&inputs))
+            true
         });
-        Ok(ColumnarValue::Array(signature_column(sigs)))
+        Ok(ColumnarValue::Array(signature_column(sigs.into_iter())))
     }
 }
 
