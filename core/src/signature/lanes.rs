@@ -16,8 +16,8 @@
 //! over columns and diagonals, with the message words permuted between
 //! rounds.
 
-/// Messages compressed at once.
-pub(crate) const LANES: usize = 8;
+/// Messages compressed at once in AVX2 registers.
+const LANES: usize = 8;
 
 const BLOCK_LEN: usize = 64;
 const CHUNK_LEN: usize = 1024;
@@ -36,15 +36,15 @@ const PERMUTATION: [usize; 16] = [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14,
 
 /// One group's messages: the number of blocks of each, and its block `b`
 /// zero-padded to 64 bytes (empty once the message has ended).
-struct Group<'a> {
+struct Group<'a, const N: usize> {
     msgs: &'a [&'a [u8]],
-    blocks: [usize; LANES],
+    blocks: [usize; N],
     most: usize,
 }
 
-impl<'a> Group<'a> {
-    fn new(msgs: &'a [&'a [u8]]) -> Group<'a> {
-        let mut blocks = [0; LANES];
+impl<'a, const N: usize> Group<'a, N> {
+    fn new(msgs: &'a [&'a [u8]]) -> Group<'a, N> {
+        let mut blocks = [0; N];
         for (n, m) in blocks.iter_mut().zip(msgs) {
             *n = m.len().div_ceil(BLOCK_LEN).max(1);
         }
@@ -84,6 +84,28 @@ impl<'a> Group<'a> {
     }
 }
 
+/// BLAKE3's seven rounds over the state `s` and message words `m`, with
+/// `g` the mixing function of one vector width: columns, then diagonals,
+/// and the message words permuted between rounds.
+#[cfg(target_arch = "x86_64")]
+macro_rules! rounds {
+    ($g:ident, $s:ident, $m:ident) => {
+        for r in 0..7 {
+            if r > 0 {
+                $m = std::array::from_fn(|i| $m[PERMUTATION[i]]);
+            }
+            $g(&mut $s, [0, 4, 8, 12], $m[0], $m[1]);
+            $g(&mut $s, [1, 5, 9, 13], $m[2], $m[3]);
+            $g(&mut $s, [2, 6, 10, 14], $m[4], $m[5]);
+            $g(&mut $s, [3, 7, 11, 15], $m[6], $m[7]);
+            $g(&mut $s, [0, 5, 10, 15], $m[8], $m[9]);
+            $g(&mut $s, [1, 6, 11, 12], $m[10], $m[11]);
+            $g(&mut $s, [2, 7, 8, 13], $m[12], $m[13]);
+            $g(&mut $s, [3, 4, 9, 14], $m[14], $m[15]);
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     //! The compression of [`LANES`](super::LANES) blocks in AVX2 registers,
@@ -92,6 +114,55 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{BLOCK_LEN, Group, IV, LANES, PERMUTATION};
+
+    /// Eight 64-byte blocks (one per lane) as sixteen message words, each
+    /// holding that word of every lane.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn message_words<const N: usize>(
+        group: &Group<'_, N>,
+        lanes: std::ops::Range<usize>,
+        b: usize,
+        pads: &mut [[u8; BLOCK_LEN]; LANES],
+        lens: &mut [i32; N],
+        flags: &mut [i32; N],
+    ) -> [__m256i; 16] {
+        let mut low = [_mm256_setzero_si256(); LANES];
+        let mut high = [_mm256_setzero_si256(); LANES];
+        for (k, (l, pad)) in lanes.zip(pads.iter_mut()).enumerate() {
+            let (block, len, flag) = group.block(l, b, pad);
+            low[k] = load(&block[..32]);
+            high[k] = load(&block[32..]);
+            lens[l] = len as i32;
+            flags[l] = flag as i32;
+        }
+        let low = transpose(low);
+        let high = transpose(high);
+        std::array::from_fn(|i| if i < 8 { low[i] } else { high[i - 8] })
+    }
+
+    /// Stores the digests of the lanes whose message ends at block `b`:
+    /// `words` are the eight output words of lanes `lanes`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn store_digests<const N: usize>(
+        group: &Group<'_, N>,
+        lanes: std::ops::Range<usize>,
+        b: usize,
+        words: [__m256i; 8],
+        out: &mut [[u8; 32]],
+    ) {
+        if !lanes.clone().any(|l| group.blocks[l] == b + 1) {
+            return;
+        }
+        let rows = transpose(words);
+        for (row, l) in rows.into_iter().zip(lanes) {
+            if let Some(slot) = out.get_mut(l).filter(|_| group.blocks[l] == b + 1) {
+                // SAFETY: `slot` is 32 writable bytes; the store is unaligned.
+                unsafe { _mm256_storeu_si256(slot.as_mut_ptr().cast(), row) };
+            }
+        }
+    }
 
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -144,19 +215,6 @@ mod avx2 {
         s[b] = rot7(_mm256_xor_si256(s[b], s[c]));
     }
 
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn round(s: &mut [__m256i; 16], m: &[__m256i; 16]) {
-        g(s, [0, 4, 8, 12], m[0], m[1]);
-        g(s, [1, 5, 9, 13], m[2], m[3]);
-        g(s, [2, 6, 10, 14], m[4], m[5]);
-        g(s, [3, 7, 11, 15], m[6], m[7]);
-        g(s, [0, 5, 10, 15], m[8], m[9]);
-        g(s, [1, 6, 11, 12], m[10], m[11]);
-        g(s, [2, 7, 8, 13], m[12], m[13]);
-        g(s, [3, 4, 9, 14], m[14], m[15]);
-    }
-
     /// Transposes eight rows of eight words into eight columns.
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -200,25 +258,13 @@ mod avx2 {
 
     /// Hashes one group of at most [`LANES`] messages of one chunk or less.
     #[target_feature(enable = "avx2")]
-    pub(super) fn hash_group(key: &[u32; 8], group: &Group<'_>, out: &mut [[u8; 32]]) {
+    pub(super) fn hash_group(key: &[u32; 8], group: &Group<'_, LANES>, out: &mut [[u8; 32]]) {
         let mut cv: [__m256i; 8] = std::array::from_fn(|i| _mm256_set1_epi32(key[i] as i32));
         let mut pads = [[0u8; BLOCK_LEN]; LANES];
         for b in 0..group.most {
             let mut lens = [0i32; LANES];
             let mut flags = [0i32; LANES];
-            let mut low = [_mm256_setzero_si256(); LANES];
-            let mut high = [_mm256_setzero_si256(); LANES];
-            for (l, pad) in pads.iter_mut().enumerate() {
-                let (block, len, flag) = group.block(l, b, pad);
-                low[l] = load(&block[..32]);
-                high[l] = load(&block[32..]);
-                lens[l] = len as i32;
-                flags[l] = flag as i32;
-            }
-            let low = transpose(low);
-            let high = transpose(high);
-            let mut m: [__m256i; 16] =
-                std::array::from_fn(|i| if i < 8 { low[i] } else { high[i - 8] });
+            let mut m = message_words(group, 0..LANES, b, &mut pads, &mut lens, &mut flags);
             let mut s: [__m256i; 16] = std::array::from_fn(|i| match i {
                 0..8 => cv[i],
                 8..12 => _mm256_set1_epi32(IV[i - 8] as i32),
@@ -226,22 +272,9 @@ mod avx2 {
                 14 => load_i32(&lens),
                 _ => load_i32(&flags),
             });
-            round(&mut s, &m);
-            for _ in 1..7 {
-                m = std::array::from_fn(|i| m[PERMUTATION[i]]);
-                round(&mut s, &m);
-            }
+            rounds!(g, s, m);
             cv = std::array::from_fn(|i| _mm256_xor_si256(s[i], s[i + 8]));
-            if (0..LANES).any(|l| group.blocks[l] == b + 1) {
-                let rows = transpose(cv);
-                for (l, slot) in out.iter_mut().enumerate() {
-                    if group.blocks[l] == b + 1 {
-                        // SAFETY: `slot` is 32 writable bytes; the store
-                        // is unaligned.
-                        unsafe { _mm256_storeu_si256(slot.as_mut_ptr().cast(), rows[l]) };
-                    }
-                }
-            }
+            store_digests(group, 0..LANES, b, cv, out);
         }
     }
 
@@ -254,19 +287,129 @@ mod avx2 {
     }
 }
 
-fn hash_all(key: &[u8; 32], msgs: &[&[u8]], out: &mut [[u8; 32]], lanes: bool) {
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! The compression of [`WIDE`](super::WIDE) blocks in AVX-512
+    //! registers, one 32-bit lane per message; the message words are
+    //! gathered and the digests scattered eight lanes at a time by the AVX2
+    //! transposes.
+
+    use std::arch::x86_64::*;
+
+    use super::avx2::{message_words, store_digests};
+    use super::{BLOCK_LEN, Group, IV, LANES, PERMUTATION, WIDE};
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn g(s: &mut [__m512i; 16], [a, b, c, d]: [usize; 4], x: __m512i, y: __m512i) {
+        s[a] = _mm512_add_epi32(_mm512_add_epi32(s[a], s[b]), x);
+        s[d] = _mm512_ror_epi32::<16>(_mm512_xor_si512(s[d], s[a]));
+        s[c] = _mm512_add_epi32(s[c], s[d]);
+        s[b] = _mm512_ror_epi32::<12>(_mm512_xor_si512(s[b], s[c]));
+        s[a] = _mm512_add_epi32(_mm512_add_epi32(s[a], s[b]), y);
+        s[d] = _mm512_ror_epi32::<8>(_mm512_xor_si512(s[d], s[a]));
+        s[c] = _mm512_add_epi32(s[c], s[d]);
+        s[b] = _mm512_ror_epi32::<7>(_mm512_xor_si512(s[b], s[c]));
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn join(low: __m256i, high: __m256i) -> __m512i {
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn load_i32(words: &[i32; WIDE]) -> __m512i {
+        // SAFETY: `words` is 64 readable bytes; the load is unaligned.
+        unsafe { _mm512_loadu_epi32(words.as_ptr()) }
+    }
+
+    /// Hashes one group of at most [`WIDE`] messages of one chunk or less.
+    #[target_feature(enable = "avx512f,avx2")]
+    pub(super) fn hash_group(key: &[u32; 8], group: &Group<'_, WIDE>, out: &mut [[u8; 32]]) {
+        let mut cv: [__m512i; 8] = std::array::from_fn(|i| _mm512_set1_epi32(key[i] as i32));
+        let mut pads = [[0u8; BLOCK_LEN]; LANES];
+        for b in 0..group.most {
+            let mut lens = [0i32; WIDE];
+            let mut flags = [0i32; WIDE];
+            let low = message_words(group, 0..LANES, b, &mut pads, &mut lens, &mut flags);
+            let high = message_words(group, LANES..WIDE, b, &mut pads, &mut lens, &mut flags);
+            let mut m: [__m512i; 16] = std::array::from_fn(|i| join(low[i], high[i]));
+            let mut s: [__m512i; 16] = std::array::from_fn(|i| match i {
+                0..8 => cv[i],
+                8..12 => _mm512_set1_epi32(IV[i - 8] as i32),
+                12 | 13 => _mm512_setzero_si512(),
+                14 => load_i32(&lens),
+                _ => load_i32(&flags),
+            });
+            rounds!(g, s, m);
+            cv = std::array::from_fn(|i| _mm512_xor_si512(s[i], s[i + 8]));
+            let low = cv.map(|v| _mm512_castsi512_si256(v));
+            let high = cv.map(|v| _mm512_extracti64x4_epi64::<1>(v));
+            store_digests(group, 0..LANES, b, low, out);
+            store_digests(group, LANES..WIDE, b, high, out);
+        }
+    }
+}
+
+/// Messages compressed at once in AVX-512 registers.
+const WIDE: usize = 16;
+
+/// The vector units to use.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Lanes {
+    /// One message at a time, by the `blake3` crate.
+    None,
+    /// [`LANES`] messages at a time (the CPU has AVX2).
+    Avx2,
+    /// [`WIDE`] messages at a time (the CPU has AVX-512F and AVX2).
+    Avx512,
+}
+
+impl Lanes {
+    fn detect() -> Lanes {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx2")
+            {
+                return Lanes::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Lanes::Avx2;
+            }
+        }
+        Lanes::None
+    }
+}
+
+fn hash_all(key: &[u8; 32], msgs: &[&[u8]], out: &mut [[u8; 32]], lanes: Lanes) {
     let mut words = [0u32; 8];
     for (w, bytes) in words.iter_mut().zip(key.chunks_exact(4)) {
         *w = u32::from_le_bytes(bytes.try_into().unwrap());
     }
-    for (group, digests) in msgs.chunks(LANES).zip(out.chunks_mut(LANES)) {
-        #[cfg(target_arch = "x86_64")]
-        if lanes && group.iter().all(|m| m.len() <= CHUNK_LEN) {
-            // SAFETY: `lanes` is only set when the CPU has AVX2.
-            unsafe { avx2::hash_group(&words, &Group::new(group), digests) };
-            continue;
+    let width = match lanes {
+        Lanes::Avx512 => WIDE,
+        _ => LANES,
+    };
+    for (group, digests) in msgs.chunks(width).zip(out.chunks_mut(width)) {
+        if group.iter().all(|m| m.len() <= CHUNK_LEN) {
+            #[cfg(target_arch = "x86_64")]
+            match lanes {
+                // SAFETY: `detect` found AVX-512F and AVX2 on this CPU.
+                Lanes::Avx512 => {
+                    unsafe { avx512::hash_group(&words, &Group::new(group), digests) };
+                    continue;
+                }
+                // SAFETY: `detect` found AVX2 on this CPU.
+                Lanes::Avx2 => {
+                    unsafe { avx2::hash_group(&words, &Group::new(group), digests) };
+                    continue;
+                }
+                Lanes::None => {}
+            }
         }
-        let _ = (lanes, &words);
         for (m, d) in group.iter().zip(digests) {
             *d = *blake3::keyed_hash(key, m).as_bytes();
         }
@@ -274,18 +417,15 @@ fn hash_all(key: &[u8; 32], msgs: &[&[u8]], out: &mut [[u8; 32]], lanes: bool) {
 }
 
 /// BLAKE3 in keyed mode over each message: `out[i]` becomes
-/// `blake3::keyed_hash(key, msgs[i])`. Eight at a time in AVX2 registers
-/// when the CPU has them, else one by one.
+/// `blake3::keyed_hash(key, msgs[i])`. Sixteen or eight at a time in vector
+/// registers when the CPU has AVX-512 or AVX2, else one by one.
 ///
 /// # Panics
 /// If `out` is shorter than `msgs`.
 pub(crate) fn keyed_hash_many(key: &[u8; 32], msgs: &[&[u8]], out: &mut [[u8; 32]]) {
     assert!(out.len() >= msgs.len(), "one digest slot per message");
-    #[cfg(target_arch = "x86_64")]
-    let lanes = std::arch::is_x86_feature_detected!("avx2");
-    #[cfg(not(target_arch = "x86_64"))]
-    let lanes = false;
-    hash_all(key, msgs, out, lanes)
+    static DETECTED: std::sync::OnceLock<Lanes> = std::sync::OnceLock::new();
+    hash_all(key, msgs, out, *DETECTED.get_or_init(Lanes::detect))
 }
 
 #[cfg(test)]
@@ -315,10 +455,18 @@ mod tests {
                 m.len()
             );
         }
-        // The portable path gives the same.
-        let mut portable = vec![[0u8; 32]; msgs.len()];
-        hash_all(&key, &msgs, &mut portable, false);
-        assert_eq!(portable, out);
+        // Every path this CPU has gives the same.
+        let mut paths = vec![Lanes::None];
+        match Lanes::detect() {
+            Lanes::Avx512 => paths.extend([Lanes::Avx2, Lanes::Avx512]),
+            Lanes::Avx2 => paths.push(Lanes::Avx2),
+            Lanes::None => {}
+        }
+        for lanes in paths {
+            let mut again = vec![[0u8; 32]; msgs.len()];
+            hash_all(&key, &msgs, &mut again, lanes);
+            assert_eq!(again, out, "{lanes:?}");
+        }
     }
 
     #[test]
