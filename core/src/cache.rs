@@ -928,7 +928,7 @@ impl DiskCache {
         };
         self.flush()?;
         let batch = segment_batch(key, &rows)?;
-        let seg = self.write_segment(key, &batch)?;
+        let seg = self.write_segment(key, std::slice::from_ref(&batch))?;
         dataset
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -1247,12 +1247,9 @@ impl DiskCache {
     }
 
     fn write_pending(&self, dir: PathBuf, p: Pending) -> Result<(), CacheError> {
-        let batch = match p.batches.as_slice() {
-            [one] => one.clone(),
-            many => arrow_select::concat::concat_batches(&many[0].schema(), many)
-                .map_err(|e| encode_error(&p.key, "*", e))?,
-        };
-        let seg = self.write_segment(&p.key, &batch)?;
+        // The buffered batches go to the writer one after another (it fills
+        // row groups across batches), not concatenated into a copy first.
+        let seg = self.write_segment(&p.key, &p.batches)?;
         self.dataset(&dir)
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -1263,7 +1260,15 @@ impl DiskCache {
 
     /// Writes one complete segment atomically (see the module docs) and
     /// returns its path.
-    fn write_segment(&self, key: &CacheKey, batch: &RecordBatch) -> Result<PathBuf, CacheError> {
+    fn write_segment(
+        &self,
+        key: &CacheKey,
+        batches: &[RecordBatch],
+    ) -> Result<PathBuf, CacheError> {
+        let schema = match batches.first() {
+            Some(b) => b.schema(),
+            None => segment_schema(key)?,
+        };
         let encode = |output: &str, message: String| encode_error(key, output, message);
         let dir = self.dataset_dir(key);
         let io = |path: &Path| {
@@ -1289,11 +1294,13 @@ impl DiskCache {
                 EnabledStatistics::None,
             );
         }
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props.build()))
+        let mut writer = ArrowWriter::try_new(file, schema, Some(props.build()))
             .map_err(|e| encode("*", e.to_string()))?;
-        writer
-            .write(batch)
-            .map_err(|e| encode("*", e.to_string()))?;
+        for batch in batches {
+            writer
+                .write(batch)
+                .map_err(|e| encode("*", e.to_string()))?;
+        }
         let mut file = writer
             .into_inner()
             .map_err(|e| encode("*", e.to_string()))?;
@@ -1482,6 +1489,39 @@ mod tests {
             let random = name == "signature" || name.ends_with(".hash");
             assert_eq!(column.statistics().is_some(), !random, "{name}");
         }
+    }
+
+    #[test]
+    fn stores_before_one_flush_make_one_segment_in_store_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key();
+        let cache = DiskCache::new(dir.path());
+        let many: Vec<_> = (0..9u8).map(entry).collect();
+        for part in [&many[..2], &many[2..3], &many[3..]] {
+            cache.store(&k, &rows(&k, part)).unwrap();
+        }
+        cache.flush().unwrap();
+        let segs = segments(&cache.dataset_dir(&k));
+        assert_eq!(segs.len(), 1);
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(&segs[0]).unwrap()).unwrap();
+        assert_eq!(reader.metadata().num_row_groups(), 1);
+        let batches: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+        let stored: Vec<Signature> = batches
+            .iter()
+            .flat_map(|b| {
+                let sigs = b.column(0).as_fixed_size_binary();
+                (0..b.num_rows())
+                    .map(|r| signature_at(sigs, r))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let want: Vec<Signature> = many.iter().map(|(s, _)| *s).collect();
+        assert_eq!(stored, want);
+        // A new instance reads every row back.
+        let fresh = DiskCache::new(dir.path());
+        let found = get(&fresh, &k, &want);
+        assert_eq!(counts(&found), (0..9).map(Some).collect::<Vec<_>>());
     }
 
     #[test]
