@@ -591,6 +591,72 @@ fn datafusion_calls_the_row_loop_once_per_batch_with_retries_and_failures() {
     );
 }
 
+#[test]
+fn observed_row_loops_fire_the_retry_events_of_the_row_path() {
+    // Per item, the events of a map over `xs` (13 always fails; the others
+    // fail their first attempt only), on `engine`.
+    let events_per_item = |engine: Arc<dyn hypernodes::Engine>, xs: Vec<i64>| {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let node = flaky::node();
+        let inner = node.rows().unwrap().clone();
+        let counted = calls.clone();
+        let node = node.with_rows(Arc::new(move |args, n, retries| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            inner(args, n, retries)
+        }));
+        let rec = common::Recorder::new();
+        let n = xs.len();
+        let r = Pipeline::new([node])
+            .unwrap()
+            .with_shared_engine(engine)
+            .with_callback(rec.clone())
+            .map(
+                Inputs::new().with("x", xs),
+                MapOptions::over(["x"]).on_error(ErrorPolicy::Continue),
+            )
+            .unwrap();
+        assert_eq!(r.failures().len(), 1);
+        let events = rec.take();
+        let per_item: Vec<Vec<String>> = (0..n)
+            .map(|i| {
+                let tag = format!("pipeline[{i}] ");
+                events
+                    .iter()
+                    .filter_map(|e| e.strip_prefix(&tag).map(str::to_string))
+                    .collect()
+            })
+            .collect();
+        (per_item, calls.load(Ordering::SeqCst))
+    };
+    let (row_path, loops) = events_per_item(Arc::new(hypernodes::SeqEngine), vec![40, 41, 13, 42]);
+    assert_eq!(loops, 0, "the sequential engine calls the node per item");
+    let (columnar, loops) = events_per_item(Arc::new(df()), vec![50, 51, 13, 52]);
+    assert!(loops > 0, "observed, the row loop still runs");
+    assert_eq!(
+        row_path[0],
+        [
+            "item_start",
+            "node_start flaky",
+            "node_retry flaky 1 first try",
+            "node_start flaky",
+            "node_end flaky",
+            "item_end"
+        ]
+    );
+    assert_eq!(
+        row_path[2],
+        [
+            "item_start",
+            "node_start flaky",
+            "node_retry flaky 1 unlucky",
+            "node_start flaky",
+            "error flaky",
+            "item_end"
+        ]
+    );
+    assert_eq!(columnar, row_path);
+}
+
 static SCORES: AtomicUsize = AtomicUsize::new(0);
 
 #[node(output = "score")]

@@ -1308,6 +1308,21 @@ impl<'a> MapJob<'a> {
         }
     }
 
+    /// Reports that attempt `attempt` (counting from 1) of step `step`
+    /// failed for item `item` with `error` and will be tried again (the
+    /// `on_node_retry` event).
+    pub fn report_retry(&self, step: usize, item: usize, attempt: u32, error: &NodeError) {
+        if !self.exec.has_callbacks() {
+            return;
+        }
+        if let Some((exec, s, _)) = self.flat().step(self.exec, step) {
+            let name = &exec.node(s).name;
+            exec.emit(&exec.item_path(item), |cb, ctx| {
+                cb.on_node_retry(ctx, name, attempt, error)
+            });
+        }
+    }
+
     /// Whether anyone listens to this map's events (callbacks): engines may
     /// skip gathering what only events need.
     pub fn observed(&self) -> bool {

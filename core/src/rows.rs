@@ -42,6 +42,18 @@ pub struct RowFailure {
     pub error: NodeError,
 }
 
+/// A failed attempt of a [`RowsFn`] call that was tried again (what the
+/// row path reports as a retry event).
+#[derive(Debug)]
+pub struct RowRetry {
+    /// The row's index in the call.
+    pub row: usize,
+    /// The attempt that failed, counting from 1.
+    pub attempt: u32,
+    /// Its error.
+    pub error: NodeError,
+}
+
 /// What a [`RowsFn`] call returns.
 #[derive(Debug, Default)]
 pub struct RowsOut {
@@ -49,6 +61,9 @@ pub struct RowsOut {
     pub columns: Vec<ArrayRef>,
     /// The rows that failed, in order.
     pub failures: Vec<RowFailure>,
+    /// The failed attempts that were retried, in row order (empty for a
+    /// node without retries).
+    pub retries: Vec<RowRetry>,
 }
 
 /// A node's typed row loop (see the module docs): `(arguments, rows,
@@ -193,11 +208,14 @@ impl<T> OpaqueRows for Probe<T> {
 }
 
 /// Runs `f` once per attempt (1 + `retries`) until it succeeds, catching
-/// panics; the failure of the last attempt is returned with the attempts.
+/// panics; each failed attempt that is tried again goes to `retried` (with
+/// its number), and the failure of the last attempt is returned with the
+/// attempts.
 #[doc(hidden)]
 #[inline]
 pub fn attempt<T>(
     retries: u32,
+    mut retried: impl FnMut(u32, NodeError),
     mut f: impl FnMut() -> Result<T, NodeError>,
 ) -> Result<T, (u32, NodeError)> {
     let mut attempts = 1;
@@ -208,7 +226,10 @@ pub fn attempt<T>(
         };
         match outcome {
             Ok(v) => return Ok(v),
-            Err(_) if attempts <= retries => attempts += 1,
+            Err(e) if attempts <= retries => {
+                retried(attempts, e);
+                attempts += 1;
+            }
             Err(e) => return Err((attempts, e)),
         }
     }

@@ -310,12 +310,7 @@ pub(crate) fn lower(
             fields,
             signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
             batch: node.batch().cloned().filter(|_| args_arrow),
-            // The typed row loop; when someone listens to events, only for
-            // nodes without retries (retry events come from the row path).
-            rows: node
-                .rows()
-                .cloned()
-                .filter(|_| !job.observed() || node.retries() == 0),
+            rows: node.rows().cloned(),
             retries: node.retries(),
             concurrency: if node.is_async() {
                 engine.async_concurrency

@@ -280,7 +280,7 @@ pub(crate) struct NodeUdf {
     /// has an Arrow form.
     pub batch: Option<hypernodes_core::BatchFn>,
     /// The node's typed row loop (`#[node]` functions), used when it has
-    /// no batch implementation and nobody listens to node events.
+    /// no batch implementation.
     pub rows: Option<hypernodes_core::rows::RowsFn>,
     /// The node's retries (for the row loop).
     pub retries: u32,
@@ -725,6 +725,17 @@ impl NodeUdf {
                 return Ok((Vec::new(), vec![None; self.outs.len()]));
             }
         };
+        if observed {
+            for retry in &out.retries {
+                // As on the row path: each attempt after a retry starts anew.
+                if let Some(&r) = misses.get(retry.row) {
+                    self.job.with(|j| {
+                        j.report_retry(self.step, items[r], retry.attempt, &retry.error);
+                        j.report_node_start(self.step, items[r]);
+                    });
+                }
+            }
+        }
         let mut failed = out.failures.iter().map(|f| f.row).peekable();
         let mut fresh_rows = Vec::with_capacity(misses.len() - out.failures.len());
         for (k, &r) in misses.iter().enumerate() {

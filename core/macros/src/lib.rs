@@ -540,8 +540,12 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
                     #( #sources )*
                     #( let mut #outs = ::std::vec::Vec::with_capacity(__n); )*
                     let mut __failures = ::std::vec::Vec::new();
+                    let mut __retried = ::std::vec::Vec::new();
                     for __i in 0..__n {
-                        match #krate::rows::attempt(__retries, || {
+                        let __retry = |attempt, error| {
+                            __retried.push(#krate::rows::RowRetry { row: __i, attempt, error });
+                        };
+                        match #krate::rows::attempt(__retries, __retry, || {
                             #( #args_at )*
                             let __r = #ident(#(#arg_idents),*);
                             #handle_result
@@ -556,6 +560,7 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
                     ::std::result::Result::Ok(#krate::rows::RowsOut {
                         columns: ::std::vec![#(#encode),*],
                         failures: __failures,
+                        retries: __retried,
                     })
                 }
             ))
