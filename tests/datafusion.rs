@@ -754,6 +754,166 @@ fn nested_pipelines_are_inlined_into_the_plan() {
     );
 }
 
+#[node(output = "word")]
+fn trim_word(text: &str) -> String {
+    text.trim().to_string()
+}
+
+#[node(output = "shout")]
+fn upper_word(word: &str) -> String {
+    word.to_uppercase()
+}
+
+#[node(output = "size")]
+fn size_of(shout: &str) -> Result<i64, String> {
+    if shout == "BAD" {
+        return Err("a bad word".into());
+    }
+    Ok(shout.len() as i64)
+}
+
+#[node(output = "doubled")]
+fn double_size(size: i64) -> i64 {
+    size * 2
+}
+
+/// The events of an observed map of `outer: trim_word -> scale(measure(
+/// upper_word -> size_of) -> double_size)` over `texts`, per item (in order) and the
+/// events of no item; and the sizes of the row-loop calls of `upper_word`.
+fn observed_nested_events(
+    engine: Arc<dyn hypernodes::Engine>,
+    texts: &[&str],
+    cache: Option<&std::path::Path>,
+) -> (Vec<Vec<String>>, Vec<String>, Vec<usize>) {
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let counted = sizes.clone();
+    let shout_node = upper_word::node();
+    let inner = shout_node.rows().unwrap().clone();
+    let shout_node = shout_node.with_rows(Arc::new(move |args, n, retries| {
+        counted.lock().unwrap().push(n);
+        inner(args, n, retries)
+    }));
+    let measure = Pipeline::new([shout_node, size_of::node()])
+        .unwrap()
+        .with_name("measure");
+    let scale = Pipeline::new([measure.as_node(), double_size::node()])
+        .unwrap()
+        .with_name("scale");
+    let rec = common::Recorder::new();
+    let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    let n = texts.len();
+    let mut outer = Pipeline::new([trim_word::node(), scale.as_node()])
+        .unwrap()
+        .with_name("outer")
+        .with_shared_engine(engine)
+        .with_callback(rec.clone());
+    if let Some(dir) = cache {
+        outer = outer.with_cache(DiskCache::new(dir));
+    }
+    let r = outer
+        .map(
+            Inputs::new().with("text", texts),
+            MapOptions::over(["text"]).on_error(ErrorPolicy::Continue),
+        )
+        .unwrap();
+    assert_eq!(r.failures().len(), 1);
+    let events = rec.take();
+    let item_of = |e: &str| -> Option<usize> {
+        let head = e.split(' ').next()?;
+        let inside = head.split_once('[')?.1.strip_suffix(']')?;
+        inside.parse().ok()
+    };
+    let per_item = (0..n)
+        .map(|i| {
+            events
+                .iter()
+                .filter(|e| item_of(e) == Some(i))
+                .cloned()
+                .collect()
+        })
+        .collect();
+    let others = events
+        .iter()
+        .filter(|e| item_of(e).is_none())
+        .cloned()
+        .collect();
+    let sizes = sizes.lock().unwrap().clone();
+    (per_item, others, sizes)
+}
+
+#[test]
+fn observed_nested_pipelines_are_inlined_with_the_row_engines_events() {
+    let texts = ["a", " bad ", "ccc ", "dd", "e"];
+    let (row_path, row_others, row_loops) =
+        observed_nested_events(Arc::new(SeqEngine), &texts, None);
+    assert!(row_loops.is_empty(), "the sequential engine calls per item");
+    assert_eq!(
+        row_path[0],
+        [
+            "outer[0] item_start",
+            "outer[0] node_start trim_word",
+            "outer[0] node_end trim_word",
+            "outer[0] nested_start scale",
+            "outer/scale[0] pipeline_start",
+            "outer/scale[0] nested_start measure",
+            "outer/scale/measure[0] pipeline_start",
+            "outer/scale/measure[0] node_start upper_word",
+            "outer/scale/measure[0] node_end upper_word",
+            "outer/scale/measure[0] node_start size_of",
+            "outer/scale/measure[0] node_end size_of",
+            "outer/scale/measure[0] pipeline_end",
+            "outer/scale[0] nested_end measure",
+            "outer/scale[0] node_start double_size",
+            "outer/scale[0] node_end double_size",
+            "outer/scale[0] pipeline_end",
+            "outer[0] nested_end scale",
+            "outer[0] item_end"
+        ]
+    );
+    // A failure inside ends the pipelines it is in, not their nodes.
+    assert_eq!(
+        row_path[1][9..],
+        [
+            "outer/scale/measure[1] node_start size_of",
+            "outer/scale/measure[1] error size_of",
+            "outer/scale/measure[1] pipeline_end",
+            "outer/scale[1] pipeline_end",
+            "outer[1] item_end"
+        ]
+    );
+    let (columnar, others, loops) = observed_nested_events(Arc::new(df()), &texts, None);
+    assert!(
+        loops.iter().any(|&n| n > 1),
+        "inlined: the inner row loop runs over batches of outer rows ({loops:?})"
+    );
+    assert_eq!(columnar, row_path);
+    assert_eq!(others, row_others);
+
+    // Warm, the cached inner nodes report hits inside the same events.
+    let warm = |engine: Arc<dyn hypernodes::Engine>| {
+        let dir = tempfile::tempdir().unwrap();
+        observed_nested_events(engine.clone(), &texts, Some(dir.path()));
+        observed_nested_events(engine, &texts, Some(dir.path()))
+    };
+    let (row_warm, row_warm_others, _) = warm(Arc::new(SeqEngine));
+    assert_eq!(
+        row_warm[0][4..8],
+        [
+            "outer/scale[0] nested_start measure",
+            "outer/scale/measure[0] pipeline_start",
+            "outer/scale/measure[0] node_cached upper_word",
+            "outer/scale/measure[0] node_cached size_of",
+        ]
+    );
+    let (columnar_warm, warm_others, loops) = warm(Arc::new(df()));
+    assert_eq!(columnar_warm, row_warm);
+    assert_eq!(warm_others, row_warm_others);
+    assert!(
+        loops.iter().all(|&n| n <= 1),
+        "warm, only the failed item runs again ({loops:?})"
+    );
+}
+
 static LABELS: AtomicUsize = AtomicUsize::new(0);
 
 #[node(output = "label")]

@@ -1308,6 +1308,79 @@ impl<'a> MapJob<'a> {
         }
     }
 
+    /// The inlined pipelines (scope numbers) that begin with step `step`,
+    /// outermost first: before the step runs for an item, an engine
+    /// reports each with [`report_scope_start`](Self::report_scope_start).
+    pub fn scopes_opening(&self, step: usize) -> Vec<usize> {
+        self.flat().opening(step)
+    }
+
+    /// The inlined pipelines that end with step `step`, innermost first:
+    /// after the step ran for an item, an engine reports each with
+    /// [`report_scope_end`](Self::report_scope_end).
+    pub fn scopes_closing(&self, step: usize) -> Vec<usize> {
+        self.flat().closing(step)
+    }
+
+    /// How many inlined pipelines the map has (scopes are numbered
+    /// `1..=count`).
+    pub fn scope_count(&self) -> usize {
+        self.flat().nesting.len()
+    }
+
+    /// Reports that inlined pipeline `scope` starts for item `item`: the
+    /// nested-start event of its node, then its pipeline-start event, as
+    /// the row engines fire them around a nested run.
+    pub fn report_scope_start(&self, scope: usize, item: usize) {
+        if !self.exec.has_callbacks() {
+            return;
+        }
+        let flat = self.flat();
+        let (Some(nest), Some(inner)) = (
+            scope.checked_sub(1).and_then(|k| flat.nesting.get(k)),
+            flat.scope(self.exec, scope),
+        ) else {
+            return;
+        };
+        if let Some(outer) = flat.scope(self.exec, nest.parent) {
+            outer.emit(&outer.item_path(item), |cb, ctx| {
+                cb.on_nested_start(ctx, &nest.node)
+            });
+        }
+        inner.emit(&inner.item_path(item), |cb, ctx| cb.on_pipeline_start(ctx));
+    }
+
+    /// Reports that inlined pipeline `scope` ended for item `item` after
+    /// `elapsed`: its pipeline-end event and, when the item did not fail
+    /// in it (`completed`), its node's nested-end event (a failed nested
+    /// run ends its pipeline but not its node, as on the row engines).
+    pub fn report_scope_end(
+        &self,
+        scope: usize,
+        item: usize,
+        elapsed: std::time::Duration,
+        completed: bool,
+    ) {
+        if !self.exec.has_callbacks() {
+            return;
+        }
+        let flat = self.flat();
+        let (Some(nest), Some(inner)) = (
+            scope.checked_sub(1).and_then(|k| flat.nesting.get(k)),
+            flat.scope(self.exec, scope),
+        ) else {
+            return;
+        };
+        inner.emit(&inner.item_path(item), |cb, ctx| {
+            cb.on_pipeline_end(ctx, elapsed)
+        });
+        if completed && let Some(outer) = flat.scope(self.exec, nest.parent) {
+            outer.emit(&outer.item_path(item), |cb, ctx| {
+                cb.on_nested_end(ctx, &nest.node, elapsed)
+            });
+        }
+    }
+
     /// Reports that attempt `attempt` (counting from 1) of step `step`
     /// failed for item `item` with `error` and will be tried again (the
     /// `on_node_retry` event).

@@ -12,12 +12,16 @@
 //! inner outputs fill the outer slots they are mapped to. Values bound in
 //! the inner pipeline itself become fixed inputs of the flat plan.
 //!
+//! An inlined pipeline keeps its events: engines fire its nested-start and
+//! pipeline-start events for an item before the first of its steps
+//! ([`Flat::opening`]) and its pipeline-end and nested-end events after the
+//! last ([`Flat::closing`]), as the row engines do around a nested run.
+//!
 //! A nested pipeline stays one step (run per row through
 //! [`Exec::call_nested`], exactly as the row engines run it) when inlining
-//! would change what users observe: when anyone listens to events (nested
-//! and pipeline events fire per row), when the inner pipeline has its own
-//! engine or cache, for `map_over` nodes, and when an inner output is also
-//! an inner input.
+//! would change what users observe: when the inner pipeline has its own
+//! engine, cache or callbacks, for `map_over` nodes, and when an inner
+//! output is also an inner input.
 
 use crate::exec::Exec;
 use crate::node::{Node, NodeKind};
@@ -46,11 +50,20 @@ pub(crate) struct FlatFixed {
     pub value: Value,
 }
 
+/// An inlined pipeline: the scope it is nested in and its node's name.
+#[derive(Debug)]
+pub(crate) struct FlatScope {
+    pub parent: usize,
+    pub node: String,
+}
+
 /// See the module docs.
 pub(crate) struct Flat<'a> {
     /// Scopes 1.. (scope 0 is the map's own [`Exec`]); `None` only while
     /// being filled.
     scopes: Vec<Option<Exec<'a>>>,
+    /// Scopes 1..: where each is nested.
+    pub nesting: Vec<FlatScope>,
     pub steps: Vec<FlatStep>,
     pub slot_count: usize,
     pub fixed: Vec<FlatFixed>,
@@ -61,14 +74,54 @@ impl<'a> Flat<'a> {
     pub fn new(root: &Exec<'a>) -> Flat<'a> {
         let mut flat = Flat {
             scopes: Vec::new(),
+            nesting: Vec::new(),
             steps: Vec::new(),
             slot_count: root.plan().slot_count,
             fixed: Vec::new(),
         };
         let identity: Vec<usize> = (0..root.plan().slot_count).collect();
-        let inline = !root.has_callbacks();
-        flat.add_scope(root, 0, &identity, inline);
+        flat.add_scope(root, 0, &identity);
         flat
+    }
+
+    /// The executor of scope `scope` (0: the map's own).
+    pub fn scope<'s>(&'s self, root: &'s Exec<'a>, scope: usize) -> Option<&'s Exec<'a>> {
+        match scope {
+            0 => Some(root),
+            k => self.scopes.get(k - 1)?.as_ref(),
+        }
+    }
+
+    /// The inlined scopes step `step` is in, outermost first.
+    fn chain(&self, step: usize) -> Vec<usize> {
+        let mut chain = Vec::new();
+        let mut scope = self.steps.get(step).map_or(0, |s| s.scope);
+        while scope != 0 {
+            chain.push(scope);
+            scope = self.nesting[scope - 1].parent;
+        }
+        chain.reverse();
+        chain
+    }
+
+    /// The inlined scopes that begin with step `step`, outermost first.
+    pub fn opening(&self, step: usize) -> Vec<usize> {
+        let before = match step {
+            0 => Vec::new(),
+            s => self.chain(s - 1),
+        };
+        let mut open = self.chain(step);
+        open.retain(|s| !before.contains(s));
+        open
+    }
+
+    /// The inlined scopes that end with step `step`, innermost first.
+    pub fn closing(&self, step: usize) -> Vec<usize> {
+        let after = self.chain(step + 1);
+        let mut close = self.chain(step);
+        close.retain(|s| !after.contains(s));
+        close.reverse();
+        close
     }
 
     /// The scope of step `step` with the step itself.
@@ -78,20 +131,17 @@ impl<'a> Flat<'a> {
         step: usize,
     ) -> Option<(&'s Exec<'a>, &'s Step, &'s FlatStep)> {
         let fs = self.steps.get(step)?;
-        let exec = match fs.scope {
-            0 => root,
-            k => self.scopes.get(k - 1)?.as_ref()?,
-        };
+        let exec = self.scope(root, fs.scope)?;
         Some((exec, exec.plan().steps.get(fs.step)?, fs))
     }
 
-    fn add_scope(&mut self, exec: &Exec<'a>, scope: usize, slot_of: &[usize], inline: bool) {
+    fn add_scope(&mut self, exec: &Exec<'a>, scope: usize, slot_of: &[usize]) {
         let plan: &'a Plan = exec.plan();
         for (i, s) in plan.steps.iter().enumerate() {
             let node: &'a Node = exec.node(s);
             let args: Vec<usize> = s.args.iter().map(|&a| slot_of[a]).collect();
             let outs: Vec<Option<usize>> = s.outs.iter().map(|o| o.map(|o| slot_of[o])).collect();
-            if inline && self.try_inline(exec, node, s, &args, &outs) {
+            if self.try_inline(exec, scope, node, s, &args, &outs) {
                 continue;
             }
             self.steps.push(FlatStep {
@@ -107,6 +157,7 @@ impl<'a> Flat<'a> {
     fn try_inline(
         &mut self,
         exec: &Exec<'a>,
+        parent: usize,
         node: &'a Node,
         s: &'a Step,
         args: &[usize],
@@ -118,6 +169,10 @@ impl<'a> Flat<'a> {
         let (Some(plan), None) = (s.inner.as_deref(), &node.mapping) else {
             return false;
         };
+        if plan.steps.is_empty() {
+            // Nothing to hang its events on.
+            return false;
+        }
         if !inner.callbacks.is_empty() || inner.cache.is_some() || inner.engine.is_some() {
             return false;
         }
@@ -159,8 +214,12 @@ impl<'a> Flat<'a> {
         let scope = exec.inner_scope(node, inner, plan);
         // Scopes are numbered in the order they are entered.
         self.scopes.push(None);
+        self.nesting.push(FlatScope {
+            parent,
+            node: node.name.clone(),
+        });
         let id = self.scopes.len();
-        self.add_scope(&scope, id, &slot_of, true);
+        self.add_scope(&scope, id, &slot_of);
         self.scopes[id - 1] = Some(scope);
         true
     }

@@ -188,6 +188,7 @@ pub(crate) fn lower(
         cm.len,
         job.observed(),
         job.policy() == hypernodes_core::ErrorPolicy::Stop,
+        job.scope_count(),
     ));
     let steps = cm.steps.len();
     let cache = job.cache().cloned();
@@ -312,6 +313,8 @@ pub(crate) fn lower(
             batch: node.batch().cloned().filter(|_| args_arrow),
             rows: node.rows().cloned(),
             retries: node.retries(),
+            opens: job.scopes_opening(step.index),
+            closes: job.scopes_closing(step.index),
             concurrency: if node.is_async() {
                 engine.async_concurrency
             } else {

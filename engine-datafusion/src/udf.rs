@@ -77,6 +77,9 @@ pub(crate) struct Shared {
     pub fatal: std::sync::Mutex<Option<Error>>,
     /// When each item started (only when the map is observed).
     started: Vec<std::sync::OnceLock<std::time::Instant>>,
+    /// Per inlined pipeline (scope `1..`; index 0 unused), when each item
+    /// entered it (only when the map is observed).
+    scope_started: Vec<Vec<std::sync::OnceLock<std::time::Instant>>>,
     /// Under the stop policy, the earliest failed item so far: later items
     /// are not computed (the map fails with the earliest failure, as the
     /// sequential engine's, so items before it still run).
@@ -84,18 +87,29 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(len: usize, observed: bool, stop: bool) -> Self {
+    pub fn new(len: usize, observed: bool, stop: bool, scopes: usize) -> Self {
+        let times = || (0..len).map(|_| std::sync::OnceLock::new()).collect();
         Shared {
             failed: (0..len).map(|_| AtomicBool::new(false)).collect(),
             stop_after: stop.then(|| std::sync::atomic::AtomicUsize::new(usize::MAX)),
             failures: Default::default(),
             fatal: Default::default(),
-            started: if observed {
-                (0..len).map(|_| std::sync::OnceLock::new()).collect()
+            started: if observed { times() } else { Vec::new() },
+            scope_started: if observed {
+                (0..=scopes).map(|_| times()).collect()
             } else {
                 Vec::new()
             },
         }
+    }
+
+    /// When item `item` entered inlined pipeline `scope`, if it did.
+    fn entered(
+        &self,
+        scope: usize,
+        item: usize,
+    ) -> Option<&std::sync::OnceLock<std::time::Instant>> {
+        self.scope_started.get(scope)?.get(item)
     }
 
     /// Whether anyone listens to the map's events.
@@ -284,6 +298,10 @@ pub(crate) struct NodeUdf {
     pub rows: Option<hypernodes_core::rows::RowsFn>,
     /// The node's retries (for the row loop).
     pub retries: u32,
+    /// The inlined pipelines that begin with this step (outermost first)
+    /// and that end with it (innermost first): their events fire per row.
+    pub opens: Vec<usize>,
+    pub closes: Vec<usize>,
     /// Rows called at once (more than one for async nodes).
     pub concurrency: usize,
 }
@@ -351,6 +369,17 @@ impl ScalarUDFImpl for NodeUdf {
                     s.get_or_init(std::time::Instant::now);
                 }
                 self.job.with(|j| j.report_item_start(item));
+            }
+        }
+
+        if self.shared.observed() {
+            for &scope in &self.opens {
+                for &r in &live {
+                    if let Some(t) = self.shared.entered(scope, items[r]) {
+                        t.get_or_init(std::time::Instant::now);
+                    }
+                    self.job.with(|j| j.report_scope_start(scope, items[r]));
+                }
             }
         }
 
@@ -505,6 +534,19 @@ impl ScalarUDFImpl for NodeUdf {
             arrays.push(hash);
         }
         let out = StructArray::try_new(self.fields.clone(), arrays, None)?;
+        if self.shared.observed() {
+            for &scope in &self.closes {
+                for &item in &items {
+                    let Some(entered) = self.shared.entered(scope, item).and_then(|t| t.get())
+                    else {
+                        continue;
+                    };
+                    let completed = !self.shared.is_failed(item);
+                    self.job
+                        .with(|j| j.report_scope_end(scope, item, entered.elapsed(), completed));
+                }
+            }
+        }
         if self.last && self.shared.observed() {
             for &item in &items {
                 let elapsed = self
