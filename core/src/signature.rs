@@ -261,6 +261,25 @@ impl NodeKey {
         out
     }
 
+    /// Signatures of a one-input node for a whole column of its input's
+    /// value hashes (a `FixedSizeBinary(32)` array): hashed where they lie,
+    /// written straight into the result, null where the input hash is.
+    /// `None` when the key is not for one input or the column does not
+    /// hold 32-byte hashes.
+    pub fn sign_column(&self, hashes: &arrow_array::FixedSizeBinaryArray) -> Option<ArrayRef> {
+        if self.inputs != 1 || hashes.value_length() != 32 {
+            return None;
+        }
+        let msgs: Vec<&[u8]> = (0..hashes.len()).map(|r| hashes.value(r)).collect();
+        let mut out = vec![[0u8; 32]; msgs.len()];
+        lanes::keyed_hash_many(&self.key, &msgs, &mut out);
+        Some(std::sync::Arc::new(arrow_array::FixedSizeBinaryArray::new(
+            32,
+            out.into_flattened().into(),
+            hashes.nulls().cloned(),
+        )))
+    }
+
     /// The node's signature for one item from its inputs' value hashes, in
     /// the node's input order (there must be as many as the key was made for;
     /// a different count gives a different key's signature, never a collision).
@@ -392,6 +411,30 @@ mod tests {
                 assert_eq!(*got, want, "{inputs} inputs, row {r}");
             }
         }
+    }
+
+    #[test]
+    fn signing_a_column_equals_signing_each_row() {
+        let code = Signature::of_bytes("code", b"fn f");
+        let x = sigs(&(0..100i64).collect::<Vec<_>>());
+        let mut bytes = Vec::new();
+        for s in &x {
+            bytes.extend_from_slice(&s.0);
+        }
+        let nulls = arrow_buffer::NullBuffer::from_iter((0..100).map(|r| r % 9 != 4));
+        let column = arrow_array::FixedSizeBinaryArray::new(32, bytes.into(), Some(nulls));
+        let key = NodeKey::new(&code, 1, b"");
+        let signed = key.sign_column(&column).unwrap();
+        let signed = arrow_array::cast::AsArray::as_fixed_size_binary(signed.as_ref());
+        for (r, s) in x.iter().enumerate() {
+            if r % 9 == 4 {
+                assert!(signed.is_null(r), "row {r}");
+            } else {
+                assert_eq!(signed.value(r), key.sign(&[*s]).as_bytes(), "row {r}");
+            }
+        }
+        // Only for one-input keys.
+        assert!(NodeKey::new(&code, 2, b"").sign_column(&column).is_none());
     }
 
     #[test]

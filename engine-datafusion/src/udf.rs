@@ -243,6 +243,12 @@ impl ScalarUDFImpl for SigUdf {
         let n = args.number_rows;
         let columns = ColumnarValue::values_to_arrays(&args.args)?;
         let hashes = columns.iter().map(fsb).collect::<DfResult<Vec<_>>>()?;
+        if let ([Arg::Column { .. }], [column]) = (self.args.as_slice(), hashes.as_slice())
+            && let Some(signed) = self.key.sign_column(column)
+        {
+            // One input column (the common case): hashed where it lies.
+            return Ok(ColumnarValue::Array(signed));
+        }
         let sigs = self.key.sign_rows(n, |row, inputs| {
             let mut columns = hashes.iter();
             for arg in &self.args {

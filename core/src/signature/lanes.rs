@@ -53,15 +53,7 @@ impl<'a, const N: usize> Group<'a, N> {
     }
 
     /// Block `b` of lane `l`, its length and flags.
-    fn block<'p>(
-        &self,
-        l: usize,
-        b: usize,
-        pad: &'p mut [u8; BLOCK_LEN],
-    ) -> (&'p [u8; BLOCK_LEN], u32, u32)
-    where
-        'a: 'p,
-    {
+    fn block(&self, l: usize, b: usize) -> (&'a [u8], u32) {
         let msg = self.msgs.get(l).copied().unwrap_or(&[]);
         let start = (b * BLOCK_LEN).min(msg.len());
         let bytes = &msg[start..(start + BLOCK_LEN).min(msg.len())];
@@ -72,15 +64,7 @@ impl<'a, const N: usize> Group<'a, N> {
         if b + 1 == self.blocks[l] {
             flags |= CHUNK_END | ROOT;
         }
-        let block: &'p [u8; BLOCK_LEN] = match bytes.try_into() {
-            Ok(full) => full,
-            Err(_) => {
-                pad.fill(0);
-                pad[..bytes.len()].copy_from_slice(bytes);
-                pad
-            }
-        };
-        (block, bytes.len() as u32, flags)
+        (bytes, flags)
     }
 }
 
@@ -113,7 +97,7 @@ mod avx2 {
 
     use std::arch::x86_64::*;
 
-    use super::{BLOCK_LEN, Group, IV, LANES, PERMUTATION};
+    use super::{Group, IV, LANES, PERMUTATION};
 
     /// Eight 64-byte blocks (one per lane) as sixteen message words, each
     /// holding that word of every lane.
@@ -123,17 +107,17 @@ mod avx2 {
         group: &Group<'_, N>,
         lanes: std::ops::Range<usize>,
         b: usize,
-        pads: &mut [[u8; BLOCK_LEN]; LANES],
         lens: &mut [i32; N],
         flags: &mut [i32; N],
     ) -> [__m256i; 16] {
         let mut low = [_mm256_setzero_si256(); LANES];
         let mut high = [_mm256_setzero_si256(); LANES];
-        for (k, (l, pad)) in lanes.zip(pads.iter_mut()).enumerate() {
-            let (block, len, flag) = group.block(l, b, pad);
-            low[k] = load(&block[..32]);
-            high[k] = load(&block[32..]);
-            lens[l] = len as i32;
+        let mut pad = [0u8; 32];
+        for (k, l) in lanes.enumerate() {
+            let (block, flag) = group.block(l, b);
+            low[k] = half(block, &mut pad);
+            high[k] = half(block.get(32..).unwrap_or(&[]), &mut pad);
+            lens[l] = block.len() as i32;
             flags[l] = flag as i32;
         }
         let low = transpose(low);
@@ -247,6 +231,22 @@ mod avx2 {
         ]
     }
 
+    /// The first 32 bytes of `bytes` (zero-padded) as eight words; read in
+    /// place when there are 32.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn half(bytes: &[u8], pad: &mut [u8; 32]) -> __m256i {
+        match bytes.len() {
+            0 => _mm256_setzero_si256(),
+            n if n >= 32 => load(bytes),
+            n => {
+                pad.fill(0);
+                pad[..n].copy_from_slice(bytes);
+                load(pad)
+            }
+        }
+    }
+
     #[inline]
     #[target_feature(enable = "avx2")]
     fn load(bytes: &[u8]) -> __m256i {
@@ -260,11 +260,10 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) fn hash_group(key: &[u32; 8], group: &Group<'_, LANES>, out: &mut [[u8; 32]]) {
         let mut cv: [__m256i; 8] = std::array::from_fn(|i| _mm256_set1_epi32(key[i] as i32));
-        let mut pads = [[0u8; BLOCK_LEN]; LANES];
         for b in 0..group.most {
             let mut lens = [0i32; LANES];
             let mut flags = [0i32; LANES];
-            let mut m = message_words(group, 0..LANES, b, &mut pads, &mut lens, &mut flags);
+            let mut m = message_words(group, 0..LANES, b, &mut lens, &mut flags);
             let mut s: [__m256i; 16] = std::array::from_fn(|i| match i {
                 0..8 => cv[i],
                 8..12 => _mm256_set1_epi32(IV[i - 8] as i32),
@@ -297,7 +296,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::avx2::{message_words, store_digests};
-    use super::{BLOCK_LEN, Group, IV, LANES, PERMUTATION, WIDE};
+    use super::{Group, IV, LANES, PERMUTATION, WIDE};
 
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -329,12 +328,11 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx2")]
     pub(super) fn hash_group(key: &[u32; 8], group: &Group<'_, WIDE>, out: &mut [[u8; 32]]) {
         let mut cv: [__m512i; 8] = std::array::from_fn(|i| _mm512_set1_epi32(key[i] as i32));
-        let mut pads = [[0u8; BLOCK_LEN]; LANES];
         for b in 0..group.most {
             let mut lens = [0i32; WIDE];
             let mut flags = [0i32; WIDE];
-            let low = message_words(group, 0..LANES, b, &mut pads, &mut lens, &mut flags);
-            let high = message_words(group, LANES..WIDE, b, &mut pads, &mut lens, &mut flags);
+            let low = message_words(group, 0..LANES, b, &mut lens, &mut flags);
+            let high = message_words(group, LANES..WIDE, b, &mut lens, &mut flags);
             let mut m: [__m512i; 16] = std::array::from_fn(|i| join(low[i], high[i]));
             let mut s: [__m512i; 16] = std::array::from_fn(|i| match i {
                 0..8 => cv[i],
