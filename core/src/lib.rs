@@ -43,6 +43,7 @@ pub mod pipeline;
 pub mod rows;
 mod runtime;
 pub mod signature;
+pub mod typed;
 pub mod value;
 
 pub use cache::{
