@@ -1332,22 +1332,28 @@ impl<'a> MapJob<'a> {
     /// nested-start event of its node, then its pipeline-start event, as
     /// the row engines fire them around a nested run.
     pub fn report_scope_start(&self, scope: usize, item: usize) {
-        if !self.exec.has_callbacks() {
-            return;
-        }
-        let flat = self.flat();
-        let (Some(nest), Some(inner)) = (
-            scope.checked_sub(1).and_then(|k| flat.nesting.get(k)),
-            flat.scope(self.exec, scope),
-        ) else {
+        let Some((node, outer, inner)) = self.inlined(scope) else {
             return;
         };
-        if let Some(outer) = flat.scope(self.exec, nest.parent) {
-            outer.emit(&outer.item_path(item), |cb, ctx| {
-                cb.on_nested_start(ctx, &nest.node)
-            });
-        }
+        outer.emit(&outer.item_path(item), |cb, ctx| {
+            cb.on_nested_start(ctx, node)
+        });
         inner.emit(&inner.item_path(item), |cb, ctx| cb.on_pipeline_start(ctx));
+    }
+
+    /// Inlined pipeline `scope` when anyone listens: its node's name, the
+    /// scope it is nested in and its own.
+    fn inlined(&self, scope: usize) -> Option<(&str, &Exec<'a>, &Exec<'a>)> {
+        if !self.exec.has_callbacks() {
+            return None;
+        }
+        let flat = self.flat();
+        let nest = flat.nesting.get(scope.checked_sub(1)?)?;
+        Some((
+            nest.node.as_str(),
+            flat.scope(self.exec, nest.parent)?,
+            flat.scope(self.exec, scope)?,
+        ))
     }
 
     /// Reports that inlined pipeline `scope` ended for item `item` after
@@ -1361,22 +1367,15 @@ impl<'a> MapJob<'a> {
         elapsed: std::time::Duration,
         completed: bool,
     ) {
-        if !self.exec.has_callbacks() {
-            return;
-        }
-        let flat = self.flat();
-        let (Some(nest), Some(inner)) = (
-            scope.checked_sub(1).and_then(|k| flat.nesting.get(k)),
-            flat.scope(self.exec, scope),
-        ) else {
+        let Some((node, outer, inner)) = self.inlined(scope) else {
             return;
         };
         inner.emit(&inner.item_path(item), |cb, ctx| {
             cb.on_pipeline_end(ctx, elapsed)
         });
-        if completed && let Some(outer) = flat.scope(self.exec, nest.parent) {
+        if completed {
             outer.emit(&outer.item_path(item), |cb, ctx| {
-                cb.on_nested_end(ctx, &nest.node, elapsed)
+                cb.on_nested_end(ctx, node, elapsed)
             });
         }
     }
