@@ -3,12 +3,15 @@
 //! A signature or hash column hashes one short message per row: a node's
 //! input hashes (one or two 64-byte blocks), a value's row encoding (mostly
 //! one block). Hashed one at a time, each message runs one compression in a
-//! single vector register and pays the hasher's setup. Here [`LANES`]
-//! messages are compressed at once, message `l` in lane `l` of every state
-//! word, which is the same arithmetic eight times over and vectorizes
-//! cleanly. The digests are exactly those of `blake3::keyed_hash` (the tests
-//! compare them for every length up to two chunks); messages longer than one
-//! chunk (1024 bytes) are rare here and go to the `blake3` crate.
+//! single vector register and pays the hasher's setup. Here [`WIDE`] (with
+//! AVX-512) or [`LANES`] (with AVX2) messages are compressed at once,
+//! message `l` in lane `l` of every state word: the same arithmetic sixteen
+//! or eight times over. Messages of different lengths share a group; a
+//! lane whose message has ended computes on, and its result is ignored. The
+//! digests are exactly those of `blake3::keyed_hash` (the tests compare
+//! every path the CPU has, for every length up to two chunks); messages
+//! longer than one chunk (1024 bytes) are rare here and go to the `blake3`
+//! crate, as does everything on CPUs without AVX2.
 //!
 //! The compression function is BLAKE3's, written from its specification: a
 //! 16-word state of the chaining value, four IV words, the block counter,
@@ -34,8 +37,8 @@ const IV: [u32; 8] = [
 /// How the message words are reordered between rounds.
 const PERMUTATION: [usize; 16] = [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8];
 
-/// One group's messages: the number of blocks of each, and its block `b`
-/// zero-padded to 64 bytes (empty once the message has ended).
+/// One group's messages and the number of 64-byte blocks of each (an
+/// empty message has one, empty).
 struct Group<'a, const N: usize> {
     msgs: &'a [&'a [u8]],
     blocks: [usize; N],
@@ -52,7 +55,8 @@ impl<'a, const N: usize> Group<'a, N> {
         Group { msgs, blocks, most }
     }
 
-    /// Block `b` of lane `l`, its length and flags.
+    /// Block `b` of lane `l` (at most 64 bytes; empty once the message has
+    /// ended) and its flags.
     fn block(&self, l: usize, b: usize) -> (&'a [u8], u32) {
         let msg = self.msgs.get(l).copied().unwrap_or(&[]);
         let start = (b * BLOCK_LEN).min(msg.len());
@@ -92,7 +96,7 @@ macro_rules! rounds {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    //! The compression of [`LANES`](super::LANES) blocks in AVX2 registers,
+    //! The compression of [`LANES`] blocks in AVX2 registers,
     //! one 32-bit lane per message.
 
     use std::arch::x86_64::*;
@@ -288,7 +292,7 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    //! The compression of [`WIDE`](super::WIDE) blocks in AVX-512
+    //! The compression of [`WIDE`] blocks in AVX-512
     //! registers, one 32-bit lane per message; the message words are
     //! gathered and the digests scattered eight lanes at a time by the AVX2
     //! transposes.
