@@ -402,22 +402,31 @@ pub trait Cache: Send + Sync {
     }
 }
 
-/// A dataset's index: each stored signature's first 8 bytes to its row,
-/// `batch << 32 | row`. Open addressing with linear probing over a
-/// power-of-two table of `(prefix, row + 1)` pairs (`0`: empty); the prefix
-/// of a uniformly random signature is its own hash. Lookups come in batches,
-/// so the slot of a key a few positions ahead is prefetched while the
-/// current one is probed: a million-row index does not fit in cache, and
-/// this hides most of the memory latency of random probes. A later insert
-/// of the same prefix replaces the earlier one.
+/// A dataset's index: where each stored signature's row is, rows counted
+/// over all of the dataset's batches in order. Open addressing with linear
+/// probing over a power-of-two table of 8-byte slots, at most half full:
+/// the high 32 bits of the signature's first 8 bytes (its *tag*) and its
+/// row + 1 (`0`: empty). The slot a signature probes from comes from the low
+/// bits of the same 8 bytes (a uniformly random signature's bytes are their
+/// own hash), so a slot matches on 32 + log2(slots) bits; every match is
+/// confirmed against the full stored signature by the caller's `same`. Two
+/// signatures sharing a tag are both kept; a later insert of the same
+/// signature replaces the earlier row. Lookups come in batches, so the slot
+/// of a key a few positions ahead is prefetched while the current one is
+/// probed: a million-row index does not fit in cache, and this hides most of
+/// the memory latency of random probes.
 #[derive(Default)]
 struct SigIndex {
-    slots: Vec<(u64, u64)>,
+    slots: Vec<u64>,
     len: usize,
 }
 
+/// The most rows a dataset indexes (row + 1 must fit a slot's 32 bits);
+/// rows beyond are not loaded, and their items are recomputed.
+const MAX_ROWS: usize = u32::MAX as usize - 1;
+
 /// The most index entries [`DiskCache`]'s `prepare` reserves room for
-/// (4M entries: a 128 MiB table).
+/// (4M entries: a 64 MiB table).
 const PREPARE_LIMIT: usize = 1 << 22;
 
 /// How far ahead lookups prefetch.
@@ -441,77 +450,87 @@ impl SigIndex {
         self.slots.len().wrapping_sub(1)
     }
 
-    /// Makes room for `more` entries (load factor at most 1/2).
-    fn reserve(&mut self, more: usize) {
+    fn tag(key: u64) -> u64 {
+        key >> 32
+    }
+
+    fn pack(key: u64, row: u32) -> u64 {
+        Self::tag(key) << 32 | (row as u64 + 1)
+    }
+
+    /// The row of a full slot.
+    fn row(slot: u64) -> u32 {
+        ((slot & 0xffff_ffff) - 1) as u32
+    }
+
+    /// The table size that holds `len + more` entries at most half full, if
+    /// the current one does not (the caller then re-inserts everything).
+    fn grown(&self, more: usize) -> Option<usize> {
         let need = (self.len + more)
             .saturating_mul(2)
             .next_power_of_two()
             .max(16);
-        if need <= self.slots.len() {
-            return;
-        }
-        let old = std::mem::replace(&mut self.slots, vec![(0, 0); need]);
-        self.len = 0;
-        for (key, at) in old {
-            if at != 0 {
-                self.insert(key, at - 1);
-            }
+        (need > self.slots.len()).then_some(need)
+    }
+
+    /// An empty index of `slots` slots (a power of two).
+    fn with_slots(slots: usize) -> SigIndex {
+        SigIndex {
+            slots: vec![0; slots],
+            len: 0,
         }
     }
 
-    fn insert(&mut self, key: u64, at: u64) {
-        if (self.len + 1) * 2 > self.slots.len() {
-            self.reserve(self.len.max(8));
-        }
+    /// Where key `key` would start probing, for prefetching.
+    fn home(&self, key: u64) -> &u64 {
+        &self.slots[key as usize & self.mask()]
+    }
+
+    /// Inserts `row` under `key`; `same(other)` tells whether row `other`,
+    /// found under the same tag, holds the same signature (it is replaced).
+    /// The table must have room (see [`SigIndex::grown`]).
+    fn insert(&mut self, key: u64, row: u32, same: impl Fn(u32) -> bool) {
         let mask = self.mask();
+        let tag = Self::tag(key);
         let mut i = key as usize & mask;
         loop {
-            let slot = &mut self.slots[i];
-            if slot.1 == 0 {
-                *slot = (key, at + 1);
+            let slot = self.slots[i];
+            if slot == 0 {
+                self.slots[i] = Self::pack(key, row);
                 self.len += 1;
                 return;
             }
-            if slot.0 == key {
-                slot.1 = at + 1;
+            if slot >> 32 == tag && same(Self::row(slot)) {
+                self.slots[i] = Self::pack(key, row);
                 return;
             }
             i = (i + 1) & mask;
         }
     }
 
-    /// Inserts `keys[r]` at `base | r` for every `r`, prefetching ahead.
-    fn insert_many(&mut self, keys: &[u64], base: u64) {
-        self.reserve(keys.len());
-        let mask = self.mask();
-        for (r, &key) in keys.iter().enumerate() {
-            if let Some(&ahead) = keys.get(r + PREFETCH) {
-                prefetch(&self.slots[ahead as usize & mask]);
-            }
-            self.insert(key, base | r as u64);
-        }
-    }
-
-    fn get(&self, key: u64) -> Option<u64> {
+    /// The row under `key` for which `matches` holds.
+    fn find(&self, key: u64, matches: impl Fn(u32) -> bool) -> Option<u32> {
         if self.slots.is_empty() {
             return None;
         }
         let mask = self.mask();
+        let tag = Self::tag(key);
         let mut i = key as usize & mask;
         loop {
-            let (k, at) = self.slots[i];
-            if at == 0 {
+            let slot = self.slots[i];
+            if slot == 0 {
                 return None;
             }
-            if k == key {
-                return Some(at - 1);
+            if slot >> 32 == tag && matches(Self::row(slot)) {
+                return Some(Self::row(slot));
             }
             i = (i + 1) & mask;
         }
     }
 
-    /// `get` for many keys, prefetching ahead.
-    fn get_many(&self, keys: &[u64]) -> Vec<Option<u64>> {
+    /// For each key, the row of the first slot with its tag (a candidate
+    /// to confirm; `None`: not stored), prefetching ahead.
+    fn candidates(&self, keys: &[u64]) -> Vec<Option<u32>> {
         if self.slots.is_empty() {
             return vec![None; keys.len()];
         }
@@ -519,15 +538,30 @@ impl SigIndex {
         let mut out = Vec::with_capacity(keys.len());
         for (n, &key) in keys.iter().enumerate() {
             if let Some(&ahead) = keys.get(n + PREFETCH) {
-                prefetch(&self.slots[ahead as usize & mask]);
+                prefetch(self.home(ahead));
             }
-            out.push(self.get(key));
+            let tag = Self::tag(key);
+            let mut i = key as usize & mask;
+            out.push(loop {
+                let slot = self.slots[i];
+                if slot == 0 {
+                    break None;
+                }
+                if slot >> 32 == tag {
+                    break Some(Self::row(slot));
+                }
+                i = (i + 1) & mask;
+            });
         }
         out
     }
 
-    fn values(&self) -> impl Iterator<Item = u64> + '_ {
-        self.slots.iter().filter(|s| s.1 != 0).map(|s| s.1 - 1)
+    /// Every indexed row.
+    fn rows(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots
+            .iter()
+            .filter(|&&s| s != 0)
+            .map(|&s| Self::row(s))
     }
 }
 
@@ -539,14 +573,17 @@ fn prefix(sig: &[u8]) -> u64 {
 }
 
 /// One node version's loaded segments: Arrow batches laid out as on disk
-/// (signature, outputs, hashes) and an index from each signature's first 8
-/// bytes to its row, `batch << 32 | row`. A hit is confirmed against the
-/// full signature in the batch, so two signatures sharing a prefix can only
-/// cost a recomputation, never return a wrong row. Small entries keep the
-/// index of a million rows compact (about 16 bytes a row instead of 40).
+/// (signature, outputs, hashes) and an index of their signatures (see
+/// [`SigIndex`]: every hit is confirmed against the full signature in its
+/// batch, so a lookup never returns another signature's row). The index
+/// costs about 16 bytes a row.
 #[derive(Default)]
 struct Dataset {
     batches: Vec<RecordBatch>,
+    /// The first row (counted over all batches) of each batch.
+    starts: Vec<u32>,
+    /// Rows over all batches.
+    rows: usize,
     index: SigIndex,
     segments: HashSet<PathBuf>,
     /// When the directory was last listed for new segments.
@@ -560,39 +597,121 @@ struct Dataset {
 /// more than the lookups themselves.
 const LISTING_TTL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// The signature column of each batch.
+fn signature_columns(batches: &[RecordBatch]) -> Vec<&FixedSizeBinaryArray> {
+    batches
+        .iter()
+        .map(|b| b.column(0).as_fixed_size_binary())
+        .collect()
+}
+
+/// Batch and row of row `row` counted over all batches (`starts`: the
+/// first row of each batch), trying batch `hint` first.
+fn locate(starts: &[u32], row: u32, hint: usize) -> (usize, usize) {
+    let within = |b: usize| starts[b] <= row && starts.get(b + 1).is_none_or(|&next| row < next);
+    let b = if hint < starts.len() && within(hint) {
+        hint
+    } else {
+        starts.partition_point(|&s| s <= row).saturating_sub(1)
+    };
+    (b, (row - starts[b]) as usize)
+}
+
 impl Dataset {
+    /// Adds a batch and indexes its rows (a batch that would take the
+    /// dataset past [`MAX_ROWS`] is left out: its items are recomputed).
     fn add(&mut self, batch: RecordBatch) {
-        let b = (self.batches.len() as u64) << 32;
-        let sigs = batch.column(0).as_fixed_size_binary();
-        let keys: Vec<u64> = (0..batch.num_rows())
-            .map(|r| prefix(sigs.value(r)))
-            .collect();
-        self.index.insert_many(&keys, b);
+        let n = batch.num_rows();
+        if self.rows + n > MAX_ROWS {
+            return;
+        }
+        let start = self.rows as u32;
+        self.starts.push(start);
         self.batches.push(batch);
+        self.rows += n;
+        match self.index.grown(n) {
+            Some(slots) => self.reindex(slots),
+            None => self.index_rows(self.batches.len() - 1),
+        }
+    }
+
+    /// Makes room in the index for `more` rows.
+    fn reserve(&mut self, more: usize) {
+        if let Some(slots) = self.index.grown(more) {
+            self.reindex(slots);
+        }
+    }
+
+    /// Rebuilds the index with `slots` slots, every batch in order.
+    fn reindex(&mut self, slots: usize) {
+        self.index = SigIndex::with_slots(slots);
+        for b in 0..self.batches.len() {
+            self.index_rows(b);
+        }
+    }
+
+    /// Indexes batch `b`'s rows, prefetching ahead.
+    fn index_rows(&mut self, b: usize) {
+        let Dataset {
+            batches,
+            starts,
+            index,
+            ..
+        } = self;
+        let columns = signature_columns(batches);
+        let sigs = columns[b];
+        let stored = |row: u32| {
+            let (b, r) = locate(starts, row, b);
+            columns[b].value(r)
+        };
+        for r in 0..sigs.len() {
+            if r + PREFETCH < sigs.len() {
+                prefetch(index.home(prefix(sigs.value(r + PREFETCH))));
+            }
+            let sig = sigs.value(r);
+            index.insert(prefix(sig), starts[b] + r as u32, |other| {
+                stored(other) == sig
+            });
+        }
     }
 
     /// Where each of `sigs` is stored, if it is: the index gives a
-    /// candidate row per prefix, confirmed against the full stored
-    /// signature (prefetched ahead, as the index slots are).
+    /// candidate row per signature, confirmed against the full stored
+    /// signature (prefetched ahead, as the index slots are); a candidate
+    /// that is another signature sharing the tag sends the lookup on.
     fn find_many(&self, sigs: &[Signature]) -> Vec<Option<(usize, usize)>> {
         let keys: Vec<u64> = sigs.iter().map(|s| prefix(&s.0)).collect();
-        let candidates = self.index.get_many(&keys);
-        let columns: Vec<&FixedSizeBinaryArray> = self
-            .batches
-            .iter()
-            .map(|b| b.column(0).as_fixed_size_binary())
-            .collect();
-        let split = |at: u64| ((at >> 32) as usize, (at & 0xffff_ffff) as usize);
-        let stored = |at: u64| {
-            let (b, r) = split(at);
-            columns[b].value(r)
+        let candidates = self.index.candidates(&keys);
+        let columns = signature_columns(&self.batches);
+        let mut hint = 0;
+        let mut at = |row: u32| {
+            let (b, r) = locate(&self.starts, row, hint);
+            hint = b;
+            (b, r)
         };
+        let mut ahead_hint = 0;
         let mut out = Vec::with_capacity(sigs.len());
-        for (n, (sig, at)) in sigs.iter().zip(&candidates).enumerate() {
+        for (n, (sig, candidate)) in sigs.iter().zip(&candidates).enumerate() {
             if let Some(Some(ahead)) = candidates.get(n + PREFETCH) {
-                prefetch(&stored(*ahead)[0]);
+                let (b, r) = locate(&self.starts, *ahead, ahead_hint);
+                ahead_hint = b;
+                prefetch(&columns[b].value(r)[0]);
             }
-            out.push(at.filter(|&at| stored(at) == sig.0).map(split));
+            let Some(row) = *candidate else {
+                out.push(None);
+                continue;
+            };
+            let (b, r) = at(row);
+            if columns[b].value(r) == sig.0 {
+                out.push(Some((b, r)));
+                continue;
+            }
+            // Another signature with the same tag: probe on.
+            let found = self.index.find(keys[n], |row| {
+                let (b, r) = locate(&self.starts, row, 0);
+                columns[b].value(r) == sig.0
+            });
+            out.push(found.map(&mut at));
         }
         out
     }
@@ -823,7 +942,7 @@ impl DiskCache {
             .iter()
             .flat_map(|(_, b)| b.iter().map(RecordBatch::num_rows))
             .sum();
-        data.index.reserve(rows);
+        data.reserve(rows);
         for (path, batches) in loaded {
             for batch in batches {
                 data.add(batch);
@@ -916,8 +1035,8 @@ impl DiskCache {
             self.refresh(key, &mut data, old.clone());
             let mut positions: Vec<(usize, usize)> = data
                 .index
-                .values()
-                .map(|at| ((at >> 32) as usize, (at & 0xffff_ffff) as usize))
+                .rows()
+                .map(|row| locate(&data.starts, row, 0))
                 .collect();
             positions.sort_unstable();
             let sigs = positions
@@ -1150,7 +1269,7 @@ impl Cache for DiskCache {
         // A hint, so capped: a product map can promise far more items than
         // ever get stored, and the index then grows as usual.
         let more = items.min(PREPARE_LIMIT).saturating_sub(data.index.len);
-        data.index.reserve(more);
+        data.reserve(more);
         Ok(())
     }
 
@@ -1330,33 +1449,67 @@ impl DiskCache {
 mod tests {
     use super::*;
 
+    /// A batch of only a signature column.
+    fn signature_batch(sigs: &[[u8; 32]]) -> RecordBatch {
+        let column: ArrayRef = Arc::new(FixedSizeBinaryArray::new(32, sigs.concat().into(), None));
+        RecordBatch::try_from_iter([("signature", column)]).unwrap()
+    }
+
     #[test]
-    fn sig_index_finds_replaces_and_grows() {
-        let mut index = SigIndex::default();
-        assert_eq!(index.get(7), None);
+    fn dataset_index_finds_rows_across_batches_and_keeps_shared_tags_apart() {
+        // The first 8 bytes are `key`, the rest `rest`.
+        let sig = |key: u64, rest: u8| {
+            let mut s = [rest; 32];
+            s[..8].copy_from_slice(&key.to_le_bytes());
+            s
+        };
         // Keys sharing their low bits probe past each other.
-        let keys: Vec<u64> = (0..1000u64).map(|k| k << 40 | 5).collect();
-        index.insert_many(&keys, 3 << 32);
-        for (r, &k) in keys.iter().enumerate() {
-            assert_eq!(index.get(k), Some(3 << 32 | r as u64));
+        let close: Vec<[u8; 32]> = (0..1000u64).map(|k| sig(k << 40 | 5, 0)).collect();
+        // The same first 8 bytes (tag and slot) as ten of them, then differing.
+        let twins: Vec<[u8; 32]> = (0..10u64).map(|k| sig(k << 40 | 5, 1)).collect();
+        let spread: Vec<[u8; 32]> = (0..5000u64)
+            .map(|k| Signature::of_bytes("spread", &k.to_le_bytes()).0)
+            .collect();
+        let mut data = Dataset::default();
+        assert_eq!(data.find_many(&[Signature(close[0])]), [None]);
+        data.add(signature_batch(&close));
+        data.add(signature_batch(&[]));
+        data.add(signature_batch(&twins));
+        // Grown batch by batch: the index is rebuilt on the way.
+        for part in spread.chunks(700) {
+            data.add(signature_batch(part));
         }
-        assert_eq!(index.get(6), None);
-        assert_eq!(index.get(1001 << 40 | 5), None);
-        // Grows one insert at a time too; a key stored again moves.
-        for k in 0..5000u64 {
-            index.insert(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), k);
-        }
-        index.insert(keys[10], 42);
-        assert_eq!(index.get(keys[10]), Some(42));
-        assert_eq!(index.values().count(), 6000);
-        let probe: Vec<u64> = [keys[0], 1, keys[999]].to_vec();
-        assert_eq!(
-            index.get_many(&probe),
-            [Some(3 << 32), None, Some(3 << 32 | 999)]
-        );
-        // Key 0 is a key like any other.
-        index.insert(0, 9);
-        assert_eq!(index.get(0), Some(9));
+        // A signature stored again moves to its later row.
+        data.add(signature_batch(&[close[10]]));
+        let last = data.batches.len() - 1;
+        let check = |data: &Dataset| {
+            let found = |s: &[u8; 32]| data.find_many(&[Signature(*s)])[0];
+            for (r, s) in close.iter().enumerate() {
+                let want = if r == 10 { (last, 0) } else { (0, r) };
+                assert_eq!(found(s), Some(want), "close {r}");
+            }
+            for (r, s) in twins.iter().enumerate() {
+                assert_eq!(found(s), Some((2, r)), "twin {r}");
+            }
+            for (r, s) in spread.iter().enumerate() {
+                assert_eq!(found(s), Some((3 + r / 700, r % 700)), "spread {r}");
+            }
+            // Unknown: a third signature on the same first 8 bytes, and others.
+            assert_eq!(found(&sig(5, 2)), None);
+            assert_eq!(found(&sig(3 << 40 | 5, 2)), None);
+            assert_eq!(found(&sig(6, 0)), None);
+            // Batched lookups give the same as one by one.
+            let all: Vec<Signature> = close.iter().chain(&twins).map(|s| Signature(*s)).collect();
+            let one_by_one: Vec<_> = all.iter().map(|s| found(&s.0)).collect();
+            assert_eq!(data.find_many(&all), one_by_one);
+            assert_eq!(data.index.len, 1000 + 10 + 5000);
+        };
+        check(&data);
+        // Rebuilt larger, the same.
+        let before = data.index.slots.len();
+        data.reserve(100_000);
+        assert!(data.index.slots.len() > before);
+        check(&data);
     }
 
     fn key() -> CacheKey {
