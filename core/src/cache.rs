@@ -675,11 +675,20 @@ impl Dataset {
         }
     }
 
-    /// Where each of `sigs` is stored, if it is: the index gives a
-    /// candidate row per signature, confirmed against the full stored
-    /// signature (prefetched ahead, as the index slots are); a candidate
-    /// that is another signature sharing the tag sends the lookup on.
+    /// [`Dataset::find_each`], collected.
+    #[cfg(test)]
     fn find_many(&self, sigs: &[Signature]) -> Vec<Option<(usize, usize)>> {
+        let mut out = Vec::with_capacity(sigs.len());
+        self.find_each(sigs, |_, at| out.push(at));
+        out
+    }
+
+    /// Where each of `sigs` is stored (batch, row), if it is, handed to
+    /// `found` in order: the index gives a candidate row per signature,
+    /// confirmed against the full stored signature (prefetched ahead, as the
+    /// index slots are); a candidate that is another signature sharing the
+    /// tag sends the lookup on.
+    fn find_each(&self, sigs: &[Signature], mut found: impl FnMut(usize, Option<(usize, usize)>)) {
         let keys: Vec<u64> = sigs.iter().map(|s| prefix(&s.0)).collect();
         let candidates = self.index.candidates(&keys);
         let columns = signature_columns(&self.batches);
@@ -690,7 +699,6 @@ impl Dataset {
             (b, r)
         };
         let mut ahead_hint = 0;
-        let mut out = Vec::with_capacity(sigs.len());
         for (n, (sig, candidate)) in sigs.iter().zip(&candidates).enumerate() {
             if let Some(Some(ahead)) = candidates.get(n + PREFETCH) {
                 let (b, r) = locate(&self.starts, *ahead, ahead_hint);
@@ -698,22 +706,21 @@ impl Dataset {
                 prefetch(&columns[b].value(r)[0]);
             }
             let Some(row) = *candidate else {
-                out.push(None);
+                found(n, None);
                 continue;
             };
             let (b, r) = at(row);
             if columns[b].value(r) == sig.0 {
-                out.push(Some((b, r)));
+                found(n, Some((b, r)));
                 continue;
             }
             // Another signature with the same tag: probe on.
-            let found = self.index.find(keys[n], |row| {
+            let other = self.index.find(keys[n], |row| {
                 let (b, r) = locate(&self.starts, row, 0);
                 columns[b].value(r) == sig.0
             });
-            out.push(found.map(&mut at));
+            found(n, other.map(&mut at));
         }
-        out
     }
 
     /// The rows at `positions` (batch, row) as [`CacheRows`].
@@ -1245,16 +1252,14 @@ impl Cache for DiskCache {
         let mut rows = Vec::with_capacity(sigs.len());
         let mut found = Vec::with_capacity(sigs.len());
         let mut positions = Vec::with_capacity(sigs.len());
-        for (s, at) in sigs.iter().zip(data.find_many(sigs)) {
-            match at {
-                Some(at) => {
-                    rows.push(Some(found.len()));
-                    found.push(*s);
-                    positions.push(at);
-                }
-                None => rows.push(None),
+        data.find_each(sigs, |n, at| match at {
+            Some(at) => {
+                rows.push(Some(found.len()));
+                found.push(sigs[n]);
+                positions.push(at);
             }
-        }
+            None => rows.push(None),
+        });
         let found = data.gather(key, found, &positions)?;
         Ok(Hits { rows, found })
     }

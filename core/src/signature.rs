@@ -34,9 +34,27 @@ const NODE_TAG: &[u8] = b"hypernodes/node/v2\0";
 
 /// A 32-byte content signature.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(transparent)]
 pub struct Signature(pub [u8; 32]);
 
 impl Signature {
+    /// The signatures of a `FixedSizeBinary(32)` column without nulls (the
+    /// layout of signature and hash columns), read in place: no copy. `None`
+    /// for any other column.
+    pub fn slice_of(column: &arrow_array::FixedSizeBinaryArray) -> Option<&[Signature]> {
+        if column.value_length() != 32 || column.null_count() > 0 {
+            return None;
+        }
+        let (sigs, rest) = column.value_data().as_chunks::<32>();
+        if !rest.is_empty() || sigs.len() != column.len() {
+            return None;
+        }
+        // SAFETY: `Signature` is `repr(transparent)` over `[u8; 32]`: a
+        // slice of one is a valid slice of the other, of the same length
+        // and alignment (1).
+        Some(unsafe { std::slice::from_raw_parts(sigs.as_ptr().cast::<Signature>(), sigs.len()) })
+    }
+
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -435,6 +453,26 @@ mod tests {
         }
         // Only for one-input keys.
         assert!(NodeKey::new(&code, 2, b"").sign_column(&column).is_none());
+    }
+
+    #[test]
+    fn signature_columns_are_read_in_place() {
+        let x = sigs(&(0..10i64).collect::<Vec<_>>());
+        let column = signature_array(&x);
+        let column = arrow_array::cast::AsArray::as_fixed_size_binary(column.as_ref());
+        assert_eq!(Signature::slice_of(column), Some(&x[..]));
+        // A slice of the column reads its own rows.
+        assert_eq!(Signature::slice_of(&column.slice(3, 4)), Some(&x[3..7]));
+        // Nulls or another width: not a signature column.
+        let nulls = arrow_buffer::NullBuffer::from_iter((0..10).map(|r| r != 2));
+        let with_nulls = arrow_array::FixedSizeBinaryArray::new(
+            32,
+            column.value_data().to_vec().into(),
+            Some(nulls),
+        );
+        assert_eq!(Signature::slice_of(&with_nulls), None);
+        let narrow = arrow_array::FixedSizeBinaryArray::new(16, vec![0u8; 32].into(), None);
+        assert_eq!(Signature::slice_of(&narrow), None);
     }
 
     #[test]

@@ -394,23 +394,36 @@ impl ScalarUDFImpl for NodeUdf {
         let mut hits: Option<Hits> = None;
         if let (Some((cache, key)), Some(sigs)) = (&self.cache, &sigs) {
             let sigs = fsb(sigs)?;
-            // The live rows with a signature, and their signatures.
-            let mut wanted: Vec<usize> = Vec::with_capacity(live.len());
-            let mut keys: Vec<Signature> = Vec::with_capacity(live.len());
-            for &r in &live {
-                if let (true, Ok(sig)) = (sigs.is_valid(r), sigs.value(r).try_into()) {
-                    wanted.push(r);
-                    keys.push(Signature(sig));
-                }
-            }
+            // The live rows with a signature (`None`: every row, when all
+            // are live and signed: the column is looked up in place), and
+            // their signatures.
+            let in_place = (live.len() == n)
+                .then(|| Signature::slice_of(sigs))
+                .flatten();
+            let (wanted, keys): (Option<Vec<usize>>, std::borrow::Cow<'_, [Signature]>) =
+                match in_place {
+                    Some(all) => (None, std::borrow::Cow::Borrowed(all)),
+                    None => {
+                        let mut wanted = Vec::with_capacity(live.len());
+                        let mut keys = Vec::with_capacity(live.len());
+                        for &r in &live {
+                            if let (true, Ok(sig)) = (sigs.is_valid(r), sigs.value(r).try_into()) {
+                                wanted.push(r);
+                                keys.push(Signature(sig));
+                            }
+                        }
+                        (Some(wanted), std::borrow::Cow::Owned(keys))
+                    }
+                };
             let found = cache
                 .lookup(key, &keys)
                 .map_err(|e| self.shared.fatal(cache_error(&key.node, "lookup", e)))?;
             let observed = self.shared.observed();
-            for (r, at) in wanted.iter().zip(&found.rows) {
-                hit_row[*r] = *at;
+            for (k, at) in found.rows.iter().enumerate().take(keys.len()) {
+                let r = wanted.as_ref().map_or(k, |w| w[k]);
+                hit_row[r] = *at;
                 if observed && at.is_some() {
-                    self.job.with(|j| j.report_cached(self.step, items[*r]));
+                    self.job.with(|j| j.report_cached(self.step, items[r]));
                 }
             }
             hits = Some(found);
