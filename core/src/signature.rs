@@ -288,9 +288,14 @@ impl NodeKey {
         if self.inputs != 1 || hashes.value_length() != 32 {
             return None;
         }
-        let msgs: Vec<&[u8]> = (0..hashes.len()).map(|r| hashes.value(r)).collect();
-        let mut out = vec![[0u8; 32]; msgs.len()];
-        lanes::keyed_hash_many(&self.key, &msgs, &mut out);
+        let mut out = vec![[0u8; 32]; hashes.len()];
+        // A thousand rows at a time: the list of messages stays small.
+        let mut msgs: Vec<&[u8]> = Vec::with_capacity(1024);
+        for (k, part) in out.chunks_mut(1024).enumerate() {
+            msgs.clear();
+            msgs.extend((k * 1024..k * 1024 + part.len()).map(|r| hashes.value(r)));
+            lanes::keyed_hash_many(&self.key, &msgs, part);
+        }
         Some(std::sync::Arc::new(arrow_array::FixedSizeBinaryArray::new(
             32,
             out.into_flattened().into(),
@@ -434,12 +439,13 @@ mod tests {
     #[test]
     fn signing_a_column_equals_signing_each_row() {
         let code = Signature::of_bytes("code", b"fn f");
-        let x = sigs(&(0..100i64).collect::<Vec<_>>());
+        // Over two thousand rows: more than one step of the signing loop.
+        let x = sigs(&(0..2500i64).collect::<Vec<_>>());
         let mut bytes = Vec::new();
         for s in &x {
             bytes.extend_from_slice(&s.0);
         }
-        let nulls = arrow_buffer::NullBuffer::from_iter((0..100).map(|r| r % 9 != 4));
+        let nulls = arrow_buffer::NullBuffer::from_iter((0..2500).map(|r| r % 9 != 4));
         let column = arrow_array::FixedSizeBinaryArray::new(32, bytes.into(), Some(nulls));
         let key = NodeKey::new(&code, 1, b"");
         let signed = key.sign_column(&column).unwrap();

@@ -508,14 +508,14 @@ impl ScalarUDFImpl for NodeUdf {
         }
 
         // Combine hits and fresh results in row order; failed rows are null.
-        let mut fresh_pos: Vec<Option<usize>> = vec![None; n];
-        for (k, &r) in fresh_rows.iter().enumerate() {
-            fresh_pos[r] = Some(k);
-        }
         // Every row a hit, in order (a warm batch): the hits pass as they
         // are. Otherwise one set of picks serves every output column.
         let in_order = hit_row.iter().enumerate().all(|(r, at)| *at == Some(r));
         let picks = (!in_order).then(|| {
+            let mut fresh_pos: Vec<Option<usize>> = vec![None; n];
+            for (k, &r) in fresh_rows.iter().enumerate() {
+                fresh_pos[r] = Some(k);
+            }
             RowPicks::new(
                 (0..n)
                     .map(|r| match (hit_row[r], fresh_pos[r]) {
