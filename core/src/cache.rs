@@ -311,6 +311,18 @@ impl CacheRows {
     }
 }
 
+/// Stored rows lent in place by [`Cache::locate`].
+#[derive(Clone, Debug, Default)]
+pub struct Located {
+    /// Per lent batch, one array per output (in the key's output order),
+    /// whole, as stored.
+    pub columns: Vec<Vec<ArrayRef>>,
+    /// Per lent batch, each output's value hashes (`FixedSizeBinary(32)`).
+    pub hashes: Vec<Vec<ArrayRef>>,
+    /// Per requested signature, its lent batch and row there, if stored.
+    pub rows: Vec<Option<(usize, usize)>>,
+}
+
 /// What [`Cache::lookup`] found.
 #[derive(Clone, Debug)]
 pub struct Hits {
@@ -358,6 +370,16 @@ pub type PendingWrite = Box<dyn FnOnce() -> Result<(), CacheError> + Send>;
 pub trait Cache: Send + Sync {
     /// Looks up many signatures of one node version at once.
     fn lookup(&self, key: &CacheKey, sigs: &[Signature]) -> Result<Hits, CacheError>;
+
+    /// Where the stored rows of `sigs` lie, for engines that merge hits
+    /// with fresh results themselves: the store lends whole stored batches
+    /// and gives each found signature's batch and row, so each hit is
+    /// copied once, into the merged result, instead of first being gathered
+    /// into a new array. `None` (the default): the store cannot lend its
+    /// rows, and engines use [`Cache::lookup`].
+    fn locate(&self, _key: &CacheKey, _sigs: &[Signature]) -> Result<Option<Located>, CacheError> {
+        Ok(None)
+    }
 
     /// Stores rows of one node version (nothing happens for no rows).
     fn store(&self, key: &CacheKey, rows: &CacheRows) -> Result<(), CacheError>;
@@ -975,6 +997,26 @@ pub struct DatasetStats {
 }
 
 impl DiskCache {
+    /// The dataset of `key`, with the segments that appeared since its
+    /// directory was last listed (at most [`LISTING_TTL`] ago) loaded.
+    fn listed(&self, key: &CacheKey) -> Arc<RwLock<Dataset>> {
+        let dir = self.dataset_dir(key);
+        let dataset = self.dataset(&dir);
+        let fresh = {
+            let data = dataset.read().unwrap_or_else(|e| e.into_inner());
+            data.listed.is_some_and(|t| t.elapsed() < LISTING_TTL)
+        };
+        if !fresh {
+            let files = segment_files(&dir);
+            let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
+            if files.iter().any(|p| !data.segments.contains(p)) {
+                self.refresh(key, &mut data, files);
+            }
+            data.listed = Some(std::time::Instant::now());
+        }
+        dataset
+    }
+
     /// Whether `sig` is cached for `key`.
     pub fn is_cached(&self, key: &CacheKey, sig: &Signature) -> Result<bool, CacheError> {
         Ok(self.lookup(key, std::slice::from_ref(sig))?.rows[0].is_some())
@@ -1234,20 +1276,7 @@ impl Cache for DiskCache {
         if !key.storable() {
             return Ok(Hits::none(key, sigs.len()));
         }
-        let dir = self.dataset_dir(key);
-        let dataset = self.dataset(&dir);
-        let fresh = {
-            let data = dataset.read().unwrap_or_else(|e| e.into_inner());
-            data.listed.is_some_and(|t| t.elapsed() < LISTING_TTL)
-        };
-        if !fresh {
-            let files = segment_files(&dir);
-            let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
-            if files.iter().any(|p| !data.segments.contains(p)) {
-                self.refresh(key, &mut data, files);
-            }
-            data.listed = Some(std::time::Instant::now());
-        }
+        let dataset = self.listed(key);
         let data = dataset.read().unwrap_or_else(|e| e.into_inner());
         let mut rows = Vec::with_capacity(sigs.len());
         let mut found = Vec::with_capacity(sigs.len());
@@ -1262,6 +1291,49 @@ impl Cache for DiskCache {
         });
         let found = data.gather(key, found, &positions)?;
         Ok(Hits { rows, found })
+    }
+
+    fn locate(&self, key: &CacheKey, sigs: &[Signature]) -> Result<Option<Located>, CacheError> {
+        if !key.storable() {
+            return Ok(None);
+        }
+        let dataset = self.listed(key);
+        let data = dataset.read().unwrap_or_else(|e| e.into_inner());
+        let outputs = key.outputs.len();
+        // The dataset's batches that hold hits, in the order they are lent
+        // (hits mostly come in runs from one batch: the last is tried first).
+        let mut lent: Vec<usize> = Vec::new();
+        let mut last: Option<(usize, usize)> = None;
+        let mut located = Located {
+            rows: Vec::with_capacity(sigs.len()),
+            ..Located::default()
+        };
+        data.find_each(sigs, |_, at| {
+            located.rows.push(at.map(|(b, r)| {
+                let k = match last {
+                    Some((lb, k)) if lb == b => k,
+                    _ => match lent.iter().position(|&l| l == b) {
+                        Some(k) => k,
+                        None => {
+                            let batch = &data.batches[b];
+                            located
+                                .columns
+                                .push((0..outputs).map(|o| batch.column(1 + o).clone()).collect());
+                            located.hashes.push(
+                                (0..outputs)
+                                    .map(|o| batch.column(1 + outputs + o).clone())
+                                    .collect(),
+                            );
+                            lent.push(b);
+                            lent.len() - 1
+                        }
+                    },
+                };
+                last = Some((b, k));
+                (k, r)
+            }));
+        });
+        Ok(Some(located))
     }
 
     fn prepare(&self, key: &CacheKey, items: usize) -> Result<(), CacheError> {
@@ -1680,6 +1752,44 @@ mod tests {
         let fresh = DiskCache::new(dir.path());
         let found = get(&fresh, &k, &want);
         assert_eq!(counts(&found), (0..9).map(Some).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn locate_lends_the_stored_batches_that_hold_hits() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key();
+        let cache = DiskCache::new(dir.path());
+        let many: Vec<_> = (0..9u8).map(entry).collect();
+        // Two segments: two stored batches.
+        put(&cache, &k, &many[..4]);
+        put(&cache, &k, &many[4..]);
+        let fresh = DiskCache::new(dir.path());
+        let asked = [sig(6), sig(1), sig(200), sig(7), sig(2)];
+        let located = fresh.locate(&k, &asked).unwrap().unwrap();
+        assert_eq!(located.rows.len(), asked.len());
+        assert_eq!(located.rows[2], None, "never stored");
+        // Only the batches holding hits are lent, numbered as first used.
+        assert_eq!(located.columns.len(), 2);
+        assert_eq!(located.hashes.len(), 2);
+        let want = [Some(6i64), Some(1), None, Some(7), Some(2)];
+        for (at, want) in located.rows.iter().zip(want) {
+            let got = at.map(|(b, r)| {
+                let counts = located.columns[b][0]
+                    .as_any()
+                    .downcast_ref::<arrow_array::Int64Array>()
+                    .unwrap();
+                // The lent hash is the value's hash.
+                let hash = signature_at(located.hashes[b][0].as_fixed_size_binary(), r);
+                let alone =
+                    crate::signature::hash_array(&located.columns[b][0].slice(r, 1)).unwrap();
+                assert_eq!(hash, alone[0]);
+                counts.value(r)
+            });
+            assert_eq!(got, want);
+        }
+        // The same rows as a lookup.
+        let looked = counts(&get(&fresh, &k, &asked));
+        assert_eq!(looked, want);
     }
 
     #[test]

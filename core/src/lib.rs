@@ -48,7 +48,7 @@ pub mod value;
 
 pub use cache::{
     Cache, CacheDecision, CacheError, CacheKey, CacheOutcome, CacheRows, DatasetStats, DiskCache,
-    Hits, PendingWrite,
+    Hits, Located, PendingWrite,
 };
 pub use callback::{Callback, CallbackContext};
 pub use engine::{Engine, ParallelEngine, SeqEngine};

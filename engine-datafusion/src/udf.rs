@@ -14,7 +14,7 @@ use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature as DfSignature, Volatility,
 };
-use hypernodes_core::cache::{Cache, CacheKey, CacheRows, Hits};
+use hypernodes_core::cache::{Cache, CacheKey, CacheRows};
 use hypernodes_core::columnar::RowPicks;
 use hypernodes_core::signature::{NodeKey, Signature, hash_column};
 use hypernodes_core::value::{Value, ValueType};
@@ -389,9 +389,10 @@ impl ScalarUDFImpl for NodeUdf {
             }
         }
 
-        // Join in the cached rows.
-        let mut hit_row: Vec<Option<usize>> = vec![None; n];
-        let mut hits: Option<Hits> = None;
+        // Join in the cached rows: per row, the stored source it comes from
+        // and its row there; per source, each output's values and hashes.
+        let mut hit_row: Vec<Option<(usize, usize)>> = vec![None; n];
+        let mut hit_sources: Vec<(Vec<ArrayRef>, Vec<ArrayRef>)> = Vec::new();
         if let (Some((cache, key)), Some(sigs)) = (&self.cache, &sigs) {
             let sigs = fsb(sigs)?;
             // The live rows with a signature (`None`: every row, when all
@@ -415,18 +416,29 @@ impl ScalarUDFImpl for NodeUdf {
                         (Some(wanted), std::borrow::Cow::Owned(keys))
                     }
                 };
-            let found = cache
-                .lookup(key, &keys)
-                .map_err(|e| self.shared.fatal(cache_error(&key.node, "lookup", e)))?;
+            let lookup_error = |e| self.shared.fatal(cache_error(&key.node, "lookup", e));
+            // Stored batches lent in place when the store can (each hit is
+            // then copied once, into the result), else the gathered hits.
+            let found: Vec<Option<(usize, usize)>> =
+                match cache.locate(key, &keys).map_err(lookup_error)? {
+                    Some(located) => {
+                        hit_sources = located.columns.into_iter().zip(located.hashes).collect();
+                        located.rows
+                    }
+                    None => {
+                        let hits = cache.lookup(key, &keys).map_err(lookup_error)?;
+                        hit_sources.push((hits.found.columns, hits.found.hashes));
+                        hits.rows.iter().map(|at| at.map(|at| (0, at))).collect()
+                    }
+                };
             let observed = self.shared.observed();
-            for (k, at) in found.rows.iter().enumerate().take(keys.len()) {
+            for (k, at) in found.iter().enumerate().take(keys.len()) {
                 let r = wanted.as_ref().map_or(k, |w| w[k]);
                 hit_row[r] = *at;
                 if observed && at.is_some() {
                     self.job.with(|j| j.report_cached(self.step, items[r]));
                 }
             }
-            hits = Some(found);
         }
 
         // Call the node for the other live rows.
@@ -508,10 +520,22 @@ impl ScalarUDFImpl for NodeUdf {
         }
 
         // Combine hits and fresh results in row order; failed rows are null.
-        // Every row a hit, in order (a warm batch): the hits pass as they
-        // are. Otherwise one set of picks serves every output column.
-        let in_order = hit_row.iter().enumerate().all(|(r, at)| *at == Some(r));
-        let picks = (!in_order).then(|| {
+        // Hits of one run of stored rows, in order (a warm batch): a slice
+        // of them. Fresh rows only, in order (a cold batch): the fresh
+        // arrays as they are. Otherwise one set of picks serves every output
+        // column, copying each row once.
+        let one_run = match hit_row.first() {
+            Some(&Some((s, r0))) => hit_row
+                .iter()
+                .enumerate()
+                .all(|(r, at)| *at == Some((s, r0 + r)))
+                .then_some((s, r0)),
+            _ => None,
+        };
+        let all_fresh =
+            fresh_rows.len() == n && fresh_rows.iter().enumerate().all(|(k, &r)| k == r);
+        let fresh_source = hit_sources.len();
+        let picks = (one_run.is_none() && !all_fresh).then(|| {
             let mut fresh_pos: Vec<Option<usize>> = vec![None; n];
             for (k, &r) in fresh_rows.iter().enumerate() {
                 fresh_pos[r] = Some(k);
@@ -519,38 +543,34 @@ impl ScalarUDFImpl for NodeUdf {
             RowPicks::new(
                 (0..n)
                     .map(|r| match (hit_row[r], fresh_pos[r]) {
-                        (Some(h), _) => Some((0, h)),
-                        (None, Some(f)) => Some((1, f)),
+                        (Some(h), _) => Some(h),
+                        (None, Some(f)) => Some((fresh_source, f)),
                         _ => None,
                     })
                     .collect(),
             )
         });
+        let merge = Merge {
+            one_run,
+            all_fresh,
+            picks: picks.as_ref(),
+            rows: n,
+            fresh_len: fresh_rows.len(),
+        };
         let mut arrays: Vec<ArrayRef> = Vec::new();
         for (o, (slot, ty)) in self.outs.iter().enumerate() {
             if slot.is_none() {
                 continue;
             }
             let dt = ty.data_type().unwrap_or(DataType::Null);
-            let hit_values = hits.as_ref().map(|h| h.found.columns[o].clone());
-            let hit_hashes = hits.as_ref().map(|h| h.found.hashes[o].clone());
-            let fresh_len = fresh_rows.len();
-            let value = combine(
-                picks.as_ref(),
-                &dt,
-                hit_values,
-                fresh_arrays[o].clone(),
-                fresh_len,
-            )?;
-            let hash = combine(
-                picks.as_ref(),
+            let values: Vec<&ArrayRef> = hit_sources.iter().map(|(v, _)| &v[o]).collect();
+            let hashes: Vec<&ArrayRef> = hit_sources.iter().map(|(_, h)| &h[o]).collect();
+            arrays.push(merge.column(&dt, &values, fresh_arrays[o].clone())?);
+            arrays.push(merge.column(
                 &DataType::FixedSizeBinary(32),
-                hit_hashes,
+                &hashes,
                 fresh_hashes[o].clone(),
-                fresh_len,
-            )?;
-            arrays.push(value);
-            arrays.push(hash);
+            )?);
         }
         let out = StructArray::try_new(self.fields.clone(), arrays, None)?;
         if self.shared.observed() {
@@ -889,23 +909,49 @@ impl NodeUdf {
     }
 }
 
-/// One output column of a batch: the hits as they are when `picks` is
-/// `None` (every row a hit, in order), else the rows `picks` takes from the
-/// hits (source 0) and the fresh results (source 1). A missing fresh array
-/// (no fresh results for this output) gives nulls.
-fn combine(
-    picks: Option<&RowPicks>,
-    dt: &DataType,
-    hits: Option<ArrayRef>,
-    fresh: Option<ArrayRef>,
+/// How one batch's output columns are put together from the stored
+/// sources of its hits and its fresh results (see `invoke_with_args`).
+struct Merge<'a> {
+    /// Every row a hit, from one source, in order from this row.
+    one_run: Option<(usize, usize)>,
+    /// Every row fresh, in order.
+    all_fresh: bool,
+    /// Otherwise: each row's source (the hit sources, then the fresh
+    /// results) and row there.
+    picks: Option<&'a RowPicks>,
+    rows: usize,
     fresh_len: usize,
-) -> DfResult<ArrayRef> {
-    let hits = hits.unwrap_or_else(|| new_null_array(dt, 0));
-    let Some(picks) = picks else {
-        return Ok(hits);
-    };
-    let fresh = fresh.unwrap_or_else(|| new_null_array(dt, fresh_len));
-    Ok(picks.apply(&[hits.as_ref(), fresh.as_ref()])?)
+}
+
+impl Merge<'_> {
+    /// One output column: from the hit `sources` (each whole, as stored or
+    /// gathered) and the `fresh` results (nulls where there are none).
+    fn column(
+        &self,
+        dt: &DataType,
+        sources: &[&ArrayRef],
+        fresh: Option<ArrayRef>,
+    ) -> DfResult<ArrayRef> {
+        if let Some((s, r0)) = self.one_run {
+            let source = sources.get(s).ok_or_else(|| {
+                DataFusionError::Internal(format!("the cache named no hit source {s}"))
+            })?;
+            if r0 + self.rows > source.len() {
+                return Err(DataFusionError::Internal(format!(
+                    "the cache placed hits past its source's {} rows",
+                    source.len()
+                )));
+            }
+            return Ok(source.slice(r0, self.rows));
+        }
+        let fresh = fresh.unwrap_or_else(|| new_null_array(dt, self.fresh_len));
+        let Some(picks) = self.picks.filter(|_| !self.all_fresh) else {
+            return Ok(fresh);
+        };
+        let mut all: Vec<&dyn Array> = sources.iter().map(|a| a.as_ref()).collect();
+        all.push(fresh.as_ref());
+        Ok(picks.apply(&all)?)
+    }
 }
 
 fn cache_error(node: &str, what: &str, e: hypernodes_core::CacheError) -> Error {
