@@ -1254,3 +1254,54 @@ fn observed_maps_keep_the_row_loop_and_fire_the_same_events() {
     assert_eq!(events, seq_events);
     assert!(calls.load(Ordering::SeqCst) > 0, "the row loop ran");
 }
+
+/// A store that finds everything but lends batches without their columns.
+struct ShapelessLender(DiskCache);
+
+impl hypernodes::Cache for ShapelessLender {
+    fn lookup(
+        &self,
+        key: &hypernodes::CacheKey,
+        sigs: &[hypernodes::Signature],
+    ) -> Result<hypernodes::Hits, hypernodes::CacheError> {
+        self.0.lookup(key, sigs)
+    }
+
+    fn locate(
+        &self,
+        _key: &hypernodes::CacheKey,
+        sigs: &[hypernodes::Signature],
+    ) -> Result<Option<hypernodes::Located>, hypernodes::CacheError> {
+        Ok(Some(hypernodes::Located {
+            columns: vec![Vec::new()],
+            hashes: vec![Vec::new()],
+            rows: vec![Some((0, 0)); sigs.len()],
+        }))
+    }
+
+    fn store(
+        &self,
+        key: &hypernodes::CacheKey,
+        rows: &hypernodes::CacheRows,
+    ) -> Result<(), hypernodes::CacheError> {
+        self.0.store(key, rows)
+    }
+}
+
+#[test]
+fn a_store_lending_malformed_batches_fails_the_map_naming_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let err = Pipeline::new([doubling(&calls)])
+        .unwrap()
+        .with_engine(df())
+        .with_cache(ShapelessLender(DiskCache::new(dir.path())))
+        .map(Inputs::new().with("x", vec![1i64, 2, 3]), ["x"])
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("0 value and 0 hash columns for node `double`'s 1 outputs"),
+        "{text}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing ran on bad hits");
+}

@@ -431,6 +431,18 @@ impl ScalarUDFImpl for NodeUdf {
                         hits.rows.iter().map(|at| at.map(|at| (0, at))).collect()
                     }
                 };
+            let outputs = self.outs.len();
+            if let Some((values, hashes)) = hit_sources
+                .iter()
+                .find(|(v, h)| v.len() != outputs || h.len() != outputs)
+            {
+                return Err(DataFusionError::Internal(format!(
+                    "the cache returned {} value and {} hash columns for node `{}`'s {outputs} outputs",
+                    values.len(),
+                    hashes.len(),
+                    key.node
+                )));
+            }
             let observed = self.shared.observed();
             for (k, at) in found.iter().enumerate().take(keys.len()) {
                 let r = wanted.as_ref().map_or(k, |w| w[k]);
