@@ -556,24 +556,12 @@ impl SigIndex {
         if self.slots.is_empty() {
             return vec![None; keys.len()];
         }
-        let mask = self.mask();
         let mut out = Vec::with_capacity(keys.len());
         for (n, &key) in keys.iter().enumerate() {
             if let Some(&ahead) = keys.get(n + PREFETCH) {
                 prefetch(self.home(ahead));
             }
-            let tag = Self::tag(key);
-            let mut i = key as usize & mask;
-            out.push(loop {
-                let slot = self.slots[i];
-                if slot == 0 {
-                    break None;
-                }
-                if slot >> 32 == tag {
-                    break Some(Self::row(slot));
-                }
-                i = (i + 1) & mask;
-            });
+            out.push(self.find(key, |_| true));
         }
         out
     }
@@ -629,7 +617,7 @@ fn signature_columns(batches: &[RecordBatch]) -> Vec<&FixedSizeBinaryArray> {
 
 /// Batch and row of row `row` counted over all batches (`starts`: the
 /// first row of each batch), trying batch `hint` first.
-fn locate(starts: &[u32], row: u32, hint: usize) -> (usize, usize) {
+fn batch_row(starts: &[u32], row: u32, hint: usize) -> (usize, usize) {
     let within = |b: usize| starts[b] <= row && starts.get(b + 1).is_none_or(|&next| row < next);
     let b = if hint < starts.len() && within(hint) {
         hint
@@ -683,7 +671,7 @@ impl Dataset {
         let columns = signature_columns(batches);
         let sigs = columns[b];
         let stored = |row: u32| {
-            let (b, r) = locate(starts, row, b);
+            let (b, r) = batch_row(starts, row, b);
             columns[b].value(r)
         };
         for r in 0..sigs.len() {
@@ -716,14 +704,14 @@ impl Dataset {
         let columns = signature_columns(&self.batches);
         let mut hint = 0;
         let mut at = |row: u32| {
-            let (b, r) = locate(&self.starts, row, hint);
+            let (b, r) = batch_row(&self.starts, row, hint);
             hint = b;
             (b, r)
         };
         let mut ahead_hint = 0;
         for (n, (sig, candidate)) in sigs.iter().zip(&candidates).enumerate() {
             if let Some(Some(ahead)) = candidates.get(n + PREFETCH) {
-                let (b, r) = locate(&self.starts, *ahead, ahead_hint);
+                let (b, r) = batch_row(&self.starts, *ahead, ahead_hint);
                 ahead_hint = b;
                 prefetch(&columns[b].value(r)[0]);
             }
@@ -738,7 +726,7 @@ impl Dataset {
             }
             // Another signature with the same tag: probe on.
             let other = self.index.find(keys[n], |row| {
-                let (b, r) = locate(&self.starts, row, 0);
+                let (b, r) = batch_row(&self.starts, row, 0);
                 columns[b].value(r) == sig.0
             });
             found(n, other.map(&mut at));
@@ -1085,7 +1073,7 @@ impl DiskCache {
             let mut positions: Vec<(usize, usize)> = data
                 .index
                 .rows()
-                .map(|row| locate(&data.starts, row, 0))
+                .map(|row| batch_row(&data.starts, row, 0))
                 .collect();
             positions.sort_unstable();
             let sigs = positions
@@ -1340,8 +1328,7 @@ impl Cache for DiskCache {
         if !key.storable() {
             return Ok(());
         }
-        self.lookup(key, &[])?;
-        let dataset = self.dataset(&self.dataset_dir(key));
+        let dataset = self.listed(key);
         let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
         // A hint, so capped: a product map can promise far more items than
         // ever get stored, and the index then grows as usual.

@@ -954,8 +954,10 @@ impl<'a> MapJob<'a> {
                 let (exec, step, _) = self.step_at(i).ok()?;
                 let node = exec.node(step);
                 let key = node.cache_key();
-                (node.cache_enabled && !node.is_pipeline() && key.storable())
-                    .then(|| Some((exec.cache.clone()?, key)))?
+                if !node.cache_enabled || node.is_pipeline() || !key.storable() {
+                    return None;
+                }
+                Some((exec.cache.clone()?, key))
             })
             .collect();
         std::thread::scope(|s| {
@@ -1272,40 +1274,38 @@ impl<'a> MapJob<'a> {
     /// Reports that step `step`'s result for item `item` came from the cache
     /// (the `on_node_cached` event).
     pub fn report_cached(&self, step: usize, item: usize) {
+        self.step_event(step, item, |cb, ctx, name| cb.on_node_cached(ctx, name));
+    }
+
+    /// Fires one event of step `step` for item `item` in the step's scope
+    /// (its pipeline path), with the node's name, when anyone listens.
+    fn step_event(
+        &self,
+        step: usize,
+        item: usize,
+        f: impl Fn(&dyn crate::callback::Callback, &crate::callback::CallbackContext<'_>, &str),
+    ) {
         if !self.exec.has_callbacks() {
             return;
         }
         if let Some((exec, s, _)) = self.flat().step(self.exec, step) {
-            let path = exec.item_path(item);
             let name = &exec.node(s).name;
-            exec.emit(&path, |cb, ctx| cb.on_node_cached(ctx, name));
+            exec.emit(&exec.item_path(item), |cb, ctx| f(cb, ctx, name));
         }
     }
 
     /// Reports that step `step` starts for item `item` (the `on_node_start`
     /// event), for engines that call a node's batch implementation.
     pub fn report_node_start(&self, step: usize, item: usize) {
-        if !self.exec.has_callbacks() {
-            return;
-        }
-        if let Some((exec, s, _)) = self.flat().step(self.exec, step) {
-            let name = &exec.node(s).name;
-            exec.emit(&exec.item_path(item), |cb, ctx| cb.on_node_start(ctx, name));
-        }
+        self.step_event(step, item, |cb, ctx, name| cb.on_node_start(ctx, name));
     }
 
     /// Reports that step `step` ended for item `item` after `elapsed` (the
     /// `on_node_end` event; for a batch call, the batch's time).
     pub fn report_node_end(&self, step: usize, item: usize, elapsed: std::time::Duration) {
-        if !self.exec.has_callbacks() {
-            return;
-        }
-        if let Some((exec, s, _)) = self.flat().step(self.exec, step) {
-            let name = &exec.node(s).name;
-            exec.emit(&exec.item_path(item), |cb, ctx| {
-                cb.on_node_end(ctx, name, elapsed)
-            });
-        }
+        self.step_event(step, item, |cb, ctx, name| {
+            cb.on_node_end(ctx, name, elapsed)
+        });
     }
 
     /// The inlined pipelines (scope numbers) that begin with step `step`,
@@ -1384,15 +1384,9 @@ impl<'a> MapJob<'a> {
     /// failed for item `item` with `error` and will be tried again (the
     /// `on_node_retry` event).
     pub fn report_retry(&self, step: usize, item: usize, attempt: u32, error: &NodeError) {
-        if !self.exec.has_callbacks() {
-            return;
-        }
-        if let Some((exec, s, _)) = self.flat().step(self.exec, step) {
-            let name = &exec.node(s).name;
-            exec.emit(&exec.item_path(item), |cb, ctx| {
-                cb.on_node_retry(ctx, name, attempt, error)
-            });
-        }
+        self.step_event(step, item, |cb, ctx, name| {
+            cb.on_node_retry(ctx, name, attempt, error)
+        });
     }
 
     /// Whether anyone listens to this map's events (callbacks): engines may

@@ -13,9 +13,9 @@
 //!   key is computed once per node, so one item costs one short hash (a
 //!   single compression for up to two inputs).
 //!
-//! - Columns are hashed many rows at a time: eight messages side by side in
-//!   AVX2 registers when the CPU has them (`lanes`), with digests equal to
-//!   the one-at-a-time `blake3` ones.
+//! - Columns are hashed many rows at a time: sixteen messages side by side
+//!   in AVX-512 registers, or eight in AVX2 registers, when the CPU has them
+//!   (`lanes`), with digests equal to the one-at-a-time `blake3` ones.
 //!
 //! The byte layout is versioned by the domain tags below; changing any of it
 //! is a cache format change.

@@ -15,9 +15,10 @@
 //! [`DataFusionEngine::with_async_concurrency`] rows in flight. Nested
 //! pipelines are inlined into the plan (see `hypernodes_core`'s `flat`
 //! module), and a `map_over` node runs one inner map over the elements of
-//! all the rows of a batch. When callbacks are attached, nodes with retries
-//! and nested pipelines run row by row, so that every event fires exactly
-//! as on the row engines. DataFusion runs the batches over all cores. `run` uses
+//! all the rows of a batch. With callbacks attached the plan stays the
+//! same: batch and row-loop calls, and inlined pipelines, fire each item's
+//! events in the order the row engines do. DataFusion runs the batches over
+//! all cores. `run` uses
 //! the reference row path (one item gains nothing from a plan).
 //!
 //! ```no_run
