@@ -542,13 +542,7 @@ fn flaky(x: i64) -> Result<i64, String> {
 #[test]
 fn datafusion_calls_the_row_loop_once_per_batch_with_retries_and_failures() {
     let calls = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
-    let node = flaky::node();
-    let inner = node.rows().unwrap().clone();
-    let seen = calls.clone();
-    let node = node.with_rows(Arc::new(move |args, n, retries| {
-        seen.lock().unwrap().push(n);
-        inner(args, n, retries)
-    }));
+    let node = common::log_row_loop(flaky::node(), &calls);
     let xs: Vec<i64> = (10..17).collect();
     let r = Pipeline::new([node])
         .unwrap()
@@ -591,32 +585,38 @@ fn datafusion_calls_the_row_loop_once_per_batch_with_retries_and_failures() {
     );
 }
 
+/// An observed map of `node` over `x = xs` on `engine`, failures
+/// continuing: the failed items' indices, every event in order, and the
+/// sizes of the node's row-loop calls.
+fn observed_map(
+    node: Node,
+    xs: Vec<i64>,
+    engine: Arc<dyn Engine>,
+) -> (Vec<usize>, Vec<String>, Vec<usize>) {
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = common::Recorder::new();
+    let r = Pipeline::new([common::log_row_loop(node, &sizes)])
+        .unwrap()
+        .with_shared_engine(engine)
+        .with_callback(recorder.clone())
+        .map(
+            Inputs::new().with("x", xs),
+            MapOptions::over(["x"]).on_error(ErrorPolicy::Continue),
+        )
+        .unwrap();
+    let failed = r.failures().iter().map(|f| f.index).collect();
+    let sizes = sizes.lock().unwrap().clone();
+    (failed, recorder.take(), sizes)
+}
+
 #[test]
 fn observed_row_loops_fire_the_retry_events_of_the_row_path() {
     // Per item, the events of a map over `xs` (13 always fails; the others
     // fail their first attempt only), on `engine`.
     let events_per_item = |engine: Arc<dyn hypernodes::Engine>, xs: Vec<i64>| {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let node = flaky::node();
-        let inner = node.rows().unwrap().clone();
-        let counted = calls.clone();
-        let node = node.with_rows(Arc::new(move |args, n, retries| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            inner(args, n, retries)
-        }));
-        let rec = common::Recorder::new();
         let n = xs.len();
-        let r = Pipeline::new([node])
-            .unwrap()
-            .with_shared_engine(engine)
-            .with_callback(rec.clone())
-            .map(
-                Inputs::new().with("x", xs),
-                MapOptions::over(["x"]).on_error(ErrorPolicy::Continue),
-            )
-            .unwrap();
-        assert_eq!(r.failures().len(), 1);
-        let events = rec.take();
+        let (failed, events, loops) = observed_map(flaky::node(), xs, engine);
+        assert_eq!(failed.len(), 1);
         let per_item: Vec<Vec<String>> = (0..n)
             .map(|i| {
                 let tag = format!("pipeline[{i}] ");
@@ -626,7 +626,7 @@ fn observed_row_loops_fire_the_retry_events_of_the_row_path() {
                     .collect()
             })
             .collect();
-        (per_item, calls.load(Ordering::SeqCst))
+        (per_item, loops.len())
     };
     let (row_path, loops) = events_per_item(Arc::new(hypernodes::SeqEngine), vec![40, 41, 13, 42]);
     assert_eq!(loops, 0, "the sequential engine calls the node per item");
@@ -674,11 +674,7 @@ fn score(word_count: i64, weight: i64) -> Result<i64, String> {
 fn nested_text_pipeline(counting: Option<Arc<std::sync::Mutex<Vec<usize>>>>) -> Pipeline {
     let mut count_node = count::node();
     if let Some(sizes) = counting {
-        let inner = count_node.rows().unwrap().clone();
-        count_node = count_node.with_rows(Arc::new(move |args, n, retries| {
-            sizes.lock().unwrap().push(n);
-            inner(args, n, retries)
-        }));
+        count_node = common::log_row_loop(count_node, &sizes);
     }
     let words = Pipeline::new([clean::node(), count_node])
         .unwrap()
@@ -786,13 +782,7 @@ fn observed_nested_events(
     cache: Option<&std::path::Path>,
 ) -> (Vec<Vec<String>>, Vec<String>, Vec<usize>) {
     let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let counted = sizes.clone();
-    let shout_node = upper_word::node();
-    let inner = shout_node.rows().unwrap().clone();
-    let shout_node = shout_node.with_rows(Arc::new(move |args, n, retries| {
-        counted.lock().unwrap().push(n);
-        inner(args, n, retries)
-    }));
+    let shout_node = common::log_row_loop(upper_word::node(), &sizes);
     let measure = Pipeline::new([shout_node, size_of::node()])
         .unwrap()
         .with_name("measure");
@@ -930,11 +920,7 @@ fn label(word: &str, suffix: &str, sep: &str) -> Result<String, String> {
 fn labelling(sizes: Option<Arc<std::sync::Mutex<Vec<usize>>>>) -> Pipeline {
     let mut node = label::node();
     if let Some(sizes) = sizes {
-        let inner = node.rows().unwrap().clone();
-        node = node.with_rows(Arc::new(move |args, n, retries| {
-            sizes.lock().unwrap().push(n);
-            inner(args, n, retries)
-        }));
+        node = common::log_row_loop(node, &sizes);
     }
     let per_word = Pipeline::new([node]).unwrap().with_name("per_word");
     Pipeline::new([per_word
@@ -1222,37 +1208,17 @@ fn async_rows_in_flight_keep_retries_errors_and_events() {
 
 #[test]
 fn observed_maps_keep_the_row_loop_and_fire_the_same_events() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let events = |engine: Arc<dyn Engine>| {
-        let node = common::check::node();
-        let inner = node.rows().unwrap().clone();
-        let counted = calls.clone();
-        let node = node.with_rows(Arc::new(move |args, n, retries| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            inner(args, n, retries)
-        }));
-        let recorder = common::Recorder::new();
-        let r = Pipeline::new([node])
-            .unwrap()
-            .with_shared_engine(engine)
-            .with_callback(recorder.clone())
-            .map(
-                Inputs::new().with("x", (1..9i64).collect::<Vec<_>>()),
-                MapOptions::over(["x"]).on_error(ErrorPolicy::Continue),
-            )
-            .unwrap();
-        let failed: Vec<usize> = r.failures().iter().map(|f| f.index).collect();
-        let mut events = recorder.take();
-        events.sort();
-        (failed, events)
-    };
-    let (seq_failed, seq_events) = events(Arc::new(SeqEngine));
+    let xs = || (1..9i64).collect::<Vec<_>>();
+    let (seq_failed, mut seq_events, loops) =
+        observed_map(common::check::node(), xs(), Arc::new(SeqEngine));
     assert_eq!(seq_failed, [2, 5]);
-    assert_eq!(calls.load(Ordering::SeqCst), 0, "row engines call per row");
-    let (failed, events) = events(Arc::new(df()));
+    assert!(loops.is_empty(), "row engines call per row");
+    let (failed, mut events, loops) = observed_map(common::check::node(), xs(), Arc::new(df()));
     assert_eq!(failed, seq_failed);
+    seq_events.sort();
+    events.sort();
     assert_eq!(events, seq_events);
-    assert!(calls.load(Ordering::SeqCst) > 0, "the row loop ran");
+    assert!(!loops.is_empty(), "the row loop ran");
 }
 
 /// A store that finds everything but lends batches without their columns.

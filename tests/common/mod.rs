@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hypernodes::{
-    Callback, CallbackContext, Engine, Error, NodeError, ParallelEngine, SeqEngine, node,
+    Callback, CallbackContext, Engine, Error, Node, NodeError, ParallelEngine, SeqEngine, node,
 };
 
 /// Every engine, with a name for assertion messages.
@@ -126,4 +126,15 @@ pub fn optional_i64s(r: &hypernodes::MapResult, name: &str) -> Vec<Option<i64>> 
         .iter()
         .map(|v| v.copied())
         .collect()
+}
+
+/// `node` with its typed row loop wrapped to record, in `sizes`, how many
+/// rows each call was given (columnar engines call it once per batch).
+pub fn log_row_loop(node: Node, sizes: &Arc<Mutex<Vec<usize>>>) -> Node {
+    let inner = node.rows().expect("the node has a row loop").clone();
+    let sizes = sizes.clone();
+    node.with_rows(Arc::new(move |args, n, retries| {
+        sizes.lock().unwrap().push(n);
+        inner(args, n, retries)
+    }))
 }
