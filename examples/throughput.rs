@@ -15,6 +15,12 @@
 //! `throughput: engine=<name> items=<N> cold_items_per_s=<x> warm_items_per_s=<y>`,
 //! then `incremental: engine=<name> items=<N> one_percent_new_items_per_s=<z>`
 //! for a third run in which every hundredth item is new.
+//!
+//! `--workload w4` measures W4 instead: one `async` node that waits 5 ms on
+//! a tokio timer (an I/O-bound call such as a model server), with up to
+//! `--concurrency N` calls in flight (default 64). It maps W1 texts without
+//! a cache, then with a fresh `DiskCache` cold and warm, and prints
+//! `throughput: workload=w4 engine=<name> items=<N> items_per_s=<x> cold_cached_items_per_s=<y> warm_items_per_s=<z>`.
 
 #[path = "shared/workload.rs"]
 mod workload;
@@ -69,16 +75,60 @@ fn engine(name: &str) -> Option<Arc<dyn Engine>> {
     }
 }
 
+/// W4's node: an I/O-bound call of 5 ms latency.
+#[hypernodes::node(output = "reply")]
+async fn fetch(text: String) -> String {
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    text.to_uppercase()
+}
+
+/// W4 on one engine: no cache, then a fresh cache cold and warm.
+fn w4(
+    name: &str,
+    engine: Arc<dyn Engine>,
+    items: usize,
+    concurrency: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let texts = workload::items(items);
+    let expected: Vec<String> = texts.iter().map(|t| t.to_uppercase()).collect();
+    let dir = tempfile::tempdir()?;
+    let mut rates = Vec::new();
+    for cached in [false, true, true] {
+        let mut pipeline = Pipeline::new([fetch::node().with_concurrency(concurrency)])?
+            .with_shared_engine(engine.clone());
+        if cached {
+            pipeline = pipeline.with_cache(DiskCache::new(dir.path()));
+        }
+        let inputs = Inputs::new().with("text", texts.clone());
+        let start = Instant::now();
+        let r = pipeline.map(inputs, ["text"])?;
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(r.values::<String>("reply")?, expected, "replies are right");
+        rates.push(items as f64 / secs);
+    }
+    println!(
+        "throughput: workload=w4 engine={name} items={items} items_per_s={:.0} cold_cached_items_per_s={:.0} warm_items_per_s={:.0}",
+        rates[0], rates[1], rates[2]
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut names: Vec<String> = Vec::new();
     let mut items = 20_000usize;
     let mut dual = false;
+    let mut workload = "w1".to_string();
+    let mut concurrency = 64usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--engine" => names.push(args.next().ok_or("--engine needs a name")?),
             "--items" => items = args.next().ok_or("--items needs a number")?.parse()?,
             "--dual" => dual = true,
+            "--workload" => workload = args.next().ok_or("--workload needs w1 or w4")?,
+            "--concurrency" => {
+                concurrency = args.next().ok_or("--concurrency needs a number")?.parse()?
+            }
             other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
@@ -88,6 +138,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .filter(|n| engine(n).is_some())
             .map(|n| n.to_string())
             .collect();
+    }
+    match workload.as_str() {
+        "w1" => {}
+        "w4" => {
+            for name in names {
+                let engine = engine(&name).ok_or_else(|| format!("unknown engine `{name}`"))?;
+                w4(&name, engine, items, concurrency)?;
+            }
+            return Ok(());
+        }
+        other => return Err(format!("unknown workload `{other}` (w1 or w4)").into()),
     }
     let texts = workload::items(items);
     let expected = workload::expected_counts(&texts);

@@ -444,10 +444,9 @@ async fn fetch_slowly(x: i64) -> i64 {
 fn async_nodes_run_several_rows_of_a_batch_at_once_bounded() {
     let engine = DataFusionEngine::new()
         .with_target_partitions(1)
-        .with_batch_size(8)
-        .with_async_concurrency(4);
+        .with_batch_size(8);
     let xs: Vec<i64> = (0..16).collect();
-    let r = Pipeline::new([fetch_slowly::node()])
+    let r = Pipeline::new([fetch_slowly::node().with_concurrency(4)])
         .unwrap()
         .with_engine(engine)
         .map(Inputs::new().with("x", xs.clone()), ["x"])
@@ -1151,7 +1150,7 @@ async fn flaky_later(x: i64, tag: usize) -> Result<i64, String> {
 fn async_rows_in_flight_keep_retries_errors_and_events() {
     let run = |engine: Arc<dyn Engine>, tag: usize, observe: bool| {
         let recorder = common::Recorder::new();
-        let mut p = Pipeline::new([flaky_later::node()])
+        let mut p = Pipeline::new([flaky_later::node().with_concurrency(4)])
             .unwrap()
             .with_shared_engine(engine);
         if observe {
@@ -1175,8 +1174,7 @@ fn async_rows_in_flight_keep_retries_errors_and_events() {
         Arc::new(
             DataFusionEngine::new()
                 .with_target_partitions(1)
-                .with_batch_size(8)
-                .with_async_concurrency(4),
+                .with_batch_size(8),
         )
     };
     let (seq_ys, seq_errors, seq_events) = run(Arc::new(SeqEngine), 1, true);

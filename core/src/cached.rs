@@ -11,7 +11,7 @@
 use crate::cache::{Cache, CacheDecision, CacheOutcome, CacheRows, Hits};
 use crate::error::Error;
 use crate::exec::Exec;
-use crate::node::NodeKind;
+use crate::node::{NodeFn, NodeKind};
 use crate::signature::{NodeKey, Signature, hash_values};
 use crate::value::{Value, ValueType};
 
@@ -158,7 +158,16 @@ struct CacheLog {
 }
 
 impl CacheLog {
-    fn new(cache: &dyn Cache, node: &crate::node::Node, callbacks: bool) -> Self {
+    fn new(cache: Option<&dyn Cache>, node: &crate::node::Node, callbacks: bool) -> Self {
+        let Some(cache) = cache else {
+            // No cache, no decisions.
+            return CacheLog {
+                on: false,
+                print: false,
+                why_miss: String::new(),
+                why_not_cached: "",
+            };
+        };
         if node.cache_enabled && !node.outputs.iter().all(|p| p.ty.is_arrow()) {
             warn_not_storable_once(node);
         }
@@ -342,7 +351,7 @@ fn hash_slot(batch: &mut Batch<'_>, slot: usize, ty: ValueType) -> Result<(), Er
 /// stored; errors of the cache itself are returned.
 pub(crate) fn run_batch(
     exec: &Exec<'_>,
-    cache: &dyn Cache,
+    cache: Option<&dyn Cache>,
     batch: &mut Batch<'_>,
     stop_on_error: bool,
 ) -> Result<usize, Error> {
@@ -354,8 +363,10 @@ pub(crate) fn run_batch(
         .iter()
         .flat_map(|s| s.args.iter().copied())
         .collect();
-    for input in &plan.inputs {
-        hash_slot(batch, input.slot, input.ty)?;
+    if cache.is_some() {
+        for input in &plan.inputs {
+            hash_slot(batch, input.slot, input.ty)?;
+        }
     }
     for step in &plan.steps {
         let node = exec.node(step);
@@ -364,7 +375,7 @@ pub(crate) fn run_batch(
             NodeKind::Func(f) => {
                 let key = node.cache_key();
                 let salt = node.salt();
-                let cached = node.cache_enabled && key.storable();
+                let cached = cache.is_some() && node.cache_enabled && key.storable();
                 let signer = NodeKey::new(&node.code_hash, step.args.len(), &salt);
                 let sigs: Vec<Option<Signature>> = if cached {
                     signer.sign_rows(live.len(), |k, inputs| {
@@ -384,10 +395,9 @@ pub(crate) fn run_batch(
                     message: format!("cache {what} for node `{}`: {e}", node.name),
                 };
                 let wanted: Vec<Signature> = sigs.iter().flatten().copied().collect();
-                let hits = if wanted.is_empty() {
-                    Ok(Hits::none(&key, 0))
-                } else {
-                    cache.lookup(&key, &wanted)
+                let hits = match cache {
+                    Some(cache) if !wanted.is_empty() => cache.lookup(&key, &wanted),
+                    _ => Ok(Hits::none(&key, 0)),
                 }
                 .map_err(|e| cache_error("lookup", e))?;
                 // Hits arrive in request order: decode the outputs someone
@@ -409,6 +419,35 @@ pub(crate) fn run_batch(
                 let mut fresh_sigs = Vec::new();
                 let mut fresh_items = Vec::new();
                 let mut fresh_values: Vec<Vec<Value>> = vec![Vec::new(); step.outs.len()];
+                // A call's outcome into the batch (and, for cached nodes,
+                // into what is stored).
+                let mut settle =
+                    |batch: &mut Batch<'_>,
+                     i: usize,
+                     sig: Option<Signature>,
+                     outcome: Result<crate::node::Outs, Error>| {
+                        match outcome {
+                            Ok(outs) => {
+                                for ((o, v), slot) in outs.into_iter().enumerate().zip(&step.outs) {
+                                    if sig.is_some() {
+                                        fresh_values[o].push(v.clone());
+                                    }
+                                    if let Some(slot) = *slot {
+                                        batch.slots[i * batch.width + slot] = Some(v);
+                                    }
+                                }
+                                if let Some(sig) = sig {
+                                    fresh_sigs.push(sig);
+                                    fresh_items.push(i);
+                                }
+                            }
+                            Err(e) => batch.fail(i, e),
+                        }
+                    };
+                // Async calls wait until every row is sorted out, then run
+                // together, up to the node's concurrency at once.
+                let mut deferred: Vec<(usize, Option<Signature>, smallvec::SmallVec<[usize; 4]>)> =
+                    Vec::new();
                 for (&i, sig) in live.iter().zip(&sigs) {
                     let row = sig.and_then(|_| requested.next().copied().flatten());
                     let path = batch.path(exec, i);
@@ -427,25 +466,28 @@ pub(crate) fn run_batch(
                         batch.fail(i, e);
                         continue;
                     }
-                    match exec.call_func(node, f, step, batch.row(i), &path) {
-                        Ok(outs) => {
-                            for ((o, v), slot) in outs.into_iter().enumerate().zip(&step.outs) {
-                                if sig.is_some() {
-                                    fresh_values[o].push(v.clone());
-                                }
-                                if let Some(slot) = *slot {
-                                    batch.slots[i * batch.width + slot] = Some(v);
-                                }
-                            }
-                            if let Some(sig) = sig {
-                                fresh_sigs.push(*sig);
-                                fresh_items.push(i);
-                            }
-                        }
-                        Err(e) => batch.fail(i, e),
+                    if matches!(f, NodeFn::Async(_)) {
+                        deferred.push((i, *sig, path));
+                        continue;
+                    }
+                    let outcome = exec.call_func(node, f, step, batch.row(i), &path);
+                    settle(batch, i, *sig, outcome);
+                }
+                if let NodeFn::Async(f) = f
+                    && !deferred.is_empty()
+                {
+                    let rows: Vec<(&[Option<Value>], &[usize])> = deferred
+                        .iter()
+                        .map(|(i, _, path)| (batch.row(*i), path.as_slice()))
+                        .collect();
+                    let outcomes = exec.call_async_rows(node, f.as_ref(), step, &rows);
+                    for ((i, sig, _), outcome) in deferred.into_iter().zip(outcomes) {
+                        settle(batch, i, sig, outcome);
                     }
                 }
-                if !fresh_sigs.is_empty() {
+                if let Some(cache) = cache
+                    && !fresh_sigs.is_empty()
+                {
                     let columns = key
                         .outputs
                         .iter()
@@ -493,7 +535,7 @@ pub(crate) fn run_batch(
             }
         }
         for (port, slot) in node.outputs.iter().zip(&step.outs) {
-            if let Some(slot) = slot.filter(|s| consumed.contains(s)) {
+            if let Some(slot) = slot.filter(|s| cache.is_some() && consumed.contains(s)) {
                 hash_slot(batch, slot, port.ty)?;
             }
         }

@@ -33,6 +33,13 @@ pub trait Engine: Send + Sync {
 
 /// The reference engine: items in order, nodes in topological order, one at
 /// a time. Stops at the first failing item unless the map continues on error.
+///
+/// Two cases run a batch of items node by node instead (each node for the
+/// whole batch, items in order, before the next node), with the same
+/// results: a map with a cache (so lookups and stores are batched), and a
+/// map whose pipeline has an `async` node (so up to the node's
+/// [`concurrency`](crate::Node::concurrency) calls wait at once; they start
+/// in item order and end as they finish).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SeqEngine;
 

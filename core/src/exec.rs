@@ -165,11 +165,23 @@ impl<'a> Exec<'a> {
         slots: &[Option<Value>],
         items: &[usize],
     ) -> Result<Outs, Error> {
+        let f = match f {
+            NodeFn::Sync(f) => f,
+            NodeFn::Async(f) => {
+                return crate::runtime::block_on(self.call_async(
+                    node,
+                    f.as_ref(),
+                    step,
+                    slots,
+                    items,
+                ));
+            }
+        };
         let args = Args::new(slots, &step.args, &node.inputs);
         let mut attempt = 1;
         loop {
             let start = self.attempt_started(node, items);
-            let outcome = call_once(node, f, args);
+            let outcome = call_once(node, f.as_ref(), args);
             if let Some(done) = self.attempt_settled(node, items, &mut attempt, start, outcome) {
                 return done;
             }
@@ -291,24 +303,51 @@ impl<'a> Exec<'a> {
 
     /// [`Exec::call_func`] for an async function, as a future that does not
     /// block: the same events, retries and errors, with the node's future
-    /// running on the shared async runtime. The row's slot table is owned.
+    /// running on the shared async runtime. Each attempt first waits for
+    /// the node's admission (a place among its calls in flight, and its
+    /// turn under its rate limit), then fires its node-start event.
     async fn call_async(
         &self,
         node: &Node,
         f: &crate::node::AsyncFn,
         step: &Step,
-        slots: Vec<Option<Value>>,
-        items: SmallVec<[usize; 4]>,
+        slots: &[Option<Value>],
+        items: &[usize],
     ) -> Result<Outs, Error> {
         let mut attempt = 1;
         loop {
-            let start = self.attempt_started(node, &items);
+            let admitted = node.limits().admit().await;
+            let start = self.attempt_started(node, items);
             let outcome =
-                call_async_once(node, f, Args::new(&slots, &step.args, &node.inputs)).await;
-            if let Some(done) = self.attempt_settled(node, &items, &mut attempt, start, outcome) {
+                call_async_once(node, f, Args::new(slots, &step.args, &node.inputs)).await;
+            drop(admitted);
+            if let Some(done) = self.attempt_settled(node, items, &mut attempt, start, outcome) {
                 return done;
             }
         }
+    }
+
+    /// Calls async node `node` (function `f`, step `step`) once per row of
+    /// `rows` (each a slot table and an item path), with up to
+    /// [`Node::concurrency`] calls in flight, and waits for all of them
+    /// from this thread. Outcomes come back in row order; events fire as
+    /// calls start and end.
+    pub(crate) fn call_async_rows(
+        &self,
+        node: &Node,
+        f: &crate::node::AsyncFn,
+        step: &Step,
+        rows: &[(&[Option<Value>], &[usize])],
+    ) -> Vec<Result<Outs, Error>> {
+        use futures::StreamExt;
+        let calls = rows
+            .iter()
+            .map(|(slots, items)| self.call_async(node, f, step, slots, items));
+        crate::runtime::block_on(
+            futures::stream::iter(calls)
+                .buffered(node.concurrency())
+                .collect(),
+        )
     }
 
     /// Runs a `map_over` node: splits the mapped lists, maps the inner
@@ -575,15 +614,11 @@ impl<'a> Exec<'a> {
     }
 }
 
-fn call_once(node: &Node, f: &NodeFn, args: Args<'_>) -> Result<Outs, NodeError> {
-    let outs = match f {
-        NodeFn::Sync(f) => match catch_unwind(AssertUnwindSafe(|| f(args))) {
-            Ok(r) => r?,
-            Err(payload) => return Err(NodeError::from_panic(payload)),
-        },
-        NodeFn::Async(f) => {
-            return futures::executor::block_on(call_async_once(node, f.as_ref(), args));
-        }
+/// One call of a synchronous function; a panic inside it is an error.
+fn call_once(node: &Node, f: &crate::node::SyncFn, args: Args<'_>) -> Result<Outs, NodeError> {
+    let outs = match catch_unwind(AssertUnwindSafe(|| f(args))) {
+        Ok(r) => r?,
+        Err(payload) => return Err(NodeError::from_panic(payload)),
     };
     check_outs(node, outs)
 }
@@ -644,7 +679,7 @@ impl<'a> RunJob<'a> {
         if let Some(cache) = &self.exec.cache {
             let mut batch = crate::cached::Batch::new(self.slots.len(), 1, None);
             batch.push(None, &self.slots, true);
-            crate::cached::run_batch(self.exec, cache.as_ref(), &mut batch, true)?;
+            crate::cached::run_batch(self.exec, Some(cache.as_ref()), &mut batch, true)?;
             self.slots = batch.take_row(0)?;
         } else {
             self.exec.run_steps(&mut self.slots, &items)?;
@@ -1178,27 +1213,27 @@ impl<'a> MapJob<'a> {
         &self,
         step: usize,
         rows: Vec<(usize, Vec<Option<Value>>)>,
-        concurrency: usize,
     ) -> Result<Vec<Result<Vec<Option<Value>>, Error>>, Error> {
         let (exec, s, fs) = self.step_at(step)?;
         let node = exec.node(s);
-        if let NodeKind::Func(NodeFn::Async(f)) = &node.kind
-            && concurrency > 1
-            && rows.len() > 1
-        {
-            // Up to `concurrency` rows in flight, awaited from this thread.
-            use futures::StreamExt;
-            let calls = rows.into_iter().map(|(item, slots)| {
-                let table = if fs.scope == 0 {
-                    slots
-                } else {
-                    scope_table(exec.plan.slot_count, s, fs, &slots)
-                };
-                exec.call_async(node, f.as_ref(), s, table, exec.item_path(item))
-            });
-            let outcomes: Vec<Result<Outs, Error>> = futures::executor::block_on(
-                futures::stream::iter(calls).buffered(concurrency).collect(),
-            );
+        if let NodeKind::Func(NodeFn::Async(f)) = &node.kind {
+            // Up to the node's concurrency in flight, awaited from this thread.
+            let tables: Vec<(Vec<Option<Value>>, SmallVec<[usize; 4]>)> = rows
+                .into_iter()
+                .map(|(item, slots)| {
+                    let table = if fs.scope == 0 {
+                        slots
+                    } else {
+                        scope_table(exec.plan.slot_count, s, fs, &slots)
+                    };
+                    (table, exec.item_path(item))
+                })
+                .collect();
+            let refs: Vec<(&[Option<Value>], &[usize])> = tables
+                .iter()
+                .map(|(t, p)| (t.as_slice(), p.as_slice()))
+                .collect();
+            let outcomes = exec.call_async_rows(node, f.as_ref(), s, &refs);
             return Ok(outcomes
                 .into_iter()
                 .map(|r| r.map(|outs| outs.into_iter().map(Some).collect()))
@@ -1479,12 +1514,13 @@ impl<'a> MapJob<'a> {
         })
     }
 
-    /// Runs a chunk node by node with the cache: per node, the items'
+    /// Runs a chunk node by node: per node, with a cache, the items'
     /// signatures are looked up at once, only misses run, and their results
-    /// are stored at once.
-    fn run_chunk_cached(
+    /// are stored at once; an async node's calls run together, up to its
+    /// concurrency at once (with or without a cache).
+    fn run_chunk_batched(
         &self,
-        cache: &dyn crate::cache::Cache,
+        cache: Option<&dyn crate::cache::Cache>,
         range: Range<usize>,
         first_failure: &AtomicUsize,
         chunk: &mut Chunk,
@@ -1493,12 +1529,16 @@ impl<'a> MapJob<'a> {
         let stop_on_error = self.policy == ErrorPolicy::Stop;
         // Mapped elements whose hashes are known are filled only for rows
         // on which some node runs.
-        let hashes = self.mapped_hashes();
-        let lazy = self
-            .mapped
-            .iter()
-            .zip(hashes)
-            .all(|(m, h)| m.slot.is_none() || h.is_some());
+        let hashes: &[Option<MappedElements>] = match cache {
+            Some(_) => self.mapped_hashes(),
+            None => &[],
+        };
+        let lazy = cache.is_some()
+            && self
+                .mapped
+                .iter()
+                .zip(hashes)
+                .all(|(m, h)| m.slot.is_none() || h.is_some());
         let hashes: Vec<Option<&arrow_array::FixedSizeBinaryArray>> = hashes
             .iter()
             .map(|h| {
@@ -1545,6 +1585,14 @@ impl<'a> MapJob<'a> {
                 return;
             }
         }
+    }
+
+    /// Whether a step of this map's plan calls an async function: its items
+    /// then run in batches, node by node, so the async calls of many items
+    /// can wait at once.
+    fn has_async_step(&self) -> bool {
+        let exec = self.exec;
+        exec.plan.steps.iter().any(|s| exec.node(s).is_async())
     }
 
     /// Counts `stored` new results and flushes the cache when enough of them
@@ -1637,7 +1685,11 @@ impl<'a> MapJob<'a> {
         };
         let stop_on_error = self.policy == ErrorPolicy::Stop;
         if let Some(cache) = &self.exec.cache {
-            self.run_chunk_cached(cache.as_ref(), range, first_failure, &mut chunk);
+            self.run_chunk_batched(Some(cache.as_ref()), range, first_failure, &mut chunk);
+            return chunk;
+        }
+        if self.has_async_step() {
+            self.run_chunk_batched(None, range, first_failure, &mut chunk);
             return chunk;
         }
         for index in range {

@@ -146,6 +146,8 @@ pub struct Node {
     problems: Vec<String>,
     batch: Option<BatchFn>,
     rows: Option<crate::rows::RowsFn>,
+    /// Bounds on in-flight and per-second calls (async nodes), shared by clones.
+    limits: Arc<crate::runtime::AsyncLimits>,
 }
 
 /// A node's batch implementation (the "dual node"): given one Arrow array
@@ -179,6 +181,8 @@ impl Node {
             outputs: Vec::new(),
             retries: 0,
             version: None,
+            concurrency: None,
+            max_per_second: None,
         }
     }
 
@@ -233,6 +237,10 @@ impl Node {
             problems: Vec::new(),
             batch: None,
             rows: None,
+            limits: Arc::new(crate::runtime::AsyncLimits::new(
+                Node::DEFAULT_CONCURRENCY,
+                None,
+            )),
         }
     }
 
@@ -360,10 +368,77 @@ impl Node {
         self.cache_enabled
     }
 
-    /// Whether the node's function is `async` (I/O-bound work that columnar
-    /// engines may run for many rows at once).
+    /// Whether the node's function is `async` (I/O-bound work that every
+    /// engine runs for many items at once, up to [`Node::concurrency`]).
     pub fn is_async(&self) -> bool {
         matches!(self.kind, NodeKind::Func(NodeFn::Async(_)))
+    }
+
+    /// How many calls of an async node may be in flight at once when no
+    /// bound is declared.
+    pub const DEFAULT_CONCURRENCY: usize = 32;
+
+    /// The most calls of this (async) node in flight at once: declared with
+    /// `#[node(concurrency = N)]`, [`NodeBuilder::concurrency`] or
+    /// [`Node::with_concurrency`], [`Node::DEFAULT_CONCURRENCY`] otherwise.
+    ///
+    /// The bound holds for the node and its clones together, across every
+    /// map, engine and thread that runs them: a pipeline's node is one
+    /// client of one service. Engines keep up to this many calls waiting at
+    /// once; with a bound of 1, calls run one at a time in item order.
+    pub fn concurrency(&self) -> usize {
+        self.limits.concurrency()
+    }
+
+    /// Sets the most calls of this async node in flight at once (see
+    /// [`Node::concurrency`]); 0 is an invalid node, reported by
+    /// `Pipeline::new`. It does not change the node's signature. Ignored for
+    /// nodes that are not async.
+    pub fn with_concurrency(mut self, calls: usize) -> Self {
+        if calls == 0 {
+            self.problems
+                .push("concurrency must be at least 1 call in flight".into());
+        }
+        self.limits = Arc::new(crate::runtime::AsyncLimits::new(
+            calls,
+            self.limits.per_second(),
+        ));
+        self
+    }
+
+    /// The most calls of this (async) node started per second, if limited
+    /// (`#[node(max_per_second = N)]`, [`NodeBuilder::max_per_second`] or
+    /// [`Node::with_max_per_second`]).
+    ///
+    /// Like [`Node::concurrency`], the limit holds for the node and its
+    /// clones together. Calls start at least `1 / N` seconds apart (no
+    /// bursts), retries included; a call waiting for its turn holds its
+    /// place among the calls in flight.
+    pub fn max_per_second(&self) -> Option<f64> {
+        self.limits.per_second()
+    }
+
+    /// Limits this async node to `calls` started per second (see
+    /// [`Node::max_per_second`]); a rate that is not a positive number is an
+    /// invalid node, reported by `Pipeline::new`. It does not change the
+    /// node's signature. Ignored for nodes that are not async.
+    pub fn with_max_per_second(mut self, calls: f64) -> Self {
+        if !(calls.is_finite() && calls > 0.0) {
+            self.problems.push(format!(
+                "max_per_second must be a positive number of calls, not {calls}"
+            ));
+            return self;
+        }
+        self.limits = Arc::new(crate::runtime::AsyncLimits::new(
+            self.limits.concurrency(),
+            Some(calls),
+        ));
+        self
+    }
+
+    /// The node's async limits (engines admit each call through them).
+    pub(crate) fn limits(&self) -> &crate::runtime::AsyncLimits {
+        &self.limits
     }
 
     /// Whether the node is a pipeline (made by `as_node`), not a function.
@@ -593,6 +668,8 @@ pub struct NodeBuilder {
     outputs: Vec<Port>,
     retries: u32,
     version: Option<String>,
+    concurrency: Option<usize>,
+    max_per_second: Option<f64>,
 }
 
 impl NodeBuilder {
@@ -632,7 +709,22 @@ impl NodeBuilder {
         self
     }
 
+    /// For an async body: the most calls in flight at once (see
+    /// [`Node::concurrency`]).
+    pub fn concurrency(mut self, calls: usize) -> Self {
+        self.concurrency = Some(calls);
+        self
+    }
+
+    /// For an async body: the most calls started per second (see
+    /// [`Node::max_per_second`]).
+    pub fn max_per_second(mut self, calls: f64) -> Self {
+        self.max_per_second = Some(calls);
+        self
+    }
+
     fn finish(self, func: NodeFn) -> Node {
+        let (concurrency, max_per_second) = (self.concurrency, self.max_per_second);
         let mut node = Node::new(
             self.name,
             self.inputs,
@@ -644,6 +736,12 @@ impl NodeBuilder {
             let mut bytes = node.code_hash.0.to_vec();
             bytes.extend_from_slice(v.as_bytes());
             node.code_hash = Signature::of_bytes("hypernodes/version/v1", &bytes);
+        }
+        if let Some(calls) = concurrency {
+            node = node.with_concurrency(calls);
+        }
+        if let Some(calls) = max_per_second {
+            node = node.with_max_per_second(calls);
         }
         node
     }

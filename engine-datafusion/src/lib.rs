@@ -11,8 +11,9 @@
 //! missing rows: through its batch implementation if it has one, else
 //! through the typed row loop `#[node]` generates
 //! ([`hypernodes_core::rows`]); closures built at run time are called row
-//! by row, and async functions with up to
-//! [`DataFusionEngine::with_async_concurrency`] rows in flight. Nested
+//! by row, and async functions with up to their
+//! [`Node::concurrency`](hypernodes_core::Node::concurrency) rows in flight
+//! (one bound for the node across all partitions). Nested
 //! pipelines are inlined into the plan (see `hypernodes_core`'s `flat`
 //! module), and a `map_over` node runs one inner map over the elements of
 //! all the rows of a batch. With callbacks attached the plan stays the
@@ -47,7 +48,6 @@ pub struct DataFusionEngine {
     name: String,
     batch_size: usize,
     partitions: usize,
-    async_concurrency: usize,
 }
 
 impl Default for DataFusionEngine {
@@ -58,7 +58,6 @@ impl Default for DataFusionEngine {
             partitions: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
-            async_concurrency: 16,
         }
     }
 }
@@ -72,15 +71,6 @@ impl DataFusionEngine {
     /// Rows per batch (each node's UDF sees at most this many at once).
     pub fn with_batch_size(mut self, rows: usize) -> Self {
         self.batch_size = rows.max(1);
-        self
-    }
-
-    /// How many rows of a batch an `async` node runs at once (default 16):
-    /// for I/O-bound nodes, the bound on requests in flight per partition.
-    /// The rows' futures run on the shared async runtime and are awaited
-    /// together from the partition's thread (no thread per row).
-    pub fn with_async_concurrency(mut self, rows: usize) -> Self {
-        self.async_concurrency = rows.max(1);
         self
     }
 

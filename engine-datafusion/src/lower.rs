@@ -315,11 +315,6 @@ pub(crate) fn lower(
             retries: node.retries(),
             opens: job.scopes_opening(step.index),
             closes: job.scopes_closing(step.index),
-            concurrency: if node.is_async() {
-                engine.async_concurrency
-            } else {
-                1
-            },
         };
         let r = format!("r{}", step.index);
         df = df

@@ -308,8 +308,6 @@ pub(crate) struct NodeUdf {
     /// and that end with it (innermost first): their events fire per row.
     pub opens: Vec<usize>,
     pub closes: Vec<usize>,
-    /// Rows called at once (more than one for async nodes).
-    pub concurrency: usize,
 }
 
 impl std::fmt::Debug for NodeUdf {
@@ -641,7 +639,7 @@ impl NodeUdf {
                 Arg::Fixed { .. } => decoded.push(None),
             }
         }
-        // All rows in one call: async nodes run up to `concurrency` rows at
+        // All rows in one call: async nodes run up to their concurrency at
         // once, and a nested `map_over` runs one inner map over the
         // elements of every row.
         let rows = (0..misses.len())
@@ -661,7 +659,7 @@ impl NodeUdf {
             .collect();
         let outcomes: Vec<RowOutcome> = self
             .job
-            .with(|j| j.call_step_rows(self.step, rows, self.concurrency))
+            .with(|j| j.call_step_rows(self.step, rows))
             .ok_or_else(finished)?
             .map_err(|e| self.shared.fatal(e))?;
         let mut fresh_rows = Vec::new();

@@ -138,3 +138,27 @@ pub fn log_row_loop(node: Node, sizes: &Arc<Mutex<Vec<usize>>>) -> Node {
         inner(args, n, retries)
     }))
 }
+
+/// Runs `f` on a thread of its own and returns what it returns; fails the
+/// test (naming `what`) if it has not returned within `secs` seconds, so a
+/// hang fails CI instead of stalling it. A panic inside `f` fails the test
+/// with the same message.
+pub fn deadline<T: Send + 'static>(
+    secs: u64,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("deadline: {what}"))
+        .spawn(move || {
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let _ = tx.send(out);
+        })
+        .expect("a thread for the deadline");
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{what}: no answer within {secs} s (hung)"),
+    }
+}

@@ -49,6 +49,10 @@ struct NodeArgs {
     env: Vec<String>,
     cache: bool,
     batch: Option<syn::Path>,
+    /// `concurrency = N` (async fns only), with its span for errors.
+    concurrency: Option<(usize, proc_macro2::Span)>,
+    /// `max_per_second = N` (async fns only), with its span for errors.
+    max_per_second: Option<(f64, proc_macro2::Span)>,
 }
 
 fn parse_node_args(attr: TokenStream) -> syn::Result<NodeArgs> {
@@ -60,6 +64,8 @@ fn parse_node_args(attr: TokenStream) -> syn::Result<NodeArgs> {
         env: Vec::new(),
         cache: true,
         batch: None,
+        concurrency: None,
+        max_per_second: None,
     };
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("output") {
@@ -104,13 +110,44 @@ fn parse_node_args(attr: TokenStream) -> syn::Result<NodeArgs> {
             let path: syn::Path = meta.value()?.parse()?;
             args.batch = Some(path);
             Ok(())
+        } else if meta.path.is_ident("concurrency") {
+            let lit: syn::LitInt = meta.value()?.parse()?;
+            let calls: usize = lit.base10_parse()?;
+            if calls == 0 {
+                return Err(Error::new(
+                    lit.span(),
+                    "concurrency must be at least 1 call in flight",
+                ));
+            }
+            args.concurrency = Some((calls, lit.span()));
+            Ok(())
+        } else if meta.path.is_ident("max_per_second") {
+            let lit: Lit = meta.value()?.parse()?;
+            let rate: f64 = match &lit {
+                Lit::Int(i) => i.base10_parse()?,
+                Lit::Float(f) => f.base10_parse()?,
+                other => {
+                    return Err(Error::new(
+                        other.span(),
+                        "max_per_second takes a number: max_per_second = 10",
+                    ));
+                }
+            };
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(Error::new(
+                    lit.span(),
+                    "max_per_second must be a positive number of calls",
+                ));
+            }
+            args.max_per_second = Some((rate, lit.span()));
+            Ok(())
         } else if meta.path.is_ident("name") {
             let lit: syn::LitStr = meta.value()?.parse()?;
             args.name = Some(lit.value());
             Ok(())
         } else {
             Err(meta.error(
-                "unknown #[node] setting; expected `output = \"name\"`, `output = (\"a\", \"b\")`, `retries = N`, `name = \"...\"`, `version = \"...\"`, `env = [\"VAR\"]`, `cache = false` or `batch = path`",
+                "unknown #[node] setting; expected `output = \"name\"`, `output = (\"a\", \"b\")`, `retries = N`, `name = \"...\"`, `version = \"...\"`, `env = [\"VAR\"]`, `cache = false`, `batch = path`, `concurrency = N` or `max_per_second = N`",
             ))
         }
     });
@@ -232,7 +269,10 @@ fn indexed(prefix: &str, n: usize) -> Vec<syn::Ident> {
 /// `cache = false`, and `batch = path` naming the node's batch
 /// implementation over Arrow arrays (`fn(&[ArrayRef]) -> Result<Vec<ArrayRef>, BoxError>`,
 /// see `Node::with_batch`), which columnar engines call instead of the
-/// function row by row.
+/// function row by row. For an `async fn`: `concurrency = N`, the most calls
+/// in flight at once (see `Node::concurrency`), and `max_per_second = N`,
+/// the most calls started per second (see `Node::max_per_second`); neither
+/// is part of the signature.
 #[proc_macro_attribute]
 pub fn node(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args = match parse_node_args(attr) {
@@ -359,6 +399,26 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
     let part_values = parts.iter().map(|(_, v)| v.clone());
     let env = &args.env;
     let cache = args.cache;
+    // `concurrency` and `max_per_second` bound an async node's calls.
+    let mut limits = quote!();
+    if let Some((calls, span)) = args.concurrency {
+        if sig.asyncness.is_none() {
+            return Err(Error::new(
+                span,
+                "concurrency bounds the calls in flight of an `async fn` node; this function is not async",
+            ));
+        }
+        limits.extend(quote!(.with_concurrency(#calls)));
+    }
+    if let Some((rate, span)) = args.max_per_second {
+        if sig.asyncness.is_none() {
+            return Err(Error::new(
+                span,
+                "max_per_second limits the calls of an `async fn` node; this function is not async",
+            ));
+        }
+        limits.extend(quote!(.with_max_per_second(#rate)));
+    }
     // `batch = path`: the node's batch implementation over Arrow arrays.
     let batch = match &args.batch {
         Some(path) => quote!(.with_batch(#path)),
@@ -593,6 +653,7 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
                 .with_env(&[#(#env),*])
                 .with_code_parts(&[#((#part_names, #part_values)),*])
                 .with_cache_enabled(#cache)
+                #limits
                 #batch
                 #rows
             }
