@@ -330,8 +330,9 @@ impl<'a> Exec<'a> {
     /// Calls async node `node` (function `f`, step `step`) once per row of
     /// `rows` (each a slot table and an item path), with up to
     /// [`Node::concurrency`] calls in flight, and waits for all of them
-    /// from this thread. Outcomes come back in row order; events fire as
-    /// calls start and end.
+    /// from this thread. Calls start in row order; a finished call makes
+    /// room for the next one whatever the order they finish in. Outcomes
+    /// come back in row order; events fire as calls start and end.
     pub(crate) fn call_async_rows(
         &self,
         node: &Node,
@@ -342,12 +343,21 @@ impl<'a> Exec<'a> {
         use futures::StreamExt;
         let calls = rows
             .iter()
-            .map(|(slots, items)| self.call_async(node, f, step, slots, items));
-        crate::runtime::block_on(
+            .enumerate()
+            .map(|(k, (slots, items))| async move {
+                (k, self.call_async(node, f, step, slots, items).await)
+            });
+        let finished: Vec<(usize, Result<Outs, Error>)> = crate::runtime::block_on(
             futures::stream::iter(calls)
-                .buffered(node.concurrency())
+                .buffer_unordered(node.concurrency())
                 .collect(),
-        )
+        );
+        let mut outcomes: Vec<Option<Result<Outs, Error>>> =
+            (0..rows.len()).map(|_| None).collect();
+        for (k, outcome) in finished {
+            outcomes[k] = Some(outcome);
+        }
+        outcomes.into_iter().flatten().collect()
     }
 
     /// Runs a `map_over` node: splits the mapped lists, maps the inner
