@@ -113,6 +113,18 @@ fn w4(
     Ok(())
 }
 
+/// One timed `map` of W1. Never inlined, so instruction counts can be taken
+/// per map: `valgrind --tool=callgrind --dump-before=measured_map
+/// --dump-after=measured_map target/release/examples/throughput ...` writes
+/// one file per map (cold, warm, 1% new, in that order, between the others).
+#[inline(never)]
+fn measured_map(
+    pipeline: &Pipeline,
+    inputs: Inputs,
+) -> Result<hypernodes::MapResult, hypernodes::Error> {
+    pipeline.map(inputs, ["text"])
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut names: Vec<String> = Vec::new();
     let mut items = 20_000usize;
@@ -174,7 +186,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .with_cache(DiskCache::new(dir.path()));
             let inputs = Inputs::new().with("text", texts.clone());
             let start = Instant::now();
-            let r = pipeline.map(inputs, ["text"])?;
+            let r = measured_map(&pipeline, inputs)?;
             let secs = start.elapsed().as_secs_f64();
             assert_eq!(
                 &r.values::<i64>("word_count")?,

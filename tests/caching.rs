@@ -10,6 +10,7 @@ fn node_a() -> Node {
     Node::builder("a")
         .input::<i64>("x")
         .output::<i64>("a")
+        .version("1")
         .func(|args| Ok(outs![args.get::<i64>(0)? + 1]))
 }
 
@@ -435,7 +436,8 @@ fn the_cache_explains_one_item() {
     assert_eq!(
         changed[2].1,
         CacheOutcome::Miss {
-            reason: "code changed since the last cached version of this node".into()
+            // The declared version is the part that changed.
+            reason: "code changed since the last cached version of this node: version".into()
         }
     );
 }
@@ -460,6 +462,7 @@ fn counting<
         .input::<T>("x")
         .input::<i64>("y")
         .output::<T>("seen")
+        .version("1")
         .func(move |args| {
             counter.fetch_add(1, Ordering::SeqCst);
             Ok(outs![args.get::<T>(0)?.clone()])
@@ -605,24 +608,34 @@ impl hypernodes::Cache for Observed {
 }
 
 #[test]
-fn a_failing_background_write_fails_the_map() {
+fn a_failing_background_write_is_reported_and_fails_only_a_strict_map() {
     for (name, engine) in common::engines() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Pipeline::new([node_a()])
+        let p = Pipeline::new([node_a()])
             .unwrap()
             .with_shared_engine(engine)
             .with_cache(Observed {
                 full_disk: true,
                 ..Observed::new(dir.path())
-            })
-            .map(
-                Inputs::new().with("x", (0..40i64).collect::<Vec<_>>()),
-                MapOptions::over(["x"]).flush_every(4),
-            )
+            });
+        let xs = || Inputs::new().with("x", (0..40i64).collect::<Vec<_>>());
+        // By default the map keeps its results and reports the failure.
+        let r = p
+            .map(xs(), MapOptions::over(["x"]).flush_every(4))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            r.values::<i64>("a").unwrap(),
+            (1..=40).collect::<Vec<i64>>()
+        );
+        let text = r.cache_errors()[0].to_string();
+        assert!(text.contains("no space left on device"), "{name}: {text}");
+        // A strict map fails with it.
+        let err = p
+            .map(xs(), MapOptions::over(["x"]).flush_every(4).strict_cache())
             .unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains("cache flush") && text.contains("no space left on device"),
+            text.contains("the cache failed") && text.contains("no space left on device"),
             "{name}: {text}"
         );
     }

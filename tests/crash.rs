@@ -20,6 +20,7 @@ fn slow() -> Node {
     Node::builder("slow")
         .input::<i64>("x")
         .output::<i64>("y")
+        .version("1")
         .func(|args| {
             std::thread::sleep(Duration::from_millis(20));
             Ok(outs![args.get::<i64>(0)? * 10])
@@ -74,6 +75,10 @@ fn crash_child_helper() {
         })
         .unwrap_or((0, ITEMS));
     let mode = std::env::var(CHILD_MODE).unwrap_or_default();
+    if let Some(engine) = mode.strip_prefix("paced-") {
+        paced_child(Path::new(&dir), engine);
+        return;
+    }
     if mode.starts_with("time") {
         // Default batch size: only flushing by time stores anything early.
         let xs: Vec<i64> = (0..LONG_ITEMS).collect();
@@ -216,4 +221,98 @@ fn killed_map_resumes_with_only_unflushed_items() {
         resume(dir.path(), ITEMS, options()),
         ITEMS as usize - flushed
     );
+}
+
+/// Items of the paced map: far more than the child computes before it is
+/// killed.
+const PACED_ITEMS: i64 = 200_000;
+
+/// Each item takes about a millisecond and says so on stdout once done.
+fn paced() -> Node {
+    Node::builder("paced")
+        .input::<i64>("x")
+        .output::<i64>("y")
+        .version("1")
+        .func(|args| {
+            std::thread::sleep(Duration::from_millis(1));
+            let x = *args.get::<i64>(0)?;
+            println!("computed {x}");
+            Ok(outs![x + 1])
+        })
+}
+
+/// The child of `a_crash_loses_about_a_second_of_work_on_every_engine`.
+fn paced_child(dir: &Path, engine: &str) {
+    let engine = common::engines()
+        .into_iter()
+        .find(|(name, _)| *name == engine)
+        .map(|(_, e)| e)
+        .unwrap_or_else(|| panic!("no engine `{engine}`"));
+    let xs: Vec<i64> = (0..PACED_ITEMS).collect();
+    Pipeline::new([paced()])
+        .unwrap()
+        .with_shared_engine(engine)
+        .with_cache(DiskCache::new(dir))
+        .map(Inputs::new().with("x", xs), ["x"])
+        .unwrap();
+}
+
+/// Kills (SIGKILL) a child mapping millisecond items on each engine after a
+/// few seconds, and checks that what it computed but never stored is at
+/// most about two seconds of its work: results are stored as chunks (row
+/// engines) or pieces of batches (DataFusion) end, and written at least
+/// every `FLUSH_INTERVAL`.
+#[test]
+fn a_crash_loses_about_a_second_of_work_on_every_engine() {
+    const RUN: Duration = Duration::from_secs(6);
+    for (name, _) in common::engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "crash_child_helper",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, dir.path())
+        .env(CHILD_MODE, format!("paced-{name}"))
+        .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter(|l| l.starts_with("computed "))
+                .count()
+        });
+        let started = Instant::now();
+        std::thread::sleep(RUN);
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{name}: the child ended before it was killed"
+        );
+        child.kill().unwrap(); // SIGKILL
+        let elapsed = started.elapsed();
+        child.wait().unwrap();
+        let computed = reader.join().unwrap();
+        let stored = cached_rows(dir.path());
+        assert!(
+            computed > 0 && computed < PACED_ITEMS as usize,
+            "{name}: {computed}"
+        );
+        assert!(stored <= computed, "{name}: {stored} stored of {computed}");
+        let per_second = computed as f64 / elapsed.as_secs_f64();
+        let lost_seconds = (computed - stored) as f64 / per_second;
+        eprintln!(
+            "{name}: killed after {elapsed:?}: {computed} computed, {stored} stored, {:.2} s of work lost",
+            lost_seconds
+        );
+        assert!(
+            lost_seconds <= 2.0,
+            "{name}: {} of {computed} computed items were lost ({lost_seconds:.2} s of work)",
+            computed - stored
+        );
+    }
 }

@@ -28,6 +28,7 @@ fn doubling(calls: &Arc<AtomicUsize>) -> Node {
     Node::builder("double")
         .input::<i64>("x")
         .output::<i64>("y")
+        .version("1")
         .func(move |args| {
             calls.fetch_add(1, Ordering::SeqCst);
             let x = *args.get::<i64>(0)?;
@@ -290,6 +291,7 @@ fn dual(row: &Arc<AtomicUsize>, batch: &Arc<AtomicUsize>, broken: bool) -> Node 
     Node::builder("lower")
         .input::<String>("text")
         .output::<String>("lowered")
+        .version("1")
         .func(move |args| {
             row.fetch_add(1, Ordering::SeqCst);
             Ok(outs![args.get::<String>(0)?.trim().to_lowercase()])

@@ -32,7 +32,7 @@ fn helper(x: i64) -> i64 {
 
 #[node(output = "a")]
 fn node_a(x: i64) -> i64 {
-    x * 2
+    x * 2 + [x].iter().count() as i64 - 1
 }
 
 /// DOC_B
@@ -96,11 +96,24 @@ debug = false
     std::fs::write(dir.join("src/main.rs"), main).unwrap();
 }
 
+/// A second binary of the probe package, defining functions named like the
+/// main binary's helper (`helper`) and like a method its nodes call
+/// (`count`).
+fn write_tool(dir: &Path, delta: i64) {
+    std::fs::create_dir_all(dir.join("src/bin")).unwrap();
+    let tool = format!(
+        "fn helper(x: i64) -> i64 {{ x - {delta} }}\n\
+         fn count() -> i64 {{ {delta} }}\n\
+         fn main() {{ println!(\"{{}}\", helper(count())); }}\n"
+    );
+    std::fs::write(dir.join("src/bin/tool.rs"), tool).unwrap();
+}
+
 fn build_and_run(dir: &Path, cache: &Path) -> String {
     build_and_run_logged(dir, cache).0
 }
 
-/// Builds and runs the probe with `LOG_HYPERNODES_CACHE=1`: its result line
+/// Builds and runs the probe with `LOG_HYPERNODES_CACHE=items`: its result line
 /// and the cache log lines.
 fn build_and_run_logged(dir: &Path, cache: &Path) -> (String, Vec<String>) {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -116,7 +129,7 @@ fn build_and_run_logged(dir: &Path, cache: &Path) -> (String, Vec<String>) {
     assert!(status.success(), "the probe crate builds");
     let out = Command::new(target.join("debug/recompile-probe"))
         .arg(cache)
-        .env("LOG_HYPERNODES_CACHE", "1")
+        .env("LOG_HYPERNODES_CACHE", "items")
         .output()
         .unwrap();
     assert!(
@@ -195,4 +208,19 @@ fn edits_recompute_exactly_the_changed_nodes() {
     let (runs, log) = build_and_run_logged(&crate_dir, cache.path());
     assert_eq!(runs, "a=0 b=0 c=0 values=[202, 204, 206, 208, 210]");
     assert!(log.iter().all(|l| l.contains(" hit ")), "{log:#?}");
+
+    // Another binary of the package, with a `helper` and a `count` of its
+    // own, is another crate target: adding and editing it changes nothing
+    // here (`node_b` calls this binary's `helper`; `node_a` calls the
+    // method `Iterator::count`, never a free `fn count`).
+    write_tool(&crate_dir, 1);
+    assert_eq!(
+        build_and_run(&crate_dir, cache.path()),
+        "a=0 b=0 c=0 values=[202, 204, 206, 208, 210]"
+    );
+    write_tool(&crate_dir, 7);
+    assert_eq!(
+        build_and_run(&crate_dir, cache.path()),
+        "a=0 b=0 c=0 values=[202, 204, 206, 208, 210]"
+    );
 }

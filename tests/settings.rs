@@ -124,11 +124,12 @@ fn settings_child_helper() {
 }
 
 fn child(dir: &Path, scale: &str) -> String {
-    child_with(dir, scale, "1", false).0
+    child_with(dir, scale, "1", None).0
 }
 
-/// Runs the child; returns its result line and its stderr.
-fn child_with(dir: &Path, scale: &str, version: &str, log: bool) -> (String, String) {
+/// Runs the child (with `LOG_HYPERNODES_CACHE` set to `log`, if given);
+/// returns its result line and its stderr.
+fn child_with(dir: &Path, scale: &str, version: &str, log: Option<&str>) -> (String, String) {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "settings_child_helper",
@@ -139,8 +140,8 @@ fn child_with(dir: &Path, scale: &str, version: &str, log: bool) -> (String, Str
     .env(DIR_VAR, dir)
     .env(SCALE_VAR, scale)
     .env(VERSION_VAR, version);
-    if log {
-        cmd.env("LOG_HYPERNODES_CACHE", "1");
+    if let Some(log) = log {
+        cmd.env("LOG_HYPERNODES_CACHE", log);
     }
     let out = cmd.output().unwrap();
     assert!(out.status.success());
@@ -163,7 +164,7 @@ fn the_cache_log_explains_hits_and_misses() {
             .map(String::from)
             .collect()
     };
-    let (_, log) = child_with(dir.path(), "2", "1", true);
+    let (_, log) = child_with(dir.path(), "2", "1", Some("items"));
     let misses = lines(&log, "miss node=scaled");
     assert_eq!(misses.len(), 3, "{log}");
     assert!(
@@ -171,11 +172,11 @@ fn the_cache_log_explains_hits_and_misses() {
         "{}",
         misses[0]
     );
-    let (_, log) = child_with(dir.path(), "2", "1", true);
+    let (_, log) = child_with(dir.path(), "2", "1", Some("items"));
     assert_eq!(lines(&log, "hit node=scaled").len(), 3, "{log}");
     assert_eq!(lines(&log, "hit node=shift").len(), 3, "{log}");
     // The closure's version changed: the log says so.
-    let (_, log) = child_with(dir.path(), "2", "2", true);
+    let (_, log) = child_with(dir.path(), "2", "2", Some("items"));
     let misses = lines(&log, "miss node=shift");
     assert_eq!(misses.len(), 3, "{log}");
     assert!(
@@ -185,8 +186,48 @@ fn the_cache_log_explains_hits_and_misses() {
         "{log}"
     );
     // Without the variable, nothing is logged.
-    let (_, log) = child_with(dir.path(), "2", "2", false);
+    let (_, log) = child_with(dir.path(), "2", "2", None);
     assert!(lines(&log, "node=").is_empty(), "{log}");
+}
+
+#[test]
+fn the_cache_log_sums_up_each_node_per_map_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = |stderr: &str| -> Vec<String> {
+        let lines: Vec<String> = stderr
+            .lines()
+            .filter(|l| l.starts_with("hypernodes cache: "))
+            .map(String::from)
+            .collect();
+        assert!(
+            lines.iter().all(|l| l.contains(" summary ")),
+            "only summary lines: {lines:#?}"
+        );
+        lines
+    };
+    let (_, log) = child_with(dir.path(), "2", "1", Some("1"));
+    let lines = summary(&log);
+    assert_eq!(lines.len(), 2, "one line per node: {lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "hypernodes cache: summary node=scaled hits=0 misses=3 [3: no result for this signature"
+        )),
+        "{lines:#?}"
+    );
+    let (_, log) = child_with(dir.path(), "2", "1", Some("1"));
+    let lines = summary(&log);
+    assert_eq!(
+        lines,
+        [
+            "hypernodes cache: summary node=scaled hits=3 misses=0",
+            "hypernodes cache: summary node=shift hits=3 misses=0"
+        ]
+    );
+    let (_, log) = child_with(dir.path(), "2", "2", Some("1"));
+    assert!(
+        summary(&log).iter().any(|l| l.starts_with("hypernodes cache: summary node=shift hits=0 misses=3 [3: code changed since the last cached version of this node: version]")),
+        "{log}"
+    );
 }
 
 #[test]

@@ -24,6 +24,7 @@ fn pipeline(factor: i64) -> Pipeline {
         .input::<i64>("scaled")
         .input::<String>("prefix")
         .output::<String>("label")
+        .version("1")
         .typed(|scaled: i64, prefix: String| -> Result<String, String> {
             if scaled == 3 * 7 {
                 return Err(format!("{scaled} is unlucky"));
@@ -77,6 +78,7 @@ fn typed_closures_have_a_row_loop_that_columnar_engines_call_per_batch() {
     let node = Node::builder("shout")
         .input::<String>("text")
         .output::<String>("loud")
+        .version("1")
         .typed(|text: String| text.to_uppercase())
         .unwrap();
     assert!(node.rows().is_some(), "a typed closure has a row loop");
@@ -112,6 +114,7 @@ fn typed_closures_retry_and_take_fixed_inputs_in_the_row_loop() {
         .input::<i64>("offset")
         .output::<i64>("y")
         .retries(1)
+        .version("1")
         .typed(move |x: i64, offset: i64| -> Result<i64, String> {
             // Every other attempt fails: with one retry, every row succeeds.
             if seen.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {

@@ -54,6 +54,15 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+    /// Values could not be hashed, so the nodes taking them cannot be
+    /// signed (they run, uncached).
+    #[error("cannot hash {column}: {message}")]
+    Hash {
+        /// Which values: an input, or a node's output.
+        column: String,
+        /// What went wrong.
+        message: String,
+    },
     /// Values could not be encoded for storage.
     #[error("cannot encode output `{output}` of node `{node}`: {message}")]
     Encode {
@@ -391,6 +400,12 @@ pub trait Cache: Send + Sync {
     /// at the end of every `run` and `map`.
     fn flush(&self) -> Result<(), CacheError> {
         Ok(())
+    }
+
+    /// How many stored rows wait to be made durable by a flush (0 for a
+    /// store that writes at once, the default).
+    fn unwritten_rows(&self) -> usize {
+        0
     }
 
     /// Starts a flush whose writing can run on another thread: takes what
@@ -904,7 +919,7 @@ impl DiskCache {
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(paths.len());
-        type Read = Result<Vec<RecordBatch>, String>;
+        type Read = Result<Vec<RecordBatch>, SegmentFault>;
         let read: Vec<(PathBuf, Read)> = if workers > 1 {
             let next = std::sync::atomic::AtomicUsize::new(0);
             let results: Mutex<Vec<(usize, Read)>> = Mutex::new(Vec::with_capacity(paths.len()));
@@ -943,7 +958,7 @@ impl DiskCache {
         for (path, batches) in read {
             match batches {
                 Ok(batches) => loaded.push((path, batches)),
-                Err(message) => self.warn(
+                Err(SegmentFault::Unreadable(message)) => self.warn(
                     &path,
                     format!(
                         "ignoring unreadable segment `{}` of node `{}`: {message}; its items will be recomputed",
@@ -951,6 +966,21 @@ impl DiskCache {
                         key.node
                     ),
                 ),
+                Err(SegmentFault::Corrupt(message)) => {
+                    let aside = quarantined_name(&path);
+                    let moved = match std::fs::rename(&path, &aside) {
+                        Ok(()) => format!("moved aside to `{}`", aside.display()),
+                        Err(e) => format!("could not be moved aside ({e})"),
+                    };
+                    self.warn(
+                        &path,
+                        format!(
+                            "ignoring corrupt segment `{}` of node `{}`: {message}; it was {moved}, and its items will be recomputed",
+                            path.display(),
+                            key.node
+                        ),
+                    )
+                }
             }
         }
         // One reservation for all new rows: growing the index row by row
@@ -982,6 +1012,8 @@ pub struct DatasetStats {
     pub rows: usize,
     /// Bytes on disk.
     pub bytes: u64,
+    /// Segments found corrupt and moved aside (`*.corrupt`), never read.
+    pub quarantined: usize,
 }
 
 impl DiskCache {
@@ -995,6 +1027,13 @@ impl DiskCache {
             data.listed.is_some_and(|t| t.elapsed() < LISTING_TTL)
         };
         if !fresh {
+            let first = {
+                let data = dataset.read().unwrap_or_else(|e| e.into_inner());
+                data.listed.is_none()
+            };
+            if first {
+                remove_stale_temporaries(&dir);
+            }
             let files = segment_files(&dir);
             let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
             if files.iter().any(|p| !data.segments.contains(p)) {
@@ -1021,6 +1060,7 @@ impl DiskCache {
                     segments: 0,
                     rows: 0,
                     bytes: 0,
+                    quarantined: count_files(&version_dir, |n| n.ends_with(QUARANTINE_SUFFIX)),
                 };
                 for seg in segment_files(&version_dir) {
                     stats.segments += 1;
@@ -1104,6 +1144,13 @@ impl DiskCache {
     }
 }
 
+/// Where a corrupt segment is moved: its name with [`QUARANTINE_SUFFIX`].
+fn quarantined_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(QUARANTINE_SUFFIX);
+    PathBuf::from(name)
+}
+
 /// The file beside a version's segments naming its code parts, one
 /// `part<TAB>hash` line each.
 const MANIFEST: &str = "manifest.tsv";
@@ -1146,6 +1193,42 @@ fn sorted_dirs(dir: &Path) -> Result<Vec<PathBuf>, CacheError> {
     Ok(dirs)
 }
 
+/// How old a `.tmp-` file must be before a cache that opens its dataset
+/// deletes it: no writer takes that long to write one segment, so such a
+/// file is what a crashed or failed writer left.
+pub const STALE_TEMPORARY_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes the `.tmp-` files in `dir` last modified more than
+/// [`STALE_TEMPORARY_AGE`] ago (failures are ignored: another process may
+/// have deleted them first).
+fn remove_stale_temporaries(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let stale = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(".tmp-"))
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_TEMPORARY_AGE);
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// How many files in `dir` have a name `keep` accepts.
+fn count_files(dir: &Path, keep: impl Fn(&str) -> bool) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(&keep))
+        .count()
+}
+
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
@@ -1173,45 +1256,215 @@ fn remove_dir(dir: &Path) -> Result<(), CacheError> {
     }
 }
 
-/// Reads one segment as Arrow batches laid out as [`segment_schema`].
-fn read_segment(path: &Path, key: &CacheKey) -> Result<Vec<RecordBatch>, String> {
-    let expected = segment_schema(key).map_err(|e| e.to_string())?;
-    let file = File::open(path).map_err(|e| e.to_string())?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+/// Why a segment could not be used.
+#[derive(Debug)]
+enum SegmentFault {
+    /// The file could not be read (it may be readable later): skipped.
+    Unreadable(String),
+    /// Its content is wrong (altered bytes, no checksum, another layout):
+    /// skipped and moved aside, never read again.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for SegmentFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SegmentFault::Unreadable(m) | SegmentFault::Corrupt(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The key-value metadata entry of a segment that holds its checksums.
+const CHECKSUM_KEY: &str = "hypernodes.crc32";
+
+/// The suffix a corrupt segment's name gets when it is moved aside.
+const QUARANTINE_SUFFIX: &str = ".corrupt";
+
+/// A segment writer's sink: passes bytes to `inner` and keeps the CRC-32
+/// (IEEE) of consecutive regions of them, cut where row groups end.
+struct ChecksumWriter<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    written: u64,
+    /// Each region's end offset (exclusive) and CRC, in order; the first
+    /// region starts at 0.
+    regions: Vec<(u64, u32)>,
+}
+
+impl<W> ChecksumWriter<W> {
+    fn new(inner: W) -> Self {
+        ChecksumWriter {
+            inner,
+            crc: crc32fast::Hasher::new(),
+            written: 0,
+            regions: Vec::new(),
+        }
+    }
+
+    /// Ends the current region at what was written so far (nothing
+    /// happens if it is empty).
+    fn cut(&mut self) {
+        let start = self.regions.last().map_or(0, |r| r.0);
+        if self.written > start {
+            let crc = std::mem::take(&mut self.crc).finalize();
+            self.regions.push((self.written, crc));
+        }
+    }
+
+    /// The regions as stored under [`CHECKSUM_KEY`]: `end:crc` pairs (end
+    /// in decimal, CRC as 8 hex digits) joined by commas.
+    fn regions(&self) -> String {
+        self.regions
+            .iter()
+            .map(|(end, crc)| format!("{end}:{crc:08x}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for ChecksumWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A Parquet error while writing segment `path`: the OS error when there
+/// is one underneath (a full disk, a vanished directory), else an encoding
+/// error of the node's outputs.
+fn write_error(key: &CacheKey, path: &Path, e: parquet::errors::ParquetError) -> CacheError {
+    match e {
+        parquet::errors::ParquetError::External(inner) => {
+            match inner.downcast::<std::io::Error>() {
+                Ok(io) => CacheError::Io {
+                    path: path.to_path_buf(),
+                    source: *io,
+                },
+                Err(other) => encode_error(key, "*", other),
+            }
+        }
+        e => encode_error(key, "*", e),
+    }
+}
+
+/// Checks a segment's bytes against the checksums its footer records
+/// (see [`CHECKSUM_KEY`]): every byte before the footer is covered.
+fn verify_checksums(
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    bytes: &[u8],
+) -> Result<(), SegmentFault> {
+    let corrupt = |m: String| SegmentFault::Corrupt(m);
+    let recorded = metadata
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|e| e.key == CHECKSUM_KEY))
+        .and_then(|e| e.value.as_deref())
+        .ok_or_else(|| {
+            corrupt(
+                "it has no checksums (written by an older version of hypernodes or by another tool)"
+                    .into(),
+            )
+        })?;
+    let mut start = 0u64;
+    for region in recorded.split(',') {
+        let parsed = region.split_once(':').and_then(|(end, crc)| {
+            Some((end.parse::<u64>().ok()?, u32::from_str_radix(crc, 16).ok()?))
+        });
+        let Some((end, crc)) = parsed.filter(|(end, _)| *end > start && *end <= bytes.len() as u64)
+        else {
+            return Err(corrupt(format!(
+                "its checksum entry `{region}` is malformed"
+            )));
+        };
+        if crc32fast::hash(&bytes[start as usize..end as usize]) != crc {
+            return Err(corrupt(format!(
+                "its bytes {start}..{end} do not match their checksum: the file was altered after it was written"
+            )));
+        }
+        start = end;
+    }
+    // Nothing between the last region and the footer goes unchecked.
+    let footer_start = bytes
+        .len()
+        .checked_sub(8)
+        .and_then(|at| {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().ok()?) as usize;
+            at.checked_sub(len)
+        })
+        .ok_or_else(|| corrupt("its footer is malformed".into()))?;
+    if start != footer_start as u64 {
+        return Err(corrupt(format!(
+            "its bytes {start}..{footer_start} are not covered by its checksums"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads one segment as Arrow batches laid out as [`segment_schema`],
+/// after checking its bytes against their checksums.
+fn read_segment(path: &Path, key: &CacheKey) -> Result<Vec<RecordBatch>, SegmentFault> {
+    let corrupt = |m: String| SegmentFault::Corrupt(m);
+    let expected = segment_schema(key).map_err(|e| corrupt(e.to_string()))?;
+    let bytes = bytes::Bytes::from(
+        std::fs::read(path).map_err(|e| SegmentFault::Unreadable(e.to_string()))?,
+    );
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+        .map_err(|e| corrupt(e.to_string()))?;
+    verify_checksums(builder.metadata(), &bytes)?;
     let rows = builder.metadata().file_metadata().num_rows().max(1) as usize;
+    // Batches of at most about 1 GiB of values, so no column exceeds what
+    // one Arrow array holds (2 GiB of text).
+    let bytes_decoded: i64 = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| rg.total_byte_size())
+        .sum();
+    let per_row = (bytes_decoded.max(1) as usize).div_ceil(rows);
+    let fit = ((1usize << 30) / per_row.max(1)).max(1);
     let reader = builder
-        .with_batch_size(rows.min(1 << 20))
+        .with_batch_size(rows.min(1 << 20).min(fit))
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| corrupt(e.to_string()))?;
     let mut out = Vec::new();
     for batch in reader {
-        let batch = batch.map_err(|e| e.to_string())?;
+        let batch = batch.map_err(|e| corrupt(e.to_string()))?;
         let schema = batch.schema();
         if schema.fields().len() != expected.fields().len() {
-            return Err(format!(
+            return Err(corrupt(format!(
                 "{} columns where {} were expected",
                 schema.fields().len(),
                 expected.fields().len()
-            ));
+            )));
         }
         for (i, (got, want)) in schema.fields().iter().zip(expected.fields()).enumerate() {
             if got.name() != want.name() || got.data_type() != want.data_type() {
-                return Err(format!(
+                return Err(corrupt(format!(
                     "column {i} is `{}` ({}) where `{}` ({}) was expected",
                     got.name(),
                     got.data_type(),
                     want.name(),
                     want.data_type()
-                ));
+                )));
             }
         }
         if batch.column(0).null_count() > 0 {
-            return Err("null signatures".into());
+            return Err(corrupt("null signatures".into()));
         }
         // Same columns under the expected schema, so batches of all segments
         // can be gathered together.
         let batch = RecordBatch::try_new(expected.clone(), batch.columns().to_vec())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| corrupt(e.to_string()))?;
         out.push(batch);
     }
     Ok(out)
@@ -1369,6 +1622,15 @@ impl Cache for DiskCache {
         let all = self.take_pending();
         Box::new(move || self.write_all(all))
     }
+
+    fn unwritten_rows(&self) -> usize {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .flat_map(|p| p.batches.iter().map(RecordBatch::num_rows))
+            .sum()
+    }
 }
 
 impl Drop for DiskCache {
@@ -1452,7 +1714,6 @@ impl DiskCache {
             Some(b) => b.schema(),
             None => segment_schema(key)?,
         };
-        let encode = |output: &str, message: String| encode_error(key, output, message);
         let dir = self.dataset_dir(key);
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -1468,8 +1729,12 @@ impl DiskCache {
         // random bytes, and typical outputs are mostly distinct, so building
         // a dictionary costs more than it saves), and no min/max statistics
         // on the signature and hash columns (random bytes: nothing to prune).
+        // No page indexes either (nothing reads them), so every byte before
+        // the footer lies in a checksummed region.
         let mut props = parquet::file::properties::WriterProperties::builder()
             .set_dictionary_enabled(false)
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_offset_index_disabled(true)
             .set_column_statistics_enabled("signature".into(), EnabledStatistics::None);
         for (name, _) in &key.outputs {
             props = props.set_column_statistics_enabled(
@@ -1477,20 +1742,41 @@ impl DiskCache {
                 EnabledStatistics::None,
             );
         }
-        let mut writer = ArrowWriter::try_new(file, schema, Some(props.build()))
-            .map_err(|e| encode("*", e.to_string()))?;
-        for batch in batches {
-            writer
-                .write(batch)
-                .map_err(|e| encode("*", e.to_string()))?;
+        let written = (|| {
+            let parquet = |e: parquet::errors::ParquetError| write_error(key, &tmp, e);
+            let mut writer =
+                ArrowWriter::try_new(ChecksumWriter::new(file), schema, Some(props.build()))
+                    .map_err(parquet)?;
+            let mut groups = 0;
+            for batch in batches {
+                writer.write(batch).map_err(parquet)?;
+                // A row group just written ends a checksummed region.
+                if writer.flushed_row_groups().len() != groups {
+                    groups = writer.flushed_row_groups().len();
+                    writer.sync().map_err(io(&tmp))?;
+                    writer.inner_mut().cut();
+                }
+            }
+            writer.flush().map_err(parquet)?;
+            writer.sync().map_err(io(&tmp))?;
+            writer.inner_mut().cut();
+            let regions = writer.inner().regions();
+            writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+                CHECKSUM_KEY.to_string(),
+                regions,
+            ));
+            let mut file = writer.into_inner().map_err(parquet)?.into_inner();
+            file.flush().map_err(io(&tmp))?;
+            file.sync_all().map_err(io(&tmp))?;
+            drop(file);
+            std::fs::rename(&tmp, &seg).map_err(io(&seg))
+        })();
+        if let Err(e) = written {
+            // Nothing half-written stays behind (a full disk stays full
+            // otherwise).
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        let mut file = writer
-            .into_inner()
-            .map_err(|e| encode("*", e.to_string()))?;
-        file.flush().map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        drop(file);
-        std::fs::rename(&tmp, &seg).map_err(io(&seg))?;
         let manifest = dir.join(MANIFEST);
         if !key.parts.is_empty() && !manifest.exists() {
             let text: String = key
@@ -1654,6 +1940,87 @@ mod tests {
         let mut k2 = k.clone();
         k2.code = Signature::of_bytes("test", b"count v2");
         assert_eq!(counts(&get(&cache, &k2, &[sig(1)])), [None]);
+    }
+
+    #[test]
+    fn segments_record_checksums_that_cover_every_byte_before_the_footer() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::new(dir.path());
+        put(&cache, &key(), &[entry(7), entry(8)]);
+        let seg = segments(&cache.dataset_dir(&key())).remove(0);
+        let bytes = std::fs::read(&seg).unwrap();
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.clone())).unwrap();
+        let recorded = builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|e| e.key == CHECKSUM_KEY).cloned())
+            .and_then(|e| e.value)
+            .unwrap();
+        let regions: Vec<(u64, u32)> = recorded
+            .split(',')
+            .map(|r| {
+                let (end, crc) = r.split_once(':').unwrap();
+                (end.parse().unwrap(), u32::from_str_radix(crc, 16).unwrap())
+            })
+            .collect();
+        // The regions cover the file from its start to the footer.
+        let footer_len =
+            u32::from_le_bytes(bytes[bytes.len() - 8..bytes.len() - 4].try_into().unwrap());
+        let footer_start = bytes.len() as u64 - 8 - footer_len as u64;
+        assert_eq!(regions.last().unwrap().0, footer_start);
+        let mut start = 0;
+        for (end, crc) in regions {
+            assert_eq!(crc32fast::hash(&bytes[start as usize..end as usize]), crc);
+            start = end;
+        }
+        // Any altered byte before the footer is caught.
+        for at in [
+            0usize,
+            4,
+            footer_start as usize / 2,
+            footer_start as usize - 1,
+        ] {
+            let mut altered = bytes.clone();
+            altered[at] ^= 0x20;
+            let meta = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.clone()))
+                .unwrap()
+                .metadata()
+                .clone();
+            assert!(
+                matches!(
+                    verify_checksums(&meta, &altered),
+                    Err(SegmentFault::Corrupt(_))
+                ),
+                "byte {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_segment_without_checksums_is_not_trusted_and_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::new(dir.path());
+        let k = key();
+        // A segment of the right layout written by another tool.
+        let batch = segment_batch(&k, &rows(&k, &[entry(7)])).unwrap();
+        let version_dir = cache.dataset_dir(&k);
+        std::fs::create_dir_all(&version_dir).unwrap();
+        let seg = version_dir.join("seg-00000000000000000001-1-0.parquet");
+        let mut writer =
+            ArrowWriter::try_new(File::create(&seg).unwrap(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        assert_eq!(counts(&get(&cache, &k, &[sig(7)])), [None]);
+        let warnings = cache.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("no checksums"), "{}", warnings[0]);
+        assert!(!seg.exists());
+        assert!(quarantined_name(&seg).exists());
+        let stats = cache.stats().unwrap();
+        assert_eq!(stats[0].quarantined, 1);
+        assert_eq!(stats[0].segments, 0);
     }
 
     #[test]

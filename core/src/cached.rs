@@ -146,13 +146,12 @@ impl<'f> Batch<'f> {
     }
 }
 
-/// Explains cache decisions for one node over a batch: to callbacks
-/// ([`Callback::on_cache_decision`](crate::Callback::on_cache_decision)) and,
-/// with `LOG_HYPERNODES_CACHE=1`, one line per node and item on stderr.
+/// Explains cache decisions for one node over a batch to callbacks
+/// ([`Callback::on_cache_decision`](crate::Callback::on_cache_decision);
+/// `LOG_HYPERNODES_CACHE` is one of them, see `cache_log`).
 struct CacheLog {
-    /// Whether anyone listens (log or callbacks); nothing is computed otherwise.
+    /// Whether anyone listens; nothing is computed otherwise.
     on: bool,
-    print: bool,
     why_miss: String,
     why_not_cached: &'static str,
 }
@@ -163,7 +162,6 @@ impl CacheLog {
             // No cache, no decisions.
             return CacheLog {
                 on: false,
-                print: false,
                 why_miss: String::new(),
                 why_not_cached: "",
             };
@@ -171,11 +169,9 @@ impl CacheLog {
         if node.cache_enabled && !node.outputs.iter().all(|p| p.ty.is_arrow()) {
             warn_not_storable_once(node);
         }
-        let print = std::env::var("LOG_HYPERNODES_CACHE").is_ok_and(|v| v == "1");
-        if !print && !callbacks {
+        if !callbacks {
             return CacheLog {
                 on: false,
-                print,
                 why_miss: String::new(),
                 why_not_cached: "",
             };
@@ -195,7 +191,8 @@ impl CacheLog {
             _ => "no result for this signature: new input values, changed upstream values or a changed declared environment variable".to_string(),
         };
         let why_not_cached = if !node.cache_enabled {
-            "the node has cache = false"
+            node.not_cached_because
+                .unwrap_or("the node has cache = false")
         } else if !node.outputs.iter().all(|p| p.ty.is_arrow()) {
             "an output has no Arrow form"
         } else {
@@ -203,7 +200,6 @@ impl CacheLog {
         };
         CacheLog {
             on: true,
-            print,
             why_miss,
             why_not_cached,
         }
@@ -236,9 +232,6 @@ impl CacheLog {
             outcome,
         };
         exec.emit(item, |cb, ctx| cb.on_cache_decision(ctx, &decision));
-        if self.print {
-            eprintln!("{decision}");
-        }
     }
 }
 
@@ -256,6 +249,48 @@ fn changed_parts(old: &[(String, String)], new: &[(String, String)]) -> Vec<Stri
         }
     }
     changed
+}
+
+/// Fresh results of node `node` (per output, a value per signature) as rows
+/// to store: one part, or several when the values are too large for one
+/// Arrow array together (more than 2 GiB of text, say). A single value too
+/// large for an array is an error naming the node and output.
+fn cache_rows(
+    node: &str,
+    key: &crate::cache::CacheKey,
+    sigs: &[Signature],
+    values: &[&[Value]],
+) -> Result<Vec<CacheRows>, crate::cache::CacheError> {
+    let columns = key
+        .outputs
+        .iter()
+        .zip(values)
+        .map(|((name, ty), values)| {
+            let refs: Vec<&Value> = values.iter().collect();
+            ty.to_array(&refs).map_err(|e| encode_error(node, name, e))
+        })
+        .collect::<Result<Vec<_>, _>>();
+    match columns {
+        Ok(columns) => Ok(vec![CacheRows::from_columns(key, sigs.to_vec(), columns)?]),
+        Err(_) if sigs.len() > 1 => {
+            let half = sigs.len() / 2;
+            let (a, b): (Vec<&[Value]>, Vec<&[Value]>) =
+                values.iter().map(|v| v.split_at(half)).unzip();
+            let mut parts = cache_rows(node, key, &sigs[..half], &a)?;
+            parts.extend(cache_rows(node, key, &sigs[half..], &b)?);
+            Ok(parts)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A value of output `output` of node `node` that cannot be stored.
+fn encode_error(node: &str, output: &str, e: crate::value::ValueError) -> crate::cache::CacheError {
+    crate::cache::CacheError::Encode {
+        node: node.to_string(),
+        output: output.to_string(),
+        message: e.to_string(),
+    }
 }
 
 /// Says once per process and node that a node's results cannot be cached.
@@ -286,7 +321,11 @@ fn warn_not_storable_once(node: &crate::node::Node) {
 /// Hashes slot `slot` of the live rows that have a value and no hash for it
 /// yet (cache hits, fresh results of cached nodes and mapped elements come
 /// with theirs); a value shared by every row (a fixed input) is hashed once.
-fn hash_slot(batch: &mut Batch<'_>, slot: usize, ty: ValueType) -> Result<(), Error> {
+fn hash_slot(
+    batch: &mut Batch<'_>,
+    slot: usize,
+    ty: ValueType,
+) -> Result<(), crate::value::ValueError> {
     let rows: Vec<usize> = (0..batch.len())
         .filter(|&r| {
             batch.errors[r].is_none()
@@ -323,12 +362,8 @@ fn hash_slot(batch: &mut Batch<'_>, slot: usize, ty: ValueType) -> Result<(), Er
             .as_ref()
             .is_some_and(|v| v.same(&first_value))
     });
-    let arrow = |source| Error::Arrow {
-        column: String::new(),
-        source,
-    };
     if shared {
-        let h = hash_values(&ty, &[&first_value]).map_err(arrow)?[0];
+        let h = hash_values(&ty, &[&first_value])?[0];
         for &r in &rows {
             batch.set_hash(r, slot, h);
         }
@@ -338,22 +373,29 @@ fn hash_slot(batch: &mut Batch<'_>, slot: usize, ty: ValueType) -> Result<(), Er
         .iter()
         .map(|&r| batch.slot(r, slot).as_ref().expect("a value"))
         .collect();
-    let hashes = hash_values(&ty, &refs).map_err(arrow)?;
+    let hashes = hash_values(&ty, &refs)?;
     for (&r, h) in rows.iter().zip(hashes) {
         batch.set_hash(r, slot, h);
     }
     Ok(())
 }
 
+/// What a batch does when the cache fails (for a node, when known): `Ok`
+/// to go on without the cache for what failed, or the error to stop with.
+pub(crate) type OnCacheError<'r> =
+    &'r dyn Fn(Option<&str>, crate::cache::CacheError) -> Result<(), Error>;
+
 /// Runs every step of `exec`'s plan over `batch`. Failures of nodes are
 /// recorded per item; with `stop_on_error` the batch stops after the step
 /// in which the first failure happened. Returns how many new results were
-/// stored; errors of the cache itself are returned.
+/// stored. A failure of the cache goes to `on_cache_error`: a failed
+/// lookup counts as misses, a failed store leaves results uncached.
 pub(crate) fn run_batch(
     exec: &Exec<'_>,
     cache: Option<&dyn Cache>,
     batch: &mut Batch<'_>,
     stop_on_error: bool,
+    on_cache_error: OnCacheError<'_>,
 ) -> Result<usize, Error> {
     let mut stored = 0;
     let plan = exec.plan();
@@ -363,9 +405,22 @@ pub(crate) fn run_batch(
         .iter()
         .flat_map(|s| s.args.iter().copied())
         .collect();
+    // A value that cannot be hashed leaves its rows unsigned: the nodes
+    // that take it run and are not cached for them.
+    let unhashable = |column: String, e: crate::value::ValueError| {
+        on_cache_error(
+            None,
+            crate::cache::CacheError::Hash {
+                column,
+                message: e.to_string(),
+            },
+        )
+    };
     if cache.is_some() {
         for input in &plan.inputs {
-            hash_slot(batch, input.slot, input.ty)?;
+            if let Err(e) = hash_slot(batch, input.slot, input.ty) {
+                unhashable(format!("input `{}`", input.name), e)?;
+            }
         }
     }
     for step in &plan.steps {
@@ -391,30 +446,38 @@ pub(crate) fn run_batch(
                     vec![None; live.len()]
                 };
                 let log = CacheLog::new(cache, node, exec.has_callbacks());
-                let cache_error = |what: &str, e: crate::cache::CacheError| Error::Engine {
-                    message: format!("cache {what} for node `{}`: {e}", node.name),
-                };
+                let mut sigs = sigs;
                 let wanted: Vec<Signature> = sigs.iter().flatten().copied().collect();
-                let hits = match cache {
-                    Some(cache) if !wanted.is_empty() => cache.lookup(&key, &wanted),
-                    _ => Ok(Hits::none(&key, 0)),
-                }
-                .map_err(|e| cache_error("lookup", e))?;
-                // Hits arrive in request order: decode the outputs someone
-                // uses, then hand them out in turn.
-                let mut hit_values: Vec<std::vec::IntoIter<Value>> = step
-                    .outs
-                    .iter()
-                    .enumerate()
-                    .map(|(o, slot)| match slot {
-                        Some(_) if !hits.found.is_empty() => hits.found.values(&key, o),
-                        _ => Ok(Vec::new()),
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| cache_error("read", e))?
-                    .into_iter()
-                    .map(Vec::into_iter)
-                    .collect();
+                let looked_up = match cache {
+                    Some(cache) if !wanted.is_empty() => {
+                        cache.lookup(&key, &wanted).and_then(|hits| {
+                            // Hits arrive in request order: decode the
+                            // outputs someone uses, then hand them out in turn.
+                            let values = step
+                                .outs
+                                .iter()
+                                .enumerate()
+                                .map(|(o, slot)| match slot {
+                                    Some(_) if !hits.found.is_empty() => hits.found.values(&key, o),
+                                    _ => Ok(Vec::new()),
+                                })
+                                .collect::<Result<Vec<_>, _>>()?;
+                            Ok((hits, values))
+                        })
+                    }
+                    _ => Ok((Hits::none(&key, 0), vec![Vec::new(); step.outs.len()])),
+                };
+                let (hits, hit_values) = match looked_up {
+                    Ok(found) => found,
+                    Err(e) => {
+                        // Without the cache: every row is computed, nothing stored.
+                        on_cache_error(Some(&node.name), e)?;
+                        sigs = vec![None; live.len()];
+                        (Hits::none(&key, 0), vec![Vec::new(); step.outs.len()])
+                    }
+                };
+                let mut hit_values: Vec<std::vec::IntoIter<Value>> =
+                    hit_values.into_iter().map(Vec::into_iter).collect();
                 let mut requested = hits.rows.iter();
                 let mut fresh_sigs = Vec::new();
                 let mut fresh_items = Vec::new();
@@ -488,31 +551,28 @@ pub(crate) fn run_batch(
                 if let Some(cache) = cache
                     && !fresh_sigs.is_empty()
                 {
-                    let columns = key
-                        .outputs
-                        .iter()
-                        .zip(&fresh_values)
-                        .map(|((name, ty), values)| {
-                            let refs: Vec<&Value> = values.iter().collect();
-                            ty.to_array(&refs).map_err(|e| Error::Arrow {
-                                column: format!("{}.{name}", node.name),
-                                source: e,
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let rows = CacheRows::from_columns(&key, fresh_sigs, columns)
-                        .map_err(|e| cache_error("store", e))?;
-                    for (k, &i) in fresh_items.iter().enumerate() {
-                        for (o, slot) in step.outs.iter().enumerate() {
-                            if let Some(slot) = *slot {
-                                batch.set_hash(i, slot, rows.hash(o, k));
+                    let values: Vec<&[Value]> = fresh_values.iter().map(Vec::as_slice).collect();
+                    match cache_rows(&node.name, &key, &fresh_sigs, &values) {
+                        Ok(parts) => {
+                            let mut at = 0;
+                            for rows in parts {
+                                for (k, &i) in fresh_items[at..at + rows.len()].iter().enumerate() {
+                                    for (o, slot) in step.outs.iter().enumerate() {
+                                        if let Some(slot) = *slot {
+                                            batch.set_hash(i, slot, rows.hash(o, k));
+                                        }
+                                    }
+                                }
+                                at += rows.len();
+                                match cache.store(&key, &rows) {
+                                    Ok(()) => stored += rows.len(),
+                                    Err(e) => on_cache_error(Some(&node.name), e)?,
+                                }
                             }
                         }
+                        // The values stay in the batch; only storing failed.
+                        Err(e) => on_cache_error(Some(&node.name), e)?,
                     }
-                    cache
-                        .store(&key, &rows)
-                        .map_err(|e| cache_error("store", e))?;
-                    stored += rows.len();
                 }
             }
             NodeKind::Nested(inner) => {
@@ -535,8 +595,10 @@ pub(crate) fn run_batch(
             }
         }
         for (port, slot) in node.outputs.iter().zip(&step.outs) {
-            if let Some(slot) = slot.filter(|s| cache.is_some() && consumed.contains(s)) {
-                hash_slot(batch, slot, port.ty)?;
+            if let Some(slot) = slot.filter(|s| cache.is_some() && consumed.contains(s))
+                && let Err(e) = hash_slot(batch, slot, port.ty)
+            {
+                unhashable(format!("output `{}` of node `{}`", port.name, node.name), e)?;
             }
         }
         if stop_on_error && batch.errors.iter().any(Option::is_some) {

@@ -76,6 +76,11 @@ pub trait Callback: Send + Sync {
     fn on_nested_start(&self, _ctx: &CallbackContext<'_>, _node: &str) {}
     /// A nested pipeline node ends.
     fn on_nested_end(&self, _ctx: &CallbackContext<'_>, _node: &str, _elapsed: Duration) {}
+    /// The cache failed (a write to a full disk or a read-only directory,
+    /// say): reported once per `map`, at the first failure; the map goes on
+    /// without the cache unless it is strict (see
+    /// [`MapOptions::strict_cache`](crate::MapOptions::strict_cache)).
+    fn on_cache_error(&self, _ctx: &CallbackContext<'_>, _error: &Error) {}
     /// A node failed for good (after its retries).
     fn on_error(&self, _ctx: &CallbackContext<'_>, _error: &Error) {}
 }

@@ -7,7 +7,7 @@
 //! results in the same order.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -105,6 +105,41 @@ impl Engine for ParallelEngine {
 
     fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error> {
         let first_failure = AtomicUsize::new(usize::MAX);
+        if job.exec().cache.is_some() {
+            // With a cache, each worker claims chunks sized to its own pace
+            // (see `MapJob::next_chunk_size`), so results reach the cache
+            // as the map goes whatever an item costs.
+            let next = AtomicUsize::new(0);
+            let chunks = std::sync::Mutex::new(Vec::new());
+            let work = || {
+                rayon::scope(|s| {
+                    for _ in 0..rayon::current_num_threads() {
+                        s.spawn(|_| {
+                            let mut previous = None;
+                            loop {
+                                let size = job.next_chunk_size(previous);
+                                let start = next.fetch_add(size, Ordering::Relaxed);
+                                let stopped = job.policy() == crate::map::ErrorPolicy::Stop
+                                    && first_failure.load(Ordering::Relaxed) < start;
+                                if start >= job.len() || stopped {
+                                    break;
+                                }
+                                let end = (start + size).min(job.len());
+                                let began = std::time::Instant::now();
+                                let chunk = job.run_chunk(start..end, &first_failure);
+                                previous = Some((end - start, began.elapsed()));
+                                chunks.lock().unwrap_or_else(|e| e.into_inner()).push(chunk);
+                            }
+                        });
+                    }
+                })
+            };
+            match &self.pool {
+                Some(pool) => pool.install(work),
+                None => work(),
+            }
+            return job.assemble(chunks.into_inner().unwrap_or_else(|e| e.into_inner()));
+        }
         let work = || {
             let size = job.chunk_size(rayon::current_num_threads());
             let starts: Vec<usize> = (0..job.len()).step_by(size).collect();

@@ -251,6 +251,19 @@ pub enum Error {
         /// The item's index.
         index: usize,
     },
+    /// The cache could not be read or written. By default a `map` goes on
+    /// without it (the result lists these in
+    /// [`MapResult::cache_errors`](crate::MapResult::cache_errors)); with
+    /// [`MapOptions::strict_cache`](crate::MapOptions::strict_cache) the map
+    /// fails with it.
+    #[error("the cache failed{}: {source}", .node.as_ref().map(|n| format!(" for node `{n}`")).unwrap_or_default())]
+    Cache {
+        /// The node whose results were being read or written, when known.
+        node: Option<String>,
+        /// What went wrong, with the path and the OS error for I/O.
+        #[source]
+        source: crate::cache::CacheError,
+    },
     /// An engine failed outside of any node.
     #[error("engine error: {message}")]
     Engine {

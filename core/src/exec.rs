@@ -42,11 +42,17 @@ impl<'a> Exec<'a> {
         plan: &'a Plan,
         engine: &'a dyn crate::engine::Engine,
     ) -> Self {
+        let mut callbacks = pipeline.callbacks.clone();
+        if let Some(mode) = crate::cache_log::Mode::from_env() {
+            callbacks.push(std::sync::Arc::new(crate::cache_log::CacheLogger::new(
+                mode,
+            )));
+        }
         Exec {
             pipeline,
             plan,
             engine,
-            callbacks: pipeline.callbacks.clone(),
+            callbacks,
             cache: pipeline.cache.clone(),
             path: vec![pipeline.name().to_string()],
             items: Vec::new(),
@@ -74,13 +80,29 @@ impl<'a> Exec<'a> {
 
     /// Makes what this scope's cache buffered durable (at the end of a
     /// top-level `run`/`map`, and of a nested pipeline with its own cache).
+    /// A failure is reported ([`Exec::cache_failed`]) and the results stand.
     pub(crate) fn flush_cache(&self) -> Result<(), Error> {
-        match &self.cache {
-            Some(cache) => cache.flush().map_err(|e| Error::Engine {
-                message: format!("cache flush: {e}"),
-            }),
-            None => Ok(()),
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.flush()
+        {
+            self.cache_failed(None, e)?;
         }
+        Ok(())
+    }
+
+    /// A cache failure outside a `map` (a `run`, a nested pipeline's own
+    /// cache): reported to the callbacks; the results stand without it.
+    pub(crate) fn cache_failed(
+        &self,
+        node: Option<&str>,
+        source: crate::cache::CacheError,
+    ) -> Result<(), Error> {
+        let error = Error::Cache {
+            node: node.map(str::to_string),
+            source,
+        };
+        self.emit(&self.items, |cb, ctx| cb.on_cache_error(ctx, &error));
+        Ok(())
     }
 
     /// The item path of item `item` of a map in this scope.
@@ -689,7 +711,8 @@ impl<'a> RunJob<'a> {
         if let Some(cache) = &self.exec.cache {
             let mut batch = crate::cached::Batch::new(self.slots.len(), 1, None);
             batch.push(None, &self.slots, true);
-            crate::cached::run_batch(self.exec, Some(cache.as_ref()), &mut batch, true)?;
+            let report = |node: Option<&str>, e| self.exec.cache_failed(node, e);
+            crate::cached::run_batch(self.exec, Some(cache.as_ref()), &mut batch, true, &report)?;
             self.slots = batch.take_row(0)?;
         } else {
             self.exec.run_steps(&mut self.slots, &items)?;
@@ -786,7 +809,7 @@ pub struct MapJob<'a> {
     /// Per mapped input, the value hash of every element, computed once
     /// from the whole list when a cache needs it (`None` when the element
     /// type has no Arrow form).
-    mapped_hashes: std::sync::OnceLock<Vec<Option<MappedElements>>>,
+    mapped_hashes: std::sync::OnceLock<Vec<Result<MappedElements, String>>>,
     /// When the cache was last flushed, and how many new results it has
     /// received since.
     unflushed: std::sync::Mutex<(Instant, usize)>,
@@ -794,6 +817,10 @@ pub struct MapJob<'a> {
     flat: std::sync::OnceLock<crate::flat::Flat<'a>>,
     /// The cache writes running in the background, oldest first.
     flusher: std::sync::Mutex<std::collections::VecDeque<Flusher>>,
+    /// Whether a cache failure fails the map ([`MapOptions::strict_cache`]).
+    strict_cache: bool,
+    /// The cache failures so far (the map went on without the cache).
+    cache_errors: std::sync::Mutex<Vec<Error>>,
 }
 
 /// A background cache write.
@@ -804,14 +831,12 @@ type Flusher = std::thread::JoinHandle<Result<(), crate::cache::CacheError>>;
 const WRITES_IN_FLIGHT: usize = 2;
 
 /// The outcome of a finished background cache write.
-fn flushed(writer: Flusher) -> Result<(), Error> {
+fn flushed(writer: Flusher) -> Result<(), crate::cache::CacheError> {
     match writer.join() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Error::Engine {
-            message: format!("cache flush: {e}"),
-        }),
-        Err(_) => Err(Error::Engine {
-            message: "cache flush: the writer panicked".into(),
+        Ok(done) => done,
+        Err(_) => Err(crate::cache::CacheError::Io {
+            path: std::path::PathBuf::new(),
+            source: std::io::Error::other("the cache writer panicked"),
         }),
     }
 }
@@ -907,6 +932,8 @@ impl<'a> MapJob<'a> {
             unflushed: std::sync::Mutex::new((Instant::now(), 0)),
             flat: std::sync::OnceLock::new(),
             flusher: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            strict_cache: options.strict_cache,
+            cache_errors: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -925,16 +952,18 @@ impl<'a> MapJob<'a> {
         self.policy
     }
 
-    /// For an engine running chunks one after another: the size of the next
-    /// chunk. Without a cache, everything at once. With a cache, chunks start
-    /// small and adapt so that each takes about a second (bounded by
-    /// [`MapOptions::flush_every`]): results reach the cache by count and by
-    /// time, so an interrupted run loses little whatever an item costs.
+    /// For a worker running chunks one after another: the size of its next
+    /// chunk, given its previous one (size and time). Without a cache,
+    /// everything at once. With a cache, chunks start small and adapt so
+    /// that each takes about a quarter of a second (bounded by
+    /// [`MapOptions::flush_every`]): a chunk's results are stored when it
+    /// ends, and written at least every [`MapOptions::FLUSH_INTERVAL`], so
+    /// an interrupted run loses little whatever an item costs.
     pub fn next_chunk_size(&self, previous: Option<(usize, std::time::Duration)>) -> usize {
         if self.exec.cache.is_none() {
             return self.len.max(1);
         }
-        const TARGET: f64 = 1.0;
+        const TARGET: f64 = 0.25;
         let size = match previous {
             None => 64,
             Some((size, elapsed)) => {
@@ -975,14 +1004,59 @@ impl<'a> MapJob<'a> {
             Instant::now()
         });
         self.prepare_cache();
-        let result = exec.engine.map(self);
-        let written = self.wait_for_flush();
+        let result = if exec.cache.is_some() && exec.items.is_empty() {
+            // A top-level map with a cache: a ticker flushes what waits to
+            // be written at least every FLUSH_INTERVAL, even while every
+            // worker is busy with a long batch.
+            let stop = (std::sync::Mutex::new(false), std::sync::Condvar::new());
+            std::thread::scope(|s| {
+                let ticker = s.spawn(|| self.flush_by_time(&stop));
+                let result = exec.engine.map(self);
+                *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                stop.1.notify_all();
+                let ticked = ticker.join().unwrap_or(Ok(()));
+                result.and_then(|r| ticked.map(|()| r))
+            })
+        } else {
+            exec.engine.map(self)
+        };
+        let mut written = self.wait_for_flush();
+        // What was stored after the last flush.
+        if written.is_ok()
+            && let Some(cache) = &exec.cache
+            && let Err(e) = cache.flush()
+        {
+            written = self.cache_failed(None, e);
+        }
         if let Some(start) = start {
             exec.emit(&exec.items, |cb, ctx| cb.on_map_end(ctx, start.elapsed()));
         }
-        let result = result?;
+        let mut result = result?;
         written?;
+        result.cache_errors = self.take_cache_errors();
         Ok(result)
+    }
+
+    /// The flush ticker of a map with a cache: until `stop` is set, flushes
+    /// what the cache holds unwritten once the last flush is
+    /// [`MapOptions::FLUSH_INTERVAL`] old. A strict map's cache failure
+    /// ends it with that error.
+    fn flush_by_time(
+        &self,
+        stop: &(std::sync::Mutex<bool>, std::sync::Condvar),
+    ) -> Result<(), Error> {
+        let mut stopped = stop.0.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let (guard, _) = stop
+                .1
+                .wait_timeout(stopped, MapOptions::FLUSH_INTERVAL / 8)
+                .unwrap_or_else(|e| e.into_inner());
+            stopped = guard;
+            if *stopped {
+                return Ok(());
+            }
+            self.flush_if_stale()?;
+        }
     }
 
     /// Tells the cache which node versions this map will look up, and for
@@ -1040,21 +1114,32 @@ impl<'a> MapJob<'a> {
 
     /// The elements and element hashes of every mapped input (see
     /// `mapped_hashes`).
-    fn mapped_hashes(&self) -> &[Option<MappedElements>] {
+    /// (`Err`: why the elements have no Arrow column.)
+    fn mapped_hashes(&self) -> &[Result<MappedElements, String>] {
         self.mapped_hashes.get_or_init(|| {
             self.mapped
                 .iter()
                 .map(|m| {
-                    let array = m.ty.list_type()?.to_array(&[&m.list]).ok()?;
-                    let list = arrow_array::cast::AsArray::as_list_opt::<i32>(array.as_ref())?;
+                    let no_form = || format!("its elements ({}) have no Arrow form", m.ty.name());
+                    let array =
+                        m.ty.list_type()
+                            .ok_or_else(no_form)?
+                            .to_array(&[&m.list])
+                            .map_err(|e| e.to_string())?;
+                    let list = arrow_array::cast::AsArray::as_list_opt::<i32>(array.as_ref())
+                        .ok_or_else(no_form)?;
                     let offsets = list.value_offsets();
                     let (first, last) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
                     let elements = list.values().slice(first, last - first);
                     if Some(elements.data_type().clone()) != m.ty.data_type() {
-                        return None;
+                        return Err(no_form());
                     }
-                    let hashes = crate::signature::hash_column(&elements).ok()?;
-                    (hashes.len() == m.len).then_some((elements, hashes))
+                    let hashes =
+                        crate::signature::hash_column(&elements).map_err(|e| e.to_string())?;
+                    if hashes.len() != m.len {
+                        return Err(no_form());
+                    }
+                    Ok((elements, hashes))
                 })
                 .collect()
         })
@@ -1082,15 +1167,17 @@ impl<'a> MapJob<'a> {
         let exec = self.exec;
         let mut mapped = Vec::new();
         for (m, elements) in self.mapped.iter().zip(self.mapped_hashes()) {
-            let Some((elements, hashes)) = elements else {
-                return Err(Error::Engine {
-                    message: format!(
-                        "engine `{}` cannot map over input `{}`: its elements ({}) have no Arrow form",
-                        exec.engine.name(),
-                        m.name,
-                        m.ty.name()
-                    ),
-                });
+            let (elements, hashes) = match elements {
+                Ok(found) => found,
+                Err(why) => {
+                    return Err(Error::Engine {
+                        message: format!(
+                            "engine `{}` cannot map over input `{}`: {why}",
+                            exec.engine.name(),
+                            m.name,
+                        ),
+                    });
+                }
             };
             mapped.push(MappedColumn {
                 name: m.name.clone(),
@@ -1521,6 +1608,7 @@ impl<'a> MapJob<'a> {
                 .into_iter()
                 .map(|(index, error)| ItemFailure { index, error })
                 .collect(),
+            cache_errors: Vec::new(),
         })
     }
 
@@ -1539,7 +1627,7 @@ impl<'a> MapJob<'a> {
         let stop_on_error = self.policy == ErrorPolicy::Stop;
         // Mapped elements whose hashes are known are filled only for rows
         // on which some node runs.
-        let hashes: &[Option<MappedElements>] = match cache {
+        let hashes: &[Result<MappedElements, String>] = match cache {
             Some(_) => self.mapped_hashes(),
             None => &[],
         };
@@ -1548,11 +1636,12 @@ impl<'a> MapJob<'a> {
                 .mapped
                 .iter()
                 .zip(hashes)
-                .all(|(m, h)| m.slot.is_none() || h.is_some());
+                .all(|(m, h)| m.slot.is_none() || h.is_ok());
         let hashes: Vec<Option<&arrow_array::FixedSizeBinaryArray>> = hashes
             .iter()
             .map(|h| {
                 h.as_ref()
+                    .ok()
                     .map(|(_, h)| arrow_array::cast::AsArray::as_fixed_size_binary(h.as_ref()))
             })
             .collect();
@@ -1575,7 +1664,8 @@ impl<'a> MapJob<'a> {
             }
         }
         let start = std::time::Instant::now();
-        let result = crate::cached::run_batch(exec, cache, &mut batch, stop_on_error)
+        let report = |node: Option<&str>, e| self.cache_failed(node, e);
+        let result = crate::cached::run_batch(exec, cache, &mut batch, stop_on_error, &report)
             .and_then(|stored| self.maybe_flush(stored));
         if let Err(e) = result {
             batch.fail_unfailed(|| Error::Engine {
@@ -1618,13 +1708,41 @@ impl<'a> MapJob<'a> {
         if !due {
             return Ok(());
         }
+        self.start_flush(cache, &mut state)
+    }
+
+    /// Flushes when the last flush is [`MapOptions::FLUSH_INTERVAL`] old and
+    /// the cache holds results not yet written (this map's, or those of the
+    /// maps nested in it).
+    fn flush_if_stale(&self) -> Result<(), Error> {
+        let Some(cache) = &self.exec.cache else {
+            return Ok(());
+        };
+        let mut state = self.unflushed.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0.elapsed() < MapOptions::FLUSH_INTERVAL
+            || (state.1 == 0 && cache.unwritten_rows() == 0)
+        {
+            return Ok(());
+        }
+        self.start_flush(cache, &mut state)
+    }
+
+    /// Starts a background write of what the cache buffered (see
+    /// `maybe_flush`); `state` is the job's unflushed count, locked.
+    fn start_flush(
+        &self,
+        cache: &std::sync::Arc<dyn crate::cache::Cache>,
+        state: &mut (Instant, usize),
+    ) -> Result<(), Error> {
         // What is buffered now is written in the background while the
         // items keep running, at most WRITES_IN_FLIGHT writes at a time: a
         // flush first waits for the oldest write beyond that.
         let mut writers = self.flusher.lock().unwrap_or_else(|e| e.into_inner());
         while writers.len() >= WRITES_IN_FLIGHT {
-            if let Some(done) = writers.pop_front() {
-                flushed(done)?;
+            if let Some(done) = writers.pop_front()
+                && let Err(e) = flushed(done)
+            {
+                self.cache_failed(None, e)?;
             }
         }
         *state = (Instant::now(), 0);
@@ -1632,7 +1750,8 @@ impl<'a> MapJob<'a> {
         Ok(())
     }
 
-    /// Waits for the background writes still running; the first error.
+    /// Waits for the background writes still running. A failed write is a
+    /// cache failure (see [`MapJob::cache_failed`]).
     fn wait_for_flush(&self) -> Result<(), Error> {
         let writers: Vec<Flusher> = self
             .flusher
@@ -1643,12 +1762,47 @@ impl<'a> MapJob<'a> {
         // Every write is waited for, even after one failed.
         let mut first = Ok(());
         for writer in writers {
-            let done = flushed(writer);
-            if first.is_ok() {
-                first = done;
+            if let Err(e) = flushed(writer) {
+                let reported = self.cache_failed(None, e);
+                if first.is_ok() {
+                    first = reported;
+                }
             }
         }
         first
+    }
+
+    /// Reports a failure of the cache (for node `node`, when known): under
+    /// [`MapOptions::strict_cache`] it is returned as the map's error;
+    /// otherwise it is kept for [`MapResult::cache_errors`] (the first one
+    /// also fires [`Callback::on_cache_error`]) and the map goes on without
+    /// the cache for what failed.
+    pub fn cache_failed(
+        &self,
+        node: Option<&str>,
+        source: crate::cache::CacheError,
+    ) -> Result<(), Error> {
+        let error = Error::Cache {
+            node: node.map(str::to_string),
+            source,
+        };
+        if self.strict_cache {
+            return Err(error);
+        }
+        let exec = self.exec;
+        let mut errors = self.cache_errors.lock().unwrap_or_else(|e| e.into_inner());
+        if errors.is_empty() && exec.has_callbacks() {
+            exec.emit(&exec.items, |cb, ctx| cb.on_cache_error(ctx, &error));
+        }
+        if errors.len() < MapResult::MAX_CACHE_ERRORS {
+            errors.push(error);
+        }
+        Ok(())
+    }
+
+    /// The cache failures kept so far, taken out.
+    fn take_cache_errors(&self) -> Vec<Error> {
+        std::mem::take(&mut *self.cache_errors.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Runs item `index`: every needed node, in topological order.
@@ -1763,6 +1917,7 @@ impl<'a> MapJob<'a> {
             len: self.len,
             columns,
             failures,
+            cache_errors: Vec::new(),
         })
     }
 }

@@ -29,6 +29,7 @@
 extern crate self as hypernodes_core;
 
 pub mod cache;
+mod cache_log;
 mod cached;
 pub mod callback;
 pub mod columnar;

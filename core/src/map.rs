@@ -39,6 +39,7 @@ pub struct MapOptions {
     pub(crate) on_error: ErrorPolicy,
     pub(crate) outputs: Option<Vec<String>>,
     pub(crate) flush_every: Option<usize>,
+    pub(crate) strict_cache: bool,
 }
 
 impl MapOptions {
@@ -94,6 +95,16 @@ impl MapOptions {
     /// (default [`MapOptions::DEFAULT_FLUSH_EVERY`]).
     pub fn flush_every(mut self, items: usize) -> Self {
         self.flush_every = Some(items.max(1));
+        self
+    }
+
+    /// Fails the map when the cache fails (a write to a full disk or a
+    /// read-only directory, an unreadable store). By default a cache is an
+    /// accelerator: the map completes without it, returns its results, and
+    /// lists what failed in [`MapResult::cache_errors`] (and fires
+    /// [`Callback::on_cache_error`](crate::Callback::on_cache_error) once).
+    pub fn strict_cache(mut self) -> Self {
+        self.strict_cache = true;
         self
     }
 
@@ -270,9 +281,23 @@ pub struct MapResult {
     pub(crate) len: usize,
     pub(crate) columns: Vec<Column>,
     pub(crate) failures: Vec<ItemFailure>,
+    pub(crate) cache_errors: Vec<Error>,
 }
 
 impl MapResult {
+    /// What went wrong with the cache during the map, if anything
+    /// ([`Error::Cache`] values, first failure first, at most
+    /// [`MapResult::MAX_CACHE_ERRORS`]): the results are complete and
+    /// right, but some may not have been stored. Empty when the cache
+    /// worked (or with [`MapOptions::strict_cache`], where a failure fails
+    /// the map).
+    pub fn cache_errors(&self) -> &[Error] {
+        &self.cache_errors
+    }
+
+    /// The most cache errors a result keeps.
+    pub const MAX_CACHE_ERRORS: usize = 16;
+
     /// Number of items.
     pub fn len(&self) -> usize {
         self.len

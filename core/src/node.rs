@@ -141,6 +141,9 @@ pub struct Node {
     helpers: Arc<[String]>,
     pub(crate) env: Arc<[String]>,
     pub(crate) cache_enabled: bool,
+    /// Why the node is not cached when that was not asked for with
+    /// `cache = false` (a closure without declared version or state).
+    pub(crate) not_cached_because: Option<&'static str>,
     pub(crate) code_parts: Arc<[(String, String)]>,
     pending_map: Option<(Vec<String>, MapMode)>,
     problems: Vec<String>,
@@ -181,6 +184,8 @@ impl Node {
             outputs: Vec::new(),
             retries: 0,
             version: None,
+            states: Vec::new(),
+            problems: Vec::new(),
             concurrency: None,
             max_per_second: None,
         }
@@ -226,6 +231,7 @@ impl Node {
             helpers: Arc::from(Vec::new()),
             env: Arc::from(Vec::new()),
             cache_enabled: true,
+            not_cached_because: None,
             code_parts: Arc::from(Vec::new()),
             name,
             inputs,
@@ -322,6 +328,7 @@ impl Node {
     /// dependents still cache on the values they produce).
     pub fn with_cache_enabled(mut self, enabled: bool) -> Self {
         self.cache_enabled = enabled;
+        self.not_cached_because = None;
         self
     }
 
@@ -668,6 +675,9 @@ pub struct NodeBuilder {
     outputs: Vec<Port>,
     retries: u32,
     version: Option<String>,
+    /// Declared captured state, each in canonical serde form.
+    states: Vec<Vec<u8>>,
+    problems: Vec<String>,
     concurrency: Option<usize>,
     max_per_second: Option<f64>,
 }
@@ -704,8 +714,43 @@ impl NodeBuilder {
 
     /// Declares the version of the closure's code and captured state: part
     /// of the node's fingerprint, so changing it invalidates cached results.
+    ///
+    /// The fingerprint of a closure cannot see its code or what it
+    /// captures, so a closure node declares what identifies it: a
+    /// `version`, its captured [`state`](NodeBuilder::state), or both. A
+    /// closure node that declares neither is never cached (it runs every
+    /// time; cache decisions say why), so a rebuilt closure never gets the
+    /// results of another one.
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = Some(version.into());
+        self
+    }
+
+    /// Declares state the closure captures (a factor, a threshold, a
+    /// configuration): its canonical serde form (map keys sorted) enters
+    /// the node's code fingerprint, so results cached with one value are
+    /// never returned for another. Call it once per captured value. A value
+    /// that has no JSON form makes the node invalid (`Pipeline::new` says
+    /// so). See [`NodeBuilder::version`] for what happens without it.
+    ///
+    /// ```
+    /// use hypernodes_core::{Node, Pipeline, Inputs};
+    /// let factor = 3i64;
+    /// let scale = Node::builder("scale")
+    ///     .input::<i64>("x")
+    ///     .output::<i64>("y")
+    ///     .state(&factor)
+    ///     .typed(move |x: i64| x * factor)
+    ///     .unwrap();
+    /// assert!(scale.cache_enabled());
+    /// ```
+    pub fn state<S: serde::Serialize + ?Sized>(mut self, state: &S) -> Self {
+        match crate::signature::canonical_json(state) {
+            Some(bytes) => self.states.push(bytes),
+            None => self
+                .problems
+                .push("a declared state has no JSON form (serde_json cannot write it)".into()),
+        }
         self
     }
 
@@ -725,6 +770,13 @@ impl NodeBuilder {
 
     fn finish(self, func: NodeFn) -> Node {
         let (concurrency, max_per_second) = (self.concurrency, self.max_per_second);
+        let declared = self.version.is_some() || !self.states.is_empty();
+        let mut parts: Vec<(String, String)> = Vec::new();
+        if let Some(v) = &self.version {
+            parts.push(("version".into(), v.clone()));
+        }
+        let states = self.states;
+        let problems = self.problems;
         let mut node = Node::new(
             self.name,
             self.inputs,
@@ -737,6 +789,26 @@ impl NodeBuilder {
             bytes.extend_from_slice(v.as_bytes());
             node.code_hash = Signature::of_bytes("hypernodes/version/v1", &bytes);
         }
+        if !states.is_empty() {
+            let mut bytes = node.code_hash.0.to_vec();
+            for state in &states {
+                bytes.extend_from_slice(&(state.len() as u64).to_le_bytes());
+                bytes.extend_from_slice(state);
+            }
+            node.code_hash = Signature::of_bytes("hypernodes/state/v1", &bytes);
+            parts.push((
+                "declared state".into(),
+                Signature::of_bytes("hypernodes/state-part/v1", &bytes[32..]).to_hex(),
+            ));
+        }
+        node.code_parts = parts.into();
+        if !declared {
+            node.cache_enabled = false;
+            node.not_cached_because = Some(
+                "a closure node declares neither a version nor its captured state (NodeBuilder::version, NodeBuilder::state), so its signature cannot tell two closures apart",
+            );
+        }
+        node.problems.extend(problems);
         if let Some(calls) = concurrency {
             node = node.with_concurrency(calls);
         }

@@ -204,9 +204,20 @@ fn hash_chunk<T>(
 }
 
 /// Hashes values of one Arrow-capable type: one signature per value.
+/// Values too large for one Arrow array together (more than 2 GiB of text,
+/// say) are hashed in parts: a value's hash does not depend on its
+/// neighbours. A single value too large for an array is an error.
 pub fn hash_values(ty: &ValueType, values: &[&Value]) -> Result<Vec<Signature>, ValueError> {
-    let array = ty.to_array(values)?;
-    hash_array(&array)
+    match ty.to_array(values) {
+        Ok(array) => hash_array(&array),
+        Err(_) if values.len() > 1 => {
+            let (a, b) = values.split_at(values.len() / 2);
+            let mut out = hash_values(ty, a)?;
+            out.extend(hash_values(ty, b)?);
+            Ok(out)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The key of one node's signatures: everything but the inputs, hashed once
@@ -316,6 +327,47 @@ impl NodeKey {
         }
         Signature(*blake3::keyed_hash(&self.key, &bytes).as_bytes())
     }
+}
+
+/// The canonical serde form of `value`: its JSON with every object's keys
+/// sorted (so a `HashMap` gives the same bytes whatever its iteration
+/// order), without whitespace. `None` when the value cannot be represented
+/// as JSON (a map with keys that are not strings or numbers, say).
+pub fn canonical_json<T: serde::Serialize + ?Sized>(value: &T) -> Option<Vec<u8>> {
+    fn write(v: &serde_json::Value, out: &mut Vec<u8>) -> Option<()> {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                out.push(b'{');
+                for (k, (key, value)) in entries.into_iter().enumerate() {
+                    if k > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut *out, key).ok()?;
+                    out.push(b':');
+                    write(value, out)?;
+                }
+                out.push(b'}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push(b'[');
+                for (k, item) in items.iter().enumerate() {
+                    if k > 0 {
+                        out.push(b',');
+                    }
+                    write(item, out)?;
+                }
+                out.push(b']');
+            }
+            leaf => serde_json::to_writer(&mut *out, leaf).ok()?,
+        }
+        Some(())
+    }
+    let tree = serde_json::to_value(value).ok()?;
+    let mut out = Vec::new();
+    write(&tree, &mut out)?;
+    Some(out)
 }
 
 /// A node's signature for one item: its code hash, its inputs' value hashes

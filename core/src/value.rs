@@ -746,9 +746,9 @@ pub mod probe {
     impl<T: serde::Serialize + Any> KeyBySerde for &KeyProbe<T> {
         fn key_fn(&self) -> KeyFn {
             Some(|v| {
-                let bytes = serde_json::to_vec(v.downcast_ref::<T>()?).ok()?;
+                let bytes = crate::signature::canonical_json(v.downcast_ref::<T>()?)?;
                 Some(crate::signature::Signature::of_bytes(
-                    "hypernodes/resource-serde/v1",
+                    "hypernodes/resource-serde/v2",
                     &bytes,
                 ))
             })

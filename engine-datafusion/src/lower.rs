@@ -315,6 +315,7 @@ pub(crate) fn lower(
             retries: node.retries(),
             opens: job.scopes_opening(step.index),
             closes: job.scopes_closing(step.index),
+            piece_rows: std::sync::atomic::AtomicUsize::new(crate::udf::FIRST_PIECE_ROWS),
         };
         let r = format!("r{}", step.index);
         df = df

@@ -308,7 +308,19 @@ pub(crate) struct NodeUdf {
     /// and that end with it (innermost first): their events fire per row.
     pub opens: Vec<usize>,
     pub closes: Vec<usize>,
+    /// How many missing rows one piece of a cached node's computation
+    /// takes (see [`NodeUdf::compute_misses`]), learned as batches run.
+    pub piece_rows: std::sync::atomic::AtomicUsize,
 }
+
+/// About how long one piece of a cached node's computation takes: its
+/// results are stored after each, so a flush (at most every
+/// [`MapOptions::FLUSH_INTERVAL`](hypernodes_core::MapOptions::FLUSH_INTERVAL))
+/// finds them while a long batch is still running.
+pub(crate) const PIECE_TIME: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The rows of a cached node's first piece, before its speed is known.
+pub(crate) const FIRST_PIECE_ROWS: usize = 256;
 
 impl std::fmt::Debug for NodeUdf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -414,21 +426,34 @@ impl ScalarUDFImpl for NodeUdf {
                         (Some(wanted), std::borrow::Cow::Owned(keys))
                     }
                 };
-            let lookup_error = |e| self.shared.fatal(cache_error(&key.node, "lookup", e));
             // Stored batches lent in place when the store can (each hit is
-            // then copied once, into the result), else the gathered hits.
-            let found: Vec<Option<(usize, usize)>> =
-                match cache.locate(key, &keys).map_err(lookup_error)? {
-                    Some(located) => {
-                        hit_sources = located.columns.into_iter().zip(located.hashes).collect();
-                        located.rows
-                    }
-                    None => {
-                        let hits = cache.lookup(key, &keys).map_err(lookup_error)?;
-                        hit_sources.push((hits.found.columns, hits.found.hashes));
-                        hits.rows.iter().map(|at| at.map(|at| (0, at))).collect()
-                    }
-                };
+            // then copied once, into the result), else the gathered hits. A
+            // failing store is a miss for every row (or, for a strict map,
+            // the map's error).
+            let looked_up = match cache.locate(key, &keys) {
+                Ok(Some(located)) => Ok((
+                    located.columns.into_iter().zip(located.hashes).collect(),
+                    located.rows,
+                )),
+                Ok(None) => cache.lookup(key, &keys).map(|hits| {
+                    let rows = hits.rows.iter().map(|at| at.map(|at| (0, at))).collect();
+                    (vec![(hits.found.columns, hits.found.hashes)], rows)
+                }),
+                Err(e) => Err(e),
+            };
+            let found: Vec<Option<(usize, usize)>> = match looked_up {
+                Ok((sources, rows)) => {
+                    hit_sources = sources;
+                    rows
+                }
+                Err(e) => {
+                    self.job
+                        .with(|j| j.cache_failed(Some(&key.node), e))
+                        .ok_or_else(finished)?
+                        .map_err(|e| self.shared.fatal(e))?;
+                    vec![None; keys.len()]
+                }
+            };
             let outputs = self.outs.len();
             if let Some((values, hashes)) = hit_sources
                 .iter()
@@ -451,83 +476,18 @@ impl ScalarUDFImpl for NodeUdf {
             }
         }
 
-        // Call the node for the other live rows.
+        // Call the node for the other live rows, and store their results.
         let misses: Vec<usize> = live
             .iter()
             .copied()
             .filter(|&r| hit_row[r].is_none())
             .collect();
-        let miss_rows =
-            arrow_array::UInt32Array::from_iter_values(misses.iter().map(|&r| r as u32));
-        let (fresh_rows, fresh_arrays) = match (&self.batch, &self.rows) {
-            _ if misses.is_empty() => (Vec::new(), vec![None; self.outs.len()]),
-            (Some(f), _) => self.call_batch(f, &misses, &miss_rows, &values, &items)?,
-            (None, Some(f)) => self.call_row_loop(f, &misses, &miss_rows, &values, &items)?,
-            (None, None) => self.call_rows(&misses, &miss_rows, &values, &items)?,
+        let sigs = match &sigs {
+            Some(sigs) => Some(fsb(sigs)?),
+            None => None,
         };
-        // Each fresh output's value hashes, as one column (stored, and
-        // passed on for the dependents' signatures).
-        let mut fresh_hashes: Vec<Option<ArrayRef>> = Vec::with_capacity(self.outs.len());
-        for array in &fresh_arrays {
-            fresh_hashes.push(match array {
-                Some(array) if self.hash_outputs => Some(
-                    hash_column(array).map_err(|e| DataFusionError::Execution(e.to_string()))?,
-                ),
-                _ => None,
-            });
-        }
-        if let (Some((cache, key)), Some(sigs)) = (&self.cache, &sigs) {
-            let sigs = fsb(sigs)?;
-            let storable = fresh_arrays.iter().all(Option::is_some)
-                && fresh_hashes.iter().all(Option::is_some);
-            // Rows without a signature (an input without a hash) are not stored.
-            let keep: Vec<u32> = (0..fresh_rows.len())
-                .filter(|&k| sigs.is_valid(fresh_rows[k]))
-                .map(|k| k as u32)
-                .collect();
-            if storable && !keep.is_empty() {
-                let keep_all = keep.len() == fresh_rows.len();
-                let keep = arrow_array::UInt32Array::from(keep);
-                let pick = |a: &ArrayRef| -> DfResult<ArrayRef> {
-                    if keep_all {
-                        Ok(a.clone())
-                    } else {
-                        Ok(arrow_select::take::take(a.as_ref(), &keep, None)?)
-                    }
-                };
-                let rows = CacheRows {
-                    signatures: keep
-                        .values()
-                        .iter()
-                        .filter_map(|&k| {
-                            sigs.value(fresh_rows[k as usize])
-                                .try_into()
-                                .ok()
-                                .map(Signature)
-                        })
-                        .collect(),
-                    columns: fresh_arrays
-                        .iter()
-                        .flatten()
-                        .map(pick)
-                        .collect::<DfResult<_>>()?,
-                    hashes: fresh_hashes
-                        .iter()
-                        .flatten()
-                        .map(pick)
-                        .collect::<DfResult<_>>()?,
-                };
-                if rows.signatures.len() == keep.len() {
-                    cache
-                        .store(key, &rows)
-                        .map_err(|e| self.shared.fatal(cache_error(&key.node, "store", e)))?;
-                    self.job
-                        .with(|j| j.stored(rows.len()))
-                        .ok_or_else(finished)?
-                        .map_err(|e| self.shared.fatal(e))?;
-                }
-            }
-        }
+        let (fresh_rows, fresh_arrays, fresh_hashes) =
+            self.compute_misses(&misses, &values, &items, sigs)?;
 
         // Combine hits and fresh results in row order; failed rows are null.
         // Hits of one run of stored rows, in order (a warm batch): a slice
@@ -613,6 +573,173 @@ impl ScalarUDFImpl for NodeUdf {
 }
 
 impl NodeUdf {
+    /// Calls the node for the rows `misses` and stores their results (for
+    /// a cached node): in pieces that each take about
+    /// [`PIECE_TIME`] (learned from the node's earlier pieces), so results
+    /// reach the cache, and a flush, while a long batch is still running.
+    /// Returns the rows that succeeded and, per output, their values and
+    /// value hashes.
+    #[allow(clippy::type_complexity)]
+    fn compute_misses(
+        &self,
+        misses: &[usize],
+        values: &[ArrayRef],
+        items: &[usize],
+        sigs: Option<&FixedSizeBinaryArray>,
+    ) -> DfResult<(Vec<usize>, Vec<Option<ArrayRef>>, Vec<Option<ArrayRef>>)> {
+        if misses.is_empty() {
+            let none = vec![None; self.outs.len()];
+            return Ok((Vec::new(), none.clone(), none));
+        }
+        if self.cache.is_none() {
+            return self.compute_piece(misses, values, items, None);
+        }
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        while at < misses.len() {
+            let rows = self.piece_rows.load(Ordering::Relaxed).max(1);
+            let end = (at + rows).min(misses.len());
+            let began = std::time::Instant::now();
+            pieces.push(self.compute_piece(&misses[at..end], values, items, sigs)?);
+            // Rows that take about PIECE_TIME, from this piece's speed
+            // (growing at most fourfold at a time).
+            let secs = began.elapsed().as_secs_f64().max(1e-6);
+            let fit = ((end - at) as f64 * PIECE_TIME.as_secs_f64() / secs) as usize;
+            self.piece_rows.store(
+                fit.clamp(1, (end - at).saturating_mul(4).max(1)),
+                Ordering::Relaxed,
+            );
+            at = end;
+        }
+        if pieces.len() == 1 {
+            return Ok(pieces.pop().expect("one piece"));
+        }
+        let mut rows = Vec::with_capacity(misses.len());
+        let outputs = self.outs.len();
+        let mut arrays: Vec<Vec<ArrayRef>> = vec![Vec::new(); outputs];
+        let mut hashes: Vec<Vec<ArrayRef>> = vec![Vec::new(); outputs];
+        let mut complete = vec![true; outputs];
+        for (piece_rows, piece_arrays, piece_hashes) in pieces {
+            rows.extend(piece_rows);
+            for o in 0..outputs {
+                match (&piece_arrays[o], &piece_hashes[o]) {
+                    (Some(a), h) => {
+                        arrays[o].push(a.clone());
+                        if let Some(h) = h {
+                            hashes[o].push(h.clone());
+                        }
+                    }
+                    (None, _) => complete[o] = false,
+                }
+            }
+        }
+        let concat = |parts: &[ArrayRef]| -> DfResult<Option<ArrayRef>> {
+            let refs: Vec<&dyn arrow_array::Array> = parts.iter().map(|a| a.as_ref()).collect();
+            Ok(Some(arrow_select::concat::concat(&refs)?))
+        };
+        let mut fresh_arrays = Vec::with_capacity(outputs);
+        let mut fresh_hashes = Vec::with_capacity(outputs);
+        for o in 0..outputs {
+            if !complete[o] {
+                fresh_arrays.push(None);
+                fresh_hashes.push(None);
+                continue;
+            }
+            fresh_arrays.push(concat(&arrays[o])?);
+            fresh_hashes.push(if hashes[o].len() == arrays[o].len() {
+                concat(&hashes[o])?
+            } else {
+                None
+            });
+        }
+        Ok((rows, fresh_arrays, fresh_hashes))
+    }
+
+    /// One piece of [`NodeUdf::compute_misses`]: calls the node for
+    /// `misses`, hashes the outputs and stores the rows that have a
+    /// signature.
+    #[allow(clippy::type_complexity)]
+    fn compute_piece(
+        &self,
+        misses: &[usize],
+        values: &[ArrayRef],
+        items: &[usize],
+        sigs: Option<&FixedSizeBinaryArray>,
+    ) -> DfResult<(Vec<usize>, Vec<Option<ArrayRef>>, Vec<Option<ArrayRef>>)> {
+        let miss_rows =
+            arrow_array::UInt32Array::from_iter_values(misses.iter().map(|&r| r as u32));
+        let (fresh_rows, fresh_arrays) = match (&self.batch, &self.rows) {
+            (Some(f), _) => self.call_batch(f, misses, &miss_rows, values, items)?,
+            (None, Some(f)) => self.call_row_loop(f, misses, &miss_rows, values, items)?,
+            (None, None) => self.call_rows(misses, &miss_rows, values, items)?,
+        };
+        // Each fresh output's value hashes, as one column (stored, and
+        // passed on for the dependents' signatures).
+        let mut fresh_hashes: Vec<Option<ArrayRef>> = Vec::with_capacity(self.outs.len());
+        for array in &fresh_arrays {
+            fresh_hashes.push(match array {
+                Some(array) if self.hash_outputs => Some(
+                    hash_column(array).map_err(|e| DataFusionError::Execution(e.to_string()))?,
+                ),
+                _ => None,
+            });
+        }
+        if let (Some((cache, key)), Some(sigs)) = (&self.cache, sigs) {
+            let storable = fresh_arrays.iter().all(Option::is_some)
+                && fresh_hashes.iter().all(Option::is_some);
+            // Rows without a signature (an input without a hash) are not stored.
+            let keep: Vec<u32> = (0..fresh_rows.len())
+                .filter(|&k| sigs.is_valid(fresh_rows[k]))
+                .map(|k| k as u32)
+                .collect();
+            if storable && !keep.is_empty() {
+                let keep_all = keep.len() == fresh_rows.len();
+                let keep = arrow_array::UInt32Array::from(keep);
+                let pick = |a: &ArrayRef| -> DfResult<ArrayRef> {
+                    if keep_all {
+                        Ok(a.clone())
+                    } else {
+                        Ok(arrow_select::take::take(a.as_ref(), &keep, None)?)
+                    }
+                };
+                let rows = CacheRows {
+                    signatures: keep
+                        .values()
+                        .iter()
+                        .filter_map(|&k| {
+                            sigs.value(fresh_rows[k as usize])
+                                .try_into()
+                                .ok()
+                                .map(Signature)
+                        })
+                        .collect(),
+                    columns: fresh_arrays
+                        .iter()
+                        .flatten()
+                        .map(pick)
+                        .collect::<DfResult<_>>()?,
+                    hashes: fresh_hashes
+                        .iter()
+                        .flatten()
+                        .map(pick)
+                        .collect::<DfResult<_>>()?,
+                };
+                if rows.signatures.len() == keep.len() {
+                    // A failing store leaves the results uncached (or, for a
+                    // strict map, fails it); the rows keep their values.
+                    let stored = match cache.store(key, &rows) {
+                        Ok(()) => self.job.with(|j| j.stored(rows.len())),
+                        Err(e) => self.job.with(|j| j.cache_failed(Some(&key.node), e)),
+                    };
+                    stored
+                        .ok_or_else(finished)?
+                        .map_err(|e| self.shared.fatal(e))?;
+                }
+            }
+        }
+        Ok((fresh_rows, fresh_arrays, fresh_hashes))
+    }
+
     /// Calls the row function for each missing row; returns the rows that
     /// succeeded and, per output, their values as one array.
     fn call_rows(
@@ -961,11 +1088,5 @@ impl Merge<'_> {
         let mut all: Vec<&dyn Array> = sources.iter().map(|a| a.as_ref()).collect();
         all.push(fresh.as_ref());
         Ok(picks.apply(&all)?)
-    }
-}
-
-fn cache_error(node: &str, what: &str, e: hypernodes_core::CacheError) -> Error {
-    Error::Engine {
-        message: format!("cache {what} for node `{node}`: {e}"),
     }
 }

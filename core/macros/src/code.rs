@@ -2,15 +2,22 @@
 //! tokens of the helper functions it calls that live in the same crate,
 //! followed transitively.
 //!
-//! Sources are found from the file the macro expands in
-//! (`Span::local_file`) and `CARGO_MANIFEST_DIR`: every `.rs` file under the
-//! crate's `src/`, plus the expanding file and the `.rs` files beside it
-//! (for tests, examples and benches). A name counts as a call when it is the
-//! last segment of any path expression (calls, and functions passed as
-//! values) or a method call, also inside macro arguments that parse as
-//! expressions. Every function or method of that name in those files is
-//! hashed, so a name shared by several functions over-invalidates rather than
-//! misses a change. Code in other crates (dependencies, std) is not covered.
+//! Sources are the files of the crate target the macro expands in: its
+//! root (`src/lib.rs`, `src/main.rs`, `src/bin/<name>.rs`, or the test,
+//! example or bench file, found from the expanding file, `CARGO_MANIFEST_DIR`,
+//! `CARGO_BIN_NAME` and `CARGO_CRATE_NAME`) and every module file the root
+//! declares, followed (`mod x;`, with `#[path]`), plus the expanding file.
+//! Another binary of the same package is another target: its functions are
+//! never helpers.
+//!
+//! A name counts as a call when it is the last segment of a path expression
+//! (calls, and functions passed as values), also inside macro arguments
+//! that parse as expressions: it is followed to every function and method
+//! of that name in the target. A method call (`value.name()`) is followed to
+//! methods of that name only (functions in `impl` blocks), never to free
+//! functions: `iter.count()` is not a call of a free `fn count`. A name
+//! shared by several functions over-invalidates rather than misses a change.
+//! Code in other crates (dependencies, std) is not covered.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -25,26 +32,36 @@ use syn::{Expr, ItemFn, Token};
 /// One function found in the sources.
 struct FnInfo {
     tokens: String,
-    calls: BTreeSet<String>,
+    /// Whether it is a function of an `impl` or trait block.
+    method: bool,
+    calls: BTreeSet<Call>,
 }
 
-/// Functions of one file, by name.
-type FileIndex = HashMap<String, Vec<Arc<FnInfo>>>;
+/// A name code refers to: `(name, through a method call)`.
+type Call = (String, bool);
+
+/// What one file holds: its functions by name, and the files of the
+/// modules it declares (resolved).
+#[derive(Default)]
+struct FileIndex {
+    fns: HashMap<String, Vec<Arc<FnInfo>>>,
+    modules: Vec<PathBuf>,
+}
 
 /// Names a piece of code refers to.
 #[derive(Default)]
-struct Calls(BTreeSet<String>);
+struct Calls(BTreeSet<Call>);
 
 impl<'ast> Visit<'ast> for Calls {
     fn visit_expr_path(&mut self, p: &'ast syn::ExprPath) {
         if let Some(seg) = p.path.segments.last() {
-            self.0.insert(seg.ident.to_string());
+            self.0.insert((seg.ident.to_string(), false));
         }
         visit::visit_expr_path(self, p);
     }
 
     fn visit_expr_method_call(&mut self, m: &'ast syn::ExprMethodCall) {
-        self.0.insert(m.method.to_string());
+        self.0.insert((m.method.to_string(), true));
         visit::visit_expr_method_call(self, m);
     }
 
@@ -59,24 +76,52 @@ impl<'ast> Visit<'ast> for Calls {
     }
 }
 
-/// Collects every `fn` (free, in impls, in nested modules) of a file.
-#[derive(Default)]
-struct Collect(FileIndex);
+/// Collects every `fn` (free, in impls and traits, in nested modules) of a
+/// file, and the files of the modules it declares.
+struct Collect {
+    index: FileIndex,
+    /// The directory `mod x;` resolves in at this point of the file.
+    module_dir: PathBuf,
+}
 
 impl Collect {
-    fn add(&mut self, name: String, tokens: String, block: &syn::Block) {
+    fn add(&mut self, name: String, tokens: String, method: bool, block: &syn::Block) {
         let mut calls = Calls::default();
         calls.visit_block(block);
-        self.0.entry(name).or_default().push(Arc::new(FnInfo {
-            tokens,
-            calls: calls.0,
-        }));
+        self.index
+            .fns
+            .entry(name)
+            .or_default()
+            .push(Arc::new(FnInfo {
+                tokens,
+                method,
+                calls: calls.0,
+            }));
     }
+}
+
+/// The value of a `#[path = "..."]` attribute.
+fn path_attr(attrs: &[syn::Attribute]) -> Option<String> {
+    attrs.iter().find_map(|a| match &a.meta {
+        syn::Meta::NameValue(nv) if nv.path.is_ident("path") => match &nv.value {
+            Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) => Some(s.value()),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 impl<'ast> Visit<'ast> for Collect {
     fn visit_item_fn(&mut self, f: &'ast ItemFn) {
-        self.add(f.sig.ident.to_string(), canonical_tokens(f), &f.block);
+        self.add(
+            f.sig.ident.to_string(),
+            canonical_tokens(f),
+            false,
+            &f.block,
+        );
         visit::visit_item_fn(self, f);
     }
 
@@ -86,9 +131,55 @@ impl<'ast> Visit<'ast> for Collect {
         self.add(
             f.sig.ident.to_string(),
             f2.to_token_stream().to_string(),
+            true,
             &f.block,
         );
         visit::visit_impl_item_fn(self, f);
+    }
+
+    fn visit_trait_item_fn(&mut self, f: &'ast syn::TraitItemFn) {
+        if let Some(block) = &f.default {
+            let mut f2 = f.clone();
+            f2.attrs.retain(|a| !a.path().is_ident("doc"));
+            self.add(
+                f.sig.ident.to_string(),
+                f2.to_token_stream().to_string(),
+                true,
+                block,
+            );
+        }
+        visit::visit_trait_item_fn(self, f);
+    }
+
+    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        let name = m.ident.to_string();
+        match &m.content {
+            // `mod x;`: a file of its own.
+            None => {
+                let file = match path_attr(&m.attrs) {
+                    Some(p) => self.module_dir.join(p),
+                    None => {
+                        let flat = self.module_dir.join(format!("{name}.rs"));
+                        if flat.exists() {
+                            flat
+                        } else {
+                            self.module_dir.join(&name).join("mod.rs")
+                        }
+                    }
+                };
+                self.index.modules.push(file);
+            }
+            // `mod x { ... }`: its own `mod y;` live in `x/`.
+            Some(_) => {
+                let outer = self.module_dir.clone();
+                self.module_dir = match path_attr(&m.attrs) {
+                    Some(p) => outer.join(p),
+                    None => outer.join(&name),
+                };
+                visit::visit_item_mod(self, m);
+                self.module_dir = outer;
+            }
+        }
     }
 }
 
@@ -100,7 +191,10 @@ pub fn canonical_tokens(f: &ItemFn) -> String {
     f.to_token_stream().to_string()
 }
 
-fn index_of(path: &Path) -> Option<Arc<FileIndex>> {
+/// The index of one source file; `module_dir` is where its `mod x;`
+/// declarations resolve (its own directory for a crate root, a `mod.rs` or
+/// a file loaded with `#[path]`, else the directory named after it).
+fn index_of(path: &Path, module_dir: &Path) -> Option<Arc<FileIndex>> {
     type Cache = Mutex<HashMap<PathBuf, (Option<SystemTime>, Arc<FileIndex>)>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
@@ -113,9 +207,12 @@ fn index_of(path: &Path) -> Option<Arc<FileIndex>> {
     }
     let text = std::fs::read_to_string(path).ok()?;
     let file = syn::parse_file(&text).ok()?;
-    let mut c = Collect::default();
+    let mut c = Collect {
+        index: FileIndex::default(),
+        module_dir: module_dir.to_path_buf(),
+    };
     c.visit_file(&file);
-    let idx = Arc::new(c.0);
+    let idx = Arc::new(c.index);
     cache
         .lock()
         .ok()?
@@ -123,44 +220,103 @@ fn index_of(path: &Path) -> Option<Arc<FileIndex>> {
     Some(idx)
 }
 
-fn rs_files(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+/// The root file of the crate target that file `here` belongs to.
+fn target_root(here: &Path) -> PathBuf {
+    let Some(manifest) = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from) else {
+        return here.to_path_buf();
     };
-    let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            if recursive && !p.join("Cargo.toml").exists() {
-                rs_files(&p, true, out);
-            }
-        } else if p.extension().is_some_and(|e| e == "rs") {
-            out.push(p);
+    let Ok(rel) = here.strip_prefix(&manifest) else {
+        return here.to_path_buf();
+    };
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let first_existing = |candidates: Vec<PathBuf>| {
+        candidates
+            .into_iter()
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| here.to_path_buf())
+    };
+    match parts
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["src", "bin", file] if file.ends_with(".rs") => manifest.join("src/bin").join(file),
+        ["src", "bin", dir, ..] => {
+            first_existing(vec![manifest.join("src/bin").join(dir).join("main.rs")])
         }
+        ["src", ..] => {
+            let (lib, main) = (manifest.join("src/lib.rs"), manifest.join("src/main.rs"));
+            if std::env::var_os("CARGO_BIN_NAME").is_some() {
+                first_existing(vec![main, lib])
+            } else {
+                first_existing(vec![lib, main])
+            }
+        }
+        [dir @ ("tests" | "examples" | "benches"), ..] => {
+            let base = manifest.join(dir);
+            let mut candidates = Vec::new();
+            if let Ok(krate) = std::env::var("CARGO_CRATE_NAME") {
+                for name in [krate.clone(), krate.replace('_', "-")] {
+                    candidates.push(base.join(format!("{name}.rs")));
+                    candidates.push(base.join(&name).join("main.rs"));
+                }
+            }
+            first_existing(candidates)
+        }
+        _ => here.to_path_buf(),
     }
 }
 
-/// The source files that may hold helpers of code expanding here.
-fn source_files() -> Vec<PathBuf> {
-    let mut files = Vec::new();
+/// The indexes of the source files of the crate target code expanding here
+/// belongs to: its root and its module files (followed from the root), and
+/// the expanding file itself.
+fn target_indexes() -> Vec<Arc<FileIndex>> {
     let cwd = std::env::current_dir().unwrap_or_default();
-    if let Some(here) = proc_macro::Span::call_site().local_file() {
-        let here = if here.is_absolute() {
-            here
-        } else {
-            cwd.join(here)
-        };
-        if let Some(dir) = here.parent() {
-            rs_files(dir, false, &mut files);
-        }
-        files.push(here);
-    }
-    if let Ok(manifest) = std::env::var("CARGO_MANIFEST_DIR") {
-        rs_files(&Path::new(&manifest).join("src"), true, &mut files);
-    }
+    let Some(here) = proc_macro::Span::call_site().local_file() else {
+        return Vec::new();
+    };
+    let dir_of = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
+    let here = if here.is_absolute() {
+        here
+    } else {
+        cwd.join(here)
+    };
+    let root = target_root(&here);
+    let mut indexes = Vec::new();
     let mut seen = BTreeSet::new();
-    files.retain(|f| seen.insert(f.canonicalize().unwrap_or_else(|_| f.clone())));
-    files
+    // (file, directory its `mod x;` resolve in)
+    let mut queue = VecDeque::from([(root.clone(), dir_of(&root))]);
+    while let Some((file, module_dir)) = queue.pop_front() {
+        let key = file.canonicalize().unwrap_or_else(|_| file.clone());
+        if !seen.insert(key) {
+            continue;
+        }
+        if let Some(index) = index_of(&file, &module_dir) {
+            for module in &index.modules {
+                let named_after_file = module.file_name().is_some_and(|n| n != "mod.rs")
+                    && module.extension().is_some_and(|e| e == "rs");
+                // `a.rs` declares its modules in `a/`; `a/mod.rs` in `a/`.
+                let dir = if named_after_file {
+                    module.with_extension("")
+                } else {
+                    dir_of(module)
+                };
+                queue.push_back((module.clone(), dir));
+            }
+            indexes.push(index);
+        }
+    }
+    let key = here.canonicalize().unwrap_or_else(|_| here.clone());
+    if !seen.contains(&key)
+        && let Some(index) = index_of(&here, &dir_of(&here))
+    {
+        indexes.push(index);
+    }
+    indexes
 }
 
 /// The fingerprint of a node: a BLAKE3 hex digest, and the names of the
@@ -188,32 +344,35 @@ pub fn fingerprint(func: &ItemFn, outputs: &[String], extra: &str) -> Fingerprin
     calls.visit_block(&func.block);
     let me = func.sig.ident.to_string();
 
-    let indexes: Vec<Arc<FileIndex>> = source_files().iter().filter_map(|f| index_of(f)).collect();
-    let lookup = |name: &str| -> Vec<Arc<FnInfo>> {
+    let indexes = target_indexes();
+    // A path call reaches functions and methods; a method call, methods.
+    let lookup = |(name, method): &Call| -> Vec<Arc<FnInfo>> {
         indexes
             .iter()
-            .filter_map(|i| i.get(name))
+            .filter_map(|i| i.fns.get(name))
             .flatten()
+            .filter(|f| f.method || !method)
             .cloned()
             .collect()
     };
     let mut helpers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut queue: VecDeque<String> = calls.0.into_iter().collect();
-    while let Some(name) = queue.pop_front() {
-        if name == me || helpers.contains_key(&name) {
+    let mut followed: BTreeSet<Call> = BTreeSet::new();
+    let mut queue: VecDeque<Call> = calls.0.into_iter().collect();
+    while let Some(call) = queue.pop_front() {
+        if call.0 == me || !followed.insert(call.clone()) {
             continue;
         }
-        let found = lookup(&name);
+        let found = lookup(&call);
         if found.is_empty() {
             continue;
         }
-        let mut tokens: Vec<String> = found.iter().map(|f| f.tokens.clone()).collect();
+        let tokens = helpers.entry(call.0.clone()).or_default();
+        tokens.extend(found.iter().map(|f| f.tokens.clone()));
         tokens.sort();
         tokens.dedup();
         for f in &found {
             queue.extend(f.calls.iter().cloned());
         }
-        helpers.insert(name, tokens);
     }
 
     let mut h = blake3::Hasher::new();
