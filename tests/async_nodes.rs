@@ -88,11 +88,7 @@ impl LocalServer {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (req, arr) = (requests.clone(), arrivals.clone());
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = two_workers();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx
@@ -405,6 +401,15 @@ fn fetch_all(p: &Pipeline, n: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// A caller's multi-threaded runtime of two workers.
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn maps_called_from_inside_a_tokio_runtime_finish() {
     for (name, engine) in engines() {
@@ -426,24 +431,15 @@ fn maps_called_from_inside_a_tokio_runtime_finish() {
         // Directly inside a task of a multi-threaded runtime.
         let p = pipeline();
         deadline(DEADLINE_S, name, move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move { tokio::spawn(async move { fetch_all(&p, 300) }).await })
+            two_workers()
+                .block_on(async move { tokio::spawn(async move { fetch_all(&p, 300) }).await })
                 .unwrap()
         })
         .unwrap_or_else(|e| panic!("{name}, runtime task: {e}"));
         // From `spawn_blocking`.
         let p = pipeline();
         deadline(DEADLINE_S, name, move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
+            two_workers().block_on(async move {
                 tokio::task::spawn_blocking(move || fetch_all(&p, 300))
                     .await
                     .unwrap()

@@ -282,6 +282,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// A cache failure, for node `node` when known.
+    pub(crate) fn cache(node: Option<&str>, source: crate::cache::CacheError) -> Error {
+        Error::Cache {
+            node: node.map(str::to_string),
+            source,
+        }
+    }
+
     /// For a node failure: the failing node's name.
     pub fn node(&self) -> Option<&str> {
         match self {

@@ -97,10 +97,7 @@ impl<'a> Exec<'a> {
         node: Option<&str>,
         source: crate::cache::CacheError,
     ) -> Result<(), Error> {
-        let error = Error::Cache {
-            node: node.map(str::to_string),
-            source,
-        };
+        let error = Error::cache(node, source);
         self.emit(&self.items, |cb, ctx| cb.on_cache_error(ctx, &error));
         Ok(())
     }
@@ -1782,10 +1779,7 @@ impl<'a> MapJob<'a> {
         node: Option<&str>,
         source: crate::cache::CacheError,
     ) -> Result<(), Error> {
-        let error = Error::Cache {
-            node: node.map(str::to_string),
-            source,
-        };
+        let error = Error::cache(node, source);
         if self.strict_cache {
             return Err(error);
         }

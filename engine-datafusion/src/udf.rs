@@ -322,6 +322,10 @@ pub(crate) const PIECE_TIME: std::time::Duration = std::time::Duration::from_mil
 /// The rows of a cached node's first piece, before its speed is known.
 pub(crate) const FIRST_PIECE_ROWS: usize = 256;
 
+/// What computing missing rows gives: the rows that succeeded, and per
+/// output their values and their value hashes (`None`: not needed).
+type Fresh = (Vec<usize>, Vec<Option<ArrayRef>>, Vec<Option<ArrayRef>>);
+
 impl std::fmt::Debug for NodeUdf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeUdf").field("name", &self.name).finish()
@@ -579,14 +583,13 @@ impl NodeUdf {
     /// reach the cache, and a flush, while a long batch is still running.
     /// Returns the rows that succeeded and, per output, their values and
     /// value hashes.
-    #[allow(clippy::type_complexity)]
     fn compute_misses(
         &self,
         misses: &[usize],
         values: &[ArrayRef],
         items: &[usize],
         sigs: Option<&FixedSizeBinaryArray>,
-    ) -> DfResult<(Vec<usize>, Vec<Option<ArrayRef>>, Vec<Option<ArrayRef>>)> {
+    ) -> DfResult<Fresh> {
         if misses.is_empty() {
             let none = vec![None; self.outs.len()];
             return Ok((Vec::new(), none.clone(), none));
@@ -658,14 +661,13 @@ impl NodeUdf {
     /// One piece of [`NodeUdf::compute_misses`]: calls the node for
     /// `misses`, hashes the outputs and stores the rows that have a
     /// signature.
-    #[allow(clippy::type_complexity)]
     fn compute_piece(
         &self,
         misses: &[usize],
         values: &[ArrayRef],
         items: &[usize],
         sigs: Option<&FixedSizeBinaryArray>,
-    ) -> DfResult<(Vec<usize>, Vec<Option<ArrayRef>>, Vec<Option<ArrayRef>>)> {
+    ) -> DfResult<Fresh> {
         let miss_rows =
             arrow_array::UInt32Array::from_iter_values(misses.iter().map(|&r| r as u32));
         let (fresh_rows, fresh_arrays) = match (&self.batch, &self.rows) {
