@@ -118,10 +118,7 @@ fn results_are_columnar_with_typed_access_rows_and_arrow() {
         assert_eq!(row.get::<String>("label").unwrap(), "n6");
         assert_eq!(r.rows().filter(|row| row.is_ok()).count(), 1000);
         let err = r.column::<String>("sum").err().unwrap();
-        assert_eq!(
-            err.to_string(),
-            "output `sum` has type `i64`, not `alloc::string::String`"
-        );
+        assert_eq!(err.to_string(), "output `sum` has type `i64`, not `String`");
         let batch = r.to_record_batch().unwrap();
         assert_eq!(batch.num_rows(), 1000);
         assert_eq!(batch.schema().field(0).name(), "sum");

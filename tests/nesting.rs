@@ -88,10 +88,7 @@ fn map_over_runs_the_inner_pipeline_per_element() {
             .unwrap()
             .with_shared_engine(engine);
         assert_eq!(p.unfulfilled_inputs(), ["texts"]);
-        assert_eq!(
-            p.value_type("word_counts").unwrap().name(),
-            "alloc::vec::Vec<i64>"
-        );
+        assert_eq!(p.value_type("word_counts").unwrap().name(), "Vec<i64>");
         let out = p
             .run(inputs! {"texts" => vec!["a b", " C ", "d e f"]})
             .unwrap();

@@ -211,7 +211,7 @@ fn closure_node_returning_the_wrong_type_is_an_error() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "node `bad` failed in pipeline `pipeline`: output `y` has type `alloc::string::String`, declared `i64`"
+        "node `bad` failed in pipeline `pipeline`: output `y` has type `String`, declared `i64`"
     );
 }
 
@@ -347,7 +347,7 @@ fn wrong_input_type_at_run_time_names_input_and_types() {
         } => {
             assert_eq!(name, "x");
             assert_eq!(*expected, "i64");
-            assert_eq!(*actual, "alloc::string::String");
+            assert_eq!(*actual, "String");
         }
         other => panic!("{other:?}"),
     }
@@ -356,6 +356,6 @@ fn wrong_input_type_at_run_time_names_input_and_types() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "mapped input `x` must be a `Vec<i64>`, got `alloc::vec::Vec<i32>`"
+        "mapped input `x` must be a `Vec<i64>`, got `Vec<i32>`"
     );
 }

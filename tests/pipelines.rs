@@ -40,16 +40,13 @@ fn type_mismatch_names_both_nodes_the_name_and_both_types() {
                 (name.as_str(), producer.as_str(), consumer.as_str()),
                 ("y", "make_y", "label")
             );
-            assert_eq!(
-                (*producer_type, *consumer_type),
-                ("i64", "alloc::string::String")
-            );
+            assert_eq!((*producer_type, *consumer_type), ("i64", "String"));
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(
         err.to_string(),
-        "type mismatch on `y`: node `make_y` produces `i64` but node `label` takes `alloc::string::String`"
+        "type mismatch on `y`: node `make_y` produces `i64` but node `label` takes `String`"
     );
 }
 
@@ -217,7 +214,7 @@ fn bind_unbind_and_unfulfilled_inputs() {
     let err = abc().bind(inputs! {"offset" => "ten"}).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "input `offset` has type `alloc::string::String` but `i64` is expected"
+        "input `offset` has type `String` but `i64` is expected"
     );
 }
 

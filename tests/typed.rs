@@ -185,11 +185,11 @@ fn closures_that_do_not_match_the_declared_ports_are_named() {
                 .output::<i64>("y")
                 .typed(|x: String| x.len() as i64)
         ),
-        "n: input `x` is declared `i64` but the closure takes `alloc::string::String`"
+        "n: input `x` is declared `i64` but the closure takes `String`"
     );
     assert_eq!(
         reason(builder().output::<String>("y").typed(|x: i64| x)),
-        "n: output `y` is declared `alloc::string::String` but the closure returns `i64`"
+        "n: output `y` is declared `String` but the closure returns `i64`"
     );
     assert_eq!(
         reason(

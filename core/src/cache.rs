@@ -841,6 +841,27 @@ fn segment_schema(key: &CacheKey) -> Result<SchemaRef, CacheError> {
 }
 
 /// The default store: Parquet segments under a directory (see the module docs).
+///
+/// ```
+/// use hypernodes_core::{DiskCache, Inputs, Pipeline, node};
+///
+/// #[node(output = "doubled")]
+/// fn double(x: i64) -> i64 { x * 2 }
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let p = Pipeline::new([double::node()]).unwrap().with_cache(DiskCache::new(dir.path()));
+/// p.map(Inputs::new().with("x", vec![1i64, 2]), ["x"]).unwrap();
+/// p.map(Inputs::new().with("x", vec![3i64]), ["x"]).unwrap();
+///
+/// let cache = DiskCache::new(dir.path()); // another process would open it the same way
+/// let stats = cache.stats().unwrap();
+/// assert_eq!((stats[0].node.as_str(), stats[0].rows, stats[0].segments), ("double", 3, 2));
+/// let key = double::node().cache_key();
+/// assert_eq!(cache.compact(&key).unwrap(), 2); // two segments merged into one
+/// assert_eq!(cache.stats().unwrap()[0].segments, 1);
+/// cache.clear().unwrap();
+/// assert!(cache.stats().unwrap().is_empty());
+/// ```
 pub struct DiskCache {
     root: PathBuf,
     /// Loaded datasets; each behind its own lock, so lookups of several

@@ -36,7 +36,35 @@ impl CallbackContext<'_> {
     }
 }
 
-/// Receives lifecycle events from engines. All methods default to no-ops.
+/// Receives lifecycle events from engines. All methods default to no-ops,
+/// so a callback implements only what it needs.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use hypernodes_core::{Callback, CallbackContext, Inputs, Pipeline, node};
+///
+/// #[derive(Default)]
+/// struct Finished(Mutex<Vec<(Vec<usize>, String)>>);
+///
+/// impl Callback for Finished {
+///     fn on_node_end(&self, ctx: &CallbackContext<'_>, node: &str, _: std::time::Duration) {
+///         self.0.lock().unwrap().push((ctx.items.to_vec(), node.to_string()));
+///     }
+/// }
+///
+/// #[node(output = "doubled")]
+/// fn double(x: i64) -> i64 { x * 2 }
+///
+/// let seen = Arc::new(Finished::default());
+/// Pipeline::new([double::node()]).unwrap()
+///     .with_callback(seen.clone())
+///     .map(Inputs::new().with("x", vec![1i64, 2]), ["x"])
+///     .unwrap();
+/// assert_eq!(
+///     *seen.0.lock().unwrap(),
+///     [(vec![0], "double".to_string()), (vec![1], "double".to_string())]
+/// );
+/// ```
 pub trait Callback: Send + Sync {
     /// A `run` or `map` of a pipeline starts.
     fn on_pipeline_start(&self, _ctx: &CallbackContext<'_>) {}

@@ -191,6 +191,13 @@ pub enum Error {
         /// The nodes that take it.
         needed_by: Vec<String>,
     },
+    /// Several required inputs were not given: each with the nodes that
+    /// take it.
+    #[error("missing inputs: {}", .inputs.iter().map(|(n, by)| format!("`{n}` (needed by {})", list(by))).collect::<Vec<_>>().join(", "))]
+    MissingInputs {
+        /// Each missing input's name and the nodes that take it.
+        inputs: Vec<(String, Vec<String>)>,
+    },
     /// An input was given with the wrong type.
     #[error("input `{name}` has type `{actual}` but `{expected}` is expected")]
     InputType {
@@ -244,7 +251,9 @@ pub enum Error {
         actual: &'static str,
     },
     /// An item of a `map` result has no value (it failed).
-    #[error("item {index} of output `{column}` has no value: the item failed")]
+    #[error(
+        "item {index} of output `{column}` has no value: the item failed; read a column with failed items with `values_opt` (or `column`), and the failures with `failures`"
+    )]
     MissingValue {
         /// The output's name.
         column: String,

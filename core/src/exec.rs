@@ -867,10 +867,19 @@ impl<'a> MapJob<'a> {
                     name: name.clone(),
                     available: pipeline.inputs().iter().map(|i| i.name.clone()).collect(),
                 })?;
-            let list = fixed.remove(name).ok_or_else(|| Error::MissingInput {
-                name: name.clone(),
-                needed_by: info.consumers.clone(),
-            })?;
+            // Given with the inputs, or a list bound to the pipeline.
+            let list = fixed
+                .remove(name)
+                .or_else(|| {
+                    pipeline
+                        .bound_value(name)
+                        .filter(|v| info.ty.list_len(v).is_some())
+                        .cloned()
+                })
+                .ok_or_else(|| Error::MissingInput {
+                    name: name.clone(),
+                    needed_by: info.consumers.clone(),
+                })?;
             let len = info.ty.list_len(&list).ok_or_else(|| Error::NotAList {
                 name: name.clone(),
                 expected: info.ty.name(),

@@ -104,7 +104,7 @@ impl Outputs {
         })?;
         v.downcast_ref::<T>().ok_or_else(|| Error::OutputType {
             name: name.to_string(),
-            requested: std::any::type_name::<T>(),
+            requested: crate::value::readable_type_name::<T>(),
             actual: v.type_name(),
         })
     }

@@ -31,7 +31,30 @@ pub enum ErrorPolicy {
     Continue,
 }
 
-/// Options of one `map` call.
+/// Options of one `map` call: what to map over and how (zip or product),
+/// what a failure does, which outputs to compute, and the cache's flush
+/// size and strictness. A list of names converts into options.
+///
+/// ```
+/// use hypernodes_core::{Inputs, MapOptions, Pipeline, node};
+///
+/// #[node(output = "ratio")]
+/// fn divide(x: i64, y: i64) -> Result<i64, String> {
+///     if y == 0 { Err("division by zero".into()) } else { Ok(x / y) }
+/// }
+/// #[node(output = "label")]
+/// fn label(ratio: i64) -> String { format!("ratio {ratio}") }
+///
+/// let p = Pipeline::new([divide::node(), label::node()]).unwrap();
+/// let inputs = Inputs::new().with("x", vec![6i64, 8]).with("y", vec![3i64, 0]);
+/// let options = MapOptions::over(["x", "y"])   // zip: item i takes x[i] and y[i]
+///     .continue_on_error()                      // the other items still run
+///     .outputs(["ratio"]);                      // `label` does not run
+/// let r = p.map(inputs, options).unwrap();
+/// assert_eq!(r.names(), ["ratio"]);
+/// assert_eq!(r.values_opt::<i64>("ratio").unwrap(), [Some(2), None]);
+/// assert_eq!(r.failures()[0].node(), "divide");
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct MapOptions {
     pub(crate) over: Vec<String>,
@@ -275,7 +298,26 @@ impl Column {
     }
 }
 
-/// The result of `map`: one column per output, items in input order.
+/// The result of `map`: one column per output, items in input order, with
+/// typed access ([`MapResult::values`], [`MapResult::values_opt`],
+/// [`MapResult::column`]), rows, the failed items, the cache's failures,
+/// and conversion to an Arrow `RecordBatch`.
+///
+/// ```
+/// use hypernodes_core::{Inputs, Pipeline, node};
+///
+/// #[node(output = ("quotient", "remainder"))]
+/// fn divmod(x: i64) -> (i64, i64) { (x / 3, x % 3) }
+///
+/// let r = Pipeline::new([divmod::node()]).unwrap()
+///     .map(Inputs::new().with("x", vec![7i64, 9]), ["x"])
+///     .unwrap();
+/// assert_eq!(r.len(), 2);
+/// assert_eq!(r.values::<i64>("quotient").unwrap(), [2, 3]);
+/// let batch = r.to_record_batch().unwrap();
+/// assert_eq!(batch.num_columns(), 2);
+/// assert!(r.failures().is_empty() && r.cache_errors().is_empty());
+/// ```
 #[derive(Debug, Default)]
 pub struct MapResult {
     pub(crate) len: usize,
@@ -344,7 +386,7 @@ impl MapResult {
         if c.ty.type_id() != std::any::TypeId::of::<T>() {
             return Err(Error::OutputType {
                 name: name.to_string(),
-                requested: std::any::type_name::<T>(),
+                requested: crate::value::readable_type_name::<T>(),
                 actual: c.ty.name(),
             });
         }
@@ -366,6 +408,31 @@ impl MapResult {
                 })
             })
             .collect()
+    }
+
+    /// All values of output `name`, one per item, `None` for the items that
+    /// failed (with [`ErrorPolicy::Continue`]; see [`MapResult::failures`]
+    /// for why). [`MapResult::values`] is the shorthand for a column without
+    /// failures.
+    ///
+    /// ```
+    /// use hypernodes_core::{Inputs, MapOptions, Pipeline, node};
+    ///
+    /// #[node(output = "half")]
+    /// fn halve(x: i64) -> Result<i64, String> {
+    ///     if x % 2 == 0 { Ok(x / 2) } else { Err(format!("{x} is odd")) }
+    /// }
+    ///
+    /// let r = Pipeline::new([halve::node()])
+    ///     .unwrap()
+    ///     .map(Inputs::new().with("x", vec![2i64, 3, 4]), MapOptions::over(["x"]).continue_on_error())
+    ///     .unwrap();
+    /// assert_eq!(r.values_opt::<i64>("half").unwrap(), [Some(1), None, Some(2)]);
+    /// assert_eq!(r.failures()[0].index, 1);
+    /// assert!(r.values::<i64>("half").is_err());
+    /// ```
+    pub fn values_opt<T: Any + Clone>(&self, name: &str) -> Result<Vec<Option<T>>, Error> {
+        Ok(self.column::<T>(name)?.iter().map(|v| v.cloned()).collect())
     }
 
     /// Item `index` as a row.

@@ -104,7 +104,7 @@ impl<'a> Args<'a> {
         let v = self.value(i)?;
         v.downcast_ref::<T>().ok_or_else(|| NodeError::InputType {
             input: self.ports[i].inner.clone(),
-            expected: std::any::type_name::<T>(),
+            expected: crate::value::readable_type_name::<T>(),
             actual: v.type_name(),
         })
     }
@@ -146,6 +146,9 @@ pub struct Node {
     pub(crate) not_cached_because: Option<&'static str>,
     pub(crate) code_parts: Arc<[(String, String)]>,
     pending_map: Option<(Vec<String>, MapMode)>,
+    /// For a pipeline node given an `output_mapping`: the inner names of
+    /// the outputs it exposes.
+    exposed: Option<Vec<String>>,
     problems: Vec<String>,
     batch: Option<BatchFn>,
     rows: Option<crate::rows::RowsFn>,
@@ -240,6 +243,7 @@ impl Node {
             retries,
             mapping: None,
             pending_map: None,
+            exposed: None,
             problems: Vec::new(),
             batch: None,
             rows: None,
@@ -512,15 +516,24 @@ impl Node {
         self
     }
 
-    /// Renames outputs: each pair is `(inner name, outer name)`.
+    /// Renames outputs: each pair is `(inner name, outer name)`. On a
+    /// pipeline node it also chooses what the node exposes: only the
+    /// outputs named here (see [`Pipeline::as_node`]).
     pub fn output_mapping<I, A, B>(mut self, pairs: I) -> Self
     where
         I: IntoIterator<Item = (A, B)>,
         A: Into<String>,
         B: Into<String>,
     {
+        let nested = self.is_pipeline();
         for (inner, outer) in pairs {
-            if let Err(problem) = rename(&mut self.outputs, inner.into(), outer.into(), "output") {
+            let inner = inner.into();
+            if nested {
+                self.exposed
+                    .get_or_insert_with(Vec::new)
+                    .push(inner.clone());
+            }
+            if let Err(problem) = rename(&mut self.outputs, inner, outer.into(), "output") {
                 self.problems.push(problem);
             }
         }
@@ -554,6 +567,10 @@ impl Node {
                 node: self.name.clone(),
                 reason: reason.clone(),
             });
+        }
+        // A pipeline node exposes what its output mapping names.
+        if let Some(exposed) = self.exposed.take() {
+            self.outputs.retain(|p| exposed.contains(&p.inner));
         }
         let Some((names, mode)) = self.pending_map.take() else {
             return Ok(self);

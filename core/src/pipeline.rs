@@ -47,6 +47,8 @@ pub(crate) struct Graph {
 #[derive(Clone)]
 pub struct Pipeline {
     name: String,
+    /// Whether `name` was given (`with_name`) rather than the default.
+    named: bool,
     pub(crate) graph: Arc<Graph>,
     pub(crate) bound: Arc<BTreeMap<String, Value>>,
     pub(crate) engine: Option<Arc<dyn Engine>>,
@@ -106,6 +108,28 @@ pub(crate) struct Step {
 
 impl Pipeline {
     /// Builds and validates a pipeline; the order of nodes does not matter.
+    /// Nodes are wired by name: a node's parameter takes the output of the
+    /// same name. A cycle, two producers of one name, a type mismatch
+    /// between producer and consumer, or an invalid node is an error naming
+    /// them.
+    ///
+    /// ```
+    /// use hypernodes_core::{Error, Node, Pipeline, node};
+    ///
+    /// #[node(output = "cleaned")]
+    /// fn clean(text: &str) -> String { text.trim().to_lowercase() }
+    /// #[node(output = "word_count")]
+    /// fn count(cleaned: &str) -> i64 { cleaned.split_whitespace().count() as i64 }
+    ///
+    /// // Any order: `count` takes `cleaned` from `clean`.
+    /// let p = Pipeline::new([count::node(), clean::node()]).unwrap();
+    /// assert_eq!(p.outputs(), ["cleaned", "word_count"]);
+    /// assert_eq!(p.unfulfilled_inputs(), ["text"]);
+    ///
+    /// // Two producers of one name are refused, naming both.
+    /// let err = Pipeline::new([clean::node(), clean::node().with_name("again")]).unwrap_err();
+    /// assert!(matches!(err, Error::DuplicateOutput { .. }));
+    /// ```
     pub fn new<I>(nodes: I) -> Result<Pipeline, Error>
     where
         I: IntoIterator,
@@ -118,6 +142,7 @@ impl Pipeline {
         let graph = build_graph(nodes)?;
         Ok(Pipeline {
             name: "pipeline".to_string(),
+            named: false,
             graph: Arc::new(graph),
             bound: Arc::new(BTreeMap::new()),
             engine: None,
@@ -129,7 +154,25 @@ impl Pipeline {
     /// Names the pipeline (used in errors, events and as a nested node's name).
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self.named = true;
         self
+    }
+
+    /// The name this pipeline has as a node ([`Pipeline::as_node`]): its
+    /// name if it was given one, else one derived from its nodes,
+    /// `pipeline(a+b+c)` (in topological order), so that unnamed pipelines
+    /// used side by side in one parent have distinct, stable names.
+    pub fn node_name(&self) -> String {
+        if self.named {
+            return self.name.clone();
+        }
+        let nodes: Vec<&str> = self
+            .graph
+            .order
+            .iter()
+            .map(|&n| self.graph.nodes[n].name.as_str())
+            .collect();
+        format!("{}({})", self.name, nodes.join("+"))
     }
 
     /// Sets the engine that runs this pipeline (and nested pipelines that
@@ -229,7 +272,25 @@ impl Pipeline {
     }
 
     /// Fixes some inputs; values given to `run`/`map` override bound ones.
-    /// Each name must be an input and each value of its type.
+    /// Each name must be an input, and each value of its type or a list of
+    /// it (a `Vec<T>` bound to an input of type `T` is for `map` to map
+    /// over: `map(.., ["name"])` takes the bound list when the inputs do not
+    /// give one).
+    ///
+    /// ```
+    /// use hypernodes_core::{Inputs, Pipeline, inputs, node};
+    ///
+    /// #[node(output = "sum")]
+    /// fn add(x: i64, y: i64) -> i64 { x + y }
+    ///
+    /// let p = Pipeline::new([add::node()]).unwrap()
+    ///     .bind(inputs! { "y" => 10i64, "x" => vec![1i64, 2] })
+    ///     .unwrap();
+    /// assert_eq!(p.bound::<i64>("y"), Some(&10));
+    /// assert_eq!(p.run(inputs! { "x" => 5i64 }).unwrap().get::<i64>("sum").unwrap(), &15);
+    /// // The bound list is what `map` maps over when no other is given.
+    /// assert_eq!(p.map(Inputs::new(), ["x"]).unwrap().values::<i64>("sum").unwrap(), [11, 12]);
+    /// ```
     pub fn bind(mut self, inputs: Inputs) -> Result<Self, Error> {
         let mut bound = (*self.bound).clone();
         for (name, value) in inputs.iter() {
@@ -237,11 +298,23 @@ impl Pipeline {
                 name: name.to_string(),
                 available: self.input_names(),
             })?;
-            check_type(name, info.ty, value)?;
+            if info.ty.list_len(value).is_none() {
+                check_type(name, info.ty, value)?;
+            }
             bound.insert(name.to_string(), value.clone());
         }
         self.bound = Arc::new(bound);
         Ok(self)
+    }
+
+    /// The value bound to input `name`, if any (see [`Pipeline::bind`]).
+    pub fn bound_value(&self, name: &str) -> Option<&Value> {
+        self.bound.get(name)
+    }
+
+    /// The value bound to input `name` as a `T`, if one of that type is.
+    pub fn bound<T: std::any::Any>(&self, name: &str) -> Option<&T> {
+        self.bound_value(name)?.downcast_ref::<T>()
     }
 
     /// Removes bound values.
@@ -258,10 +331,34 @@ impl Pipeline {
         self
     }
 
-    /// Turns the pipeline into a node. Its inputs are the pipeline's
-    /// unfulfilled inputs, its outputs every pipeline output; rename them with
-    /// [`Node::input_mapping`] / [`Node::output_mapping`], run it per element
-    /// of lists with [`Node::map_over`].
+    /// Turns the pipeline into a node named [`Pipeline::node_name`]. Its
+    /// inputs are the pipeline's unfulfilled inputs, its outputs every
+    /// pipeline output; rename them with [`Node::input_mapping`] /
+    /// [`Node::output_mapping`], run it per element of lists with
+    /// [`Node::map_over`].
+    ///
+    /// **Exposing outputs:** once a pipeline node has an `output_mapping`,
+    /// it exposes only the outputs the mapping names (map an output to its
+    /// own name to keep it as it is), and only the inner nodes those outputs
+    /// need run. Without one, every inner output is exposed.
+    ///
+    /// ```
+    /// use hypernodes_core::{Inputs, Pipeline, node};
+    ///
+    /// #[node(output = "cleaned")]
+    /// fn clean(text: &str) -> String { text.trim().to_lowercase() }
+    /// #[node(output = "word_count")]
+    /// fn count(cleaned: &str) -> i64 { cleaned.split_whitespace().count() as i64 }
+    /// #[node(output = "length")]
+    /// fn measure(text: &str) -> i64 { text.len() as i64 }
+    ///
+    /// let inner = Pipeline::new([clean::node(), count::node(), measure::node()]).unwrap();
+    /// let words = inner.as_node().output_mapping([("word_count", "words")]);
+    /// let outer = Pipeline::new([words]).unwrap();
+    /// assert_eq!(outer.outputs(), ["words"]); // `cleaned` and `length` stay inside
+    /// let out = outer.run(Inputs::new().with("text", " A b ")).unwrap();
+    /// assert_eq!(*out.get::<i64>("words").unwrap(), 2); // `measure` did not run
+    /// ```
     pub fn as_node(&self) -> Node {
         let inputs = self
             .graph
@@ -275,7 +372,7 @@ impl Pipeline {
             .flat_map(|n| n.outputs.iter().map(|p| Port::new(p.name.clone(), p.ty)))
             .collect();
         Node::new(
-            self.name.clone(),
+            self.node_name(),
             inputs,
             outputs,
             NodeKind::Nested(Arc::new(self.clone())),
@@ -294,6 +391,20 @@ impl Pipeline {
     }
 
     /// Runs the pipeline once and returns every output.
+    ///
+    /// ```
+    /// use hypernodes_core::{Pipeline, inputs, node};
+    ///
+    /// #[node(output = "sum")]
+    /// fn add(x: i64, y: i64) -> i64 { x + y }
+    ///
+    /// let p = Pipeline::new([add::node()]).unwrap();
+    /// let out = p.run(inputs! { "x" => 1i64, "y" => 2i64 }).unwrap();
+    /// assert_eq!(*out.get::<i64>("sum").unwrap(), 3);
+    /// // Every missing input is named, with the nodes that need it.
+    /// let err = p.run(inputs! {}).unwrap_err();
+    /// assert_eq!(err.to_string(), "missing inputs: `x` (needed by `add`), `y` (needed by `add`)");
+    /// ```
     pub fn run(&self, inputs: Inputs) -> Result<Outputs, Error> {
         self.run_with(inputs, RunOptions::default())
     }
@@ -331,7 +442,26 @@ impl Pipeline {
         Ok(decisions)
     }
 
-    /// Runs the pipeline once per item of the mapped inputs:
+    /// Runs the pipeline once per item of the mapped inputs (the others are
+    /// fixed for every item), on the pipeline's engine, with its cache:
+    ///
+    /// ```
+    /// use hypernodes_core::{Inputs, MapOptions, Pipeline, node};
+    ///
+    /// #[node(output = "sum")]
+    /// fn add(x: i64, y: i64) -> i64 { x + y }
+    ///
+    /// let p = Pipeline::new([add::node()]).unwrap();
+    /// let inputs = Inputs::new().with("x", vec![1i64, 2, 3]).with("y", 10i64);
+    /// let r = p.map(inputs, ["x"]).unwrap();
+    /// assert_eq!(r.values::<i64>("sum").unwrap(), [11, 12, 13]);
+    ///
+    /// // Every combination of two lists.
+    /// let inputs = Inputs::new().with("x", vec![1i64, 2]).with("y", vec![10i64, 20]);
+    /// let r = p.map(inputs, MapOptions::over(["x", "y"]).product()).unwrap();
+    /// assert_eq!(r.values::<i64>("sum").unwrap(), [11, 21, 12, 22]);
+    /// ```
+    ///
     /// `pipeline.map(inputs, ["text"])`.
     pub fn map(&self, inputs: Inputs, options: impl Into<MapOptions>) -> Result<MapResult, Error> {
         let options = options.into();
@@ -377,21 +507,27 @@ impl Pipeline {
             }
         }
         let mut slots = vec![None; plan.slot_count];
+        let mut missing: Vec<(String, Vec<String>)> = Vec::new();
         for pi in &plan.inputs {
             if skip.contains(&pi.name) {
                 continue;
             }
-            let value = inputs
-                .get(&pi.name)
-                .or_else(|| self.bound.get(&pi.name))
-                .ok_or_else(|| Error::MissingInput {
-                    name: pi.name.clone(),
-                    needed_by: pi.needed_by.clone(),
-                })?;
+            let Some(value) = inputs.get(&pi.name).or_else(|| self.bound.get(&pi.name)) else {
+                missing.push((pi.name.clone(), pi.needed_by.clone()));
+                continue;
+            };
             check_type(&pi.name, pi.ty, value)?;
             slots[pi.slot] = Some(value.clone());
         }
-        Ok(slots)
+        // Every missing input at once.
+        match missing.len() {
+            0 => Ok(slots),
+            1 => {
+                let (name, needed_by) = missing.remove(0);
+                Err(Error::MissingInput { name, needed_by })
+            }
+            _ => Err(Error::MissingInputs { inputs: missing }),
+        }
     }
 
     /// Compiles the plan computing `requested` outputs (all when `None`).

@@ -44,10 +44,48 @@ impl ValueError {
     /// A conversion error for type `T`.
     pub fn new<T: ?Sized>(message: impl Into<String>) -> Self {
         ValueError {
-            type_name: std::any::type_name::<T>(),
+            type_name: readable_type_name::<T>(),
             message: message.into(),
         }
     }
+}
+
+/// The name of `T` as people write it: every path cut to its last segment
+/// (`alloc::vec::Vec<alloc::string::String>` is `Vec<String>`). Computed
+/// once per type.
+pub fn readable_type_name<T: ?Sized>() -> &'static str {
+    readable(std::any::type_name::<T>())
+}
+
+/// [`readable_type_name`] of a full type name.
+pub(crate) fn readable(full: &'static str) -> &'static str {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
+    let names = NAMES.get_or_init(Default::default);
+    let mut names = names.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(short) = names.get(full) {
+        return short;
+    }
+    let mut out = String::with_capacity(full.len());
+    // Where the current path began in `out`.
+    let mut segment = 0;
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            out.truncate(segment);
+        } else if c.is_alphanumeric() || c == '_' {
+            out.push(c);
+        } else {
+            out.push(c);
+            segment = out.len();
+        }
+    }
+    // One leaked string per distinct type, for the life of the process.
+    let short: &'static str = Box::leak(out.into_boxed_str());
+    names.insert(full, short);
+    short
 }
 
 /// A type-erased, cheaply clonable value flowing between nodes.
@@ -99,7 +137,7 @@ impl Value {
 
     /// The Rust type name of the wrapped value.
     pub fn type_name(&self) -> &'static str {
-        self.type_name
+        readable(self.type_name)
     }
 
     /// Takes the value out as `T`, cloning only if it is shared.
@@ -146,7 +184,7 @@ fn no_nulls<T>(array: &dyn Array) -> Result<(), ValueError> {
         Err(ValueError::new::<T>(format!(
             "array has {} null values; use Option<{}>",
             array.null_count(),
-            std::any::type_name::<T>()
+            readable_type_name::<T>()
         )))
     } else {
         Ok(())
@@ -155,8 +193,8 @@ fn no_nulls<T>(array: &dyn Array) -> Result<(), ValueError> {
 
 fn wrong_type<T>(array: &dyn Array) -> ValueError {
     ValueError::new::<T>(format!(
-        "expected an array of {:?}, got {:?}",
-        std::any::type_name::<T>(),
+        "expected an array of {}, got {:?}",
+        readable_type_name::<T>(),
         array.data_type()
     ))
 }
@@ -377,7 +415,7 @@ pub mod serde_support {
             Ok(f) => f.clone(),
             Err(e) => panic!(
                 "type `{}` has no Arrow form: {e}",
-                std::any::type_name::<T>()
+                readable_type_name::<T>()
             ),
         }
     }
@@ -464,7 +502,7 @@ impl ValueType {
     pub fn opaque<T: Any + Send + Sync>() -> ValueType {
         ValueType {
             id: TypeId::of::<T>(),
-            name: std::any::type_name::<T>(),
+            name: readable_type_name::<T>(),
             arrow: None,
             list: None,
             list_type: None,
@@ -654,7 +692,7 @@ levels!(L0 => L1, L1 => L2, L2 => L3; L3);
 fn arrow_type<T: ArrowValue, L: Level>() -> ValueType {
     ValueType {
         id: TypeId::of::<T>(),
-        name: std::any::type_name::<T>(),
+        name: readable_type_name::<T>(),
         arrow: Some(ArrowOps {
             data_type: T::data_type,
             nullable: T::nullable,
@@ -670,7 +708,7 @@ fn arrow_type<T: ArrowValue, L: Level>() -> ValueType {
 fn clone_type<T: Any + Send + Sync + Clone, L: Level>() -> ValueType {
     ValueType {
         id: TypeId::of::<T>(),
-        name: std::any::type_name::<T>(),
+        name: readable_type_name::<T>(),
         arrow: None,
         list: Some(ListOps::of::<T>()),
         list_type: L::clone_list::<T>(),

@@ -1026,16 +1026,37 @@ impl NodeUdf {
                     }
                     return Ok((misses.to_vec(), arrays.into_iter().map(Some).collect()));
                 }
+                let plural = |k: usize, one: &str, many: &str| {
+                    format!("{k} {}", if k == 1 { one } else { many })
+                };
+                let expected: Vec<String> = self
+                    .outs
+                    .iter()
+                    .map(|(_, ty)| match ty.data_type() {
+                        Some(dt) => dt.to_string(),
+                        None => ty.name().to_string(),
+                    })
+                    .collect();
+                let got: Vec<String> = arrays
+                    .iter()
+                    .map(|a| format!("{} of {}", plural(a.len(), "row", "rows"), a.data_type()))
+                    .collect();
+                let (first, last) = (
+                    misses.first().map_or(0, |&r| items[r]),
+                    misses.last().map_or(0, |&r| items[r]),
+                );
                 NodeError::User(
                     format!(
-                        "the batch implementation returned {} arrays ({}) for {} outputs of {n} rows",
-                        arrays.len(),
-                        arrays
-                            .iter()
-                            .map(|a| format!("{} x {}", a.len(), a.data_type()))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        self.outs.len()
+                        "its batch implementation broke its contract for a whole batch of {} (items {first} to {last}, each failed with this error): it must return one array per output, each of {} ({}), but it returned {}{}",
+                        plural(n, "row", "rows"),
+                        plural(n, "row", "rows"),
+                        expected.join(", "),
+                        plural(arrays.len(), "array", "arrays"),
+                        if got.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", got.join(", "))
+                        }
                     )
                     .into(),
                 )
