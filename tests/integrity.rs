@@ -187,8 +187,7 @@ fn closure_nodes_never_return_another_closures_results() {
         assert_eq!((ys, n), (vec![2, 4, 6], 3), "{name}");
         let (ys, n, decisions_again) = run(times(3, &calls, false));
         assert_eq!((ys, n), (vec![3, 6, 9], 3), "{name}: a stale result");
-        if name != "datafusion" {
-            // (DataFusionEngine fires no cache decisions yet: issue 13.)
+        {
             for d in decisions.iter().chain(&decisions_again) {
                 match &d.outcome {
                     CacheOutcome::NotCached { reason } => {
@@ -430,7 +429,6 @@ fn decisions(engine: Arc<dyn hypernodes::Engine>) -> Vec<String> {
 
 #[cfg(feature = "datafusion")]
 #[test]
-#[ignore = "issue 13 (one engine core): DataFusionEngine reports no cache decisions yet, so LOG_HYPERNODES_CACHE says nothing there"]
 fn the_columnar_engine_reports_the_same_cache_decisions() {
     let seq = decisions(Arc::new(hypernodes::SeqEngine));
     assert_eq!(seq.len(), 40);

@@ -922,7 +922,7 @@ impl DiskCache {
             .map(|mut w| w.insert(path.to_path_buf()))
             .unwrap_or(false);
         if first {
-            eprintln!("hypernodes cache warning: {message}");
+            log::warn!("hypernodes cache: {message}");
             if let Ok(mut w) = self.warnings.lock() {
                 w.push(message);
             }
@@ -1657,7 +1657,7 @@ impl Cache for DiskCache {
 impl Drop for DiskCache {
     fn drop(&mut self) {
         if let Err(e) = self.flush() {
-            eprintln!("hypernodes cache warning: results not written at exit: {e}");
+            log::warn!("hypernodes cache: results not written at exit: {e}");
         }
     }
 }

@@ -149,7 +149,7 @@ impl<'f> Batch<'f> {
 /// Explains cache decisions for one node over a batch to callbacks
 /// ([`Callback::on_cache_decision`](crate::Callback::on_cache_decision);
 /// `LOG_HYPERNODES_CACHE` is one of them, see `cache_log`).
-struct CacheLog {
+pub(crate) struct CacheLog {
     /// Whether anyone listens; nothing is computed otherwise.
     on: bool,
     why_miss: String,
@@ -157,7 +157,11 @@ struct CacheLog {
 }
 
 impl CacheLog {
-    fn new(cache: Option<&dyn Cache>, node: &crate::node::Node, callbacks: bool) -> Self {
+    pub(crate) fn new(
+        cache: Option<&dyn Cache>,
+        node: &crate::node::Node,
+        callbacks: bool,
+    ) -> Self {
         let Some(cache) = cache else {
             // No cache, no decisions.
             return CacheLog {
@@ -205,7 +209,7 @@ impl CacheLog {
         }
     }
 
-    fn report(
+    pub(crate) fn report(
         &self,
         exec: &Exec<'_>,
         node: &str,
@@ -310,7 +314,7 @@ fn warn_not_storable_once(node: &crate::node::Node) {
             .filter(|p| !p.ty.is_arrow())
             .map(|p| format!("`{}` ({})", p.name, p.ty.name()))
             .collect();
-        eprintln!(
+        log::warn!(
             "hypernodes cache: node `{}` is not cached: output {} has no Arrow form",
             node.name,
             outputs.join(", ")

@@ -89,9 +89,7 @@ impl ParallelEngine {
             .num_threads(threads)
             .thread_name(|i| format!("hypernodes-{i}"))
             .build()
-            .map_err(|e| Error::Engine {
-                message: format!("cannot start a pool of {threads} threads: {e}"),
-            })?;
+            .map_err(|e| Error::external(format!("cannot start a pool of {threads} threads"), e))?;
         Ok(ParallelEngine {
             pool: Some(Arc::new(pool)),
         })

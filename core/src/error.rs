@@ -273,7 +273,32 @@ pub enum Error {
         #[source]
         source: crate::cache::CacheError,
     },
-    /// An engine failed outside of any node.
+    /// A library underneath (DataFusion, Arrow, a thread pool) failed; `what`
+    /// says what was being done, `source` is its error.
+    #[error("{what}: {source}")]
+    External {
+        /// What was being done.
+        what: String,
+        /// The library's error.
+        #[source]
+        source: BoxError,
+    },
+    /// An item failed because the batch it ran in failed as a whole (a
+    /// strict cache's failure, say); every item of the batch shares the
+    /// error.
+    #[error("the batch this item ran in failed: {source}")]
+    Batch {
+        /// The batch's error.
+        #[source]
+        source: std::sync::Arc<Error>,
+    },
+    /// A broken invariant of the library itself (a bug: please report it).
+    #[error("internal error: {message}")]
+    Internal {
+        /// What was found broken.
+        message: String,
+    },
+    /// An engine cannot run what it was given (a type it cannot hold, say).
     #[error("engine error: {message}")]
     Engine {
         /// What went wrong.
@@ -291,6 +316,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// An error of a library underneath, while doing `what`.
+    pub fn external(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::External {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
+
     /// A cache failure, for node `node` when known.
     pub(crate) fn cache(node: Option<&str>, source: crate::cache::CacheError) -> Error {
         Error::Cache {

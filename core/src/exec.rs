@@ -818,6 +818,10 @@ pub struct MapJob<'a> {
     strict_cache: bool,
     /// The cache failures so far (the map went on without the cache).
     cache_errors: std::sync::Mutex<Vec<Error>>,
+    /// Per flat step, what explains its cache decisions (made once, when a
+    /// columnar engine first reports one).
+    cache_logs:
+        std::sync::Mutex<std::collections::HashMap<usize, std::sync::Arc<crate::cached::CacheLog>>>,
 }
 
 /// A background cache write.
@@ -940,6 +944,7 @@ impl<'a> MapJob<'a> {
             flusher: std::sync::Mutex::new(std::collections::VecDeque::new()),
             strict_cache: options.strict_cache,
             cache_errors: std::sync::Mutex::new(Vec::new()),
+            cache_logs: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -1155,7 +1160,7 @@ impl<'a> MapJob<'a> {
     fn step_at(&self, step: usize) -> Result<(&Exec<'a>, &Step, &crate::flat::FlatStep), Error> {
         self.flat()
             .step(self.exec, step)
-            .ok_or_else(|| Error::Engine {
+            .ok_or_else(|| Error::Internal {
                 message: format!("no step {step}"),
             })
     }
@@ -1219,7 +1224,7 @@ impl<'a> MapJob<'a> {
         }
         let mut steps = Vec::with_capacity(flat.steps.len());
         for index in 0..flat.steps.len() {
-            let (scope, s, fs) = flat.step(exec, index).ok_or_else(|| Error::Engine {
+            let (scope, s, fs) = flat.step(exec, index).ok_or_else(|| Error::Internal {
                 message: format!("no step {index}"),
             })?;
             steps.push(StepInfo {
@@ -1403,10 +1408,45 @@ impl<'a> MapJob<'a> {
     pub fn step_error(&self, step: usize, item: usize, attempts: u32, source: NodeError) -> Error {
         match self.flat().step(self.exec, step) {
             Some((exec, s, _)) => exec.fail(exec.node(s), &exec.item_path(item), attempts, source),
-            None => Error::Engine {
+            None => Error::Internal {
                 message: format!("no step {step}"),
             },
         }
+    }
+
+    /// Reports what the cache did for step `step` and item `item` (the
+    /// `on_cache_decision` event, with the same reasons the row engines
+    /// give): `sig` is the item's signature (`None`: the node is not
+    /// cached), `hit` whether its result came from the cache. Nothing
+    /// happens for a map without a cache, or when nobody listens.
+    pub fn report_cache_decision(
+        &self,
+        step: usize,
+        item: usize,
+        sig: Option<crate::signature::Signature>,
+        hit: bool,
+    ) {
+        if !self.exec.has_callbacks() || self.exec.cache.is_none() {
+            return;
+        }
+        let Some((exec, s, _)) = self.flat().step(self.exec, step) else {
+            return;
+        };
+        let node = exec.node(s);
+        let log = self
+            .cache_logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(step)
+            .or_insert_with(|| {
+                std::sync::Arc::new(crate::cached::CacheLog::new(
+                    exec.cache.as_deref(),
+                    node,
+                    true,
+                ))
+            })
+            .clone();
+        log.report(exec, &node.name, &exec.item_path(item), sig, hit);
     }
 
     /// Reports that step `step`'s result for item `item` came from the cache
@@ -1674,8 +1714,9 @@ impl<'a> MapJob<'a> {
         let result = crate::cached::run_batch(exec, cache, &mut batch, stop_on_error, &report)
             .and_then(|stored| self.maybe_flush(stored));
         if let Err(e) = result {
-            batch.fail_unfailed(|| Error::Engine {
-                message: e.to_string(),
+            let shared = std::sync::Arc::new(e);
+            batch.fail_unfailed(|| Error::Batch {
+                source: shared.clone(),
             });
         }
         let elapsed = start.elapsed();

@@ -108,9 +108,7 @@ impl DataFusionEngine {
 }
 
 fn df_error(e: datafusion::error::DataFusionError) -> Error {
-    Error::Engine {
-        message: format!("datafusion: {e}"),
-    }
+    Error::external("datafusion", e)
 }
 
 /// Runs a future on the engine's runtime (created once per process). From
@@ -181,7 +179,7 @@ impl DataFusionEngine {
                     .column(0)
                     .as_primitive_opt::<UInt64Type>()
                     .map(|a| &a.values()[..])
-                    .ok_or_else(|| Error::Engine {
+                    .ok_or_else(|| Error::Internal {
                         message: "datafusion: the item column is not UInt64".into(),
                     })
             })
@@ -226,9 +224,8 @@ impl DataFusionEngine {
                     .map(|&(_, b)| batches[b].column(o + 1).as_ref())
                     .collect();
                 columns.push(
-                    arrow_select::concat::concat(&arrays).map_err(|e| Error::Engine {
-                        message: format!("datafusion: {e}"),
-                    })?,
+                    arrow_select::concat::concat(&arrays)
+                        .map_err(|e| Error::external("merging the result batches", e))?,
                 );
                 continue;
             }
@@ -242,9 +239,8 @@ impl DataFusionEngine {
                         .unwrap_or(arrow_schema::DataType::Null),
                 )
             } else {
-                arrow_select::interleave::interleave(&arrays, &at).map_err(|e| Error::Engine {
-                    message: format!("datafusion: {e}"),
-                })?
+                arrow_select::interleave::interleave(&arrays, &at)
+                    .map_err(|e| Error::external("merging the result batches", e))?
             };
             columns.push(column);
         }

@@ -37,9 +37,7 @@ pub(crate) struct Lowered {
 }
 
 fn df_error(e: datafusion::error::DataFusionError) -> Error {
-    Error::Engine {
-        message: format!("datafusion: {e}"),
-    }
+    Error::external("datafusion", e)
 }
 
 /// Splits columns into batches of `batch_size` rows spread over
@@ -51,9 +49,8 @@ fn table(
     rows: usize,
     engine: &DataFusionEngine,
 ) -> Result<DataFrame, Error> {
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Engine {
-        message: format!("input table: {e}"),
-    })?;
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| Error::external("building the input table", e))?;
     let partitions = engine.partitions.max(1);
     let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
     let size = engine.batch_size.max(1);

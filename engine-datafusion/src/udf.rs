@@ -470,13 +470,29 @@ impl ScalarUDFImpl for NodeUdf {
                     key.node
                 )));
             }
-            let observed = self.shared.observed();
             for (k, at) in found.iter().enumerate().take(keys.len()) {
                 let r = wanted.as_ref().map_or(k, |w| w[k]);
                 hit_row[r] = *at;
-                if observed && at.is_some() {
-                    self.job.with(|j| j.report_cached(self.step, items[r]));
-                }
+            }
+        }
+        // What the cache did for each live row, and the hits' events, as
+        // the row engines report them.
+        if self.shared.observed() {
+            let sig_column = match &sigs {
+                Some(sigs) => Some(fsb(sigs)?),
+                None => None,
+            };
+            for &r in &live {
+                let sig = sig_column
+                    .filter(|s| s.is_valid(r))
+                    .and_then(|s| s.value(r).try_into().ok().map(Signature));
+                let hit = hit_row[r].is_some();
+                self.job.with(|j| {
+                    j.report_cache_decision(self.step, items[r], sig, hit);
+                    if hit {
+                        j.report_cached(self.step, items[r]);
+                    }
+                });
             }
         }
 
