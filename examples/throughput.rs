@@ -16,6 +16,11 @@
 //! then `incremental: engine=<name> items=<N> one_percent_new_items_per_s=<z>`
 //! for a third run in which every hundredth item is new.
 //!
+//! `--workload w3 --rows R` measures W3 (nested pipelines: each row a list
+//! of ten W1 texts, mapped by the W1 pipeline used as a `map_over` node,
+//! then summed), with a fresh `DiskCache` cold and warm, and prints
+//! `throughput: workload=w3 engine=<name> rows=<R> cold_inner_items_per_s=<x> warm_inner_items_per_s=<y>`.
+//!
 //! `--workload w4` measures W4 instead: one `async` node that waits 5 ms on
 //! a tokio timer (an I/O-bound call such as a model server), with up to
 //! `--concurrency N` calls in flight (default 64). It maps W1 texts without
@@ -75,6 +80,49 @@ fn engine(name: &str) -> Option<Arc<dyn Engine>> {
     }
 }
 
+/// W3's last node: the row's total word count.
+#[hypernodes::node(output = "total")]
+fn total(word_counts: &[i64]) -> i64 {
+    word_counts.iter().sum()
+}
+
+/// W3 on one engine: a fresh cache, cold then warm.
+fn w3(name: &str, engine: Arc<dyn Engine>, rows: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let texts = workload::items(rows * 10);
+    let lists: Vec<Vec<String>> = texts.chunks(10).map(|c| c.to_vec()).collect();
+    let expected: Vec<i64> = workload::expected_counts(&texts)
+        .chunks(10)
+        .map(|c| c.iter().sum())
+        .collect();
+    let dir = tempfile::tempdir()?;
+    let mut rates = Vec::new();
+    for _ in ["cold", "warm"] {
+        let inner = Pipeline::new(nodes(false))?.with_name("text_processor");
+        let nested = inner
+            .as_node()
+            .input_mapping([("texts", "text")])
+            .output_mapping([("word_count", "word_counts")])
+            .map_over(["texts"]);
+        let pipeline = Pipeline::new([nested, total::node()])?
+            .with_shared_engine(engine.clone())
+            .with_cache(DiskCache::new(dir.path()));
+        let inputs = Inputs::new().with("texts", lists.clone());
+        let start = Instant::now();
+        let r = pipeline.map(
+            inputs,
+            hypernodes::MapOptions::over(["texts"]).outputs(["total"]),
+        )?;
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(r.values::<i64>("total")?, expected, "totals are right");
+        rates.push((rows * 10) as f64 / secs);
+    }
+    println!(
+        "throughput: workload=w3 engine={name} rows={rows} cold_inner_items_per_s={:.0} warm_inner_items_per_s={:.0}",
+        rates[0], rates[1]
+    );
+    Ok(())
+}
+
 /// W4's node: an I/O-bound call of 5 ms latency.
 #[hypernodes::node(output = "reply")]
 async fn fetch(text: String) -> String {
@@ -131,13 +179,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut dual = false;
     let mut workload = "w1".to_string();
     let mut concurrency = 64usize;
+    let mut rows = 10_000usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--engine" => names.push(args.next().ok_or("--engine needs a name")?),
             "--items" => items = args.next().ok_or("--items needs a number")?.parse()?,
             "--dual" => dual = true,
-            "--workload" => workload = args.next().ok_or("--workload needs w1 or w4")?,
+            "--workload" => workload = args.next().ok_or("--workload needs w1, w3 or w4")?,
+            "--rows" => rows = args.next().ok_or("--rows needs a number")?.parse()?,
             "--concurrency" => {
                 concurrency = args.next().ok_or("--concurrency needs a number")?.parse()?
             }
@@ -153,6 +203,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     match workload.as_str() {
         "w1" => {}
+        "w3" => {
+            for name in names {
+                let engine = engine(&name).ok_or_else(|| format!("unknown engine `{name}`"))?;
+                w3(&name, engine, rows)?;
+            }
+            return Ok(());
+        }
         "w4" => {
             for name in names {
                 let engine = engine(&name).ok_or_else(|| format!("unknown engine `{name}`"))?;
@@ -160,7 +217,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             return Ok(());
         }
-        other => return Err(format!("unknown workload `{other}` (w1 or w4)").into()),
+        other => return Err(format!("unknown workload `{other}` (w1, w3 or w4)").into()),
     }
     let texts = workload::items(items);
     let expected = workload::expected_counts(&texts);

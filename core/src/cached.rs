@@ -580,7 +580,50 @@ pub(crate) fn run_batch(
                 }
             }
             NodeKind::Nested(inner) => {
-                for &i in &live {
+                let mut handled = false;
+                // A `map_over` node runs ONE inner map over the elements of
+                // every live row (as columnar engines do), unless someone
+                // listens to events (they come per item) or the values cannot
+                // be combined; then it runs row by row below.
+                if let (Some(mapping), Some(plan)) = (&node.mapping, step.inner.as_deref())
+                    && live.len() > 1
+                    && !exec.has_callbacks()
+                    && inner.callbacks.is_empty()
+                {
+                    let mut args = Vec::with_capacity(live.len());
+                    for &i in &live {
+                        if let Err(e) = batch.ensure_filled(i) {
+                            batch.fail(i, e);
+                        }
+                        let values: Option<Vec<Value>> = step
+                            .args
+                            .iter()
+                            .map(|&a| batch.slot(i, a).clone())
+                            .collect();
+                        args.push((batch.path(exec, i), values.unwrap_or_default()));
+                    }
+                    let complete = args.iter().all(|(_, v)| v.len() == step.args.len());
+                    if complete
+                        && let Ok(Some(results)) =
+                            exec.map_nested_rows(node, inner, plan, mapping, &args)
+                    {
+                        let w = batch.width;
+                        for (&i, result) in live.iter().zip(results) {
+                            match result {
+                                Ok(lists) => {
+                                    for (list, &port) in lists.into_iter().zip(&step.inner_ports) {
+                                        if let Some(slot) = step.outs[port] {
+                                            batch.slots[i * w + slot] = Some(list);
+                                        }
+                                    }
+                                }
+                                Err(e) => batch.fail(i, e),
+                            }
+                        }
+                        handled = true;
+                    }
+                }
+                for &i in live.iter().filter(|_| !handled) {
                     let path = batch.path(exec, i);
                     let w = batch.width;
                     let result = batch.ensure_filled(i).and_then(|()| {

@@ -477,7 +477,7 @@ impl<'a> Exec<'a> {
     /// by item. `rows` holds each outer item's path and argument values.
     /// `Ok(None)`: the values cannot be combined (a type without list
     /// operations); run the items one by one instead.
-    fn map_nested_rows(
+    pub(crate) fn map_nested_rows(
         &self,
         node: &Node,
         inner: &Pipeline,
@@ -818,6 +818,11 @@ pub struct MapJob<'a> {
     strict_cache: bool,
     /// The cache failures so far (the map went on without the cache).
     cache_errors: std::sync::Mutex<Vec<Error>>,
+    /// Whether this is the map a caller asked for (`Pipeline::map`), not
+    /// one a nested `map_over` runs inside it: only that one prepares the
+    /// cache, keeps a flush ticker and flushes at its end (nested maps share
+    /// its cache and its writes).
+    top_level: bool,
     /// Per flat step, what explains its cache decisions (made once, when a
     /// columnar engine first reports one).
     cache_logs:
@@ -897,7 +902,9 @@ impl<'a> MapJob<'a> {
                 len,
             });
         }
-        Self::new(exec, &fixed, mapped, options)
+        let mut job = Self::new(exec, &fixed, mapped, options)?;
+        job.top_level = true;
+        Ok(job)
     }
 
     fn new(
@@ -945,6 +952,7 @@ impl<'a> MapJob<'a> {
             strict_cache: options.strict_cache,
             cache_errors: std::sync::Mutex::new(Vec::new()),
             cache_logs: std::sync::Mutex::new(std::collections::HashMap::new()),
+            top_level: false,
         })
     }
 
@@ -1015,7 +1023,7 @@ impl<'a> MapJob<'a> {
             Instant::now()
         });
         self.prepare_cache();
-        let result = if exec.cache.is_some() && exec.items.is_empty() {
+        let result = if exec.cache.is_some() && self.top_level {
             // A top-level map with a cache: a ticker flushes what waits to
             // be written at least every FLUSH_INTERVAL, even while every
             // worker is busy with a long batch.
@@ -1032,8 +1040,10 @@ impl<'a> MapJob<'a> {
             exec.engine.map(self)
         };
         let mut written = self.wait_for_flush();
-        // What was stored after the last flush.
+        // What was stored after the last flush (a nested map leaves that to
+        // the map it runs in).
         if written.is_ok()
+            && self.top_level
             && let Some(cache) = &exec.cache
             && let Err(e) = cache.flush()
         {
@@ -1075,7 +1085,9 @@ impl<'a> MapJob<'a> {
     /// thread each, rather than one after the other at each node's first
     /// lookup. Failures are left to that first lookup to report.
     fn prepare_cache(&self) {
-        if self.exec.cache.is_none() {
+        // The top-level map prepares every node of its flat plan, nested
+        // pipelines' included.
+        if self.exec.cache.is_none() || !self.top_level {
             return;
         }
         // The flat plan: nodes of inlined nested pipelines too.
