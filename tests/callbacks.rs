@@ -120,3 +120,45 @@ fn nested_pipelines_report_to_their_own_callbacks_too() {
     );
     assert_eq!(outer_rec.take().len(), 12);
 }
+
+/// Each item's events (cold, then warm, with a cache), in the order they
+/// were reported, as recorded by `observe::Recorder`.
+fn events_per_item(
+    engine: std::sync::Arc<dyn hypernodes::Engine>,
+) -> std::collections::BTreeMap<Vec<usize>, Vec<hypernodes::observe::EventKind>> {
+    use hypernodes::observe::Recorder;
+    let dir = tempfile::tempdir().unwrap();
+    let mut per_item: std::collections::BTreeMap<Vec<usize>, Vec<_>> = Default::default();
+    for _ in ["cold", "warm"] {
+        let recorder = std::sync::Arc::new(Recorder::new());
+        // (Every item's signatures differ: items sharing one would be
+        // misses or hits depending on batch boundaries, which differ by
+        // engine.)
+        Pipeline::new([clean::node(), count::node()])
+            .unwrap()
+            .with_shared_engine(engine.clone())
+            .with_cache(hypernodes::DiskCache::new(dir.path()))
+            .with_callback(recorder.clone())
+            .map(
+                inputs! {"text" => (0..40).map(|i| format!(" Text {i} ")).collect::<Vec<_>>()},
+                ["text"],
+            )
+            .unwrap();
+        for event in recorder.take() {
+            if !event.items.is_empty() {
+                per_item.entry(event.items).or_default().push(event.kind);
+            }
+        }
+    }
+    per_item
+}
+
+#[test]
+fn the_recorder_sees_each_items_events_in_the_reference_order_on_every_engine() {
+    let reference = events_per_item(std::sync::Arc::new(hypernodes::SeqEngine));
+    assert_eq!(reference.len(), 40);
+    for (name, engine) in common::engines() {
+        let events = events_per_item(engine);
+        assert_eq!(events, reference, "{name}");
+    }
+}

@@ -148,7 +148,7 @@ impl<'f> Batch<'f> {
 
 /// Explains cache decisions for one node over a batch to callbacks
 /// ([`Callback::on_cache_decision`](crate::Callback::on_cache_decision);
-/// `LOG_HYPERNODES_CACHE` is one of them, see `cache_log`).
+/// `LOG_HYPERNODES_CACHE` is one of them, see `observe::cache_log`).
 pub(crate) struct CacheLog {
     /// Whether anyone listens; nothing is computed otherwise.
     on: bool,

@@ -43,10 +43,10 @@ impl<'a> Exec<'a> {
         engine: &'a dyn crate::engine::Engine,
     ) -> Self {
         let mut callbacks = pipeline.callbacks.clone();
-        if let Some(mode) = crate::cache_log::Mode::from_env() {
-            callbacks.push(std::sync::Arc::new(crate::cache_log::CacheLogger::new(
-                mode,
-            )));
+        if let Some(mode) = crate::observe::cache_log::Mode::from_env() {
+            callbacks.push(std::sync::Arc::new(
+                crate::observe::cache_log::CacheLogger::new(mode),
+            ));
         }
         Exec {
             pipeline,

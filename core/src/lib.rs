@@ -80,7 +80,6 @@
 extern crate self as hypernodes_core;
 
 pub mod cache;
-mod cache_log;
 mod cached;
 pub mod callback;
 pub mod columnar;
@@ -91,6 +90,7 @@ mod flat;
 pub mod io;
 pub mod map;
 pub mod node;
+pub mod observe;
 pub mod pipeline;
 pub mod rows;
 mod runtime;
