@@ -434,7 +434,7 @@ pub(crate) fn run_batch(
             NodeKind::Func(f) => {
                 let key = node.cache_key();
                 let salt = node.salt();
-                let cached = cache.is_some() && node.cache_enabled && key.storable();
+                let cached = cache.is_some() && node.caching();
                 let signer = NodeKey::new(&node.code_hash, step.args.len(), &salt);
                 let sigs: Vec<Option<Signature>> = if cached {
                     signer.sign_rows(live.len(), |k, inputs| {

@@ -1096,7 +1096,7 @@ impl<'a> MapJob<'a> {
                 let (exec, step, _) = self.step_at(i).ok()?;
                 let node = exec.node(step);
                 let key = node.cache_key();
-                if !node.cache_enabled || node.is_pipeline() || !key.storable() {
+                if !node.caching() {
                     return None;
                 }
                 Some((exec.cache.clone()?, key))

@@ -374,9 +374,18 @@ impl Node {
         &self.env
     }
 
-    /// Whether the node's results are cached.
+    /// Whether the node's results are cached (the `cache` setting; see
+    /// [`Node::caching`] for whether they can be).
     pub fn cache_enabled(&self) -> bool {
         self.cache_enabled
+    }
+
+    /// Whether a cache stores this node's results: a function node (not a
+    /// pipeline) whose caching is enabled and whose outputs all have an
+    /// Arrow form. The one answer every engine uses; a row whose inputs
+    /// have no hash (an unkeyed resource) is still computed, not stored.
+    pub fn caching(&self) -> bool {
+        self.cache_enabled && !self.is_pipeline() && self.outputs.iter().all(|p| p.ty.is_arrow())
     }
 
     /// Whether the node's function is `async` (I/O-bound work that every

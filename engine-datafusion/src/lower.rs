@@ -251,11 +251,7 @@ pub(crate) fn lower(
             Arg::Fixed { hash, .. } => hash.is_some(),
         });
         let key = node.cache_key();
-        let cached = cache.is_some()
-            && !node.is_pipeline()
-            && node.cache_enabled()
-            && key.storable()
-            && hashable;
+        let cached = cache.is_some() && node.caching() && hashable;
         let mut udf_args = vec![col("__item")];
         if cached {
             let sig = SigUdf::new(
