@@ -23,7 +23,7 @@
 //! engine, cache or callbacks, for `map_over` nodes, and when an inner
 //! output is also an inner input.
 
-use crate::exec::Exec;
+use crate::engine::Exec;
 use crate::node::{Node, NodeKind};
 use crate::pipeline::{Plan, Step};
 use crate::value::{Value, ValueType};

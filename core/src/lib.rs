@@ -80,12 +80,11 @@
 extern crate self as hypernodes_core;
 
 pub mod cache;
-mod cached;
 pub mod callback;
 pub mod columnar;
 pub mod engine;
 pub mod error;
-pub mod exec;
+
 mod flat;
 pub mod io;
 pub mod map;
@@ -93,7 +92,6 @@ pub mod node;
 pub mod observe;
 pub mod pipeline;
 pub mod rows;
-mod runtime;
 pub mod signature;
 pub mod typed;
 pub mod value;
@@ -103,9 +101,9 @@ pub use cache::{
     Hits, Located, PendingWrite,
 };
 pub use callback::{Callback, CallbackContext};
+pub use engine::{Chunk, ItemOutput, MapJob, RunJob};
 pub use engine::{Engine, ParallelEngine, SeqEngine};
 pub use error::{BoxError, Error, Location, NodeError, Result};
-pub use exec::{Chunk, ItemOutput, MapJob, RunJob};
 pub use hypernodes_macros::{ArrowValue, node};
 pub use io::{Inputs, Outputs};
 pub use map::{

@@ -153,7 +153,7 @@ pub struct Node {
     batch: Option<BatchFn>,
     rows: Option<crate::rows::RowsFn>,
     /// Bounds on in-flight and per-second calls (async nodes), shared by clones.
-    limits: Arc<crate::runtime::AsyncLimits>,
+    limits: Arc<crate::engine::runtime::AsyncLimits>,
 }
 
 /// A node's batch implementation (the "dual node"): given one Arrow array
@@ -247,7 +247,7 @@ impl Node {
             problems: Vec::new(),
             batch: None,
             rows: None,
-            limits: Arc::new(crate::runtime::AsyncLimits::new(
+            limits: Arc::new(crate::engine::runtime::AsyncLimits::new(
                 Node::DEFAULT_CONCURRENCY,
                 None,
             )),
@@ -419,7 +419,7 @@ impl Node {
             self.problems
                 .push("concurrency must be at least 1 call in flight".into());
         }
-        self.limits = Arc::new(crate::runtime::AsyncLimits::new(
+        self.limits = Arc::new(crate::engine::runtime::AsyncLimits::new(
             calls,
             self.limits.per_second(),
         ));
@@ -449,7 +449,7 @@ impl Node {
             ));
             return self;
         }
-        self.limits = Arc::new(crate::runtime::AsyncLimits::new(
+        self.limits = Arc::new(crate::engine::runtime::AsyncLimits::new(
             self.limits.concurrency(),
             Some(calls),
         ));
@@ -457,7 +457,7 @@ impl Node {
     }
 
     /// The node's async limits (engines admit each call through them).
-    pub(crate) fn limits(&self) -> &crate::runtime::AsyncLimits {
+    pub(crate) fn limits(&self) -> &crate::engine::runtime::AsyncLimits {
         &self.limits
     }
 

@@ -15,9 +15,9 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::cache::{Cache, CacheDecision};
 use crate::callback::Callback;
+use crate::engine::{self as exec, Exec};
 use crate::engine::{Engine, SeqEngine};
 use crate::error::Error;
-use crate::exec::{self, Exec};
 use crate::io::{Inputs, Outputs};
 use crate::map::{MapOptions, MapResult, RunOptions};
 use crate::node::{Node, NodeKind, Port};

@@ -11,7 +11,7 @@ use crate::value::Value;
 use super::{CacheError, CacheKey, encode_error, signature_at};
 
 /// Rows of one node version's results, column by column: what
-/// [`Cache::store`] takes and what [`Cache::lookup`] returns.
+/// [`Cache::store`](super::Cache::store) takes and what [`Cache::lookup`](super::Cache::lookup) returns.
 #[derive(Clone, Debug)]
 pub struct CacheRows {
     /// One node signature per row.
@@ -166,7 +166,7 @@ impl CacheRows {
     }
 }
 
-/// Stored rows lent in place by [`Cache::locate`].
+/// Stored rows lent in place by [`Cache::locate`](super::Cache::locate).
 #[derive(Clone, Debug, Default)]
 pub struct Located {
     /// Per lent batch, one array per output (in the key's output order),
@@ -178,7 +178,7 @@ pub struct Located {
     pub rows: Vec<Option<(usize, usize)>>,
 }
 
-/// What [`Cache::lookup`] found.
+/// What [`Cache::lookup`](super::Cache::lookup) found.
 #[derive(Clone, Debug)]
 pub struct Hits {
     /// For each requested signature, its row in `found`, if cached.

@@ -9,8 +9,8 @@
 //! resources, have none yet); other nodes simply run.
 
 use crate::cache::{Cache, CacheDecision, CacheOutcome, CacheRows, Hits};
+use crate::engine::Exec;
 use crate::error::Error;
-use crate::exec::Exec;
 use crate::node::{NodeFn, NodeKind};
 use crate::signature::{NodeKey, Signature, hash_values};
 use crate::value::{Value, ValueType};

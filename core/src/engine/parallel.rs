@@ -1,77 +1,16 @@
-//! Engines: strategies for executing pipelines, all with the same results.
-//!
-//! An engine decides how the items of a `map` are scheduled; the graph walk,
-//! node calls, events and result assembly are shared ([`MapJob`]). The
-//! reference is [`SeqEngine`]: one item, one node at a time, in order.
-//! [`ParallelEngine`] spreads items over all cores and returns the same
-//! results in the same order.
+//! [`ParallelEngine`]: chunks of items on all cores (rayon).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
+use super::{Engine, MapJob};
 use crate::error::Error;
-use crate::exec::{MapJob, RunJob};
-use crate::io::Outputs;
 use crate::map::MapResult;
 
-/// A strategy for executing pipelines.
-pub trait Engine: Send + Sync {
-    /// The engine's name, for events and errors.
-    fn name(&self) -> &str;
-
-    /// Executes a single run. The default walks the graph once.
-    fn run(&self, job: RunJob<'_>) -> Result<Outputs, Error> {
-        job.execute()
-    }
-
-    /// Executes a map: every item of `job` through [`MapJob::run_chunk`],
-    /// then [`MapJob::assemble`].
-    fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error>;
-}
-
-/// The reference engine: items in order, nodes in topological order, one at
-/// a time. Stops at the first failing item unless the map continues on error.
-///
-/// Two cases run a batch of items node by node instead (each node for the
-/// whole batch, items in order, before the next node), with the same
-/// results: a map with a cache (so lookups and stores are batched), and a
-/// map whose pipeline has an `async` node (so up to the node's
-/// [`concurrency`](crate::Node::concurrency) calls wait at once; they start
-/// in item order and end as they finish).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SeqEngine;
-
-impl Engine for SeqEngine {
-    fn name(&self) -> &str {
-        "seq"
-    }
-
-    fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error> {
-        let first_failure = AtomicUsize::new(usize::MAX);
-        let mut chunks = Vec::new();
-        let mut start = 0;
-        let mut previous = None;
-        while start < job.len() {
-            let size = job.next_chunk_size(previous);
-            let end = (start + size).min(job.len());
-            let began = std::time::Instant::now();
-            let chunk = job.run_chunk(start..end, &first_failure);
-            previous = Some((end - start, began.elapsed()));
-            let failed = chunk.failed();
-            chunks.push(chunk);
-            if failed {
-                break;
-            }
-            start = end;
-        }
-        job.assemble(chunks)
-    }
-}
-
 /// Runs the items of a `map` on all cores (rayon), with the same results in
-/// the same order as [`SeqEngine`]. A single `run` executes sequentially.
+/// the same order as [`SeqEngine`](super::SeqEngine). A single `run` executes sequentially.
 #[derive(Clone, Debug, Default)]
 pub struct ParallelEngine {
     pool: Option<Arc<rayon::ThreadPool>>,

@@ -1,0 +1,56 @@
+//! Engines: strategies for executing pipelines, all with the same results.
+//!
+//! An engine decides how the items of a `map` are scheduled; the graph walk,
+//! node calls, events and result assembly are shared ([`MapJob`]). The
+//! reference is [`SeqEngine`]: one item, one node at a time, in order.
+//! [`ParallelEngine`] spreads items over all cores and returns the same
+//! results in the same order.
+//!
+//! One room per job: `scope` (an execution's place and the graph walk for
+//! one item), `invoke` (calling a node: attempts, retries, panics, async
+//! calls under their bounds), `kernel` (the cached step over a batch of
+//! rows: sign, look up, call the misses, hash, store), `nested` (pipeline
+//! nodes and `map_over`), `run` (a single run), `job` (a map: items,
+//! chunks, the result), `flush` (writing results while a map runs), `spi`
+//! (what columnar engines call), `runtime` (the async runtime and its
+//! limits), and the strategies `seq` and `parallel`.
+
+mod flush;
+mod invoke;
+mod job;
+pub(crate) mod kernel;
+mod nested;
+mod parallel;
+mod run;
+pub(crate) mod runtime;
+mod scope;
+mod seq;
+mod spi;
+
+pub(crate) use flush::*;
+pub(crate) use job::*;
+pub use job::{Chunk, ItemOutput, MapJob};
+pub use parallel::ParallelEngine;
+pub use run::RunJob;
+pub use scope::Exec;
+pub(crate) use scope::*;
+pub use seq::SeqEngine;
+
+use crate::error::Error;
+use crate::io::Outputs;
+use crate::map::MapResult;
+
+/// A strategy for executing pipelines.
+pub trait Engine: Send + Sync {
+    /// The engine's name, for events and errors.
+    fn name(&self) -> &str;
+
+    /// Executes a single run. The default walks the graph once.
+    fn run(&self, job: RunJob<'_>) -> Result<Outputs, Error> {
+        job.execute()
+    }
+
+    /// Executes a map: every item of `job` through [`MapJob::run_chunk`],
+    /// then [`MapJob::assemble`].
+    fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error>;
+}

@@ -1,0 +1,242 @@
+//! The scope of one pipeline execution ([`Exec`]): its plan, engine,
+//! cache, callbacks and place (pipeline path, item path), and the graph
+//! walk that runs a plan's steps for one item.
+
+use std::time::Instant;
+
+use smallvec::SmallVec;
+
+use crate::callback::{Callback, CallbackContext};
+use crate::error::{Error, Location, NodeError};
+use crate::node::{Node, NodeKind};
+use crate::pipeline::{Pipeline, Plan, Step};
+use crate::value::Value;
+
+/// The scope of one pipeline execution: plan, engine, callbacks, location.
+pub struct Exec<'a> {
+    pub(crate) pipeline: &'a Pipeline,
+    pub(crate) plan: &'a Plan,
+    pub(crate) engine: &'a dyn crate::engine::Engine,
+    pub(crate) callbacks: Vec<std::sync::Arc<dyn Callback>>,
+    pub(crate) cache: Option<std::sync::Arc<dyn crate::cache::Cache>>,
+    pub(crate) path: Vec<String>,
+    pub(crate) items: Vec<usize>,
+    /// The full item path of each item of a map in this scope, when its
+    /// items are not simply `items + [index]` (a nested `map_over` run for
+    /// many outer items at once: item `k` is element `j` of outer item `i`).
+    pub(crate) item_map: Option<std::sync::Arc<[SmallVec<[usize; 4]>]>>,
+}
+
+impl<'a> Exec<'a> {
+    pub(crate) fn root(
+        pipeline: &'a Pipeline,
+        plan: &'a Plan,
+        engine: &'a dyn crate::engine::Engine,
+    ) -> Self {
+        let mut callbacks = pipeline.callbacks.clone();
+        if let Some(mode) = crate::observe::cache_log::Mode::from_env() {
+            callbacks.push(std::sync::Arc::new(
+                crate::observe::cache_log::CacheLogger::new(mode),
+            ));
+        }
+        Exec {
+            pipeline,
+            plan,
+            engine,
+            callbacks,
+            cache: pipeline.cache.clone(),
+            path: vec![pipeline.name().to_string()],
+            items: Vec::new(),
+            item_map: None,
+        }
+    }
+
+    /// The engine running this scope.
+    pub fn engine(&self) -> &'a dyn crate::engine::Engine {
+        self.engine
+    }
+
+    /// The pipeline being run.
+    pub fn pipeline(&self) -> &'a Pipeline {
+        self.pipeline
+    }
+
+    pub(crate) fn plan(&self) -> &'a Plan {
+        self.plan
+    }
+
+    pub(crate) fn node(&self, step: &Step) -> &'a Node {
+        &self.pipeline.graph.nodes[step.node]
+    }
+
+    /// Makes what this scope's cache buffered durable (at the end of a
+    /// top-level `run`/`map`, and of a nested pipeline with its own cache).
+    /// A failure is reported ([`Exec::cache_failed`]) and the results stand.
+    pub(crate) fn flush_cache(&self) -> Result<(), Error> {
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.flush()
+        {
+            self.cache_failed(None, e)?;
+        }
+        Ok(())
+    }
+
+    /// A cache failure outside a `map` (a `run`, a nested pipeline's own
+    /// cache): reported to the callbacks; the results stand without it.
+    pub(crate) fn cache_failed(
+        &self,
+        node: Option<&str>,
+        source: crate::cache::CacheError,
+    ) -> Result<(), Error> {
+        let error = Error::cache(node, source);
+        self.emit(&self.items, |cb, ctx| cb.on_cache_error(ctx, &error));
+        Ok(())
+    }
+
+    /// The item path of item `item` of a map in this scope.
+    pub(crate) fn item_path(&self, item: usize) -> SmallVec<[usize; 4]> {
+        if let Some(path) = self.item_map.as_ref().and_then(|m| m.get(item)) {
+            return path.clone();
+        }
+        let mut path: SmallVec<[usize; 4]> = self.items.iter().copied().collect();
+        path.push(item);
+        path
+    }
+
+    pub(crate) fn has_callbacks(&self) -> bool {
+        !self.callbacks.is_empty()
+    }
+
+    pub(crate) fn emit(&self, items: &[usize], f: impl Fn(&dyn Callback, &CallbackContext<'_>)) {
+        let ctx = CallbackContext {
+            path: &self.path,
+            items,
+        };
+        for cb in &self.callbacks {
+            f(cb.as_ref(), &ctx);
+        }
+    }
+
+    /// Wraps a whole run or map in pipeline start/end events.
+    pub(crate) fn pipeline_scope<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        if !self.has_callbacks() {
+            return f();
+        }
+        let start = Instant::now();
+        self.emit(&self.items, |cb, ctx| cb.on_pipeline_start(ctx));
+        let out = f();
+        self.emit(&self.items, |cb, ctx| {
+            cb.on_pipeline_end(ctx, start.elapsed())
+        });
+        out
+    }
+
+    /// Runs every step of the plan on one item's slot table.
+    pub(crate) fn run_steps(
+        &self,
+        slots: &mut [Option<Value>],
+        items: &[usize],
+    ) -> Result<(), Error> {
+        for step in &self.plan.steps {
+            let node = &self.pipeline.graph.nodes[step.node];
+            match &node.kind {
+                NodeKind::Func(f) => {
+                    let outs = self.call_func(node, f, step, slots, items)?;
+                    for (v, slot) in outs.into_iter().zip(&step.outs) {
+                        if let Some(slot) = slot {
+                            slots[*slot] = Some(v);
+                        }
+                    }
+                }
+                NodeKind::Nested(inner) => self.call_nested(node, inner, step, slots, items)?,
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fail(
+        &self,
+        node: &Node,
+        items: &[usize],
+        attempts: u32,
+        source: NodeError,
+    ) -> Error {
+        let err = Error::NodeFailed {
+            node: node.name.clone(),
+            location: Box::new(Location {
+                path: self.path.clone(),
+                items: items.to_vec(),
+            }),
+            attempts,
+            source,
+        };
+        self.emit(items, |cb, ctx| cb.on_error(ctx, &err));
+        err
+    }
+
+    /// The scope of nested pipeline `inner` (node `node`, compiled as
+    /// `plan`) inside this one: its engine, cache and callbacks, its path,
+    /// and this scope's item path (callers running it for one item append
+    /// that item).
+    pub(crate) fn inner_scope<'b>(
+        &self,
+        node: &Node,
+        inner: &'b Pipeline,
+        plan: &'b Plan,
+    ) -> Exec<'b>
+    where
+        'a: 'b,
+    {
+        let mut path = self.path.clone();
+        path.push(node.name.clone());
+        let mut callbacks = self.callbacks.clone();
+        callbacks.extend(inner.callbacks.iter().cloned());
+        Exec {
+            pipeline: inner,
+            plan,
+            engine: inner.engine_or(self.engine),
+            cache: inner.cache.clone().or_else(|| self.cache.clone()),
+            callbacks,
+            path,
+            items: self.items.clone(),
+            item_map: self.item_map.clone(),
+        }
+    }
+}
+
+/// The slot table of an inlined step's own scope (`slot_count` slots),
+/// its arguments taken from the flat table `slots`.
+pub(crate) fn scope_table(
+    slot_count: usize,
+    s: &Step,
+    fs: &crate::flat::FlatStep,
+    slots: &[Option<Value>],
+) -> Vec<Option<Value>> {
+    let mut local = vec![None; slot_count];
+    for (&at, &from) in s.args.iter().zip(&fs.args) {
+        local[at] = slots[from].clone();
+    }
+    local
+}
+
+/// A fixed input's value hash (Arrow values) or cache key (resources).
+pub(crate) fn fixed_hash(
+    name: &str,
+    ty: crate::value::ValueType,
+    value: &Value,
+) -> Result<Option<crate::signature::Signature>, Error> {
+    if ty.is_arrow() {
+        Ok(crate::signature::hash_values(&ty, &[value])
+            .map_err(|source| Error::Arrow {
+                column: name.to_string(),
+                source,
+            })?
+            .first()
+            .copied())
+    } else {
+        Ok(ty.resource_hash(value))
+    }
+}
