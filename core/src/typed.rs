@@ -11,7 +11,7 @@
 //! once. Inputs and the output must have an Arrow form.
 
 use crate::error::{BoxError, NodeError};
-use crate::node::{Args, Outs};
+use crate::node::args::{Args, Outs};
 use crate::rows::{RowFailure, RowRetry, RowsArg, RowsOut, Source, attempt, encoded};
 use crate::value::{ArrowValue, Value, ValueType};
 

@@ -460,7 +460,7 @@ pub struct ValueType {
     arrow: Option<ArrowOps>,
     list: Option<ListOps>,
     list_type: Option<fn() -> ValueType>,
-    key: Option<fn(&Value) -> Option<crate::signature::Signature>>,
+    key: Option<fn(&Value) -> Option<crate::signature::digest::Signature>>,
 }
 
 /// What identifies a resource's behaviour for caching (a model's name and
@@ -513,7 +513,7 @@ impl ValueType {
     /// The same type, with a way to key resource values for caching.
     pub fn with_key(
         mut self,
-        key: Option<fn(&Value) -> Option<crate::signature::Signature>>,
+        key: Option<fn(&Value) -> Option<crate::signature::digest::Signature>>,
     ) -> Self {
         if !self.is_arrow() {
             self.key = key;
@@ -523,7 +523,7 @@ impl ValueType {
 
     /// The cache key hash of a resource value (`None` for Arrow values,
     /// which are hashed by their Arrow encoding, and for unkeyed resources).
-    pub fn resource_hash(&self, value: &Value) -> Option<crate::signature::Signature> {
+    pub fn resource_hash(&self, value: &Value) -> Option<crate::signature::digest::Signature> {
         self.key.and_then(|f| f(value))
     }
 
@@ -761,7 +761,7 @@ pub mod probe {
         }
     }
 
-    type KeyFn = Option<fn(&Value) -> Option<crate::signature::Signature>>;
+    type KeyFn = Option<fn(&Value) -> Option<crate::signature::digest::Signature>>;
 
     pub trait KeyByTrait {
         fn key_fn(&self) -> KeyFn;
@@ -770,7 +770,7 @@ pub mod probe {
         fn key_fn(&self) -> KeyFn {
             Some(|v| {
                 let key = v.downcast_ref::<T>()?.cache_key()?;
-                Some(crate::signature::Signature::of_bytes(
+                Some(crate::signature::digest::Signature::of_bytes(
                     "hypernodes/resource/v1",
                     key.as_bytes(),
                 ))
@@ -784,8 +784,8 @@ pub mod probe {
     impl<T: serde::Serialize + Any> KeyBySerde for &KeyProbe<T> {
         fn key_fn(&self) -> KeyFn {
             Some(|v| {
-                let bytes = crate::signature::canonical_json(v.downcast_ref::<T>()?)?;
-                Some(crate::signature::Signature::of_bytes(
+                let bytes = crate::signature::digest::canonical_json(v.downcast_ref::<T>()?)?;
+                Some(crate::signature::digest::Signature::of_bytes(
                     "hypernodes/resource-serde/v2",
                     &bytes,
                 ))
