@@ -112,3 +112,37 @@ fn closure_and_pipeline_nodes_have_structural_fingerprints() {
         "a pipeline node changes with its inner code"
     );
 }
+
+#[test]
+fn a_registry_refuses_another_version_of_a_node_naming_both_hashes() {
+    use hypernodes::node::{NodeRegistry, RegistryError};
+    let registry =
+        NodeRegistry::new().with_pipeline(&Pipeline::new([plain::same::node()]).unwrap());
+    let linked = plain::same::node().code_hash();
+    let wanted = edited::same::node().code_hash();
+    assert_eq!(
+        registry.resolve("same", &linked).unwrap().code_hash(),
+        linked
+    );
+    let err = registry.resolve("same", &wanted).unwrap_err();
+    assert_eq!(
+        err,
+        RegistryError::CodeMismatch {
+            node: "same".into(),
+            wanted,
+            linked
+        }
+    );
+    let message = err.to_string();
+    assert!(message.contains(&wanted.to_hex()) && message.contains(&linked.to_hex()));
+    assert_eq!(registry.versions(), [("same".to_string(), linked)]);
+    // Nested pipelines' nodes are registered too.
+    let nested =
+        Pipeline::new([Pipeline::new([normalize_node::node()]).unwrap().as_node()]).unwrap();
+    let registry = NodeRegistry::new().with_pipeline(&nested);
+    assert!(
+        registry
+            .resolve("normalize_node", &normalize_node::node().code_hash())
+            .is_ok()
+    );
+}

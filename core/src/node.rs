@@ -18,7 +18,9 @@ use crate::signature::Signature;
 use crate::value::{ArrowValue, ValueType};
 
 pub(crate) mod args;
+mod registry;
 pub use args::{Args, Outs, Port};
+pub use registry::{NodeRegistry, RegistryError};
 
 /// A synchronous node body.
 pub type SyncFn = dyn Fn(Args<'_>) -> Result<Outs, NodeError> + Send + Sync;

@@ -26,11 +26,13 @@
 
 mod decision;
 pub(crate) mod disk;
+mod location;
 mod rows;
 
 pub use decision::{CacheDecision, CacheOutcome};
 pub(crate) use disk::signature_at;
 pub use disk::{DatasetStats, DiskCache, STALE_TEMPORARY_AGE};
+pub use location::CacheLocation;
 pub use rows::{CacheRows, Hits, Located};
 
 use std::path::PathBuf;
@@ -50,6 +52,14 @@ pub enum CacheError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// A cache location that cannot be opened here.
+    #[error("cache location `{location}`: {reason}")]
+    Location {
+        /// The location as given.
+        location: String,
+        /// Why it cannot be used.
+        reason: String,
     },
     /// Values could not be hashed, so the nodes taking them cannot be
     /// signed (they run, uncached).

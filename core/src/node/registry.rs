@@ -1,0 +1,117 @@
+//! The nodes a process has linked, by name and code version: what a
+//! process that receives a plan (an executor of a cluster) uses to find the
+//! node a step names, and to refuse, before any row runs, a step whose
+//! code differs from what this process would run.
+
+use std::collections::HashMap;
+
+use super::Node;
+use crate::pipeline::Pipeline;
+use crate::signature::Signature;
+
+/// Why a plan's step cannot be run by this process.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// No node of that name is linked into this process.
+    #[error(
+        "node `{node}` (code {}) is not in this process's node registry; link it and register it",
+        .wanted.to_hex()
+    )]
+    UnknownNode {
+        /// The node the plan names.
+        node: String,
+        /// The code hash the plan was built with.
+        wanted: Signature,
+    },
+    /// A node of that name is linked, in another version of its code.
+    #[error(
+        "node `{node}` has code {} in the plan but {} in this process: build both from the same code",
+        .wanted.to_hex(),
+        .linked.to_hex()
+    )]
+    CodeMismatch {
+        /// The node.
+        node: String,
+        /// The code hash the plan was built with.
+        wanted: Signature,
+        /// The code hash of the node linked here.
+        linked: Signature,
+    },
+}
+
+/// Nodes by name, each with its code hash ([`Node::code_hash`]).
+///
+/// ```
+/// use hypernodes_core::{Pipeline, node};
+/// use hypernodes_core::node::{NodeRegistry, RegistryError};
+///
+/// #[node(output = "doubled")]
+/// fn double(x: i64) -> i64 { x * 2 }
+///
+/// let registry = NodeRegistry::new().with_pipeline(&Pipeline::new([double::node()]).unwrap());
+/// let hash = double::node().code_hash();
+/// assert_eq!(registry.resolve("double", &hash).unwrap().name(), "double");
+/// assert!(matches!(registry.resolve("triple", &hash), Err(RegistryError::UnknownNode { .. })));
+/// ```
+#[derive(Clone, Default)]
+pub struct NodeRegistry {
+    nodes: HashMap<String, Node>,
+}
+
+impl NodeRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `node` under its name (a later node of the same name
+    /// replaces it).
+    pub fn with_node(mut self, node: Node) -> Self {
+        self.nodes.insert(node.name.clone(), node);
+        self
+    }
+
+    /// Registers every function node of `pipeline`, nested pipelines'
+    /// included (at any depth).
+    pub fn with_pipeline(mut self, pipeline: &Pipeline) -> Self {
+        for node in pipeline.nodes() {
+            match node.pipeline() {
+                Some(inner) => self = self.with_pipeline(inner),
+                None => self = self.with_node(node.clone()),
+            }
+        }
+        self
+    }
+
+    /// The node named `name`, if its code hash is `code_hash`: a typed
+    /// error names the node and both hashes otherwise.
+    pub fn resolve(&self, name: &str, code_hash: &Signature) -> Result<&Node, RegistryError> {
+        let node = self
+            .nodes
+            .get(name)
+            .ok_or_else(|| RegistryError::UnknownNode {
+                node: name.to_string(),
+                wanted: *code_hash,
+            })?;
+        if node.code_hash != *code_hash {
+            return Err(RegistryError::CodeMismatch {
+                node: name.to_string(),
+                wanted: *code_hash,
+                linked: node.code_hash,
+            });
+        }
+        Ok(node)
+    }
+
+    /// Every registered node's name and code hash, sorted by name (what a
+    /// process tells a client before it accepts work).
+    pub fn versions(&self) -> Vec<(String, Signature)> {
+        let mut out: Vec<(String, Signature)> = self
+            .nodes
+            .values()
+            .map(|n| (n.name.clone(), n.code_hash))
+            .collect();
+        out.sort();
+        out
+    }
+}
