@@ -21,6 +21,40 @@ pub enum MapMode {
     Product,
 }
 
+impl MapMode {
+    /// How many items lists of these lengths (named) give: zip needs one
+    /// length (else [`Error::LengthMismatch`] naming every list), product
+    /// multiplies them. The one place both modes are expanded.
+    pub fn items(self, lists: &[(String, usize)]) -> Result<usize, Error> {
+        match self {
+            MapMode::Zip => {
+                let first = lists.first().map_or(0, |l| l.1);
+                if lists.iter().any(|l| l.1 != first) {
+                    return Err(Error::LengthMismatch {
+                        lengths: lists.to_vec(),
+                    });
+                }
+                Ok(first)
+            }
+            MapMode::Product => Ok(lists.iter().map(|l| l.1).product()),
+        }
+    }
+
+    /// Which element of each list (of lengths `lens`) item `index` takes.
+    pub fn elements(self, lens: &[usize], index: usize) -> smallvec::SmallVec<[usize; 4]> {
+        let mut out: smallvec::SmallVec<[usize; 4]> =
+            smallvec::SmallVec::from_elem(index, lens.len());
+        if self == MapMode::Product {
+            let mut rem = index;
+            for (len, e) in lens.iter().zip(out.iter_mut()).rev() {
+                *e = rem % len;
+                rem /= len;
+            }
+        }
+        out
+    }
+}
+
 /// What `map` does when an item fails.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ErrorPolicy {

@@ -187,18 +187,8 @@ impl<'a> MapJob<'a> {
         mut mapped: Vec<MappedList>,
         options: &MapOptions,
     ) -> Result<Self, Error> {
-        let len = match options.mode {
-            MapMode::Zip => {
-                let first = mapped[0].len;
-                if mapped.iter().any(|m| m.len != first) {
-                    return Err(Error::LengthMismatch {
-                        lengths: mapped.iter().map(|m| (m.name.clone(), m.len)).collect(),
-                    });
-                }
-                first
-            }
-            MapMode::Product => mapped.iter().map(|m| m.len).product(),
-        };
+        let lists: Vec<(String, usize)> = mapped.iter().map(|m| (m.name.clone(), m.len)).collect();
+        let len = options.mode.items(&lists)?;
         let names: Vec<String> = mapped.iter().map(|m| m.name.clone()).collect();
         let template = exec.pipeline.resolve_inputs(exec.plan, fixed, &names)?;
         for m in mapped.iter_mut() {
@@ -363,15 +353,8 @@ impl<'a> MapJob<'a> {
 
     /// Which element of each mapped input (in mapped order) item `index` takes.
     pub(crate) fn element_indices(&self, index: usize) -> SmallVec<[usize; 4]> {
-        let mut out: SmallVec<[usize; 4]> = SmallVec::from_elem(index, self.mapped.len());
-        if self.mode == MapMode::Product {
-            let mut rem = index;
-            for (m, e) in self.mapped.iter().zip(out.iter_mut()).rev() {
-                *e = rem % m.len;
-                rem /= m.len;
-            }
-        }
-        out
+        let lens: SmallVec<[usize; 4]> = self.mapped.iter().map(|m| m.len).collect();
+        self.mode.elements(&lens, index)
     }
 
     /// Writes item `index`'s element of every mapped input into `slots`.

@@ -164,32 +164,21 @@ impl<'a> Exec<'a> {
             if outcome[r].is_some() {
                 continue;
             }
-            let count = match mapping.mode {
-                MapMode::Zip => {
-                    let first = lists.first().map_or(0, |l| l.1.len());
-                    if lists.iter().any(|l| l.1.len() != first) {
-                        let lengths = lists
-                            .iter()
-                            .map(|(i, l)| (ports[*i].inner.clone(), l.len()))
-                            .collect();
-                        let e = Error::LengthMismatch { lengths };
-                        outcome[r] = Some(self.fail(node, path, 1, NodeError::user(e)));
-                        continue;
-                    }
-                    first
+            let named: Vec<(String, usize)> = lists
+                .iter()
+                .map(|(i, l)| (ports[*i].inner.clone(), l.len()))
+                .collect();
+            let count = match mapping.mode.items(&named) {
+                Ok(count) => count,
+                Err(e) => {
+                    outcome[r] = Some(self.fail(node, path, 1, NodeError::user(e)));
+                    continue;
                 }
-                MapMode::Product => lists.iter().map(|l| l.1.len()).product(),
             };
+            let lens: Vec<usize> = named.iter().map(|l| l.1).collect();
             for j in 0..count {
                 // Element j of each list (last list fastest in product mode).
-                let mut rem = j;
-                let mut picks = vec![j; lists.len()];
-                if mapping.mode == MapMode::Product {
-                    for (pick, (_, l)) in picks.iter_mut().zip(&lists).rev() {
-                        *pick = rem % l.len();
-                        rem /= l.len();
-                    }
-                }
+                let picks = mapping.mode.elements(&lens, j);
                 for ((i, l), pick) in lists.iter().zip(&picks) {
                     columns[*i].push(l[*pick].clone());
                 }
