@@ -107,8 +107,24 @@ impl DataFusionEngine {
     }
 }
 
+/// A DataFusion error as ours: an error of ours that went through
+/// DataFusion comes back as it was; DataFusion's own keep it as their cause.
 fn df_error(e: datafusion::error::DataFusionError) -> Error {
-    Error::external("datafusion", e)
+    match e.find_root() {
+        datafusion::error::DataFusionError::External(inner) if inner.is::<Error>() => {
+            match e {
+                datafusion::error::DataFusionError::External(inner) => match inner.downcast::<Error>() {
+                    Ok(ours) => *ours,
+                    Err(other) => Error::External {
+                        what: "datafusion".into(),
+                        source: other,
+                    },
+                },
+                e => Error::external("datafusion", e),
+            }
+        }
+        _ => Error::external("datafusion", e),
+    }
 }
 
 /// Runs a future on the engine's runtime (created once per process). From

@@ -697,7 +697,7 @@ impl NodeUdf {
         for array in &fresh_arrays {
             fresh_hashes.push(match array {
                 Some(array) if self.hash_outputs => Some(
-                    hash_column(array).map_err(|e| DataFusionError::Execution(e.to_string()))?,
+                    hash_column(array).map_err(|e| DataFusionError::External(Box::new(e)))?,
                 ),
                 _ => None,
             });
@@ -778,7 +778,7 @@ impl NodeUdf {
                     })?;
                     let vals = ty
                         .from_array(column.as_ref())
-                        .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
                     decoded.push(Some(vals));
                 }
                 Arg::Fixed { .. } => decoded.push(None),
@@ -833,7 +833,12 @@ impl NodeUdf {
             let refs: Vec<&Value> = vals.iter().collect();
             let array = ty
                 .to_array(&refs)
-                .map_err(|e| DataFusionError::Execution(format!("{}: {e}", self.name)))?;
+                .map_err(|e| {
+                    DataFusionError::External(Box::new(Error::Arrow {
+                        column: self.name.clone(),
+                        source: e,
+                    }))
+                })?;
             fresh_arrays.push(Some(array));
         }
         Ok((fresh_rows, fresh_arrays))
@@ -1019,7 +1024,7 @@ impl NodeUdf {
                 Arg::Fixed { value, ty, .. } => {
                     let one = ty
                         .to_array(&[value])
-                        .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
                     let zeros = arrow_array::UInt32Array::from(vec![0u32; n]);
                     inputs.push(arrow_select::take::take(one.as_ref(), &zeros, None)?);
                 }
