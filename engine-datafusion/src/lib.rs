@@ -111,18 +111,18 @@ impl DataFusionEngine {
 /// DataFusion comes back as it was; DataFusion's own keep it as their cause.
 fn df_error(e: datafusion::error::DataFusionError) -> Error {
     match e.find_root() {
-        datafusion::error::DataFusionError::External(inner) if inner.is::<Error>() => {
-            match e {
-                datafusion::error::DataFusionError::External(inner) => match inner.downcast::<Error>() {
+        datafusion::error::DataFusionError::External(inner) if inner.is::<Error>() => match e {
+            datafusion::error::DataFusionError::External(inner) => {
+                match inner.downcast::<Error>() {
                     Ok(ours) => *ours,
                     Err(other) => Error::External {
                         what: "datafusion".into(),
                         source: other,
                     },
-                },
-                e => Error::external("datafusion", e),
+                }
             }
-        }
+            e => Error::external("datafusion", e),
+        },
         _ => Error::external("datafusion", e),
     }
 }

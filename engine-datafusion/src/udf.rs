@@ -696,9 +696,9 @@ impl NodeUdf {
         let mut fresh_hashes: Vec<Option<ArrayRef>> = Vec::with_capacity(self.outs.len());
         for array in &fresh_arrays {
             fresh_hashes.push(match array {
-                Some(array) if self.hash_outputs => Some(
-                    hash_column(array).map_err(|e| DataFusionError::External(Box::new(e)))?,
-                ),
+                Some(array) if self.hash_outputs => {
+                    Some(hash_column(array).map_err(|e| DataFusionError::External(Box::new(e)))?)
+                }
                 _ => None,
             });
         }
@@ -831,14 +831,12 @@ impl NodeUdf {
                 continue;
             }
             let refs: Vec<&Value> = vals.iter().collect();
-            let array = ty
-                .to_array(&refs)
-                .map_err(|e| {
-                    DataFusionError::External(Box::new(Error::Arrow {
-                        column: self.name.clone(),
-                        source: e,
-                    }))
-                })?;
+            let array = ty.to_array(&refs).map_err(|e| {
+                DataFusionError::External(Box::new(Error::Arrow {
+                    column: self.name.clone(),
+                    source: e,
+                }))
+            })?;
             fresh_arrays.push(Some(array));
         }
         Ok((fresh_rows, fresh_arrays))
