@@ -112,7 +112,9 @@ pub use map::{
 pub use node::{Args, BatchFn, Node, NodeBuilder, NodeFn, Outs, Port};
 pub use pipeline::{InputInfo, Pipeline};
 pub use signature::Signature;
-pub use value::{ArrowValue, ResourceKey, Value, ValueError, ValueType, readable_type_name};
+pub use value::{
+    ArrowValue, Resource, ResourceKey, Value, ValueError, ValueType, readable_type_name,
+};
 
 /// Re-exports of dependencies, for code that works with values directly.
 pub mod deps {

@@ -105,13 +105,16 @@ impl<'a, S: 'static> Source<'a, S> {
             RowsArg::Column(a) => decode(a.as_ref())
                 .map(Source::Column)
                 .map_err(|e| conversion(input, e)),
-            RowsArg::Fixed(v) => v.downcast_ref::<S>().map(Source::Fixed).ok_or_else(|| {
-                wrong_input(
-                    input,
-                    crate::value::readable_type_name::<S>(),
-                    v.type_name(),
-                )
-            }),
+            RowsArg::Fixed(v) => {
+                let v = v.resolved().map_err(NodeError::user)?;
+                v.downcast_ref::<S>().map(Source::Fixed).ok_or_else(|| {
+                    wrong_input(
+                        input,
+                        crate::value::readable_type_name::<S>(),
+                        v.type_name(),
+                    )
+                })
+            }
         }
     }
 

@@ -67,7 +67,9 @@ impl<'a> Args<'a> {
                 input: self.ports[i].inner.clone(),
                 expected: self.ports[i].ty.name(),
                 actual: "nothing",
-            })
+            })?
+            .resolved()
+            .map_err(NodeError::user)
     }
 
     /// The `i`-th argument as `T`.

@@ -56,6 +56,7 @@ pub enum RegistryError {
 #[derive(Clone, Default)]
 pub struct NodeRegistry {
     nodes: HashMap<String, Node>,
+    resources: HashMap<String, crate::value::Resource>,
 }
 
 impl NodeRegistry {
@@ -101,6 +102,25 @@ impl NodeRegistry {
             });
         }
         Ok(node)
+    }
+
+    /// Registers a resource (a model, a client) under the input name nodes
+    /// take it by, made on first use ([`Resource::lazy`]): once per
+    /// process, by whichever node needs it first.
+    ///
+    /// [`Resource::lazy`]: crate::Resource::lazy
+    pub fn with_resource(
+        mut self,
+        name: impl Into<String>,
+        resource: crate::value::Resource,
+    ) -> Self {
+        self.resources.insert(name.into(), resource);
+        self
+    }
+
+    /// The resource registered under `name`, if any.
+    pub fn resource(&self, name: &str) -> Option<&crate::value::Resource> {
+        self.resources.get(name)
     }
 
     /// Every registered node's name and code hash, sorted by name (what a
