@@ -149,7 +149,7 @@ impl<'a> StrSource<'a> {
             RowsArg::Fixed(v) => v
                 .downcast_ref::<String>()
                 .map(|s| StrSource::Fixed(s.as_str()))
-                .ok_or_else(|| wrong_input(input, "alloc::string::String", v.type_name())),
+                .ok_or_else(|| wrong_input(input, "String", v.type_name())),
         }
     }
 
