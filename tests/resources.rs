@@ -138,3 +138,21 @@ fn a_registry_holds_resources_by_input_name() {
     assert!(!model.is_created() && registry.resource("tokenizer").is_none());
     assert_eq!(made.load(Ordering::SeqCst), 0);
 }
+
+#[node(output = "shout")]
+fn shout(text: &str) -> String {
+    text.to_uppercase()
+}
+
+#[test]
+fn values_with_an_arrow_form_are_not_lazy_resources() {
+    let lazy_text = Resource::lazy("text", || Ok("hi".to_string()));
+    let err = Pipeline::new([shout::node()])
+        .unwrap()
+        .run(Inputs::new().with("text", lazy_text))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "input `text` has type `Resource` but `String` is expected"
+    );
+}

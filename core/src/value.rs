@@ -621,9 +621,11 @@ impl ValueType {
     /// Whether `value` holds a value of this type.
     pub fn matches(&self, value: &Value) -> bool {
         value.type_id_of() == self.id
-            || value
-                .downcast_ref::<Resource>()
-                .is_some_and(|r| r.inner.type_id == self.id)
+            // A lazily made resource stands for a value with no Arrow form.
+            || (self.arrow.is_none()
+                && value
+                    .downcast_ref::<Resource>()
+                    .is_some_and(|r| r.inner.type_id == self.id))
     }
 }
 
