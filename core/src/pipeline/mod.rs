@@ -7,11 +7,9 @@
 //! [`Pipeline::map`] over collections, both on the pipeline's engine
 //! ([`SeqEngine`] unless set with [`Pipeline::with_engine`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-
-use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::cache::{Cache, CacheDecision};
 use crate::callback::Callback;
@@ -23,6 +21,12 @@ use crate::map::{MapOptions, MapResult, RunOptions};
 use crate::node::{Node, NodeKind, Port};
 use crate::value::{Value, ValueType};
 
+mod graph;
+mod plan;
+
+pub(crate) use graph::{Graph, build_graph, check_type};
+pub(crate) use plan::{Plan, Step};
+
 /// An input of a pipeline: a name no node produces.
 #[derive(Clone, Debug)]
 pub struct InputInfo {
@@ -32,15 +36,6 @@ pub struct InputInfo {
     pub ty: ValueType,
     /// Names of the nodes that take it.
     pub consumers: Vec<String>,
-}
-
-pub(crate) struct Graph {
-    pub nodes: Vec<Node>,
-    /// Node indices in topological order.
-    pub order: Vec<usize>,
-    /// Output name -> (node, output port).
-    pub producers: HashMap<String, (usize, usize)>,
-    pub inputs: Vec<InputInfo>,
 }
 
 /// A validated DAG of nodes wired by name.
@@ -67,43 +62,6 @@ impl fmt::Debug for Pipeline {
             .field("bound", &self.bound.keys().collect::<Vec<_>>())
             .finish()
     }
-}
-
-/// One compiled execution: which nodes run, in which order, and where each
-/// value lives in the per-item slot table.
-#[derive(Debug)]
-pub(crate) struct Plan {
-    pub slot_count: usize,
-    pub inputs: Vec<PlanInput>,
-    pub steps: Vec<Step>,
-    pub outputs: Vec<PlanOutput>,
-}
-
-#[derive(Debug)]
-pub(crate) struct PlanInput {
-    pub name: String,
-    pub slot: usize,
-    pub ty: ValueType,
-    pub needed_by: Vec<String>,
-}
-
-#[derive(Debug)]
-pub(crate) struct PlanOutput {
-    pub name: String,
-    pub slot: usize,
-    pub ty: ValueType,
-}
-
-#[derive(Debug)]
-pub(crate) struct Step {
-    pub node: usize,
-    pub args: Vec<usize>,
-    /// Per output port: its slot, if anything needs it.
-    pub outs: Vec<Option<usize>>,
-    /// For nested pipelines: the inner plan, computing the needed outputs.
-    pub inner: Option<Arc<Plan>>,
-    /// For nested pipelines: per needed inner output, the output port.
-    pub inner_ports: Vec<usize>,
 }
 
 impl Pipeline {
@@ -529,261 +487,4 @@ impl Pipeline {
             _ => Err(Error::MissingInputs { inputs: missing }),
         }
     }
-
-    /// Compiles the plan computing `requested` outputs (all when `None`).
-    pub(crate) fn compile(&self, requested: Option<&[String]>) -> Result<Plan, Error> {
-        let g = &*self.graph;
-        let all_outputs = || self.outputs().into_iter().map(String::from).collect();
-        let requested: Vec<String> = match requested {
-            Some(r) => {
-                for name in r {
-                    if !g.producers.contains_key(name) {
-                        return Err(Error::UnknownOutput {
-                            name: name.clone(),
-                            available: all_outputs(),
-                        });
-                    }
-                }
-                r.to_vec()
-            }
-            None => all_outputs(),
-        };
-        // Which nodes are needed, and which of their outputs.
-        let mut needed = vec![false; g.nodes.len()];
-        let mut used: HashSet<&str> = requested.iter().map(String::as_str).collect();
-        let mut stack: Vec<usize> = requested.iter().map(|n| g.producers[n].0).collect();
-        while let Some(n) = stack.pop() {
-            if std::mem::replace(&mut needed[n], true) {
-                continue;
-            }
-            for p in &g.nodes[n].inputs {
-                used.insert(&p.name);
-                if let Some(&(m, _)) = g.producers.get(&p.name) {
-                    stack.push(m);
-                }
-            }
-        }
-        let mut slot_of: HashMap<&str, usize> = HashMap::new();
-        let mut inputs = Vec::new();
-        for info in &g.inputs {
-            let needed_by: Vec<String> = info
-                .consumers
-                .iter()
-                .filter(|c| {
-                    g.nodes
-                        .iter()
-                        .position(|n| &n.name == *c)
-                        .is_some_and(|i| needed[i])
-                })
-                .cloned()
-                .collect();
-            if needed_by.is_empty() {
-                continue;
-            }
-            let slot = slot_of.len();
-            slot_of.insert(&info.name, slot);
-            inputs.push(PlanInput {
-                name: info.name.clone(),
-                slot,
-                ty: info.ty,
-                needed_by,
-            });
-        }
-        let mut steps = Vec::new();
-        for &n in g.order.iter().filter(|&&n| needed[n]) {
-            let node = &g.nodes[n];
-            let args = node
-                .inputs
-                .iter()
-                .map(|p| slot_of[p.name.as_str()])
-                .collect();
-            let mut outs = Vec::with_capacity(node.outputs.len());
-            for p in &node.outputs {
-                if used.contains(p.name.as_str()) {
-                    let slot = slot_of.len();
-                    slot_of.insert(&p.name, slot);
-                    outs.push(Some(slot));
-                } else {
-                    outs.push(None);
-                }
-            }
-            let (inner, inner_ports) = match &node.kind {
-                NodeKind::Nested(p) => {
-                    let ports: Vec<usize> =
-                        (0..outs.len()).filter(|&i| outs[i].is_some()).collect();
-                    let names: Vec<String> = ports
-                        .iter()
-                        .map(|&i| node.outputs[i].inner.clone())
-                        .collect();
-                    (Some(Arc::new(p.compile(Some(&names))?)), ports)
-                }
-                NodeKind::Func(_) => (None, Vec::new()),
-            };
-            steps.push(Step {
-                node: n,
-                args,
-                outs,
-                inner,
-                inner_ports,
-            });
-        }
-        let outputs = requested
-            .iter()
-            .map(|name| {
-                let (n, o) = g.producers[name];
-                PlanOutput {
-                    name: name.clone(),
-                    slot: slot_of[name.as_str()],
-                    ty: g.nodes[n].outputs[o].ty,
-                }
-            })
-            .collect();
-        Ok(Plan {
-            slot_count: slot_of.len(),
-            inputs,
-            steps,
-            outputs,
-        })
-    }
-}
-
-pub(crate) fn check_type(name: &str, ty: ValueType, value: &Value) -> Result<(), Error> {
-    if ty.matches(value) {
-        Ok(())
-    } else {
-        Err(Error::InputType {
-            name: name.to_string(),
-            expected: ty.name(),
-            actual: value.type_name(),
-        })
-    }
-}
-
-fn build_graph(nodes: Vec<Node>) -> Result<Graph, Error> {
-    let mut names: HashSet<&str> = HashSet::new();
-    for n in &nodes {
-        if !names.insert(&n.name) {
-            return Err(Error::DuplicateNode {
-                name: n.name.clone(),
-            });
-        }
-    }
-    let mut producers: HashMap<String, (usize, usize)> = HashMap::new();
-    for (i, n) in nodes.iter().enumerate() {
-        for (o, p) in n.outputs.iter().enumerate() {
-            if let Some(&(j, _)) = producers.get(&p.name) {
-                return Err(Error::DuplicateOutput {
-                    output: p.name.clone(),
-                    first: nodes[j].name.clone(),
-                    second: n.name.clone(),
-                });
-            }
-            producers.insert(p.name.clone(), (i, o));
-        }
-    }
-    let mut dag: DiGraph<usize, ()> = DiGraph::new();
-    let ids: Vec<NodeIndex> = (0..nodes.len()).map(|i| dag.add_node(i)).collect();
-    let mut inputs: Vec<InputInfo> = Vec::new();
-    // (input name, first consumer index, type)
-    let mut input_first: HashMap<String, (usize, ValueType)> = HashMap::new();
-    for (i, n) in nodes.iter().enumerate() {
-        for p in &n.inputs {
-            if let Some(&(j, o)) = producers.get(&p.name) {
-                let made = nodes[j].outputs[o].ty;
-                if made != p.ty {
-                    return Err(Error::TypeMismatch {
-                        name: p.name.clone(),
-                        producer: nodes[j].name.clone(),
-                        producer_type: made.name(),
-                        consumer: n.name.clone(),
-                        consumer_type: p.ty.name(),
-                    });
-                }
-                dag.update_edge(ids[j], ids[i], ());
-            } else if let Some(&(first, ty)) = input_first.get(&p.name) {
-                if ty != p.ty {
-                    return Err(Error::InputTypeConflict {
-                        name: p.name.clone(),
-                        first: nodes[first].name.clone(),
-                        first_type: ty.name(),
-                        second: n.name.clone(),
-                        second_type: p.ty.name(),
-                    });
-                }
-                let info = inputs
-                    .iter_mut()
-                    .find(|x| x.name == p.name)
-                    .expect("seen input");
-                if !info.consumers.contains(&n.name) {
-                    info.consumers.push(n.name.clone());
-                }
-            } else {
-                input_first.insert(p.name.clone(), (i, p.ty));
-                inputs.push(InputInfo {
-                    name: p.name.clone(),
-                    ty: p.ty,
-                    consumers: vec![n.name.clone()],
-                });
-            }
-        }
-    }
-    let order = match stable_toposort(&dag) {
-        Some(order) => order,
-        None => {
-            let cycle = petgraph::algo::tarjan_scc(&dag)
-                .into_iter()
-                .find(|scc| scc.len() > 1 || dag.contains_edge(scc[0], scc[0]))
-                .unwrap_or_default();
-            let mut names: Vec<String> = cycle
-                .iter()
-                .map(|&ix| nodes[dag[ix]].name.clone())
-                .collect();
-            names.sort();
-            return Err(Error::Cycle { nodes: names });
-        }
-    };
-    // Inputs listed in topological order of their first consumer.
-    let rank: HashMap<&str, usize> = order
-        .iter()
-        .enumerate()
-        .map(|(r, &i)| (nodes[i].name.as_str(), r))
-        .collect();
-    inputs.sort_by_key(|info| info.consumers.iter().map(|c| rank[c.as_str()]).min());
-    Ok(Graph {
-        nodes,
-        order,
-        producers,
-        inputs,
-    })
-}
-
-/// Topological order that, among ready nodes, keeps the order nodes were
-/// given in (Kahn's algorithm with a min-heap); `None` on a cycle.
-fn stable_toposort(dag: &DiGraph<usize, ()>) -> Option<Vec<usize>> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-    let mut indegree: Vec<usize> = dag
-        .node_indices()
-        .map(|ix| {
-            dag.neighbors_directed(ix, petgraph::Direction::Incoming)
-                .count()
-        })
-        .collect();
-    let mut ready: BinaryHeap<Reverse<usize>> = indegree
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| **d == 0)
-        .map(|(i, _)| Reverse(i))
-        .collect();
-    let mut order = Vec::with_capacity(indegree.len());
-    while let Some(Reverse(i)) = ready.pop() {
-        order.push(dag[NodeIndex::new(i)]);
-        for next in dag.neighbors(NodeIndex::new(i)) {
-            indegree[next.index()] -= 1;
-            if indegree[next.index()] == 0 {
-                ready.push(Reverse(next.index()));
-            }
-        }
-    }
-    (order.len() == indegree.len()).then_some(order)
 }
