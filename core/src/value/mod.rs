@@ -16,19 +16,19 @@
 //! its Rust type (identity and name for type checks, Arrow conversion when the
 //! type has one, and list operations used by `map` and nested `map_over`).
 
+mod arrow;
+mod resource;
+
+pub(crate) use arrow::spread_with_nulls;
+pub use arrow::{ArrowValue, serde_support};
+pub use resource::{Resource, ResourceKey};
+
 use std::any::{Any, TypeId};
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use arrow_array::builder::BooleanBuilder;
-use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
-    UInt32Type, UInt64Type,
-};
-use arrow_array::{Array, ArrayRef, BooleanArray, ListArray, PrimitiveArray, UInt32Array};
-use arrow_buffer::OffsetBuffer;
-use arrow_schema::{DataType, Field, FieldRef};
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::{DataType, Field};
 
 /// An error converting between Rust values and Arrow arrays.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,294 +164,6 @@ impl fmt::Debug for Value {
     }
 }
 
-/// A Rust type with an Arrow form: the bridge between row and columnar engines.
-///
-/// Implemented for integers, floats, `bool`, `String`, `Vec<T>`, `Option<T>`,
-/// and for structs through `#[derive(ArrowValue)]` (which needs serde's
-/// `Serialize` and `Deserialize`).
-pub trait ArrowValue: Clone + Send + Sync + 'static {
-    /// The Arrow type of one value.
-    fn data_type() -> DataType;
-
-    /// Whether Arrow fields of this type are nullable (true for `Option<T>`).
-    fn nullable() -> bool {
-        false
-    }
-
-    /// Encodes values into one Arrow array, in order.
-    fn to_array(values: &[&Self]) -> Result<ArrayRef, ValueError>;
-
-    /// Decodes an Arrow array into values, in order.
-    fn from_array(array: &dyn Array) -> Result<Vec<Self>, ValueError>;
-
-    /// The Arrow field for a column of this type.
-    fn field(name: &str) -> Field {
-        Field::new(name, Self::data_type(), Self::nullable())
-    }
-}
-
-fn no_nulls<T>(array: &dyn Array) -> Result<(), ValueError> {
-    if array.null_count() > 0 {
-        Err(ValueError::new::<T>(format!(
-            "array has {} null values; use Option<{}>",
-            array.null_count(),
-            readable_type_name::<T>()
-        )))
-    } else {
-        Ok(())
-    }
-}
-
-fn wrong_type<T>(array: &dyn Array) -> ValueError {
-    ValueError::new::<T>(format!(
-        "expected an array of {}, got {:?}",
-        readable_type_name::<T>(),
-        array.data_type()
-    ))
-}
-
-macro_rules! primitive_arrow_value {
-    ($($t:ty => $arrow:ty, $dt:expr;)*) => {$(
-        impl ArrowValue for $t {
-            fn data_type() -> DataType {
-                $dt
-            }
-            fn to_array(values: &[&Self]) -> Result<ArrayRef, ValueError> {
-                Ok(Arc::new(values.iter().map(|v| **v).collect::<PrimitiveArray<$arrow>>()))
-            }
-            fn from_array(array: &dyn Array) -> Result<Vec<Self>, ValueError> {
-                no_nulls::<Self>(array)?;
-                let array = array
-                    .as_primitive_opt::<$arrow>()
-                    .ok_or_else(|| wrong_type::<Self>(array))?;
-                Ok(array.values().to_vec())
-            }
-        }
-    )*};
-}
-
-primitive_arrow_value! {
-    i8 => Int8Type, DataType::Int8;
-    i16 => Int16Type, DataType::Int16;
-    i32 => Int32Type, DataType::Int32;
-    i64 => Int64Type, DataType::Int64;
-    u8 => UInt8Type, DataType::UInt8;
-    u16 => UInt16Type, DataType::UInt16;
-    u32 => UInt32Type, DataType::UInt32;
-    u64 => UInt64Type, DataType::UInt64;
-    f32 => Float32Type, DataType::Float32;
-    f64 => Float64Type, DataType::Float64;
-}
-
-impl ArrowValue for bool {
-    fn data_type() -> DataType {
-        DataType::Boolean
-    }
-    fn to_array(values: &[&Self]) -> Result<ArrayRef, ValueError> {
-        let mut b = BooleanBuilder::with_capacity(values.len());
-        for v in values {
-            b.append_value(**v);
-        }
-        Ok(Arc::new(b.finish()))
-    }
-    fn from_array(array: &dyn Array) -> Result<Vec<Self>, ValueError> {
-        no_nulls::<Self>(array)?;
-        let array = array
-            .as_boolean_opt()
-            .ok_or_else(|| wrong_type::<Self>(array))?;
-        Ok(array.values().iter().collect())
-    }
-}
-
-impl ArrowValue for String {
-    fn data_type() -> DataType {
-        DataType::Utf8
-    }
-    fn to_array(values: &[&Self]) -> Result<ArrayRef, ValueError> {
-        // Sized once: growing the byte buffer by doubling copies and
-        // touches fresh memory several times over for a large column.
-        let bytes: usize = values.iter().map(|v| v.len()).sum();
-        if bytes > i32::MAX as usize {
-            return Err(ValueError {
-                type_name: "String",
-                message: format!(
-                    "{bytes} bytes of text do not fit one Arrow string array (at most {} bytes)",
-                    i32::MAX
-                ),
-            });
-        }
-        let mut builder = arrow_array::builder::StringBuilder::with_capacity(values.len(), bytes);
-        for v in values {
-            builder.append_value(v);
-        }
-        Ok(Arc::new(builder.finish()))
-    }
-    fn from_array(array: &dyn Array) -> Result<Vec<Self>, ValueError> {
-        no_nulls::<Self>(array)?;
-        if let Some(a) = array.as_string_opt::<i32>() {
-            return Ok(a
-                .iter()
-                .map(|s| s.unwrap_or_default().to_string())
-                .collect());
-        }
-        if let Some(a) = array.as_string_opt::<i64>() {
-            return Ok(a
-                .iter()
-                .map(|s| s.unwrap_or_default().to_string())
-                .collect());
-        }
-        if let Some(a) = array.as_string_view_opt() {
-            return Ok(a
-                .iter()
-                .map(|s| s.unwrap_or_default().to_string())
-                .collect());
-        }
-        Err(wrong_type::<Self>(array))
-    }
-}
-
-impl<T: ArrowValue> ArrowValue for Vec<T> {
-    fn data_type() -> DataType {
-        DataType::List(Arc::new(T::field("item")))
-    }
-    fn to_array(values: &[&Self]) -> Result<ArrayRef, ValueError> {
-        let total: usize = values.iter().map(|v| v.len()).sum();
-        let mut children: Vec<&T> = Vec::with_capacity(total);
-        for v in values {
-            children.extend(v.iter());
-        }
-        let child = T::to_array(&children)?;
-        let offsets = OffsetBuffer::from_lengths(values.iter().map(|v| v.len()));
-        let field: FieldRef = Arc::new(T::field("item"));
-        let list = ListArray::try_new(field, offsets, child, None)
-            .map_err(|e| ValueError::new::<Self>(e.to_string()))?;
-        Ok(Arc::new(list))
-    }
-    fn from_array(array: &dyn Array) -> Result<Vec<Self>, ValueError> {
-        no_nulls::<Self>(array)?;
-        let list = array
-            .as_list_opt::<i32>()
-            .ok_or_else(|| wrong_type::<Self>(array))?;
-        let offsets = list.value_offsets();
-        let (first, last) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
-        let child = list.values().slice(first, last - first);
-        let mut items = T::from_array(child.as_ref())?.into_iter();
-        Ok(offsets
-            .windows(2)
-            .map(|w| items.by_ref().take((w[1] - w[0]) as usize).collect())
-            .collect())
-    }
-}
-
-impl<T: ArrowValue> ArrowValue for Option<T> {
-    fn data_type() -> DataType {
-        T::data_type()
-    }
-    fn nullable() -> bool {
-        true
-    }
-    fn to_array(values: &[&Self]) -> Result<ArrayRef, ValueError> {
-        let present: Vec<&T> = values.iter().filter_map(|v| v.as_ref()).collect();
-        let dense = T::to_array(&present)?;
-        spread_with_nulls(dense.as_ref(), values.iter().map(|v| v.is_some()))
-            .map_err(|e| ValueError::new::<Self>(e.to_string()))
-    }
-    fn from_array(array: &dyn Array) -> Result<Vec<Self>, ValueError> {
-        if array.null_count() == 0 {
-            return Ok(T::from_array(array)?.into_iter().map(Some).collect());
-        }
-        let mask: BooleanArray = (0..array.len()).map(|i| Some(array.is_valid(i))).collect();
-        let dense = arrow_select::filter::filter(array, &mask)
-            .map_err(|e| ValueError::new::<Self>(e.to_string()))?;
-        let mut present = T::from_array(dense.as_ref())?.into_iter();
-        Ok((0..array.len())
-            .map(|i| {
-                if array.is_valid(i) {
-                    present.next()
-                } else {
-                    None
-                }
-            })
-            .collect())
-    }
-}
-
-/// Spreads the rows of `dense` over the positions where `present` is true,
-/// with nulls elsewhere.
-pub(crate) fn spread_with_nulls(
-    dense: &dyn Array,
-    present: impl Iterator<Item = bool>,
-) -> Result<ArrayRef, arrow_schema::ArrowError> {
-    let mut next = 0u32;
-    let indices: UInt32Array = present
-        .map(|p| {
-            p.then(|| {
-                next += 1;
-                next - 1
-            })
-        })
-        .collect();
-    arrow_select::take::take(dense, &indices, None)
-}
-
-/// Arrow conversion for serde types, used by `#[derive(ArrowValue)]`.
-#[doc(hidden)]
-pub mod serde_support {
-    use super::*;
-    use serde::Serialize;
-    use serde::de::DeserializeOwned;
-    use serde_arrow::schema::{SchemaLike, TracingOptions};
-    use serde_arrow::utils::Items;
-
-    /// Traces the Arrow field of `T`, once per type (the caller caches it).
-    pub fn trace_field<T: Serialize + DeserializeOwned>() -> Result<FieldRef, String> {
-        let fields = Vec::<FieldRef>::from_type::<serde_arrow::utils::Item<T>>(
-            TracingOptions::default()
-                .allow_null_fields(true)
-                .strings_as_large_utf8(false),
-        )
-        .map_err(|e| e.to_string())?;
-        fields
-            .into_iter()
-            .next()
-            .ok_or_else(|| "no field traced".to_string())
-    }
-
-    /// The cached field of `T`, or a panic naming the type: a type that
-    /// cannot be traced is a programming error found on first use.
-    pub fn field<T: Serialize + DeserializeOwned>(
-        cell: &'static OnceLock<Result<FieldRef, String>>,
-    ) -> FieldRef {
-        match cell.get_or_init(trace_field::<T>) {
-            Ok(f) => f.clone(),
-            Err(e) => panic!(
-                "type `{}` has no Arrow form: {e}",
-                readable_type_name::<T>()
-            ),
-        }
-    }
-
-    /// Encodes serde values into one array.
-    pub fn to_array<T: Serialize>(field: FieldRef, values: &[&T]) -> Result<ArrayRef, ValueError> {
-        let mut arrays = serde_arrow::to_arrow(&[field], Items(values))
-            .map_err(|e| ValueError::new::<T>(e.to_string()))?;
-        arrays
-            .pop()
-            .ok_or_else(|| ValueError::new::<T>("no array produced"))
-    }
-
-    /// Decodes an array into serde values.
-    pub fn from_array<T: DeserializeOwned>(
-        field: FieldRef,
-        array: &dyn Array,
-    ) -> Result<Vec<T>, ValueError> {
-        let arrays = [arrow_array::make_array(array.to_data())];
-        let Items(items): Items<Vec<T>> = serde_arrow::from_arrow(&[field], &arrays)
-            .map_err(|e| ValueError::new::<T>(e.to_string()))?;
-        Ok(items)
-    }
-}
-
 /// How a value of a [`ValueType`] converts to and from Arrow.
 #[derive(Clone, Copy)]
 pub struct ArrowOps {
@@ -472,18 +184,6 @@ pub struct ValueType {
     list: Option<ListOps>,
     list_type: Option<fn() -> ValueType>,
     key: Option<fn(&Value) -> Option<crate::signature::digest::Signature>>,
-}
-
-/// What identifies a resource's behaviour for caching (a model's name and
-/// version, a client's endpoint), leaving secrets out. Nodes taking a
-/// resource are cached under this key; `None` means "never cache them".
-///
-/// Resources that implement serde's `Serialize` and not this trait are keyed
-/// by their JSON form (unordered maps inside them may cause extra misses,
-/// never stale results); other resources have no key.
-pub trait ResourceKey {
-    /// The key, or `None` to never cache nodes taking this resource.
-    fn cache_key(&self) -> Option<String>;
 }
 
 impl fmt::Debug for ValueType {
@@ -625,109 +325,7 @@ impl ValueType {
             || (self.arrow.is_none()
                 && value
                     .downcast_ref::<Resource>()
-                    .is_some_and(|r| r.inner.type_id == self.id))
-    }
-}
-
-/// A resource (a model, a client, a connection) created on first use: pass
-/// it where the resource itself would go (a fixed input, `bind`, a node
-/// registry), and the factory runs once, the first time a node that takes
-/// it actually runs: never when every item is cached. Clones share the
-/// created value. For caching it is keyed by its declared `key` exactly as
-/// a resource whose [`ResourceKey::cache_key`] returns that key, so both
-/// share cache entries.
-///
-/// ```
-/// use std::sync::Arc;
-/// use std::sync::atomic::{AtomicUsize, Ordering};
-/// use hypernodes_core::{Inputs, Pipeline, Resource, node};
-///
-/// struct Model { scale: i64 }
-///
-/// #[node(output = "scored")]
-/// fn score(x: i64, model: &Model) -> i64 { x * model.scale }
-///
-/// let loads = Arc::new(AtomicUsize::new(0));
-/// let counter = loads.clone();
-/// let model = Resource::lazy("model-v1", move || {
-///     counter.fetch_add(1, Ordering::SeqCst);
-///     Ok(Model { scale: 3 })
-/// });
-/// let p = Pipeline::new([score::node()]).unwrap();
-/// let r = p
-///     .map(Inputs::new().with("x", vec![1i64, 2]).with("model", model.clone()), ["x"])
-///     .unwrap();
-/// assert_eq!(r.values::<i64>("scored").unwrap(), [3, 6]);
-/// assert_eq!(loads.load(Ordering::SeqCst), 1); // once, however many items
-/// ```
-#[derive(Clone)]
-pub struct Resource {
-    inner: Arc<ResourceInner>,
-}
-
-/// The factory's error type.
-type FactoryError = Box<dyn std::error::Error + Send + Sync>;
-
-struct ResourceInner {
-    key: String,
-    type_id: TypeId,
-    type_name: &'static str,
-    factory: Box<dyn Fn() -> Result<Value, FactoryError> + Send + Sync>,
-    made: std::sync::OnceLock<Result<Value, String>>,
-}
-
-impl Resource {
-    /// A resource of type `T` made by `factory` on first use, keyed by
-    /// `key` for caching (name what changes results, leave secrets out).
-    pub fn lazy<T: Any + Send + Sync>(
-        key: impl Into<String>,
-        factory: impl Fn() -> Result<T, FactoryError> + Send + Sync + 'static,
-    ) -> Resource {
-        Resource {
-            inner: Arc::new(ResourceInner {
-                key: key.into(),
-                type_id: TypeId::of::<T>(),
-                type_name: readable_type_name::<T>(),
-                factory: Box::new(move || factory().map(Value::new)),
-                made: std::sync::OnceLock::new(),
-            }),
-        }
-    }
-
-    /// The key it is cached under.
-    pub fn key(&self) -> &str {
-        &self.inner.key
-    }
-
-    /// The type it makes.
-    pub fn type_name(&self) -> &'static str {
-        self.inner.type_name
-    }
-
-    /// Whether it has been made (by this value or a clone).
-    pub fn is_created(&self) -> bool {
-        self.inner.made.get().is_some()
-    }
-
-    /// The made value, making it now if needed (once, whoever asks first;
-    /// a failure is kept and reported to every caller).
-    fn get(&self) -> Result<&Value, String> {
-        self.inner
-            .made
-            .get_or_init(|| {
-                (self.inner.factory)()
-                    .map_err(|e| format!("resource `{}` could not be created: {e}", self.inner.key))
-            })
-            .as_ref()
-            .map_err(Clone::clone)
-    }
-
-    /// Its signature for caching: that of a resource keyed by `key`.
-    fn signature(&self) -> crate::signature::digest::Signature {
-        crate::signature::digest::Signature::of_bytes(
-            "hypernodes/resource/v1",
-            self.inner.key.as_bytes(),
-        )
+                    .is_some_and(|r| r.makes(self.id)))
     }
 }
 
@@ -953,6 +551,7 @@ macro_rules! value_type {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::cast::AsArray;
 
     #[test]
     fn large_string_columns_roundtrip_unchanged() {
