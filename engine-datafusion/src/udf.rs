@@ -375,10 +375,13 @@ impl ScalarUDFImpl for NodeUdf {
             .iter()
             .map(|&i| i as usize)
             .collect();
-        let sigs: Option<ArrayRef> = match &self.cache {
+        let sig_array: Option<ArrayRef> = match &self.cache {
             Some(_) => columns.next(),
             None => None,
         };
+        // The signature column, decoded once for the lookup, the decisions
+        // and the store.
+        let sigs: Option<&FixedSizeBinaryArray> = sig_array.as_ref().map(fsb).transpose()?;
         let values: Vec<ArrayRef> = columns.collect();
         let live: Vec<usize> = (0..n)
             .filter(|&r| !self.shared.is_failed(items[r]))
@@ -407,8 +410,7 @@ impl ScalarUDFImpl for NodeUdf {
         // and its row there; per source, each output's values and hashes.
         let mut hit_row: Vec<Option<(usize, usize)>> = vec![None; n];
         let mut hit_sources: Vec<(Vec<ArrayRef>, Vec<ArrayRef>)> = Vec::new();
-        if let (Some((cache, key)), Some(sigs)) = (&self.cache, &sigs) {
-            let sigs = fsb(sigs)?;
+        if let (Some((cache, key)), Some(sigs)) = (&self.cache, sigs) {
             // The live rows with a signature (`None`: every row, when all
             // are live and signed: the column is looked up in place), and
             // their signatures.
@@ -478,12 +480,8 @@ impl ScalarUDFImpl for NodeUdf {
         // What the cache did for each live row, and the hits' events, as
         // the row engines report them.
         if self.shared.observed() {
-            let sig_column = match &sigs {
-                Some(sigs) => Some(fsb(sigs)?),
-                None => None,
-            };
             for &r in &live {
-                let sig = sig_column
+                let sig = sigs
                     .filter(|s| s.is_valid(r))
                     .and_then(|s| s.value(r).try_into().ok().map(Signature));
                 let hit = hit_row[r].is_some();
@@ -502,10 +500,6 @@ impl ScalarUDFImpl for NodeUdf {
             .copied()
             .filter(|&r| hit_row[r].is_none())
             .collect();
-        let sigs = match &sigs {
-            Some(sigs) => Some(fsb(sigs)?),
-            None => None,
-        };
         let (fresh_rows, fresh_arrays, fresh_hashes) =
             self.compute_misses(&misses, &values, &items, sigs)?;
 

@@ -127,7 +127,7 @@ impl<'ast> Visit<'ast> for Collect {
 
     fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
         let mut f2 = f.clone();
-        f2.attrs.retain(|a| !a.path().is_ident("doc"));
+        strip_docs(&mut f2.attrs);
         self.add(
             f.sig.ident.to_string(),
             f2.to_token_stream().to_string(),
@@ -140,7 +140,7 @@ impl<'ast> Visit<'ast> for Collect {
     fn visit_trait_item_fn(&mut self, f: &'ast syn::TraitItemFn) {
         if let Some(block) = &f.default {
             let mut f2 = f.clone();
-            f2.attrs.retain(|a| !a.path().is_ident("doc"));
+            strip_docs(&mut f2.attrs);
             self.add(
                 f.sig.ident.to_string(),
                 f2.to_token_stream().to_string(),
@@ -187,8 +187,13 @@ impl<'ast> Visit<'ast> for Collect {
 /// does not invalidate the cache).
 pub fn canonical_tokens(f: &ItemFn) -> String {
     let mut f = f.clone();
-    f.attrs.retain(|a| !a.path().is_ident("doc"));
+    strip_docs(&mut f.attrs);
     f.to_token_stream().to_string()
+}
+
+/// Removes doc comments (so editing one does not change a fingerprint).
+fn strip_docs(attrs: &mut Vec<syn::Attribute>) {
+    attrs.retain(|a| !a.path().is_ident("doc"));
 }
 
 /// The index of one source file; `module_dir` is where its `mod x;`
