@@ -585,11 +585,7 @@ pub(crate) fn run_batch(
                 // every live row (as columnar engines do), unless someone
                 // listens to events (they come per item) or the values cannot
                 // be combined; then it runs row by row below.
-                if let (Some(mapping), Some(plan)) = (&node.mapping, step.inner.as_deref())
-                    && live.len() > 1
-                    && !exec.has_callbacks()
-                    && inner.callbacks.is_empty()
-                {
+                if node.mapping.is_some() && live.len() > 1 {
                     let mut args = Vec::with_capacity(live.len());
                     for &i in &live {
                         if let Err(e) = batch.ensure_filled(i) {
@@ -602,16 +598,12 @@ pub(crate) fn run_batch(
                             .collect();
                         args.push((batch.path(exec, i), values.unwrap_or_default()));
                     }
-                    let complete = args.iter().all(|(_, v)| v.len() == step.args.len());
-                    if complete
-                        && let Ok(Some(results)) =
-                            exec.map_nested_rows(node, inner, plan, mapping, &args)
-                    {
+                    if let Some(results) = exec.map_over_rows(node, step, &args) {
                         let w = batch.width;
                         for (&i, result) in live.iter().zip(results) {
                             match result {
                                 Ok(lists) => {
-                                    for (list, &port) in lists.into_iter().zip(&step.inner_ports) {
+                                    for (port, list) in lists {
                                         if let Some(slot) = step.outs[port] {
                                             batch.slots[i * w + slot] = Some(list);
                                         }

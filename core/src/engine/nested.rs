@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 use crate::error::{Error, NodeError};
 use crate::io::Inputs;
 use crate::map::{ErrorPolicy, ItemFailure, MapMode, MapOptions};
-use crate::node::{Mapping, Node};
+use crate::node::{Mapping, Node, NodeKind};
 use crate::pipeline::{Pipeline, Plan, Step};
 use crate::value::Value;
 
@@ -107,6 +107,56 @@ impl<'a> Exec<'a> {
             values.push(list);
         }
         Ok(values)
+    }
+}
+
+/// Per row of a batched `map_over`: each output port the inner pipeline
+/// computed, with its list, or the row's failure.
+pub(crate) type NestedOuts = Result<Vec<(usize, Value)>, Error>;
+
+impl Exec<'_> {
+    /// Runs `map_over` step `step` (node `node`) as ONE inner map over the
+    /// elements of every row of `rows` (each its item path and argument
+    /// values), as [`Exec::map_nested_rows`] does, when it can: more than
+    /// one row, nobody listening to events (they come per item), every
+    /// row's arguments present, and values that combine. `None`: run the
+    /// rows one by one instead (a failure of the combined map as a whole,
+    /// before any element ran, is reported that way too, per item).
+    pub(crate) fn map_over_rows(
+        &self,
+        node: &Node,
+        step: &Step,
+        rows: &[(SmallVec<[usize; 4]>, Vec<Value>)],
+    ) -> Option<Vec<NestedOuts>> {
+        let (NodeKind::Nested(inner), Some(mapping), Some(plan)) =
+            (&node.kind, &node.mapping, step.inner.as_deref())
+        else {
+            return None;
+        };
+        let batched = rows.len() > 1
+            && !self.has_callbacks()
+            && inner.callbacks.is_empty()
+            && rows.iter().all(|(_, v)| v.len() == step.args.len());
+        if !batched {
+            return None;
+        }
+        let results = self
+            .map_nested_rows(node, inner, plan, mapping, rows)
+            .ok()??;
+        Some(
+            results
+                .into_iter()
+                .map(|r| {
+                    r.map(|lists| {
+                        lists
+                            .into_iter()
+                            .zip(step.inner_ports.iter().copied())
+                            .map(|(l, p)| (p, l))
+                            .collect()
+                    })
+                })
+                .collect(),
+        )
     }
 }
 

@@ -189,12 +189,7 @@ impl<'a> MapJob<'a> {
                 .map(|r| r.map(|outs| outs.into_iter().map(Some).collect()))
                 .collect());
         }
-        if let (NodeKind::Nested(inner), Some(mapping), Some(plan)) =
-            (&node.kind, &node.mapping, s.inner.as_deref())
-            && rows.len() > 1
-            && !exec.has_callbacks()
-            && inner.callbacks.is_empty()
-        {
+        if node.is_pipeline() && rows.len() > 1 {
             let args: Vec<(SmallVec<[usize; 4]>, Vec<Value>)> = rows
                 .iter()
                 .map(|(item, slots)| {
@@ -206,18 +201,13 @@ impl<'a> MapJob<'a> {
                     (exec.item_path(*item), values.unwrap_or_default())
                 })
                 .collect();
-            // Values that cannot be combined, or a failure of the combined
-            // map as a whole (before any element ran: a plan error), run
-            // item by item below, which reports them per item.
-            if args.iter().all(|(_, v)| v.len() == fs.args.len())
-                && let Ok(Some(results)) = exec.map_nested_rows(node, inner, plan, mapping, &args)
-            {
+            if let Some(results) = exec.map_over_rows(node, s, &args) {
                 return Ok(results
                     .into_iter()
                     .map(|r| {
                         r.map(|lists| {
                             let mut outs: Vec<Option<Value>> = vec![None; fs.outs.len()];
-                            for (list, &port) in lists.into_iter().zip(&s.inner_ports) {
+                            for (port, list) in lists {
                                 if fs.outs[port].is_some() {
                                     outs[port] = Some(list);
                                 }
