@@ -37,13 +37,22 @@ fn files(dir: &Path, keep: impl Fn(&str) -> bool + Copy) -> Vec<PathBuf> {
     out
 }
 
-static TAGGED: AtomicUsize = AtomicUsize::new(0);
-
-/// `ITEM-<x>`, counting its calls.
+/// `ITEM-<x>`.
 #[node(output = "tag")]
 fn tag(x: i64) -> String {
-    TAGGED.fetch_add(1, Ordering::SeqCst);
     format!("ITEM-{x}")
+}
+
+/// Counts the items a pipeline's nodes computed (not those from the cache).
+/// Per pipeline, so tests running at the same time do not count each
+/// other's calls.
+#[derive(Default)]
+struct Computed(AtomicUsize);
+
+impl Callback for Computed {
+    fn on_node_end(&self, _: &CallbackContext<'_>, _: &str, _: std::time::Duration) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// Maps `tag` over 0..1000 with a new cache on `dir`: the tags, how many
@@ -53,18 +62,19 @@ fn tag_map(
     dir: &Path,
 ) -> (Vec<String>, usize, Arc<DiskCache>) {
     let cache = Arc::new(DiskCache::new(dir));
-    let before = TAGGED.load(Ordering::SeqCst);
+    let computed = Arc::new(Computed::default());
     let p = Pipeline::new([tag::node()])
         .unwrap()
         .with_shared_engine(engine.clone())
-        .with_shared_cache(cache.clone());
+        .with_shared_cache(cache.clone())
+        .with_callback(computed.clone());
     let r = p
         .map(
             Inputs::new().with("x", (0..1000i64).collect::<Vec<_>>()),
             ["x"],
         )
         .unwrap();
-    let calls = TAGGED.load(Ordering::SeqCst) - before;
+    let calls = computed.0.load(Ordering::SeqCst);
     (r.values::<String>("tag").unwrap(), calls, cache)
 }
 
@@ -95,18 +105,19 @@ fn values_altered_inside_a_segment_are_detected_and_recomputed_on_every_engine()
         // the altered segment's items computed again, one warning naming
         // the file, and the segment moved aside.
         let cache = Arc::new(DiskCache::new(dir.path()));
-        let before = TAGGED.load(Ordering::SeqCst);
+        let computed = Arc::new(Computed::default());
         let r = Pipeline::new([tag::node()])
             .unwrap()
             .with_shared_engine(engine.clone())
             .with_shared_cache(cache.clone())
+            .with_callback(computed.clone())
             .map(
                 Inputs::new().with("x", (0..1000i64).collect::<Vec<_>>()),
                 ["x"],
             )
             .unwrap();
         assert_eq!(r.values::<String>("tag").unwrap(), expected, "{name}");
-        let recomputed = TAGGED.load(Ordering::SeqCst) - before;
+        let recomputed = computed.0.load(Ordering::SeqCst);
         assert!(recomputed > 0, "{name}: the altered segment was trusted");
         let warnings = cache.warnings();
         assert_eq!(warnings.len(), 1, "{name}: {warnings:?}");
