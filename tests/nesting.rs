@@ -276,7 +276,7 @@ impl Engine for Counting {
     fn name(&self) -> &str {
         "counting"
     }
-    fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error> {
+    fn map(&self, job: &std::sync::Arc<MapJob>) -> Result<MapResult, Error> {
         self.maps.fetch_add(1, Ordering::SeqCst);
         SeqEngine.map(job)
     }

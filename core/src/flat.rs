@@ -58,10 +58,10 @@ pub(crate) struct FlatScope {
 }
 
 /// See the module docs.
-pub(crate) struct Flat<'a> {
+pub(crate) struct Flat {
     /// Scopes 1.. (scope 0 is the map's own [`Exec`]); `None` only while
     /// being filled.
-    scopes: Vec<Option<Exec<'a>>>,
+    scopes: Vec<Option<Exec>>,
     /// Scopes 1..: where each is nested.
     pub nesting: Vec<FlatScope>,
     pub steps: Vec<FlatStep>,
@@ -69,9 +69,9 @@ pub(crate) struct Flat<'a> {
     pub fixed: Vec<FlatFixed>,
 }
 
-impl<'a> Flat<'a> {
+impl Flat {
     /// Flattens `root`'s plan.
-    pub fn new(root: &Exec<'a>) -> Flat<'a> {
+    pub fn new(root: &Exec) -> Flat {
         let mut flat = Flat {
             scopes: Vec::new(),
             nesting: Vec::new(),
@@ -85,7 +85,7 @@ impl<'a> Flat<'a> {
     }
 
     /// The executor of scope `scope` (0: the map's own).
-    pub fn scope<'s>(&'s self, root: &'s Exec<'a>, scope: usize) -> Option<&'s Exec<'a>> {
+    pub fn scope<'s>(&'s self, root: &'s Exec, scope: usize) -> Option<&'s Exec> {
         match scope {
             0 => Some(root),
             k => self.scopes.get(k - 1)?.as_ref(),
@@ -127,18 +127,18 @@ impl<'a> Flat<'a> {
     /// The scope of step `step` with the step itself.
     pub fn step<'s>(
         &'s self,
-        root: &'s Exec<'a>,
+        root: &'s Exec,
         step: usize,
-    ) -> Option<(&'s Exec<'a>, &'s Step, &'s FlatStep)> {
+    ) -> Option<(&'s Exec, &'s Step, &'s FlatStep)> {
         let fs = self.steps.get(step)?;
         let exec = self.scope(root, fs.scope)?;
         Some((exec, exec.plan().steps.get(fs.step)?, fs))
     }
 
-    fn add_scope(&mut self, exec: &Exec<'a>, scope: usize, slot_of: &[usize]) {
-        let plan: &'a Plan = exec.plan();
+    fn add_scope(&mut self, exec: &Exec, scope: usize, slot_of: &[usize]) {
+        let plan: &Plan = exec.plan();
         for (i, s) in plan.steps.iter().enumerate() {
-            let node: &'a Node = exec.node(s);
+            let node: &Node = exec.node(s);
             let args: Vec<usize> = s.args.iter().map(|&a| slot_of[a]).collect();
             let outs: Vec<Option<usize>> = s.outs.iter().map(|o| o.map(|o| slot_of[o])).collect();
             if self.try_inline(exec, scope, node, s, &args, &outs) {
@@ -156,17 +156,17 @@ impl<'a> Flat<'a> {
     /// Inlines nested step `s` if it can be (see the module docs).
     fn try_inline(
         &mut self,
-        exec: &Exec<'a>,
+        exec: &Exec,
         parent: usize,
-        node: &'a Node,
-        s: &'a Step,
+        node: &Node,
+        s: &Step,
         args: &[usize],
         outs: &[Option<usize>],
     ) -> bool {
         let NodeKind::Nested(inner) = &node.kind else {
             return false;
         };
-        let (Some(plan), None) = (s.inner.as_deref(), &node.mapping) else {
+        let (Some(plan), None) = (s.inner.as_ref(), &node.mapping) else {
             return false;
         };
         if plan.steps.is_empty() {

@@ -89,20 +89,15 @@ impl DataFusionEngine {
         options: impl Into<MapOptions>,
     ) -> Result<String, Error> {
         pipeline.inspect_map(inputs, options, |job| {
-            let jobref = udf::JobRef::new(job);
-            let out = (|| {
-                let lowered = lower::lower(self, job, jobref.clone())?;
-                let logical = lowered.df.logical_plan().display_indent().to_string();
-                let physical = block_on(lowered.df.create_physical_plan()).map_err(df_error)?;
-                let physical = datafusion::physical_plan::displayable(physical.as_ref())
-                    .indent(false)
-                    .to_string();
-                Ok(format!(
-                    "logical plan:\n{logical}\n\nphysical plan:\n{physical}"
-                ))
-            })();
-            jobref.close();
-            out
+            let lowered = lower::lower(self, job)?;
+            let logical = lowered.df.logical_plan().display_indent().to_string();
+            let physical = block_on(lowered.df.create_physical_plan()).map_err(df_error)?;
+            let physical = datafusion::physical_plan::displayable(physical.as_ref())
+                .indent(false)
+                .to_string();
+            Ok(format!(
+                "logical plan:\n{logical}\n\nphysical plan:\n{physical}"
+            ))
         })
     }
 }
@@ -166,21 +161,8 @@ impl Engine for DataFusionEngine {
         &self.name
     }
 
-    fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error> {
-        let jobref = udf::JobRef::new(job);
-        let out = self.execute(job, jobref.clone());
-        jobref.close();
-        out
-    }
-}
-
-impl DataFusionEngine {
-    fn execute(
-        &self,
-        job: &MapJob<'_>,
-        jobref: std::sync::Arc<udf::JobRef>,
-    ) -> Result<MapResult, Error> {
-        let lowered = lower::lower(self, job, jobref)?;
+    fn map(&self, job: &std::sync::Arc<MapJob>) -> Result<MapResult, Error> {
+        let lowered = lower::lower(self, job)?;
         let collected = block_on(lowered.df.collect());
         if let Some(fatal) = lowered.shared.fatal.lock().ok().and_then(|mut f| f.take()) {
             return Err(fatal);

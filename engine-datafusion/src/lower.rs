@@ -26,7 +26,7 @@ use hypernodes_core::value::ValueType;
 use hypernodes_core::{Error, MapJob, MapMode};
 
 use crate::DataFusionEngine;
-use crate::udf::{Arg, JobRef, NodeUdf, Shared, SigUdf, node_fields};
+use crate::udf::{Arg, NodeUdf, Shared, SigUdf, node_fields};
 
 /// A lowered map, ready to execute.
 pub(crate) struct Lowered {
@@ -171,11 +171,7 @@ fn session(config: SessionConfig) -> SessionContext {
 }
 
 /// Lowers `job` (see the module docs).
-pub(crate) fn lower(
-    engine: &DataFusionEngine,
-    job: &MapJob<'_>,
-    jobref: Arc<JobRef>,
-) -> Result<Lowered, Error> {
+pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowered, Error> {
     let cm = job.columnar()?;
     let config = SessionConfig::new()
         .with_batch_size(engine.batch_size.max(1))
@@ -288,7 +284,7 @@ pub(crate) fn lower(
         let udf = NodeUdf {
             name: format!("node_{}_{}", node.name(), step.index),
             step: step.index,
-            job: jobref.clone(),
+            job: job.clone(),
             shared: shared.clone(),
             cache: if cached {
                 cache.clone().map(|c| (c, key))

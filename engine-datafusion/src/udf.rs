@@ -24,50 +24,6 @@ use hypernodes_core::{Error, MapJob, NodeError};
 /// for ports a nested pipeline did not compute), or the row's failure.
 type RowOutcome = Result<Vec<Option<Value>>, Error>;
 
-/// The map job, for UDFs that outlive nothing but must be `'static` for
-/// DataFusion: it is reachable only until [`JobRef::close`], which the
-/// engine calls (waiting for running calls) before the borrowed job ends.
-pub(crate) struct JobRef {
-    job: *const (),
-    alive: std::sync::RwLock<bool>,
-}
-
-// SAFETY: the pointer is only dereferenced under the read lock while
-// `alive` is true, and `MapJob` is `Sync`.
-unsafe impl Send for JobRef {}
-unsafe impl Sync for JobRef {}
-
-impl JobRef {
-    /// Borrows `job` until [`JobRef::close`].
-    pub fn new(job: &MapJob<'_>) -> Arc<Self> {
-        Arc::new(JobRef {
-            job: job as *const MapJob<'_> as *const (),
-            alive: std::sync::RwLock::new(true),
-        })
-    }
-
-    /// Calls `f` with the job, if the map is still running.
-    pub fn with<R>(&self, f: impl for<'x> FnOnce(&'x MapJob<'x>) -> R) -> Option<R> {
-        let alive = self.alive.read().unwrap_or_else(|e| e.into_inner());
-        if !*alive {
-            return None;
-        }
-        // SAFETY: `alive` is true, so the engine has not returned from the
-        // map that owns the job (see `close`).
-        let job = unsafe { &*(self.job as *const MapJob<'_>) };
-        Some(f(job))
-    }
-
-    /// Ends access to the job; waits for calls in progress.
-    pub fn close(&self) {
-        *self.alive.write().unwrap_or_else(|e| e.into_inner()) = false;
-    }
-}
-
-fn finished() -> DataFusionError {
-    DataFusionError::Execution("the map this plan belongs to has finished".into())
-}
-
 /// What every UDF of one lowered map shares: per item whether it failed,
 /// and the failures.
 pub(crate) struct Shared {
@@ -283,7 +239,7 @@ impl ScalarUDFImpl for SigUdf {
 pub(crate) struct NodeUdf {
     pub name: String,
     pub step: usize,
-    pub job: Arc<JobRef>,
+    pub job: Arc<MapJob>,
     pub shared: Arc<Shared>,
     pub cache: Option<(Arc<dyn Cache>, CacheKey)>,
     pub hash_outputs: bool,
@@ -391,7 +347,7 @@ impl ScalarUDFImpl for NodeUdf {
                 if let Some(s) = self.shared.started.get(item) {
                     s.get_or_init(std::time::Instant::now);
                 }
-                self.job.with(|j| j.report_item_start(item));
+                self.job.report_item_start(item);
             }
         }
 
@@ -401,7 +357,7 @@ impl ScalarUDFImpl for NodeUdf {
                     if let Some(t) = self.shared.entered(scope, items[r]) {
                         t.get_or_init(std::time::Instant::now);
                     }
-                    self.job.with(|j| j.report_scope_start(scope, items[r]));
+                    self.job.report_scope_start(scope, items[r]);
                 }
             }
         }
@@ -454,8 +410,7 @@ impl ScalarUDFImpl for NodeUdf {
                 }
                 Err(e) => {
                     self.job
-                        .with(|j| j.cache_failed(Some(&key.node), e))
-                        .ok_or_else(finished)?
+                        .cache_failed(Some(&key.node), e)
                         .map_err(|e| self.shared.fatal(e))?;
                     vec![None; keys.len()]
                 }
@@ -485,12 +440,13 @@ impl ScalarUDFImpl for NodeUdf {
                     .filter(|s| s.is_valid(r))
                     .and_then(|s| s.value(r).try_into().ok().map(Signature));
                 let hit = hit_row[r].is_some();
-                self.job.with(|j| {
-                    j.report_cache_decision(self.step, items[r], sig, hit);
+                {
+                    self.job
+                        .report_cache_decision(self.step, items[r], sig, hit);
                     if hit {
-                        j.report_cached(self.step, items[r]);
+                        self.job.report_cached(self.step, items[r]);
                     }
-                });
+                };
             }
         }
 
@@ -566,7 +522,7 @@ impl ScalarUDFImpl for NodeUdf {
                     };
                     let completed = !self.shared.is_failed(item);
                     self.job
-                        .with(|j| j.report_scope_end(scope, item, entered.elapsed(), completed));
+                        .report_scope_end(scope, item, entered.elapsed(), completed);
                 }
             }
         }
@@ -579,7 +535,7 @@ impl ScalarUDFImpl for NodeUdf {
                     .and_then(|s| s.get())
                     .map(|s| s.elapsed())
                     .unwrap_or_default();
-                self.job.with(|j| j.report_item_end(item, elapsed));
+                self.job.report_item_end(item, elapsed);
             }
         }
         Ok(ColumnarValue::Array(Arc::new(out)))
@@ -740,12 +696,10 @@ impl NodeUdf {
                     // A failing store leaves the results uncached (or, for a
                     // strict map, fails it); the rows keep their values.
                     let stored = match cache.store(key, &rows) {
-                        Ok(()) => self.job.with(|j| j.stored(rows.len())),
-                        Err(e) => self.job.with(|j| j.cache_failed(Some(&key.node), e)),
+                        Ok(()) => self.job.stored(rows.len()),
+                        Err(e) => self.job.cache_failed(Some(&key.node), e),
                     };
-                    stored
-                        .ok_or_else(finished)?
-                        .map_err(|e| self.shared.fatal(e))?;
+                    stored.map_err(|e| self.shared.fatal(e))?;
                 }
             }
         }
@@ -798,8 +752,7 @@ impl NodeUdf {
             .collect();
         let outcomes: Vec<RowOutcome> = self
             .job
-            .with(|j| j.call_step_rows(self.step, rows))
-            .ok_or_else(finished)?
+            .call_step_rows(self.step, rows)
             .map_err(|e| self.shared.fatal(e))?;
         let mut fresh_rows = Vec::new();
         let mut fresh_values: Vec<Vec<Value>> = vec![Vec::new(); self.outs.len()];
@@ -842,7 +795,7 @@ impl NodeUdf {
         let observed = self.shared.observed();
         if observed {
             for &r in rows {
-                self.job.with(|j| j.report_node_start(self.step, items[r]));
+                self.job.report_node_start(self.step, items[r]);
             }
         }
         observed
@@ -851,8 +804,7 @@ impl NodeUdf {
     /// Fires the node-end event of each of `rows`.
     fn node_ended(&self, rows: &[usize], items: &[usize], elapsed: std::time::Duration) {
         for &r in rows {
-            self.job
-                .with(|j| j.report_node_end(self.step, items[r], elapsed));
+            self.job.report_node_end(self.step, items[r], elapsed);
         }
     }
 
@@ -880,12 +832,10 @@ impl NodeUdf {
     fn fail_all(&self, misses: &[usize], items: &[usize], problem: NodeError) -> DfResult<()> {
         let text = problem.to_string();
         for &r in misses {
-            let error = self
-                .job
-                .with(|j| {
-                    j.step_error(self.step, items[r], 1, NodeError::User(text.clone().into()))
-                })
-                .ok_or_else(finished)?;
+            let error = {
+                self.job
+                    .step_error(self.step, items[r], 1, NodeError::User(text.clone().into()))
+            };
             self.shared.fail(items[r], error);
         }
         Ok(())
@@ -962,10 +912,11 @@ impl NodeUdf {
             for retry in &out.retries {
                 // As on the row path: each attempt after a retry starts anew.
                 if let Some(&r) = misses.get(retry.row) {
-                    self.job.with(|j| {
-                        j.report_retry(self.step, items[r], retry.attempt, &retry.error);
-                        j.report_node_start(self.step, items[r]);
-                    });
+                    {
+                        self.job
+                            .report_retry(self.step, items[r], retry.attempt, &retry.error);
+                        self.job.report_node_start(self.step, items[r]);
+                    };
                 }
             }
         }
@@ -985,8 +936,7 @@ impl NodeUdf {
             let r = misses[failure.row];
             let error = self
                 .job
-                .with(|j| j.step_error(self.step, items[r], failure.attempts, failure.error))
-                .ok_or_else(finished)?;
+                .step_error(self.step, items[r], failure.attempts, failure.error);
             self.shared.fail(items[r], error);
         }
         Ok((fresh_rows, out.columns.into_iter().map(Some).collect()))

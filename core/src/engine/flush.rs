@@ -27,7 +27,7 @@ pub(crate) fn flushed(writer: Flusher) -> Result<(), crate::cache::CacheError> {
     }
 }
 
-impl<'a> MapJob<'a> {
+impl MapJob {
     /// The flush ticker of a map with a cache: until `stop` is set, flushes
     /// what the cache holds unwritten once the last flush is
     /// [`MapOptions::FLUSH_INTERVAL`] old. A strict map's cache failure
@@ -141,7 +141,7 @@ impl<'a> MapJob<'a> {
         if self.strict_cache {
             return Err(error);
         }
-        let exec = self.exec;
+        let exec = &self.exec;
         let mut errors = self.cache_errors.lock().unwrap_or_else(|e| e.into_inner());
         if errors.is_empty() && exec.has_callbacks() {
             exec.emit(&exec.items, |cb, ctx| cb.on_cache_error(ctx, &error));

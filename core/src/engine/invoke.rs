@@ -13,7 +13,7 @@ use crate::value::Value;
 
 use super::*;
 
-impl<'a> Exec<'a> {
+impl Exec {
     pub(crate) fn call_func(
         &self,
         node: &Node,

@@ -3,6 +3,7 @@
 //! or without a cache; engines decide only how chunks are scheduled.
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -86,8 +87,8 @@ pub struct ItemOutput(SmallVec<[Value; 4]>);
 /// One `map`: an engine runs [`MapJob::run_chunk`] over ranges covering
 /// every item (in any order, on any thread) and hands the chunks to
 /// [`MapJob::assemble`].
-pub struct MapJob<'a> {
-    pub(crate) exec: &'a Exec<'a>,
+pub struct MapJob {
+    pub(crate) exec: Arc<Exec>,
     pub(crate) template: Vec<Option<Value>>,
     pub(crate) mapped: Vec<MappedList>,
     pub(crate) mode: MapMode,
@@ -102,7 +103,7 @@ pub struct MapJob<'a> {
     /// received since.
     pub(crate) unflushed: std::sync::Mutex<(Instant, usize)>,
     /// The steps with nested pipelines inlined (columnar engines only).
-    pub(crate) flat: std::sync::OnceLock<crate::flat::Flat<'a>>,
+    pub(crate) flat: std::sync::OnceLock<crate::flat::Flat>,
     /// The cache writes running in the background, oldest first.
     pub(crate) flusher: std::sync::Mutex<std::collections::VecDeque<Flusher>>,
     /// Whether a cache failure fails the map ([`MapOptions::strict_cache`]).
@@ -121,21 +122,21 @@ pub struct MapJob<'a> {
     >,
 }
 
-impl Drop for MapJob<'_> {
+impl Drop for MapJob {
     /// A job dropped without `execute` finishing still waits for its write.
     fn drop(&mut self) {
         let _ = self.wait_for_flush();
     }
 }
 
-impl<'a> MapJob<'a> {
+impl MapJob {
     /// Checks user inputs for a top-level map.
     pub(crate) fn from_inputs(
-        exec: &'a Exec<'a>,
+        exec: Arc<Exec>,
         inputs: &Inputs,
         options: &MapOptions,
-    ) -> Result<Self, Error> {
-        let pipeline = exec.pipeline;
+    ) -> Result<Arc<Self>, Error> {
+        let pipeline = exec.pipeline.clone();
         if options.over.is_empty() {
             return Err(Error::NothingToMap);
         }
@@ -176,13 +177,24 @@ impl<'a> MapJob<'a> {
                 len,
             });
         }
-        let mut job = Self::new(exec, &fixed, mapped, options)?;
+        let mut job = Self::build(exec, &fixed, mapped, options)?;
         job.top_level = true;
-        Ok(job)
+        Ok(Arc::new(job))
     }
 
+    /// A map (nested in another one) of the pipeline of `exec` over
+    /// `mapped`, with `fixed` beside.
     pub(crate) fn new(
-        exec: &'a Exec<'a>,
+        exec: Arc<Exec>,
+        fixed: &Inputs,
+        mapped: Vec<MappedList>,
+        options: &MapOptions,
+    ) -> Result<Arc<Self>, Error> {
+        Self::build(exec, fixed, mapped, options).map(Arc::new)
+    }
+
+    fn build(
+        exec: Arc<Exec>,
         fixed: &Inputs,
         mut mapped: Vec<MappedList>,
         options: &MapOptions,
@@ -190,7 +202,7 @@ impl<'a> MapJob<'a> {
         let lists: Vec<(String, usize)> = mapped.iter().map(|m| (m.name.clone(), m.len)).collect();
         let len = options.mode.items(&lists)?;
         let names: Vec<String> = mapped.iter().map(|m| m.name.clone()).collect();
-        let template = exec.pipeline.resolve_inputs(exec.plan, fixed, &names)?;
+        let template = exec.pipeline.resolve_inputs(&exec.plan, fixed, &names)?;
         for m in mapped.iter_mut() {
             m.slot = exec
                 .plan
@@ -275,13 +287,13 @@ impl<'a> MapJob<'a> {
     }
 
     /// The execution scope.
-    pub fn exec(&self) -> &Exec<'a> {
-        self.exec
+    pub fn exec(&self) -> &Exec {
+        &self.exec
     }
 
     /// Runs the map on the scope's engine, with map start/end events.
-    pub(crate) fn execute(&self) -> Result<MapResult, Error> {
-        let exec = self.exec;
+    pub(crate) fn execute(self: &Arc<Self>) -> Result<MapResult, Error> {
+        let exec = &self.exec;
         let start = exec.has_callbacks().then(|| {
             exec.emit(&exec.items, |cb, ctx| cb.on_map_start(ctx, self.len));
             Instant::now()
@@ -411,17 +423,17 @@ impl<'a> MapJob<'a> {
     pub(crate) fn step_at(
         &self,
         step: usize,
-    ) -> Result<(&Exec<'a>, &Step, &crate::flat::FlatStep), Error> {
+    ) -> Result<(&Exec, &Step, &crate::flat::FlatStep), Error> {
         self.flat()
-            .step(self.exec, step)
+            .step(&self.exec, step)
             .ok_or_else(|| Error::Internal {
                 message: format!("no step {step}"),
             })
     }
 
     /// The steps with nested pipelines inlined (see [`crate::flat`]).
-    pub(crate) fn flat(&self) -> &crate::flat::Flat<'a> {
-        self.flat.get_or_init(|| crate::flat::Flat::new(self.exec))
+    pub(crate) fn flat(&self) -> &crate::flat::Flat {
+        self.flat.get_or_init(|| crate::flat::Flat::new(&self.exec))
     }
 
     /// Runs a chunk node by node: per node, with a cache, the items'
@@ -435,7 +447,7 @@ impl<'a> MapJob<'a> {
         first_failure: &AtomicUsize,
         chunk: &mut Chunk,
     ) {
-        let exec = self.exec;
+        let exec = &self.exec;
         let stop_on_error = self.policy == ErrorPolicy::Stop;
         // Mapped elements whose hashes are known are filled only for rows
         // on which some node runs.
@@ -506,13 +518,13 @@ impl<'a> MapJob<'a> {
     /// then run in batches, node by node, so the async calls of many items
     /// can wait at once.
     pub(crate) fn has_async_step(&self) -> bool {
-        let exec = self.exec;
+        let exec = &self.exec;
         exec.plan.steps.iter().any(|s| exec.node(s).is_async())
     }
 
     /// Runs item `index`: every needed node, in topological order.
     pub fn run_item(&self, index: usize) -> Result<ItemOutput, Error> {
-        let exec = self.exec;
+        let exec = &self.exec;
         let items = exec.item_path(index);
         let start = exec.has_callbacks().then(|| {
             exec.emit(&items, |cb, ctx| cb.on_map_item_start(ctx));
@@ -585,7 +597,7 @@ impl<'a> MapJob<'a> {
         {
             return Err(error);
         }
-        let plan = self.exec.plan;
+        let plan = &self.exec.plan;
         let mut values: Vec<Vec<Option<Value>>> = plan
             .outputs
             .iter()

@@ -97,7 +97,7 @@ impl<'f> Batch<'f> {
     }
 
     /// The item path of row `row` under `exec`.
-    pub fn path(&self, exec: &Exec<'_>, row: usize) -> smallvec::SmallVec<[usize; 4]> {
+    pub fn path(&self, exec: &Exec, row: usize) -> smallvec::SmallVec<[usize; 4]> {
         match self.index[row] {
             Some(item) => exec.item_path(item),
             None => exec.items.iter().copied().collect(),
@@ -211,7 +211,7 @@ impl CacheLog {
 
     pub(crate) fn report(
         &self,
-        exec: &Exec<'_>,
+        exec: &Exec,
         node: &str,
         item: &[usize],
         sig: Option<Signature>,
@@ -395,7 +395,7 @@ pub(crate) type OnCacheError<'r> =
 /// stored. A failure of the cache goes to `on_cache_error`: a failed
 /// lookup counts as misses, a failed store leaves results uncached.
 pub(crate) fn run_batch(
-    exec: &Exec<'_>,
+    exec: &Exec,
     cache: Option<&dyn Cache>,
     batch: &mut Batch<'_>,
     stop_on_error: bool,

@@ -52,5 +52,5 @@ pub trait Engine: Send + Sync {
 
     /// Executes a map: every item of `job` through [`MapJob::run_chunk`],
     /// then [`MapJob::assemble`].
-    fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error>;
+    fn map(&self, job: &std::sync::Arc<MapJob>) -> Result<MapResult, Error>;
 }

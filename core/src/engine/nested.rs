@@ -2,6 +2,7 @@
 //! run as one inner map per item, or one inner map over the elements of
 //! many items at once.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use smallvec::SmallVec;
@@ -15,24 +16,22 @@ use crate::value::Value;
 
 use super::*;
 
-impl<'a> Exec<'a> {
+impl Exec {
     pub(crate) fn call_nested(
         &self,
         node: &Node,
-        inner: &Pipeline,
+        inner: &Arc<Pipeline>,
         step: &Step,
         slots: &mut [Option<Value>],
         items: &[usize],
     ) -> Result<(), Error> {
         let start = Instant::now();
         self.emit(items, |cb, ctx| cb.on_nested_start(ctx, &node.name));
-        let plan = step
-            .inner
-            .as_deref()
-            .expect("nested step has an inner plan");
+        let plan = step.inner.as_ref().expect("nested step has an inner plan");
         let mut exec = self.inner_scope(node, inner, plan);
         exec.items = items.to_vec();
         exec.item_map = None;
+        let exec = Arc::new(exec);
         let mut inputs = Inputs::new();
         for (port, &slot) in node.inputs.iter().zip(&step.args) {
             let v = slots[slot].clone().expect("argument slot is filled");
@@ -67,7 +66,7 @@ impl<'a> Exec<'a> {
         &self,
         node: &Node,
         mapping: &Mapping,
-        exec: &Exec<'_>,
+        exec: &Arc<Exec>,
         mut inputs: Inputs,
         items: &[usize],
     ) -> Result<Vec<Value>, Error> {
@@ -92,7 +91,7 @@ impl<'a> Exec<'a> {
         }
         let names: Vec<String> = mapped.iter().map(|m| m.name.clone()).collect();
         let options = MapOptions::over(names).mode(mapping.mode);
-        let job = MapJob::new(exec, &inputs, mapped, &options).map_err(|e| match e {
+        let job = MapJob::new(exec.clone(), &inputs, mapped, &options).map_err(|e| match e {
             Error::LengthMismatch { .. } => self.fail(node, items, 1, NodeError::user(e)),
             other => other,
         })?;
@@ -114,7 +113,7 @@ impl<'a> Exec<'a> {
 /// computed, with its list, or the row's failure.
 pub(crate) type NestedOuts = Result<Vec<(usize, Value)>, Error>;
 
-impl Exec<'_> {
+impl Exec {
     /// Runs `map_over` step `step` (node `node`) as ONE inner map over the
     /// elements of every row of `rows` (each its item path and argument
     /// values), as [`Exec::map_nested_rows`] does, when it can: more than
@@ -129,7 +128,7 @@ impl Exec<'_> {
         rows: &[(SmallVec<[usize; 4]>, Vec<Value>)],
     ) -> Option<Vec<NestedOuts>> {
         let (NodeKind::Nested(inner), Some(mapping), Some(plan)) =
-            (&node.kind, &node.mapping, step.inner.as_deref())
+            (&node.kind, &node.mapping, step.inner.as_ref())
         else {
             return None;
         };
@@ -164,7 +163,7 @@ impl Exec<'_> {
 /// (in the step's `inner_ports` order) as lists, or the row's failure.
 pub(crate) type NestedRow = Result<Vec<Value>, Error>;
 
-impl<'a> Exec<'a> {
+impl Exec {
     /// Runs `map_over` node `node` (inner pipeline `inner`, compiled as
     /// `plan`) for many outer items at once: every item's elements (its
     /// zipped or crossed lists, with its other inputs beside them) become
@@ -178,8 +177,8 @@ impl<'a> Exec<'a> {
     pub(crate) fn map_nested_rows(
         &self,
         node: &Node,
-        inner: &Pipeline,
-        plan: &Plan,
+        inner: &Arc<Pipeline>,
+        plan: &Arc<Plan>,
         mapping: &Mapping,
         rows: &[(SmallVec<[usize; 4]>, Vec<Value>)],
     ) -> Result<Option<Vec<NestedRow>>, Error> {
@@ -275,11 +274,12 @@ impl<'a> Exec<'a> {
         if total > 0 {
             let mut scope = self.inner_scope(node, inner, plan);
             scope.item_map = Some(paths.into());
+            let scope = Arc::new(scope);
             let names: Vec<String> = mapped.iter().map(|m| m.name.clone()).collect();
             let options = MapOptions::over(names)
                 .mode(MapMode::Zip)
                 .on_error(ErrorPolicy::Continue);
-            let job = MapJob::new(&scope, &fixed, mapped, &options)?;
+            let job = MapJob::new(scope.clone(), &fixed, mapped, &options)?;
             let result = job.execute()?;
             if inner.cache.is_some() {
                 scope.flush_cache()?;

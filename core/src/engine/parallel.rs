@@ -40,7 +40,7 @@ impl Engine for ParallelEngine {
         "parallel"
     }
 
-    fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error> {
+    fn map(&self, job: &std::sync::Arc<MapJob>) -> Result<MapResult, Error> {
         let first_failure = AtomicUsize::new(usize::MAX);
         if job.exec().cache.is_some() {
             // With a cache, each worker claims chunks sized to its own pace

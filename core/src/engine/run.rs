@@ -8,17 +8,17 @@ use super::*;
 
 /// One `run`: an engine executes it (by default with [`RunJob::execute`]).
 pub struct RunJob<'a> {
-    exec: &'a Exec<'a>,
+    exec: &'a Exec,
     slots: Vec<Option<Value>>,
 }
 
 impl<'a> RunJob<'a> {
-    pub(crate) fn new(exec: &'a Exec<'a>, slots: Vec<Option<Value>>) -> Self {
+    pub(crate) fn new(exec: &'a Exec, slots: Vec<Option<Value>>) -> Self {
         RunJob { exec, slots }
     }
 
     /// The execution scope.
-    pub fn exec(&self) -> &Exec<'a> {
+    pub fn exec(&self) -> &Exec {
         self.exec
     }
 
@@ -40,7 +40,7 @@ impl<'a> RunJob<'a> {
         } else {
             self.exec.run_steps(&mut self.slots, &items)?;
         }
-        let plan = self.exec.plan;
+        let plan = &self.exec.plan;
         let names = plan.outputs.iter().map(|o| o.name.clone()).collect();
         let values = plan
             .outputs

@@ -2,6 +2,7 @@
 //! cache, callbacks and place (pipeline path, item path), and the graph
 //! walk that runs a plan's steps for one item.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use smallvec::SmallVec;
@@ -13,10 +14,12 @@ use crate::pipeline::{Pipeline, Plan, Step};
 use crate::value::Value;
 
 /// The scope of one pipeline execution: plan, engine, callbacks, location.
-pub struct Exec<'a> {
-    pub(crate) pipeline: &'a Pipeline,
-    pub(crate) plan: &'a Plan,
-    pub(crate) engine: &'a dyn crate::engine::Engine,
+/// It owns what it refers to (shared, never copied), so a map job and the
+/// plans engines build from it live as long as they need to.
+pub struct Exec {
+    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) plan: Arc<Plan>,
+    pub(crate) engine: Arc<dyn crate::engine::Engine>,
     pub(crate) callbacks: Vec<std::sync::Arc<dyn Callback>>,
     pub(crate) cache: Option<std::sync::Arc<dyn crate::cache::Cache>>,
     pub(crate) path: Vec<String>,
@@ -27,11 +30,11 @@ pub struct Exec<'a> {
     pub(crate) item_map: Option<std::sync::Arc<[SmallVec<[usize; 4]>]>>,
 }
 
-impl<'a> Exec<'a> {
+impl Exec {
     pub(crate) fn root(
-        pipeline: &'a Pipeline,
-        plan: &'a Plan,
-        engine: &'a dyn crate::engine::Engine,
+        pipeline: Arc<Pipeline>,
+        plan: Arc<Plan>,
+        engine: Arc<dyn crate::engine::Engine>,
     ) -> Self {
         let mut callbacks = pipeline.callbacks.clone();
         if let Some(mode) = crate::observe::cache_log::Mode::from_env() {
@@ -40,32 +43,32 @@ impl<'a> Exec<'a> {
             ));
         }
         Exec {
+            cache: pipeline.cache.clone(),
+            path: vec![pipeline.name().to_string()],
             pipeline,
             plan,
             engine,
             callbacks,
-            cache: pipeline.cache.clone(),
-            path: vec![pipeline.name().to_string()],
             items: Vec::new(),
             item_map: None,
         }
     }
 
     /// The engine running this scope.
-    pub fn engine(&self) -> &'a dyn crate::engine::Engine {
-        self.engine
+    pub fn engine(&self) -> &dyn crate::engine::Engine {
+        self.engine.as_ref()
     }
 
     /// The pipeline being run.
-    pub fn pipeline(&self) -> &'a Pipeline {
-        self.pipeline
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 
-    pub(crate) fn plan(&self) -> &'a Plan {
-        self.plan
+    pub(crate) fn plan(&self) -> &Plan {
+        &self.plan
     }
 
-    pub(crate) fn node(&self, step: &Step) -> &'a Node {
+    pub(crate) fn node(&self, step: &Step) -> &Node {
         &self.pipeline.graph.nodes[step.node]
     }
 
@@ -181,23 +184,15 @@ impl<'a> Exec<'a> {
     /// `plan`) inside this one: its engine, cache and callbacks, its path,
     /// and this scope's item path (callers running it for one item append
     /// that item).
-    pub(crate) fn inner_scope<'b>(
-        &self,
-        node: &Node,
-        inner: &'b Pipeline,
-        plan: &'b Plan,
-    ) -> Exec<'b>
-    where
-        'a: 'b,
-    {
+    pub(crate) fn inner_scope(&self, node: &Node, inner: &Arc<Pipeline>, plan: &Arc<Plan>) -> Exec {
         let mut path = self.path.clone();
         path.push(node.name.clone());
         let mut callbacks = self.callbacks.clone();
         callbacks.extend(inner.callbacks.iter().cloned());
         Exec {
-            pipeline: inner,
-            plan,
-            engine: inner.engine_or(self.engine),
+            pipeline: inner.clone(),
+            plan: plan.clone(),
+            engine: inner.engine.clone().unwrap_or_else(|| self.engine.clone()),
             cache: inner.cache.clone().or_else(|| self.cache.clone()),
             callbacks,
             path,

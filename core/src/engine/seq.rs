@@ -23,7 +23,7 @@ impl Engine for SeqEngine {
         "seq"
     }
 
-    fn map(&self, job: &MapJob<'_>) -> Result<MapResult, Error> {
+    fn map(&self, job: &std::sync::Arc<MapJob>) -> Result<MapResult, Error> {
         let first_failure = AtomicUsize::new(usize::MAX);
         let mut chunks = Vec::new();
         let mut start = 0;

@@ -11,13 +11,13 @@ use crate::value::Value;
 
 use super::*;
 
-impl<'a> MapJob<'a> {
+impl MapJob {
     /// This map column by column, for columnar engines (see
     /// [`crate::columnar`]). Fails, naming the input, when a mapped input's
     /// elements have no Arrow form.
     pub fn columnar(&self) -> Result<crate::columnar::ColumnarMap<'_>, Error> {
         use crate::columnar::{ColumnarMap, FixedInput, MappedColumn, OutputInfo, StepInfo};
-        let exec = self.exec;
+        let exec = &self.exec;
         let mut mapped = Vec::new();
         for (m, elements) in self.mapped.iter().zip(self.mapped_hashes()) {
             let (elements, hashes) = match elements {
@@ -238,7 +238,7 @@ impl<'a> MapJob<'a> {
     /// `on_error` event), for engines that call a node's batch
     /// implementation themselves.
     pub fn step_error(&self, step: usize, item: usize, attempts: u32, source: NodeError) -> Error {
-        match self.flat().step(self.exec, step) {
+        match self.flat().step(&self.exec, step) {
             Some((exec, s, _)) => exec.fail(exec.node(s), &exec.item_path(item), attempts, source),
             None => Error::Internal {
                 message: format!("no step {step}"),
@@ -261,7 +261,7 @@ impl<'a> MapJob<'a> {
         if !self.exec.has_callbacks() || self.exec.cache.is_none() {
             return;
         }
-        let Some((exec, s, _)) = self.flat().step(self.exec, step) else {
+        let Some((exec, s, _)) = self.flat().step(&self.exec, step) else {
             return;
         };
         let node = exec.node(s);
@@ -298,7 +298,7 @@ impl<'a> MapJob<'a> {
         if !self.exec.has_callbacks() {
             return;
         }
-        if let Some((exec, s, _)) = self.flat().step(self.exec, step) {
+        if let Some((exec, s, _)) = self.flat().step(&self.exec, step) {
             let name = &exec.node(s).name;
             exec.emit(&exec.item_path(item), |cb, ctx| f(cb, ctx, name));
         }
@@ -353,7 +353,7 @@ impl<'a> MapJob<'a> {
 
     /// Inlined pipeline `scope` when anyone listens: its node's name, the
     /// scope it is nested in and its own.
-    pub(crate) fn inlined(&self, scope: usize) -> Option<(&str, &Exec<'a>, &Exec<'a>)> {
+    pub(crate) fn inlined(&self, scope: usize) -> Option<(&str, &Exec, &Exec)> {
         if !self.exec.has_callbacks() {
             return None;
         }
@@ -361,8 +361,8 @@ impl<'a> MapJob<'a> {
         let nest = flat.nesting.get(scope.checked_sub(1)?)?;
         Some((
             nest.node.as_str(),
-            flat.scope(self.exec, nest.parent)?,
-            flat.scope(self.exec, scope)?,
+            flat.scope(&self.exec, nest.parent)?,
+            flat.scope(&self.exec, scope)?,
         ))
     }
 
@@ -407,7 +407,7 @@ impl<'a> MapJob<'a> {
 
     /// Reports that item `item` starts (the `on_map_item_start` event).
     pub fn report_item_start(&self, item: usize) {
-        let exec = self.exec;
+        let exec = &self.exec;
         if exec.has_callbacks() {
             let path = exec.item_path(item);
             exec.emit(&path, |cb, ctx| cb.on_map_item_start(ctx));
@@ -417,7 +417,7 @@ impl<'a> MapJob<'a> {
     /// Reports that item `item` ended after `elapsed` (the
     /// `on_map_item_end` event).
     pub fn report_item_end(&self, item: usize, elapsed: std::time::Duration) {
-        let exec = self.exec;
+        let exec = &self.exec;
         if exec.has_callbacks() {
             let path = exec.item_path(item);
             exec.emit(&path, |cb, ctx| cb.on_map_item_end(ctx, elapsed));
@@ -455,7 +455,7 @@ impl<'a> MapJob<'a> {
         if self.policy == ErrorPolicy::Stop && !failures.is_empty() {
             return Err(failures.swap_remove(0).1);
         }
-        let plan = self.exec.plan;
+        let plan = &self.exec.plan;
         if columns.len() != plan.outputs.len() || columns.iter().any(|c| c.len() != self.len) {
             return Err(Error::Engine {
                 message: format!(

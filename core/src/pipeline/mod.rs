@@ -339,13 +339,18 @@ impl Pipeline {
     }
 
     /// The engine that runs this pipeline.
-    pub(crate) fn engine_or<'a>(&'a self, parent: &'a dyn Engine) -> &'a dyn Engine {
-        self.engine.as_deref().unwrap_or(parent)
+    /// The pipeline's engine, or [`SeqEngine`].
+    fn default_engine(&self) -> Arc<dyn Engine> {
+        self.engine.clone().unwrap_or_else(|| Arc::new(SeqEngine))
     }
 
-    fn default_engine(&self) -> &dyn Engine {
-        static SEQ: SeqEngine = SeqEngine;
-        self.engine_or(&SEQ)
+    /// The root scope of a `run` or `map` of this pipeline with `plan`.
+    fn root_scope(&self, plan: Plan) -> Exec {
+        Exec::root(
+            Arc::new(self.clone()),
+            Arc::new(plan),
+            self.default_engine(),
+        )
     }
 
     /// Runs the pipeline once and returns every output.
@@ -371,9 +376,8 @@ impl Pipeline {
     pub fn run_with(&self, inputs: Inputs, options: RunOptions) -> Result<Outputs, Error> {
         let plan = self.compile(options.outputs.as_deref())?;
         let slots = self.resolve_inputs(&plan, &inputs, &[])?;
-        let engine = self.default_engine();
-        let exec = Exec::root(self, &plan, engine);
-        let out = exec.pipeline_scope(|| engine.run(exec::RunJob::new(&exec, slots)));
+        let exec = self.root_scope(plan);
+        let out = exec.pipeline_scope(|| exec.engine.run(exec::RunJob::new(&exec, slots)));
         exec.flush_cache()?;
         out
     }
@@ -424,11 +428,9 @@ impl Pipeline {
     pub fn map(&self, inputs: Inputs, options: impl Into<MapOptions>) -> Result<MapResult, Error> {
         let options = options.into();
         let plan = self.compile(options.outputs.as_deref())?;
-        let engine = self.default_engine();
-        let exec = Exec::root(self, &plan, engine);
-        let job = exec::MapJob::from_inputs(&exec, &inputs, &options)?;
-        let out = exec.pipeline_scope(|| job.execute());
-        exec.flush_cache()?;
+        let job = exec::MapJob::from_inputs(Arc::new(self.root_scope(plan)), &inputs, &options)?;
+        let out = job.exec().pipeline_scope(|| job.execute());
+        job.exec().flush_cache()?;
         out
     }
 
@@ -438,13 +440,11 @@ impl Pipeline {
         &self,
         inputs: Inputs,
         options: impl Into<MapOptions>,
-        f: impl FnOnce(&exec::MapJob<'_>) -> Result<T, Error>,
+        f: impl FnOnce(&Arc<exec::MapJob>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let options = options.into();
         let plan = self.compile(options.outputs.as_deref())?;
-        let engine = self.default_engine();
-        let exec = Exec::root(self, &plan, engine);
-        let job = exec::MapJob::from_inputs(&exec, &inputs, &options)?;
+        let job = exec::MapJob::from_inputs(Arc::new(self.root_scope(plan)), &inputs, &options)?;
         f(&job)
     }
 
