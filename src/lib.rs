@@ -11,9 +11,10 @@ pub use hypernodes_core::*;
 
 /// Every engine, the opt-in ones behind their features: [`SeqEngine`] and
 /// [`ParallelEngine`] always, `DataFusionEngine` with the `datafusion`
-/// feature.
+/// feature (with `NodeCodec`, which decodes its plans in another process,
+/// and the `datafusion` crate it is built on).
 pub mod engines {
     pub use hypernodes_core::{ParallelEngine, SeqEngine};
     #[cfg(feature = "datafusion")]
-    pub use hypernodes_datafusion::DataFusionEngine;
+    pub use hypernodes_datafusion::{DataFusionEngine, DecodedOutcome, NodeCodec, datafusion};
 }

@@ -292,6 +292,11 @@ pub enum Error {
         #[source]
         source: std::sync::Arc<Error>,
     },
+    /// A plan built in another process names a node this process cannot
+    /// run: not linked into it, or linked in another version of its code.
+    /// Raised when the plan is decoded, before any row runs.
+    #[error(transparent)]
+    Registry(#[from] crate::node::RegistryError),
     /// A broken invariant of the library itself (a bug: please report it).
     #[error("internal error: {message}")]
     Internal {

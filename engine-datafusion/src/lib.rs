@@ -32,8 +32,14 @@
 //! # Ok(()) }
 //! ```
 
+mod codec;
 mod lower;
 mod udf;
+
+pub use codec::{DecodedOutcome, NodeCodec};
+/// The DataFusion this engine is built on (to run decoded plans with the
+/// same version).
+pub use datafusion;
 
 use std::sync::OnceLock;
 
@@ -98,6 +104,31 @@ impl DataFusionEngine {
             Ok(format!(
                 "logical plan:\n{logical}\n\nphysical plan:\n{physical}"
             ))
+        })
+    }
+}
+
+impl DataFusionEngine {
+    /// The physical plan of `pipeline.map(inputs, options)` as bytes
+    /// (`datafusion-proto`, with [`NodeCodec`]), for another process to
+    /// decode with its node registry ([`NodeCodec::decode_plan`]) and run:
+    /// every node step is described by data alone (node name and code
+    /// hash, argument layout, fixed inputs as Arrow values, error policy,
+    /// the cache as a location). The map's cache must be one another
+    /// process can open (a [`DiskCache`](hypernodes_core::DiskCache)).
+    pub fn encode_map(
+        &self,
+        pipeline: &Pipeline,
+        inputs: Inputs,
+        options: impl Into<MapOptions>,
+    ) -> Result<Vec<u8>, Error> {
+        pipeline.inspect_map(inputs, options, |job| {
+            let lowered = lower::lower(self, job)?;
+            let physical = block_on(lowered.df.create_physical_plan()).map_err(df_error)?;
+            let codec = NodeCodec::new(hypernodes_core::node::NodeRegistry::new());
+            datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(physical, &codec)
+                .map(|bytes| bytes.to_vec())
+                .map_err(df_error)
         })
     }
 }

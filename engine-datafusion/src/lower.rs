@@ -21,12 +21,12 @@ use datafusion::functions::core::expr_fn::get_field;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, Volatility, col, lit};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use hypernodes_core::columnar::ColumnarMap;
-use hypernodes_core::signature::NodeKey;
 use hypernodes_core::value::ValueType;
 use hypernodes_core::{Error, MapJob, MapMode};
 
 use crate::DataFusionEngine;
-use crate::udf::{Arg, NodeUdf, Shared, SigUdf, node_fields};
+use crate::codec::StepWire;
+use crate::udf::{Arg, NodeUdf, Shared, SigArg, SigUdf, node_fields};
 
 /// A lowered map, ready to execute.
 pub(crate) struct Lowered {
@@ -185,6 +185,10 @@ pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowe
     ));
     let steps = cm.steps.len();
     let cache = job.cache().cloned();
+    // What a plan that leaves the process carries instead of the cache, and
+    // which map its steps belong to.
+    let cache_url = cache.as_ref().and_then(|c| c.location()).map(|l| l.url());
+    let map_id = crate::codec::new_map_id();
 
     // Nodes whose outputs have no Arrow form cannot be columns.
     for step in &cm.steps {
@@ -250,10 +254,17 @@ pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowe
         let cached = cache.is_some() && node.caching() && hashable;
         let mut udf_args = vec![col("__item")];
         if cached {
+            let sig_args = args
+                .iter()
+                .map(|a| match a {
+                    Arg::Column { .. } => SigArg::Column,
+                    Arg::Fixed { hash, .. } => SigArg::Fixed(*hash),
+                })
+                .collect();
             let sig = SigUdf::new(
                 format!("signature_{}_{}", node.name(), step.index),
-                NodeKey::new(&node.code_hash(), args.len(), &node.salt()),
-                args.clone(),
+                node,
+                sig_args,
             );
             let hash_cols: Vec<Expr> = args
                 .iter()
@@ -281,8 +292,22 @@ pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowe
         let fields = node_fields(&outs).map_err(|ty| Error::Engine {
             message: format!("node `{}`: type {ty} has no Arrow form", node.name()),
         })?;
+        let wire = StepWire {
+            map: map_id,
+            len: cm.len,
+            stop: job.policy() == hypernodes_core::ErrorPolicy::Stop,
+            node: node.name().to_string(),
+            code: node.code_hash().to_hex(),
+            path: job.step_path(step.index)?,
+            cache: cache_url.clone(),
+            cached,
+            hash_outputs: cache.is_some(),
+            inputs: node.inputs().iter().map(|p| p.name.clone()).collect(),
+            outs: step.outs.to_vec(),
+        };
         let udf = NodeUdf {
             name: format!("node_{}_{}", node.name(), step.index),
+            wire,
             step: step.index,
             job: job.clone(),
             shared: shared.clone(),

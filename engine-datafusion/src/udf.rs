@@ -140,21 +140,37 @@ macro_rules! identified_by_name {
     };
 }
 
+/// Where a signature's input hash comes from: the next hash column of the
+/// UDF, or a fixed input's hash (`None`: a resource without a cache key,
+/// which leaves the node unsigned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SigArg {
+    Column,
+    Fixed(Option<Signature>),
+}
+
 /// `sig(node, item)` for a batch: one keyed hash over the inputs' hashes.
-/// Arguments: the hash column of every `Arg::Column`, in order.
+/// Arguments: the hash column of every `SigArg::Column`, in order.
 #[derive(Debug)]
 pub(crate) struct SigUdf {
     pub name: String,
+    /// The node it signs, by name and code hash (what a plan that leaves
+    /// the process carries).
+    pub node: String,
+    pub code: Signature,
     pub key: NodeKey,
-    pub args: Vec<Arg>,
+    pub args: Vec<SigArg>,
     pub signature: DfSignature,
 }
 
 impl SigUdf {
-    pub fn new(name: String, key: NodeKey, args: Vec<Arg>) -> Self {
+    /// The signature UDF `name` of node `node` over `args`.
+    pub fn new(name: String, node: &hypernodes_core::Node, args: Vec<SigArg>) -> Self {
         SigUdf {
             name,
-            key,
+            node: node.name().to_string(),
+            code: node.code_hash(),
+            key: NodeKey::new(&node.code_hash(), args.len(), &node.salt()),
             args,
             signature: DfSignature::variadic_any(Volatility::Immutable),
         }
@@ -199,7 +215,7 @@ impl ScalarUDFImpl for SigUdf {
         let n = args.number_rows;
         let columns = ColumnarValue::values_to_arrays(&args.args)?;
         let hashes = columns.iter().map(fsb).collect::<DfResult<Vec<_>>>()?;
-        if let ([Arg::Column { .. }], [column]) = (self.args.as_slice(), hashes.as_slice())
+        if let ([SigArg::Column], [column]) = (self.args.as_slice(), hashes.as_slice())
             && let Some(signed) = self.key.sign_column(column)
         {
             // One input column (the common case): hashed where it lies.
@@ -209,7 +225,7 @@ impl ScalarUDFImpl for SigUdf {
             let mut columns = hashes.iter();
             for arg in &self.args {
                 let h = match arg {
-                    Arg::Column { .. } => {
+                    SigArg::Column => {
                         let Some(c) = columns.next().filter(|c| !c.is_null(row)) else {
                             return false;
                         };
@@ -218,7 +234,7 @@ impl ScalarUDFImpl for SigUdf {
                             Err(_) => return false,
                         }
                     }
-                    Arg::Fixed { hash, .. } => match hash {
+                    SigArg::Fixed(hash) => match hash {
                         Some(h) => *h,
                         None => return false,
                     },
@@ -238,6 +254,10 @@ impl ScalarUDFImpl for SigUdf {
 /// struct of each needed output's value and value hash.
 pub(crate) struct NodeUdf {
     pub name: String,
+    /// What a plan that leaves the process carries of this step (see
+    /// `codec`): the node by name and code hash, its pipeline path, the
+    /// map's size, policy and cache location, and the argument layout.
+    pub wire: crate::codec::StepWire,
     pub step: usize,
     pub job: Arc<MapJob>,
     pub shared: Arc<Shared>,

@@ -177,4 +177,11 @@ pub trait Cache: Send + Sync {
     fn version_parts(&self, _node: &str, _code: &Signature) -> Option<Vec<(String, String)>> {
         None
     }
+
+    /// Where another process opens this same store ([`CacheLocation`]),
+    /// if it can: plans that leave the process carry it instead of the
+    /// store. `None` (the default): a store only this process can reach.
+    fn location(&self) -> Option<CacheLocation> {
+        None
+    }
 }

@@ -12,7 +12,8 @@
 //! rows: sign, look up, call the misses, hash, store), `nested` (pipeline
 //! nodes and `map_over`), `run` (a single run), `job` (a map: items,
 //! chunks, the result), `flush` (writing results while a map runs), `spi`
-//! (what columnar engines call), `runtime` (the async runtime and its
+//! (what columnar engines call), `remote` (a step of a plan built in
+//! another process, run by a job around one node), `runtime` (the async runtime and its
 //! limits), and the strategies `seq` and `parallel`.
 
 mod flush;
@@ -21,6 +22,7 @@ mod job;
 pub(crate) mod kernel;
 mod nested;
 mod parallel;
+mod remote;
 mod run;
 pub(crate) mod runtime;
 mod scope;
@@ -31,6 +33,7 @@ pub(crate) use flush::*;
 pub(crate) use job::*;
 pub use job::{Chunk, ItemOutput, MapJob};
 pub use parallel::ParallelEngine;
+pub use remote::StepLayout;
 pub use run::RunJob;
 pub use scope::Exec;
 pub(crate) use scope::*;

@@ -281,6 +281,13 @@ impl MapJob {
         log.report(exec, &node.name, &exec.item_path(item), sig, hit);
     }
 
+    /// The pipeline path of step `step` (the map's pipeline, then each
+    /// nested pipeline node it is inlined from): what its errors and events
+    /// name.
+    pub fn step_path(&self, step: usize) -> Result<Vec<String>, Error> {
+        self.step_at(step).map(|(exec, _, _)| exec.path.clone())
+    }
+
     /// Reports that step `step`'s result for item `item` came from the cache
     /// (the `on_node_cached` event).
     pub fn report_cached(&self, step: usize, item: usize) {

@@ -55,7 +55,9 @@ pub enum RegistryError {
 /// ```
 #[derive(Clone, Default)]
 pub struct NodeRegistry {
-    nodes: HashMap<String, Node>,
+    /// Per name, every registered version (a `map_over` function node and
+    /// the function inside it share a name).
+    nodes: HashMap<String, Vec<Node>>,
     resources: HashMap<String, crate::value::Resource>,
 }
 
@@ -65,21 +67,25 @@ impl NodeRegistry {
         Self::default()
     }
 
-    /// Registers `node` under its name (a later node of the same name
-    /// replaces it).
+    /// Registers `node` under its name and code hash (registering the same
+    /// version again changes nothing).
     pub fn with_node(mut self, node: Node) -> Self {
-        self.nodes.insert(node.name.clone(), node);
+        let versions = self.nodes.entry(node.name.clone()).or_default();
+        if !versions.iter().any(|n| n.code_hash == node.code_hash) {
+            versions.push(node);
+        }
         self
     }
 
-    /// Registers every function node of `pipeline`, nested pipelines'
-    /// included (at any depth).
+    /// Registers every node of `pipeline`: its function nodes, its pipeline
+    /// nodes (a plan may run a `map_over` node as one step), and the nodes
+    /// of nested pipelines at any depth.
     pub fn with_pipeline(mut self, pipeline: &Pipeline) -> Self {
         for node in pipeline.nodes() {
-            match node.pipeline() {
-                Some(inner) => self = self.with_pipeline(inner),
-                None => self = self.with_node(node.clone()),
+            if let Some(inner) = node.pipeline() {
+                self = self.with_pipeline(inner);
             }
+            self = self.with_node(node.clone());
         }
         self
     }
@@ -87,21 +93,22 @@ impl NodeRegistry {
     /// The node named `name`, if its code hash is `code_hash`: a typed
     /// error names the node and both hashes otherwise.
     pub fn resolve(&self, name: &str, code_hash: &Signature) -> Result<&Node, RegistryError> {
-        let node = self
+        let versions = self
             .nodes
             .get(name)
+            .filter(|v| !v.is_empty())
             .ok_or_else(|| RegistryError::UnknownNode {
                 node: name.to_string(),
                 wanted: *code_hash,
             })?;
-        if node.code_hash != *code_hash {
-            return Err(RegistryError::CodeMismatch {
+        versions
+            .iter()
+            .find(|n| n.code_hash == *code_hash)
+            .ok_or_else(|| RegistryError::CodeMismatch {
                 node: name.to_string(),
                 wanted: *code_hash,
-                linked: node.code_hash,
-            });
-        }
-        Ok(node)
+                linked: versions[0].code_hash,
+            })
     }
 
     /// Registers a resource (a model, a client) under the input name nodes
@@ -129,6 +136,7 @@ impl NodeRegistry {
         let mut out: Vec<(String, Signature)> = self
             .nodes
             .values()
+            .flatten()
             .map(|n| (n.name.clone(), n.code_hash))
             .collect();
         out.sort();

@@ -354,6 +354,10 @@ impl DiskCache {
 }
 
 impl Cache for DiskCache {
+    fn location(&self) -> Option<super::CacheLocation> {
+        Some(DiskCache::location(self))
+    }
+
     fn versions(&self, node: &str) -> Vec<Signature> {
         let mut dirs: Vec<(Option<SystemTime>, PathBuf)> =
             sorted_dirs(&self.root.join(safe_name(node)))

@@ -1,0 +1,462 @@
+//! Plans that leave the process: the node and signature UDFs of a lowered
+//! map as bytes (a DataFusion physical plan through `datafusion-proto`), and
+//! back in another process that knows only its [`NodeRegistry`] and the
+//! cache's location.
+//!
+//! A UDF travels as data alone: the node's name and code hash, its pipeline
+//! path, the map's size and error policy, the argument layout with fixed
+//! inputs as Arrow IPC (resources by the input name a registry factory
+//! provides them under), and the cache as a [`CacheLocation`] URL. Decoding
+//! resolves the node in the registry — a node that is missing, or linked in
+//! another version of its code, fails the decoding with
+//! [`Error::Registry`], before any row runs — opens the cache at its
+//! location (once per location), and builds, per step, a map job around
+//! that node alone ([`MapJob::for_node`]): the node is called, retried,
+//! cached and its errors named exactly as in the process that built the
+//! plan.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{ArrayRef, RecordBatch};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{ScalarUDF, Volatility};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use hypernodes_core::cache::{Cache, CacheLocation};
+use hypernodes_core::node::NodeRegistry;
+use hypernodes_core::signature::Signature;
+use hypernodes_core::value::Value;
+use hypernodes_core::{Error, ErrorPolicy, MapJob};
+use serde::{Deserialize, Serialize};
+
+use crate::udf::{Arg, NodeUdf, Shared, SigArg, SigUdf, node_fields};
+
+/// What a node step carries out of the process besides its arguments.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StepWire {
+    /// The map the step belongs to (its steps share one failure state).
+    pub map: u64,
+    /// Items in the map.
+    pub len: usize,
+    /// Whether the map stops at its first failure.
+    pub stop: bool,
+    /// The node, by name and code hash (hex).
+    pub node: String,
+    pub code: String,
+    /// The pipeline path its errors name.
+    pub path: Vec<String>,
+    /// The map's cache location (nested maps the step runs use it too).
+    pub cache: Option<String>,
+    /// Whether the step's own results are cached.
+    pub cached: bool,
+    /// Whether output hashes are computed (the map has a cache).
+    pub hash_outputs: bool,
+    /// The node's input names (resources are provided under them).
+    pub inputs: Vec<String>,
+    /// Per output port, the slot the plan reads it from (`None`: unused).
+    pub outs: Vec<Option<usize>>,
+}
+
+/// A node argument on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+enum ArgWire {
+    /// The next value column of the UDF.
+    Column,
+    /// A fixed input: its value as a one-row Arrow IPC stream (`None`: a
+    /// resource, provided by the registry), and its hash (hex).
+    Fixed {
+        ipc: Option<Vec<u8>>,
+        hash: Option<String>,
+    },
+}
+
+/// A UDF of ours on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+enum UdfWire {
+    Signature {
+        node: String,
+        code: String,
+        /// `None`: a hash column; `Some(hash)`: a fixed input's hash.
+        args: Vec<Option<Option<String>>>,
+    },
+    Node {
+        step: StepWire,
+        args: Vec<ArgWire>,
+    },
+}
+
+/// A new identifier for a lowered map (unique across processes in
+/// practice: process, time and a counter).
+pub(crate) fn new_map_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let seed = format!(
+        "{}/{nanos}/{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let sig = Signature::of_bytes("hypernodes/map-id/v1", seed.as_bytes());
+    u64::from_le_bytes(sig.0[..8].try_into().unwrap_or([0; 8]))
+}
+
+/// What running decoded plans left behind (see [`NodeCodec::close`]).
+#[derive(Debug, Default)]
+pub struct DecodedOutcome {
+    /// Every failed item, by map item index, with its error (naming node,
+    /// pipeline path and item as the building process would).
+    pub failures: Vec<(usize, Error)>,
+    /// Cache failures the steps went on without.
+    pub cache_errors: Vec<Error>,
+}
+
+/// Encodes the UDFs of lowered maps, and decodes them with the nodes of a
+/// [`NodeRegistry`] (a `datafusion-proto` [`PhysicalExtensionCodec`]).
+/// One codec decodes the plans of one run: it keeps the jobs and the
+/// caches it opened until [`NodeCodec::close`].
+pub struct NodeCodec {
+    registry: NodeRegistry,
+    state: Mutex<Decoded>,
+}
+
+/// What a codec opened while decoding.
+#[derive(Default)]
+struct Decoded {
+    caches: HashMap<String, Arc<dyn Cache>>,
+    maps: HashMap<u64, Arc<Shared>>,
+    jobs: Vec<Arc<MapJob>>,
+}
+
+impl std::fmt::Debug for NodeCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCodec")
+            .field("nodes", &self.registry.versions().len())
+            .finish()
+    }
+}
+
+/// Our error inside a DataFusion one.
+fn ours(e: Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// A codec error that is not about a node (bytes that are not ours).
+fn malformed(what: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Plan(format!("hypernodes plan codec: {what}"))
+}
+
+fn hex_sig(hex: &str) -> DfResult<Signature> {
+    Signature::from_hex(hex).ok_or_else(|| malformed(format!("`{hex}` is not a code hash")))
+}
+
+/// A one-row array as an Arrow IPC stream.
+fn to_ipc(array: ArrayRef) -> DfResult<Vec<u8>> {
+    let batch = RecordBatch::try_from_iter([("v", array)])?;
+    let mut bytes = Vec::new();
+    {
+        let mut writer =
+            datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &batch.schema())?;
+        writer.write(&batch)?;
+        writer.finish()?;
+    }
+    Ok(bytes)
+}
+
+/// The array of a one-column Arrow IPC stream.
+fn from_ipc(bytes: &[u8]) -> DfResult<ArrayRef> {
+    let mut reader =
+        datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+    let batch = reader
+        .next()
+        .ok_or_else(|| malformed("a fixed input without a value"))??;
+    Ok(batch.column(0).clone())
+}
+
+impl NodeCodec {
+    /// A codec resolving nodes (and resources) in `registry`.
+    pub fn new(registry: NodeRegistry) -> Self {
+        NodeCodec {
+            registry,
+            state: Mutex::new(Decoded::default()),
+        }
+    }
+
+    /// Decodes a plan encoded by [`DataFusionEngine::encode_map`] for
+    /// execution in `ctx`. A node missing from the registry, or linked in
+    /// another version, is an [`Error::Registry`] naming it (and both code
+    /// hashes).
+    ///
+    /// [`DataFusionEngine::encode_map`]: crate::DataFusionEngine::encode_map
+    pub fn decode_plan(
+        &self,
+        bytes: &[u8],
+        ctx: &SessionContext,
+    ) -> Result<Arc<dyn ExecutionPlan>, Error> {
+        datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(
+            bytes,
+            &ctx.task_ctx(),
+            self,
+        )
+        .map_err(crate::df_error)
+    }
+
+    /// Ends the runs of the decoded plans: waits for their cache writes,
+    /// writes what their caches buffered, and returns their failed items
+    /// and cache failures. The codec can decode again afterwards.
+    pub fn close(&self) -> Result<DecodedOutcome, Error> {
+        let decoded = std::mem::take(&mut *self.state.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut outcome = DecodedOutcome::default();
+        for job in &decoded.jobs {
+            outcome.cache_errors.extend(job.close()?);
+        }
+        for shared in decoded.maps.values() {
+            let failures =
+                std::mem::take(&mut *shared.failures.lock().unwrap_or_else(|e| e.into_inner()));
+            outcome.failures.extend(failures);
+        }
+        outcome.failures.sort_by_key(|(i, _)| *i);
+        Ok(outcome)
+    }
+
+    /// The cache at `url`, opened once per codec.
+    fn cache(&self, url: &str) -> Result<Arc<dyn Cache>, Error> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cache) = state.caches.get(url) {
+            return Ok(cache.clone());
+        }
+        let cache = CacheLocation::parse(url)
+            .map_err(|source| Error::Cache { node: None, source })?
+            .open();
+        state.caches.insert(url.to_string(), cache.clone());
+        Ok(cache)
+    }
+
+    /// Rebuilds a node step's UDF in this process.
+    fn decode_node(&self, name: &str, step: StepWire, args: Vec<ArgWire>) -> DfResult<NodeUdf> {
+        let node = self
+            .registry
+            .resolve(&step.node, &hex_sig(&step.code)?)
+            .map_err(|e| ours(e.into()))?
+            .clone();
+        if args.len() != node.inputs().len() || step.outs.len() != node.outputs().len() {
+            return Err(malformed(format!(
+                "step `{name}` has {} arguments and {} outputs; node `{}` has {} and {}",
+                args.len(),
+                step.outs.len(),
+                step.node,
+                node.inputs().len(),
+                node.outputs().len()
+            )));
+        }
+        let cache = match &step.cache {
+            Some(url) => Some(self.cache(url).map_err(ours)?),
+            None => None,
+        };
+        let policy = if step.stop {
+            ErrorPolicy::Stop
+        } else {
+            ErrorPolicy::Continue
+        };
+        let job = MapJob::for_node(&node, step.path.clone(), cache.clone(), step.len, policy)
+            .map_err(ours)?;
+        let layout = job.step_layout(0).map_err(ours)?;
+        let mut decoded = Vec::with_capacity(args.len());
+        for (k, arg) in args.into_iter().enumerate() {
+            let port = &node.inputs()[k];
+            let slot = layout.args[k];
+            decoded.push(match arg {
+                ArgWire::Column => Arg::Column { slot, ty: port.ty },
+                ArgWire::Fixed { ipc, hash } => {
+                    let hash = hash.as_deref().map(hex_sig).transpose()?;
+                    let value = match ipc {
+                        Some(bytes) => {
+                            let array = from_ipc(&bytes)?;
+                            port.ty
+                                .from_array(array.as_ref())
+                                .map_err(|source| {
+                                    ours(Error::Arrow {
+                                        column: port.name.clone(),
+                                        source,
+                                    })
+                                })?
+                                .into_iter()
+                                .next()
+                                .ok_or_else(|| malformed("an empty fixed input"))?
+                        }
+                        None => {
+                            let input = &step.inputs[k];
+                            let resource = self.registry.resource(input).ok_or_else(|| {
+                                ours(Error::Engine {
+                                    message: format!(
+                                        "node `{}` takes resource `{input}`, which this process's registry does not provide (register it with NodeRegistry::with_resource)",
+                                        step.node
+                                    ),
+                                })
+                            })?;
+                            Value::new(resource.clone())
+                        }
+                    };
+                    Arg::Fixed {
+                        slot,
+                        ty: port.ty,
+                        value,
+                        hash,
+                    }
+                }
+            });
+        }
+        let outs: Vec<_> = step
+            .outs
+            .iter()
+            .zip(node.outputs())
+            .map(|(slot, p)| (*slot, p.ty))
+            .collect();
+        let fields = node_fields(&outs).map_err(|ty| {
+            malformed(format!("node `{}`: type {ty} has no Arrow form", step.node))
+        })?;
+        let args_arrow = decoded.iter().all(|a| match a {
+            Arg::Column { .. } => true,
+            Arg::Fixed { ty, .. } => ty.is_arrow(),
+        });
+        let shared = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.jobs.push(job.clone());
+            state
+                .maps
+                .entry(step.map)
+                .or_insert_with(|| Arc::new(Shared::new(step.len, false, step.stop, 0)))
+                .clone()
+        };
+        Ok(NodeUdf {
+            name: name.to_string(),
+            step: 0,
+            job,
+            shared,
+            cache: cache.filter(|_| step.cached).map(|c| (c, node.cache_key())),
+            hash_outputs: step.hash_outputs,
+            first: false,
+            last: false,
+            slot_count: layout.slot_count,
+            args: decoded,
+            outs,
+            fields,
+            signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
+            batch: node.batch().cloned().filter(|_| args_arrow),
+            rows: node.rows().cloned(),
+            retries: node.retries(),
+            opens: Vec::new(),
+            closes: Vec::new(),
+            piece_rows: std::sync::atomic::AtomicUsize::new(crate::udf::FIRST_PIECE_ROWS),
+            wire: step,
+        })
+    }
+}
+
+impl PhysicalExtensionCodec for NodeCodec {
+    fn try_decode(
+        &self,
+        _buf: &[u8],
+        _inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Err(malformed("lowered maps have no plan nodes of their own"))
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        _buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> DfResult<()> {
+        Err(malformed(format!(
+            "cannot encode plan node `{}`",
+            node.name()
+        )))
+    }
+
+    fn try_encode_udf(&self, udf: &ScalarUDF, buf: &mut Vec<u8>) -> DfResult<()> {
+        let inner = udf.inner();
+        let wire = if let Some(sig) = inner.downcast_ref::<SigUdf>() {
+            UdfWire::Signature {
+                node: sig.node.clone(),
+                code: sig.code.to_hex(),
+                args: sig
+                    .args
+                    .iter()
+                    .map(|a| match a {
+                        SigArg::Column => None,
+                        SigArg::Fixed(hash) => Some(hash.map(|h| h.to_hex())),
+                    })
+                    .collect(),
+            }
+        } else if let Some(node) = inner.downcast_ref::<NodeUdf>() {
+            if node.wire.hash_outputs && node.wire.cache.is_none() {
+                return Err(malformed(format!(
+                    "the map of node `{}` has a cache without a location another process can open (use a DiskCache)",
+                    node.wire.node
+                )));
+            }
+            let mut args = Vec::with_capacity(node.args.len());
+            for arg in &node.args {
+                args.push(match arg {
+                    Arg::Column { .. } => ArgWire::Column,
+                    Arg::Fixed {
+                        ty, value, hash, ..
+                    } => ArgWire::Fixed {
+                        ipc: if ty.is_arrow() {
+                            let array = ty.to_array(&[value]).map_err(|source| {
+                                ours(Error::Arrow {
+                                    column: node.wire.node.clone(),
+                                    source,
+                                })
+                            })?;
+                            Some(to_ipc(array)?)
+                        } else {
+                            None
+                        },
+                        hash: hash.map(|h| h.to_hex()),
+                    },
+                });
+            }
+            UdfWire::Node {
+                step: node.wire.clone(),
+                args,
+            }
+        } else {
+            // Not ours (a built-in): found by name where it is decoded.
+            return Ok(());
+        };
+        serde_json::to_writer(buf, &wire).map_err(malformed)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<ScalarUDF>> {
+        let wire: UdfWire = serde_json::from_slice(buf).map_err(malformed)?;
+        let udf = match wire {
+            UdfWire::Signature { node, code, args } => {
+                let linked = self
+                    .registry
+                    .resolve(&node, &hex_sig(&code)?)
+                    .map_err(|e| ours(e.into()))?;
+                let args = args
+                    .into_iter()
+                    .map(|a| match a {
+                        None => Ok(SigArg::Column),
+                        Some(hash) => Ok(SigArg::Fixed(hash.as_deref().map(hex_sig).transpose()?)),
+                    })
+                    .collect::<DfResult<Vec<_>>>()?;
+                ScalarUDF::new_from_impl(SigUdf::new(name.to_string(), linked, args))
+            }
+            UdfWire::Node { step, args } => {
+                ScalarUDF::new_from_impl(self.decode_node(name, step, args)?)
+            }
+        };
+        Ok(Arc::new(udf))
+    }
+}

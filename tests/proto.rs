@@ -1,0 +1,271 @@
+//! A lowered `map` plan travels: encoded to bytes in one place, decoded in
+//! a fresh DataFusion session that knows only a node registry (the cache's
+//! location comes with the plan), and run there with the same results,
+//! cache entries and execution counts as `DataFusionEngine` in process —
+//! cold and warm, through a nested `map_over` pipeline and a node with two
+//! outputs. A plan whose node the registry lacks, or links in another
+//! version, is refused while decoding, before any row runs.
+#![cfg(feature = "datafusion")]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hypernodes::engines::datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt64Array};
+use hypernodes::engines::datafusion::arrow::compute::{sort_to_indices, take};
+use hypernodes::engines::datafusion::prelude::SessionContext;
+use hypernodes::engines::{DataFusionEngine, NodeCodec};
+use hypernodes::node::{NodeRegistry, RegistryError};
+use hypernodes::{DiskCache, Error, Inputs, MapOptions, Pipeline, node};
+
+static SPLITS: AtomicUsize = AtomicUsize::new(0);
+static TAGS: AtomicUsize = AtomicUsize::new(0);
+static LABELS: AtomicUsize = AtomicUsize::new(0);
+
+/// Two outputs.
+#[node(output = ("quotient", "remainder"))]
+fn split(x: i64, by: i64) -> (i64, i64) {
+    SPLITS.fetch_add(1, Ordering::SeqCst);
+    (x / by, x % by)
+}
+
+#[node(output = "suffix")]
+fn tag(quotient: i64, remainder: i64, sep: &str) -> String {
+    TAGS.fetch_add(1, Ordering::SeqCst);
+    format!("{sep}q{quotient}r{remainder}")
+}
+
+/// Inside the nested pipeline, once per word; fails on `bad`.
+#[node(output = "label")]
+fn label(word: &str, suffix: &str) -> Result<String, String> {
+    LABELS.fetch_add(1, Ordering::SeqCst);
+    if word == "bad" {
+        return Err(format!("cannot label `{word}`"));
+    }
+    Ok(format!("{word}{suffix}"))
+}
+
+fn pipeline(dir: &Path) -> Pipeline {
+    let per_word = Pipeline::new([label::node()])
+        .unwrap()
+        .with_name("per_word")
+        .as_node()
+        .input_mapping([("words", "word")])
+        .output_mapping([("label", "labels")])
+        .map_over(["words"]);
+    Pipeline::new([split::node(), tag::node(), per_word])
+        .unwrap()
+        .with_name("docs")
+        .with_cache(DiskCache::new(dir))
+}
+
+const ITEMS: i64 = 300;
+
+fn inputs() -> Inputs {
+    let xs: Vec<i64> = (0..ITEMS).collect();
+    let mut words: Vec<Vec<String>> = (0..ITEMS)
+        .map(|i| (0..i % 5).map(|w| format!("w{i}-{w}")).collect())
+        .collect();
+    // Item 13's second word fails.
+    words[13][1] = "bad".to_string();
+    Inputs::new()
+        .with("x", xs)
+        .with("words", words)
+        .with("by", 7i64)
+        .with("sep", "-")
+}
+
+fn options() -> MapOptions {
+    MapOptions::over(["x", "words"]).continue_on_error()
+}
+
+fn engine() -> DataFusionEngine {
+    DataFusionEngine::new()
+        .with_target_partitions(2)
+        .with_batch_size(64)
+}
+
+/// How many times each node ran during `f`: split, tag, label.
+fn counting<T>(f: impl FnOnce() -> T) -> (T, [usize; 3]) {
+    let before = [&SPLITS, &TAGS, &LABELS].map(|c| c.load(Ordering::SeqCst));
+    let out = f();
+    let after = [&SPLITS, &TAGS, &LABELS].map(|c| c.load(Ordering::SeqCst));
+    (out, [0, 1, 2].map(|i| after[i] - before[i]))
+}
+
+/// Decodes `bytes` in a new session with `registry` and runs the plan:
+/// its output columns (without `__item`) in item order, and each failed
+/// item with its error's message.
+fn run_decoded(bytes: &[u8], registry: NodeRegistry) -> (Vec<ArrayRef>, Vec<(usize, String)>) {
+    let codec = NodeCodec::new(registry);
+    let ctx = SessionContext::new();
+    let plan = codec.decode_plan(bytes, &ctx).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let batches = runtime
+        .block_on(hypernodes::engines::datafusion::physical_plan::collect(
+            plan,
+            ctx.task_ctx(),
+        ))
+        .unwrap();
+    let outcome = codec.close().unwrap();
+    assert!(
+        outcome.cache_errors.is_empty(),
+        "{:?}",
+        outcome.cache_errors
+    );
+    let failures = outcome
+        .failures
+        .iter()
+        .map(|(i, e)| (*i, e.to_string()))
+        .collect();
+    let schema = batches[0].schema();
+    let all =
+        hypernodes::engines::datafusion::arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let items = all
+        .column(0)
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .expect("the item column")
+        .clone();
+    assert_eq!(items.len(), ITEMS as usize);
+    let order = sort_to_indices(&items, None, None).unwrap();
+    let columns = all.columns()[1..]
+        .iter()
+        .map(|c| take(c.as_ref(), &order, None).unwrap())
+        .collect();
+    (columns, failures)
+}
+
+/// Rows per node in the cache at `dir`, sorted.
+fn cache_rows(dir: &Path) -> Vec<(String, usize)> {
+    let mut rows: Vec<(String, usize)> = DiskCache::new(dir)
+        .stats()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.node, s.rows))
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn columns(batch: &RecordBatch) -> Vec<ArrayRef> {
+    batch.columns().to_vec()
+}
+
+#[test]
+fn a_plan_decoded_elsewhere_gives_the_same_results_cache_and_counts() {
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+
+    // In process, cold.
+    let (expected, counts_here) = counting(|| {
+        pipeline(here.path())
+            .with_engine(engine())
+            .map(inputs(), options())
+            .unwrap()
+    });
+    let total_words: usize = (0..ITEMS).map(|i| (i % 5) as usize).sum();
+    assert_eq!(counts_here, [ITEMS as usize, ITEMS as usize, total_words]);
+    let expected_failures: Vec<(usize, String)> = expected
+        .failures()
+        .iter()
+        .map(|f| (f.index, f.error.to_string()))
+        .collect();
+    assert_eq!(
+        expected_failures,
+        [(
+            13,
+            "node `label` failed in pipeline `docs/per_word` on item 13/1: cannot label `bad`"
+                .to_string()
+        )]
+    );
+    let expected = columns(&expected.to_record_batch().unwrap());
+
+    // Encoded (nothing runs), then decoded with only the registry: cold.
+    let p = pipeline(there.path());
+    let (bytes, none) = counting(|| engine().encode_map(&p, inputs(), options()).unwrap());
+    assert_eq!(none, [0, 0, 0], "encoding runs nothing");
+    let registry = || NodeRegistry::new().with_pipeline(&p);
+    let ((cold, failures), counts_there) = counting(|| run_decoded(&bytes, registry()));
+    assert_eq!(counts_there, counts_here);
+    assert_eq!(cold, expected);
+    assert_eq!(failures, expected_failures);
+    assert_eq!(cache_rows(there.path()), cache_rows(here.path()));
+
+    // Warm: the same bytes again compute only the failed word (failures
+    // are not cached) and give the same results.
+    let ((warm, failures), counts) = counting(|| run_decoded(&bytes, registry()));
+    assert_eq!(counts, [0, 0, 1]);
+    assert_eq!(warm, expected);
+    assert_eq!(failures, expected_failures);
+
+    // What the decoded plan stored, the in-process engines find.
+    let (_, counts) = counting(|| {
+        pipeline(there.path())
+            .with_engine(hypernodes::SeqEngine)
+            .map(inputs(), options())
+            .unwrap()
+    });
+    assert_eq!(counts, [0, 0, 1]);
+}
+
+#[node(output = "y")]
+fn double(x: i64) -> i64 {
+    x * 2
+}
+
+#[node(output = "y")]
+fn triple(x: i64) -> i64 {
+    x * 3
+}
+
+#[test]
+fn a_plan_naming_an_unknown_or_different_node_is_refused_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new([double::node()])
+        .unwrap()
+        .with_cache(DiskCache::new(dir.path()));
+    let bytes = engine()
+        .encode_map(&p, Inputs::new().with("x", vec![1i64, 2, 3]), ["x"])
+        .unwrap();
+    let ctx = SessionContext::new();
+
+    // Not linked at all.
+    let err = NodeCodec::new(NodeRegistry::new())
+        .decode_plan(&bytes, &ctx)
+        .unwrap_err();
+    let wanted = double::node().code_hash();
+    match &err {
+        Error::Registry(RegistryError::UnknownNode { node, wanted: w }) => {
+            assert_eq!(node, "double");
+            assert_eq!(*w, wanted);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("`double`"), "{err}");
+
+    // Linked in another version of its code.
+    let other = triple::node().with_name("double");
+    let err = NodeCodec::new(NodeRegistry::new().with_node(other.clone()))
+        .decode_plan(&bytes, &ctx)
+        .unwrap_err();
+    match &err {
+        Error::Registry(RegistryError::CodeMismatch {
+            node,
+            wanted: w,
+            linked,
+        }) => {
+            assert_eq!(node, "double");
+            assert_eq!(*w, wanted);
+            assert_eq!(*linked, other.code_hash());
+            assert_ne!(*linked, wanted);
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains(&wanted.to_hex()) && text.contains(&other.code_hash().to_hex()),
+        "{text}"
+    );
+    // Nothing ran, nothing was stored.
+    assert!(cache_rows(dir.path()).is_empty());
+}
