@@ -8,6 +8,7 @@
 #![cfg(feature = "datafusion")]
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hypernodes::engines::datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt64Array};
@@ -96,6 +97,15 @@ fn counting<T>(f: impl FnOnce() -> T) -> (T, [usize; 3]) {
 /// its output columns (without `__item`) in item order, and each failed
 /// item with its error's message.
 fn run_decoded(bytes: &[u8], registry: NodeRegistry) -> (Vec<ArrayRef>, Vec<(usize, String)>) {
+    run_decoded_with(bytes, registry, ITEMS as usize)
+}
+
+/// [`run_decoded`] for a map of `items` items.
+fn run_decoded_with(
+    bytes: &[u8],
+    registry: NodeRegistry,
+    expected_items: usize,
+) -> (Vec<ArrayRef>, Vec<(usize, String)>) {
     let codec = NodeCodec::new(registry);
     let ctx = SessionContext::new();
     let plan = codec.decode_plan(bytes, &ctx).unwrap();
@@ -126,7 +136,7 @@ fn run_decoded(bytes: &[u8], registry: NodeRegistry) -> (Vec<ArrayRef>, Vec<(usi
         .downcast_ref::<UInt64Array>()
         .expect("the item column")
         .clone();
-    assert_eq!(items.len(), ITEMS as usize);
+    assert_eq!(items.len(), expected_items);
     let order = sort_to_indices(&items, None, None).unwrap();
     let columns = all.columns()[1..]
         .iter()
@@ -268,4 +278,102 @@ fn a_plan_naming_an_unknown_or_different_node_is_refused_before_running() {
     );
     // Nothing ran, nothing was stored.
     assert!(cache_rows(dir.path()).is_empty());
+}
+
+/// A model: no Arrow form, made by a factory.
+struct Model {
+    scale: i64,
+}
+
+#[node(output = "scored")]
+fn score(x: i64, model: &Model) -> i64 {
+    x * model.scale
+}
+
+/// A resource the registry makes on first use, counting how many times.
+fn counted_model(made: &Arc<AtomicUsize>) -> hypernodes::Resource {
+    let made = made.clone();
+    hypernodes::Resource::lazy("model-v1", move || {
+        made.fetch_add(1, Ordering::SeqCst);
+        Ok(Model { scale: 3 })
+    })
+}
+
+#[test]
+fn resources_come_from_the_registry_made_once_and_only_when_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new([score::node()])
+        .unwrap()
+        .with_cache(DiskCache::new(dir.path()));
+    let here = Arc::new(AtomicUsize::new(0));
+    let xs: Vec<i64> = (0..1000).collect();
+    let bytes = engine()
+        .encode_map(
+            &p,
+            Inputs::new()
+                .with("x", xs.clone())
+                .with("model", counted_model(&here)),
+            ["x"],
+        )
+        .unwrap();
+    assert_eq!(here.load(Ordering::SeqCst), 0, "encoding makes nothing");
+
+    // Another process: its registry provides the model, made once however
+    // many partitions and batches (1000 rows in batches of 64 on 2).
+    let there = Arc::new(AtomicUsize::new(0));
+    let registry = NodeRegistry::new()
+        .with_pipeline(&p)
+        .with_resource("model", counted_model(&there));
+    let (columns, failures) = run_decoded_with(&bytes, registry.clone(), 1000);
+    assert!(failures.is_empty(), "{failures:?}");
+    let scored = columns[0]
+        .as_any()
+        .downcast_ref::<hypernodes::engines::datafusion::arrow::array::Int64Array>()
+        .unwrap();
+    assert_eq!(
+        scored.values().to_vec(),
+        xs.iter().map(|x| x * 3).collect::<Vec<_>>()
+    );
+    assert_eq!(there.load(Ordering::SeqCst), 1);
+
+    // A third process, everything cached: the model is never made.
+    let third = Arc::new(AtomicUsize::new(0));
+    let registry = NodeRegistry::new()
+        .with_pipeline(&p)
+        .with_resource("model", counted_model(&third));
+    run_decoded_with(&bytes, registry, 1000);
+    assert_eq!(third.load(Ordering::SeqCst), 0);
+
+    // A registry without the resource: the decoding names node and input.
+    let err = NodeCodec::new(NodeRegistry::new().with_pipeline(&p))
+        .decode_plan(&bytes, &SessionContext::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`score`") && err.contains("`model`"), "{err}");
+}
+
+#[test]
+fn a_datafusion_failure_keeps_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new([double::node()])
+        .unwrap()
+        .with_cache(DiskCache::new(dir.path()));
+    let mut bytes = engine()
+        .encode_map(&p, Inputs::new().with("x", vec![1i64, 2, 3]), ["x"])
+        .unwrap();
+    bytes.truncate(bytes.len() / 2);
+    let err = NodeCodec::new(NodeRegistry::new().with_pipeline(&p))
+        .decode_plan(&bytes, &SessionContext::new())
+        .unwrap_err();
+    assert!(matches!(err, Error::External { .. }), "{err:?}");
+    // The chain of causes reaches DataFusion's own error.
+    let mut cause: &dyn std::error::Error = &err;
+    let mut found = false;
+    while let Some(next) = cause.source() {
+        found |= next
+            .downcast_ref::<hypernodes::engines::datafusion::error::DataFusionError>()
+            .is_some();
+        cause = next;
+    }
+    assert!(found, "{err:?}");
 }
