@@ -296,7 +296,7 @@ pub enum Error {
     /// run: not linked into it, or linked in another version of its code.
     /// Raised when the plan is decoded, before any row runs.
     #[error(transparent)]
-    Registry(#[from] crate::node::RegistryError),
+    Registry(#[from] RegistryError),
     /// A broken invariant of the library itself (a bug: please report it).
     #[error("internal error: {message}")]
     Internal {
@@ -367,3 +367,33 @@ impl Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a plan's step cannot be run by this process.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// No node of that name is linked into this process.
+    #[error(
+        "node `{node}` (code {}) is not in this process's node registry; link it and register it",
+        .wanted.to_hex()
+    )]
+    UnknownNode {
+        /// The node the plan names.
+        node: String,
+        /// The code hash the plan was built with.
+        wanted: crate::signature::Signature,
+    },
+    /// A node of that name is linked, in another version of its code.
+    #[error(
+        "node `{node}` has code {} in the plan but {} in this process: build both from the same code",
+        .wanted.to_hex(),
+        .linked.to_hex()
+    )]
+    CodeMismatch {
+        /// The node.
+        node: String,
+        /// The code hash the plan was built with.
+        wanted: crate::signature::Signature,
+        /// The code hash of the node linked here.
+        linked: crate::signature::Signature,
+    },
+}

@@ -80,21 +80,20 @@
 extern crate self as hypernodes_core;
 
 pub mod cache;
-pub mod callback;
-pub mod columnar;
 pub mod engine;
 pub mod error;
-
-mod flat;
 pub mod io;
+pub mod kernels;
 pub mod map;
 pub mod node;
 pub mod observe;
 pub mod pipeline;
-pub mod rows;
 pub mod signature;
-pub mod typed;
 pub mod value;
+
+pub use engine::columnar;
+pub use node::{rows, typed};
+pub use observe::callback;
 
 pub use cache::{
     Cache, CacheDecision, CacheError, CacheKey, CacheOutcome, CacheRows, DatasetStats, DiskCache,

@@ -20,6 +20,8 @@ use crate::value::ValueType;
 pub(crate) mod args;
 mod builder;
 mod registry;
+pub mod rows;
+pub mod typed;
 pub use args::{Args, Outs, Port};
 pub use builder::NodeBuilder;
 pub use registry::{NodeRegistry, RegistryError};
@@ -82,7 +84,7 @@ pub struct Node {
     exposed: Option<Vec<String>>,
     problems: Vec<String>,
     batch: Option<BatchFn>,
-    rows: Option<crate::rows::RowsFn>,
+    rows: Option<crate::node::rows::RowsFn>,
     /// Bounds on in-flight and per-second calls (async nodes), shared by clones.
     limits: Arc<crate::engine::runtime::AsyncLimits>,
 }
@@ -212,13 +214,13 @@ impl Node {
     /// Gives the node a typed row loop over Arrow columns (see
     /// [`crate::rows`]). `#[node]` generates one for every synchronous
     /// function; it must call the same function as the row function.
-    pub fn with_rows(mut self, f: crate::rows::RowsFn) -> Self {
+    pub fn with_rows(mut self, f: crate::node::rows::RowsFn) -> Self {
         self.rows = Some(f);
         self
     }
 
     /// The node's typed row loop, if it has one.
-    pub fn rows(&self) -> Option<&crate::rows::RowsFn> {
+    pub fn rows(&self) -> Option<&crate::node::rows::RowsFn> {
         self.rows.as_ref()
     }
 

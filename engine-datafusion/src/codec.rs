@@ -33,33 +33,7 @@ use hypernodes_core::value::Value;
 use hypernodes_core::{Error, ErrorPolicy, MapJob};
 use serde::{Deserialize, Serialize};
 
-use crate::udf::{Arg, NodeUdf, Shared, SigArg, SigUdf, node_fields};
-
-/// What a node step carries out of the process besides its arguments.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct StepWire {
-    /// The map the step belongs to (its steps share one failure state).
-    pub map: u64,
-    /// Items in the map.
-    pub len: usize,
-    /// Whether the map stops at its first failure.
-    pub stop: bool,
-    /// The node, by name and code hash (hex).
-    pub node: String,
-    pub code: String,
-    /// The pipeline path its errors name.
-    pub path: Vec<String>,
-    /// The map's cache location (nested maps the step runs use it too).
-    pub cache: Option<String>,
-    /// Whether the step's own results are cached.
-    pub cached: bool,
-    /// Whether output hashes are computed (the map has a cache).
-    pub hash_outputs: bool,
-    /// The node's input names (resources are provided under them).
-    pub inputs: Vec<String>,
-    /// Per output port, the slot the plan reads it from (`None`: unused).
-    pub outs: Vec<Option<usize>>,
-}
+use crate::udf::{Arg, NodeUdf, Shared, SigArg, SigUdf, StepWire, node_fields};
 
 /// A node argument on the wire.
 #[derive(Debug, Serialize, Deserialize)]

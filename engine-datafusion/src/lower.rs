@@ -25,8 +25,7 @@ use hypernodes_core::value::ValueType;
 use hypernodes_core::{Error, MapJob, MapMode};
 
 use crate::DataFusionEngine;
-use crate::codec::StepWire;
-use crate::udf::{Arg, NodeUdf, Shared, SigArg, SigUdf, node_fields};
+use crate::udf::{Arg, NodeUdf, Shared, SigArg, SigUdf, StepWire, node_fields};
 
 /// A lowered map, ready to execute.
 pub(crate) struct Lowered {

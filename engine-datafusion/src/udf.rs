@@ -19,6 +19,7 @@ use hypernodes_core::columnar::RowPicks;
 use hypernodes_core::signature::{NodeKey, Signature, hash_column};
 use hypernodes_core::value::{Value, ValueType};
 use hypernodes_core::{Error, MapJob, NodeError};
+use serde::{Deserialize, Serialize};
 
 /// What calling a node for one row gave: each output port's value (`None`
 /// for ports a nested pipeline did not compute), or the row's failure.
@@ -120,6 +121,32 @@ pub(crate) enum Arg {
         value: Value,
         hash: Option<Signature>,
     },
+}
+
+/// What a node step carries out of the process besides its arguments.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StepWire {
+    /// The map the step belongs to (its steps share one failure state).
+    pub map: u64,
+    /// Items in the map.
+    pub len: usize,
+    /// Whether the map stops at its first failure.
+    pub stop: bool,
+    /// The node, by name and code hash (hex).
+    pub node: String,
+    pub code: String,
+    /// The pipeline path its errors name.
+    pub path: Vec<String>,
+    /// The map's cache location (nested maps the step runs use it too).
+    pub cache: Option<String>,
+    /// Whether the step's own results are cached.
+    pub cached: bool,
+    /// Whether output hashes are computed (the map has a cache).
+    pub hash_outputs: bool,
+    /// The node's input names (resources are provided under them).
+    pub inputs: Vec<String>,
+    /// Per output port, the slot the plan reads it from (`None`: unused).
+    pub outs: Vec<Option<usize>>,
 }
 
 /// UDFs are equal when their names are (each name is unique in a plan:
@@ -257,7 +284,7 @@ pub(crate) struct NodeUdf {
     /// What a plan that leaves the process carries of this step (see
     /// `codec`): the node by name and code hash, its pipeline path, the
     /// map's size, policy and cache location, and the argument layout.
-    pub wire: crate::codec::StepWire,
+    pub wire: StepWire,
     pub step: usize,
     pub job: Arc<MapJob>,
     pub shared: Arc<Shared>,

@@ -103,7 +103,7 @@ pub struct MapJob {
     /// received since.
     pub(crate) unflushed: std::sync::Mutex<(Instant, usize)>,
     /// The steps with nested pipelines inlined (columnar engines only).
-    pub(crate) flat: std::sync::OnceLock<crate::flat::Flat>,
+    pub(crate) flat: std::sync::OnceLock<crate::engine::flat::Flat>,
     /// The cache writes running in the background, oldest first.
     pub(crate) flusher: std::sync::Mutex<std::collections::VecDeque<Flusher>>,
     /// Whether a cache failure fails the map ([`MapOptions::strict_cache`]).
@@ -423,7 +423,7 @@ impl MapJob {
     pub(crate) fn step_at(
         &self,
         step: usize,
-    ) -> Result<(&Exec, &Step, &crate::flat::FlatStep), Error> {
+    ) -> Result<(&Exec, &Step, &crate::engine::flat::FlatStep), Error> {
         self.flat()
             .step(&self.exec, step)
             .ok_or_else(|| Error::Internal {
@@ -432,8 +432,9 @@ impl MapJob {
     }
 
     /// The steps with nested pipelines inlined (see [`crate::flat`]).
-    pub(crate) fn flat(&self) -> &crate::flat::Flat {
-        self.flat.get_or_init(|| crate::flat::Flat::new(&self.exec))
+    pub(crate) fn flat(&self) -> &crate::engine::flat::Flat {
+        self.flat
+            .get_or_init(|| crate::engine::flat::Flat::new(&self.exec))
     }
 
     /// Runs a chunk node by node: per node, with a cache, the items'

@@ -12,10 +12,14 @@
 //! rows: sign, look up, call the misses, hash, store), `nested` (pipeline
 //! nodes and `map_over`), `run` (a single run), `job` (a map: items,
 //! chunks, the result), `flush` (writing results while a map runs), `spi`
-//! (what columnar engines call), `remote` (a step of a plan built in
+//! (what columnar engines call), `columnar` (the map described column by
+//! column, which they lower), `flat` (the steps with nested pipelines
+//! inlined), `remote` (a step of a plan built in
 //! another process, run by a job around one node), `runtime` (the async runtime and its
 //! limits), and the strategies `seq` and `parallel`.
 
+pub mod columnar;
+pub(crate) mod flat;
 mod flush;
 mod invoke;
 mod job;

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use smallvec::SmallVec;
 
-use crate::callback::{Callback, CallbackContext};
 use crate::error::{Error, Location, NodeError};
 use crate::node::{Node, NodeKind};
+use crate::observe::callback::{Callback, CallbackContext};
 use crate::pipeline::{Pipeline, Plan, Step};
 use crate::value::Value;
 
@@ -207,7 +207,7 @@ impl Exec {
 pub(crate) fn scope_table(
     slot_count: usize,
     s: &Step,
-    fs: &crate::flat::FlatStep,
+    fs: &crate::engine::flat::FlatStep,
     slots: &[Option<Value>],
 ) -> Vec<Option<Value>> {
     let mut local = vec![None; slot_count];

@@ -15,8 +15,10 @@ impl MapJob {
     /// This map column by column, for columnar engines (see
     /// [`crate::columnar`]). Fails, naming the input, when a mapped input's
     /// elements have no Arrow form.
-    pub fn columnar(&self) -> Result<crate::columnar::ColumnarMap<'_>, Error> {
-        use crate::columnar::{ColumnarMap, FixedInput, MappedColumn, OutputInfo, StepInfo};
+    pub fn columnar(&self) -> Result<crate::engine::columnar::ColumnarMap<'_>, Error> {
+        use crate::engine::columnar::{
+            ColumnarMap, FixedInput, MappedColumn, OutputInfo, StepInfo,
+        };
         let exec = &self.exec;
         let mut mapped = Vec::new();
         for (m, elements) in self.mapped.iter().zip(self.mapped_hashes()) {
@@ -103,7 +105,7 @@ impl MapJob {
     /// node it also returns every output port's value, needed or not (what
     /// a cache stores).
     ///
-    /// [`ColumnarMap::steps`]: crate::columnar::ColumnarMap::steps
+    /// [`ColumnarMap::steps`]: crate::engine::columnar::ColumnarMap::steps
     pub fn call_step(
         &self,
         step: usize,
@@ -300,7 +302,11 @@ impl MapJob {
         &self,
         step: usize,
         item: usize,
-        f: impl Fn(&dyn crate::callback::Callback, &crate::callback::CallbackContext<'_>, &str),
+        f: impl Fn(
+            &dyn crate::observe::callback::Callback,
+            &crate::observe::callback::CallbackContext<'_>,
+            &str,
+        ),
     ) {
         if !self.exec.has_callbacks() {
             return;
@@ -452,7 +458,7 @@ impl MapJob {
     /// [`ErrorPolicy::Stop`] the failure of the earliest item is returned.
     /// Values are decoded only when the caller asks for them.
     ///
-    /// [`ColumnarMap::outputs`]: crate::columnar::ColumnarMap::outputs
+    /// [`ColumnarMap::outputs`]: crate::engine::columnar::ColumnarMap::outputs
     pub fn finish(
         &self,
         columns: Vec<arrow_array::ArrayRef>,

@@ -205,7 +205,7 @@ impl NodeBuilder {
     /// are not the declared ones, or more or fewer than one output is declared.
     pub fn typed<M, F>(self, f: F) -> Result<Node, Error>
     where
-        F: crate::typed::TypedFunc<M>,
+        F: crate::node::typed::TypedFunc<M>,
     {
         let invalid = |reason: String| Error::InvalidNode {
             node: self.name.clone(),

@@ -9,35 +9,7 @@ use super::Node;
 use crate::pipeline::Pipeline;
 use crate::signature::Signature;
 
-/// Why a plan's step cannot be run by this process.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RegistryError {
-    /// No node of that name is linked into this process.
-    #[error(
-        "node `{node}` (code {}) is not in this process's node registry; link it and register it",
-        .wanted.to_hex()
-    )]
-    UnknownNode {
-        /// The node the plan names.
-        node: String,
-        /// The code hash the plan was built with.
-        wanted: Signature,
-    },
-    /// A node of that name is linked, in another version of its code.
-    #[error(
-        "node `{node}` has code {} in the plan but {} in this process: build both from the same code",
-        .wanted.to_hex(),
-        .linked.to_hex()
-    )]
-    CodeMismatch {
-        /// The node.
-        node: String,
-        /// The code hash the plan was built with.
-        wanted: Signature,
-        /// The code hash of the node linked here.
-        linked: Signature,
-    },
-}
+pub use crate::error::RegistryError;
 
 /// Nodes by name, each with its code hash ([`Node::code_hash`]).
 ///

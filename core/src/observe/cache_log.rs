@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::cache::{CacheDecision, CacheOutcome};
-use crate::callback::{Callback, CallbackContext};
+use crate::observe::callback::{Callback, CallbackContext};
 
 /// How much the cache log says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

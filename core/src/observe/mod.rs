@@ -6,6 +6,7 @@
 //! [`Callback`]: crate::Callback
 
 pub(crate) mod cache_log;
+pub mod callback;
 mod recorder;
 
 pub use recorder::{Event, EventKind, Recorder};

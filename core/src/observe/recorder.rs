@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::cache::CacheDecision;
-use crate::callback::{Callback, CallbackContext};
 use crate::error::{Error, NodeError};
+use crate::observe::callback::{Callback, CallbackContext};
 
 /// One reported event: where it happened (`path`, pipeline names from the
 /// outermost; `items`, one index per enclosing `map` level) and what.

@@ -12,13 +12,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::cache::{Cache, CacheDecision};
-use crate::callback::Callback;
 use crate::engine::{self as exec, Exec};
 use crate::engine::{Engine, SeqEngine};
 use crate::error::Error;
 use crate::io::{Inputs, Outputs};
 use crate::map::{MapOptions, MapResult, RunOptions};
 use crate::node::{Node, NodeKind, Port};
+use crate::observe::callback::Callback;
 use crate::value::{Value, ValueType};
 
 mod graph;
@@ -390,7 +390,7 @@ impl Pipeline {
         impl Callback for Collect {
             fn on_cache_decision(
                 &self,
-                _ctx: &crate::callback::CallbackContext<'_>,
+                _ctx: &crate::observe::callback::CallbackContext<'_>,
                 d: &CacheDecision,
             ) {
                 if let Ok(mut all) = self.0.lock() {

@@ -194,7 +194,7 @@ impl Dataset {
             // Rows of several batches, or in runs with gaps (hits in stored
             // order around a few new items): picked (copied run by run
             // where they come in runs). Rows scattered over one batch: taken.
-            let picks = crate::columnar::RowPicks::new(
+            let picks = crate::kernels::RowPicks::new(
                 positions
                     .iter()
                     .map(|&(b, r)| Some((used.binary_search(&b).unwrap_or(0), r)))

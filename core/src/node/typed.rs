@@ -12,7 +12,7 @@
 
 use crate::error::{BoxError, NodeError};
 use crate::node::args::{Args, Outs};
-use crate::rows::{RowFailure, RowRetry, RowsArg, RowsOut, Source, attempt, encoded};
+use crate::node::rows::{RowFailure, RowRetry, RowsArg, RowsOut, Source, attempt, encoded};
 use crate::value::{ArrowValue, Value, ValueType};
 
 /// The closure returns the output itself (a marker of [`TypedFunc`]).
