@@ -27,13 +27,14 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use hypernodes_core::cache::{Cache, CacheLocation};
+use hypernodes_core::engine::MapState;
 use hypernodes_core::node::NodeRegistry;
 use hypernodes_core::signature::Signature;
 use hypernodes_core::value::Value;
 use hypernodes_core::{Error, ErrorPolicy, MapJob};
 use serde::{Deserialize, Serialize};
 
-use crate::udf::{Arg, NodeUdf, Shared, SigArg, SigUdf, StepWire, node_fields};
+use crate::udf::{Arg, NodeUdf, SigArg, SigUdf, StepWire, node_fields};
 
 /// A node argument on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -103,7 +104,7 @@ pub struct NodeCodec {
 #[derive(Default)]
 struct Decoded {
     caches: HashMap<String, Arc<dyn Cache>>,
-    maps: HashMap<u64, Arc<Shared>>,
+    maps: HashMap<u64, Arc<MapState>>,
     jobs: Vec<Arc<MapJob>>,
 }
 
@@ -189,10 +190,11 @@ impl NodeCodec {
         for job in &decoded.jobs {
             outcome.cache_errors.extend(job.close()?);
         }
-        for shared in decoded.maps.values() {
-            let failures =
-                std::mem::take(&mut *shared.failures.lock().unwrap_or_else(|e| e.into_inner()));
-            outcome.failures.extend(failures);
+        for state in decoded.maps.values() {
+            if let Some(error) = state.take_map_failure() {
+                return Err(error);
+            }
+            outcome.failures.extend(state.take_failures());
         }
         outcome.failures.sort_by_key(|(i, _)| *i);
         Ok(outcome)
@@ -298,20 +300,22 @@ impl NodeCodec {
             Arg::Column { .. } => true,
             Arg::Fixed { ty, .. } => ty.is_arrow(),
         });
-        let shared = {
+        let state = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             state.jobs.push(job.clone());
             state
                 .maps
                 .entry(step.map)
-                .or_insert_with(|| Arc::new(Shared::new(step.len, false, step.stop, 0)))
+                .or_insert_with(|| Arc::new(MapState::new(step.len, policy)))
                 .clone()
         };
         Ok(NodeUdf {
             name: name.to_string(),
             step: 0,
             job,
-            shared,
+            state,
+            observed: false,
+            scopes: 0,
             cache: cache.filter(|_| step.cached).map(|c| (c, node.cache_key())),
             hash_outputs: step.hash_outputs,
             first: false,

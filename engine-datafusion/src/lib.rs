@@ -195,7 +195,7 @@ impl Engine for DataFusionEngine {
     fn map(&self, job: &std::sync::Arc<MapJob>) -> Result<MapResult, Error> {
         let lowered = lower::lower(self, job)?;
         let collected = block_on(lowered.df.collect());
-        if let Some(fatal) = lowered.shared.fatal.lock().ok().and_then(|mut f| f.take()) {
+        if let Some(fatal) = job.state().take_map_failure() {
             return Err(fatal);
         }
         let batches = collected.map_err(df_error)?;
@@ -273,13 +273,6 @@ impl Engine for DataFusionEngine {
             };
             columns.push(column);
         }
-        let failures = std::mem::take(
-            &mut *lowered
-                .shared
-                .failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        job.finish(columns, failures)
+        job.finish(columns)
     }
 }

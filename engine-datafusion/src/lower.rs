@@ -25,12 +25,11 @@ use hypernodes_core::value::ValueType;
 use hypernodes_core::{Error, MapJob, MapMode};
 
 use crate::DataFusionEngine;
-use crate::udf::{Arg, NodeUdf, Shared, SigArg, SigUdf, StepWire, node_fields};
+use crate::udf::{Arg, NodeUdf, SigArg, SigUdf, StepWire, node_fields};
 
 /// A lowered map, ready to execute.
 pub(crate) struct Lowered {
     pub df: DataFrame,
-    pub shared: Arc<Shared>,
     /// The requested outputs' slots and types, in order.
     pub outputs: Vec<(usize, ValueType)>,
 }
@@ -176,12 +175,6 @@ pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowe
         .with_batch_size(engine.batch_size.max(1))
         .with_target_partitions(engine.partitions.max(1));
     let ctx = session(config);
-    let shared = Arc::new(Shared::new(
-        cm.len,
-        job.observed(),
-        job.policy() == hypernodes_core::ErrorPolicy::Stop,
-        job.scope_count(),
-    ));
     let steps = cm.steps.len();
     let cache = job.cache().cloned();
     // What a plan that leaves the process carries instead of the cache, and
@@ -309,7 +302,9 @@ pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowe
             wire,
             step: step.index,
             job: job.clone(),
-            shared: shared.clone(),
+            state: job.state().clone(),
+            observed: job.observed(),
+            scopes: job.scope_count(),
             cache: if cached {
                 cache.clone().map(|c| (c, key))
             } else {
@@ -363,9 +358,5 @@ pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowe
     }
     // No sort: the engine places each row by its `__item`.
     let df = df.select(select).map_err(df_error)?;
-    Ok(Lowered {
-        df,
-        shared,
-        outputs,
-    })
+    Ok(Lowered { df, outputs })
 }

@@ -4,7 +4,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
@@ -16,6 +16,7 @@ use datafusion::logical_expr::{
 };
 use hypernodes_core::cache::{Cache, CacheKey, CacheRows};
 use hypernodes_core::columnar::RowPicks;
+use hypernodes_core::engine::MapState;
 use hypernodes_core::signature::{NodeKey, Signature, hash_column};
 use hypernodes_core::value::{Value, ValueType};
 use hypernodes_core::{Error, MapJob, NodeError};
@@ -24,88 +25,6 @@ use serde::{Deserialize, Serialize};
 /// What calling a node for one row gave: each output port's value (`None`
 /// for ports a nested pipeline did not compute), or the row's failure.
 type RowOutcome = Result<Vec<Option<Value>>, Error>;
-
-/// What every UDF of one lowered map shares: per item whether it failed,
-/// and the failures.
-pub(crate) struct Shared {
-    pub failed: Vec<AtomicBool>,
-    pub failures: std::sync::Mutex<Vec<(usize, Error)>>,
-    /// A failure of the engine itself (cache I/O), which fails the map.
-    pub fatal: std::sync::Mutex<Option<Error>>,
-    /// When each item started (only when the map is observed).
-    started: Vec<std::sync::OnceLock<std::time::Instant>>,
-    /// Per inlined pipeline (scope `1..`; index 0 unused), when each item
-    /// entered it (only when the map is observed).
-    scope_started: Vec<Vec<std::sync::OnceLock<std::time::Instant>>>,
-    /// Under the stop policy, the earliest failed item so far: later items
-    /// are not computed (the map fails with the earliest failure, as the
-    /// sequential engine's, so items before it still run).
-    stop_after: Option<std::sync::atomic::AtomicUsize>,
-}
-
-impl Shared {
-    pub fn new(len: usize, observed: bool, stop: bool, scopes: usize) -> Self {
-        let times = || (0..len).map(|_| std::sync::OnceLock::new()).collect();
-        Shared {
-            failed: (0..len).map(|_| AtomicBool::new(false)).collect(),
-            stop_after: stop.then(|| std::sync::atomic::AtomicUsize::new(usize::MAX)),
-            failures: Default::default(),
-            fatal: Default::default(),
-            started: if observed { times() } else { Vec::new() },
-            scope_started: if observed {
-                (0..=scopes).map(|_| times()).collect()
-            } else {
-                Vec::new()
-            },
-        }
-    }
-
-    /// When item `item` entered inlined pipeline `scope`, if it did.
-    fn entered(
-        &self,
-        scope: usize,
-        item: usize,
-    ) -> Option<&std::sync::OnceLock<std::time::Instant>> {
-        self.scope_started.get(scope)?.get(item)
-    }
-
-    /// Whether anyone listens to the map's events.
-    fn observed(&self) -> bool {
-        !self.started.is_empty()
-    }
-
-    fn fail(&self, item: usize, error: Error) {
-        if let Some(f) = self.failed.get(item) {
-            f.store(true, Ordering::Relaxed);
-        }
-        if let Some(stop) = &self.stop_after {
-            stop.fetch_min(item, Ordering::Relaxed);
-        }
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.push((item, error));
-        }
-    }
-
-    /// Whether item `item` failed, or need not run (after the earliest
-    /// failure under the stop policy).
-    fn is_failed(&self, item: usize) -> bool {
-        self.failed
-            .get(item)
-            .is_some_and(|f| f.load(Ordering::Relaxed))
-            || self
-                .stop_after
-                .as_ref()
-                .is_some_and(|s| item > s.load(Ordering::Relaxed))
-    }
-
-    fn fatal(&self, error: Error) -> DataFusionError {
-        let text = error.to_string();
-        if let Ok(mut fatal) = self.fatal.lock() {
-            fatal.get_or_insert(error);
-        }
-        DataFusionError::Execution(text)
-    }
-}
 
 /// Where a node's argument comes from: a column of the plan (its position
 /// among the UDF's value arguments) or a constant fixed input.
@@ -287,7 +206,12 @@ pub(crate) struct NodeUdf {
     pub wire: StepWire,
     pub step: usize,
     pub job: Arc<MapJob>,
-    pub shared: Arc<Shared>,
+    /// The map's failures, stop policy and item times.
+    pub state: Arc<MapState>,
+    /// Whether anyone listens to the map's events.
+    pub observed: bool,
+    /// How many inlined pipelines the map has (for their start times).
+    pub scopes: usize,
     pub cache: Option<(Arc<dyn Cache>, CacheKey)>,
     pub hash_outputs: bool,
     /// Whether this is the first / last step (item events).
@@ -386,24 +310,20 @@ impl ScalarUDFImpl for NodeUdf {
         // and the store.
         let sigs: Option<&FixedSizeBinaryArray> = sig_array.as_ref().map(fsb).transpose()?;
         let values: Vec<ArrayRef> = columns.collect();
-        let live: Vec<usize> = (0..n)
-            .filter(|&r| !self.shared.is_failed(items[r]))
-            .collect();
-        if self.first && self.shared.observed() {
+        let live: Vec<usize> = (0..n).filter(|&r| !self.state.skip(items[r])).collect();
+        if self.first && self.observed {
+            let times = self.state.times(self.scopes);
             for &item in &items {
-                if let Some(s) = self.shared.started.get(item) {
-                    s.get_or_init(std::time::Instant::now);
-                }
+                times.start(item);
                 self.job.report_item_start(item);
             }
         }
 
-        if self.shared.observed() {
+        if self.observed {
+            let times = self.state.times(self.scopes);
             for &scope in &self.opens {
                 for &r in &live {
-                    if let Some(t) = self.shared.entered(scope, items[r]) {
-                        t.get_or_init(std::time::Instant::now);
-                    }
+                    times.enter(scope, items[r]);
                     self.job.report_scope_start(scope, items[r]);
                 }
             }
@@ -458,7 +378,7 @@ impl ScalarUDFImpl for NodeUdf {
                 Err(e) => {
                     self.job
                         .cache_failed(Some(&key.node), e)
-                        .map_err(|e| self.shared.fatal(e))?;
+                        .map_err(|e| self.fail_map(e))?;
                     vec![None; keys.len()]
                 }
             };
@@ -481,7 +401,7 @@ impl ScalarUDFImpl for NodeUdf {
         }
         // What the cache did for each live row, and the hits' events, as
         // the row engines report them.
-        if self.shared.observed() {
+        if self.observed {
             for &r in &live {
                 let sig = sigs
                     .filter(|s| s.is_valid(r))
@@ -560,28 +480,23 @@ impl ScalarUDFImpl for NodeUdf {
             )?);
         }
         let out = StructArray::try_new(self.fields.clone(), arrays, None)?;
-        if self.shared.observed() {
+        if self.observed {
+            let times = self.state.times(self.scopes);
             for &scope in &self.closes {
                 for &item in &items {
-                    let Some(entered) = self.shared.entered(scope, item).and_then(|t| t.get())
-                    else {
+                    let Some(entered) = times.entered(scope, item) else {
                         continue;
                     };
-                    let completed = !self.shared.is_failed(item);
+                    let completed = !self.state.failed(item);
                     self.job
                         .report_scope_end(scope, item, entered.elapsed(), completed);
                 }
             }
         }
-        if self.last && self.shared.observed() {
+        if self.last && self.observed {
+            let times = self.state.times(self.scopes);
             for &item in &items {
-                let elapsed = self
-                    .shared
-                    .started
-                    .get(item)
-                    .and_then(|s| s.get())
-                    .map(|s| s.elapsed())
-                    .unwrap_or_default();
+                let elapsed = times.started(item).map(|s| s.elapsed()).unwrap_or_default();
                 self.job.report_item_end(item, elapsed);
             }
         }
@@ -590,6 +505,14 @@ impl ScalarUDFImpl for NodeUdf {
 }
 
 impl NodeUdf {
+    /// Records `error` as the failure of the whole map (a cache failure
+    /// under a strict map, say) and ends the plan with its message.
+    fn fail_map(&self, error: Error) -> DataFusionError {
+        let text = error.to_string();
+        self.state.fail_map(error);
+        DataFusionError::Execution(text)
+    }
+
     /// Calls the node for the rows `misses` and stores their results (for
     /// a cached node): in pieces that each take about
     /// [`PIECE_TIME`] (learned from the node's earlier pieces), so results
@@ -746,7 +669,7 @@ impl NodeUdf {
                         Ok(()) => self.job.stored(rows.len()),
                         Err(e) => self.job.cache_failed(Some(&key.node), e),
                     };
-                    stored.map_err(|e| self.shared.fatal(e))?;
+                    stored.map_err(|e| self.fail_map(e))?;
                 }
             }
         }
@@ -800,7 +723,7 @@ impl NodeUdf {
         let outcomes: Vec<RowOutcome> = self
             .job
             .call_step_rows(self.step, rows)
-            .map_err(|e| self.shared.fatal(e))?;
+            .map_err(|e| self.fail_map(e))?;
         let mut fresh_rows = Vec::new();
         let mut fresh_values: Vec<Vec<Value>> = vec![Vec::new(); self.outs.len()];
         for (k, outcome) in outcomes.into_iter().enumerate() {
@@ -814,7 +737,7 @@ impl NodeUdf {
                     }
                     fresh_rows.push(r);
                 }
-                Err(e) => self.shared.fail(items[r], e),
+                Err(e) => self.state.fail(items[r], e),
             }
         }
         let mut fresh_arrays: Vec<Option<ArrayRef>> = Vec::with_capacity(self.outs.len());
@@ -839,7 +762,7 @@ impl NodeUdf {
     /// Fires the node-start event of each of `rows` when the map is
     /// observed; returns whether it is.
     fn node_started(&self, rows: &[usize], items: &[usize]) -> bool {
-        let observed = self.shared.observed();
+        let observed = self.observed;
         if observed {
             for &r in rows {
                 self.job.report_node_start(self.step, items[r]);
@@ -883,7 +806,7 @@ impl NodeUdf {
                 self.job
                     .step_error(self.step, items[r], 1, NodeError::User(text.clone().into()))
             };
-            self.shared.fail(items[r], error);
+            self.state.fail(items[r], error);
         }
         Ok(())
     }
@@ -984,7 +907,7 @@ impl NodeUdf {
             let error = self
                 .job
                 .step_error(self.step, items[r], failure.attempts, failure.error);
-            self.shared.fail(items[r], error);
+            self.state.fail(items[r], error);
         }
         Ok((fresh_rows, out.columns.into_iter().map(Some).collect()))
     }

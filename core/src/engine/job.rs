@@ -4,7 +4,6 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
@@ -22,26 +21,19 @@ use super::*;
 pub struct Chunk {
     pub(crate) start: usize,
     pub(crate) columns: Vec<Vec<Option<Value>>>,
-    pub(crate) failures: Vec<ItemFailure>,
-    pub(crate) error: Option<Error>,
+    /// Whether it stopped at a failure (stop policy).
+    pub(crate) stopped: bool,
 }
 
 impl Chunk {
     /// Whether the chunk stopped at a failure (stop policy).
     pub fn failed(&self) -> bool {
-        self.error.is_some()
+        self.stopped
     }
 
-    /// Records item `index`'s outputs or failure. Returns `false` when the
-    /// chunk must stop (a failure under the stop policy, which also lowers
-    /// `first_failure`).
-    fn record<I>(
-        &mut self,
-        index: usize,
-        outcome: Result<I, Error>,
-        stop_on_error: bool,
-        first_failure: &AtomicUsize,
-    ) -> bool
+    /// Records item `index`'s outputs, or its failure in `state`. Returns
+    /// `false` when the chunk must stop (a failure under the stop policy).
+    fn record<I>(&mut self, index: usize, outcome: Result<I, Error>, state: &MapState) -> bool
     where
         I: IntoIterator<Item = Option<Value>>,
     {
@@ -52,17 +44,13 @@ impl Chunk {
                 }
                 true
             }
-            Err(error) if stop_on_error => {
-                first_failure.fetch_min(index, Ordering::Relaxed);
-                self.error = Some(error);
-                false
-            }
             Err(error) => {
-                self.failures.push(ItemFailure { index, error });
+                state.fail(index, error);
                 for c in self.columns.iter_mut() {
                     c.push(None);
                 }
-                true
+                self.stopped = state.policy() == ErrorPolicy::Stop;
+                !self.stopped
             }
         }
     }
@@ -91,6 +79,8 @@ pub struct MapJob {
     pub(crate) exec: Arc<Exec>,
     pub(crate) template: Vec<Option<Value>>,
     pub(crate) mapped: Vec<MappedList>,
+    /// Failures, the stop policy and item times, for every engine.
+    pub(crate) state: Arc<MapState>,
     pub(crate) mode: MapMode,
     pub(crate) policy: ErrorPolicy,
     pub(crate) len: usize,
@@ -215,6 +205,7 @@ impl MapJob {
             exec,
             template,
             mapped,
+            state: Arc::new(MapState::new(len, options.on_error)),
             mode: options.mode,
             policy: options.on_error,
             flush_every: options
@@ -245,6 +236,12 @@ impl MapJob {
     /// What to do when an item fails.
     pub fn policy(&self) -> ErrorPolicy {
         self.policy
+    }
+
+    /// What the map knows of its items as it runs: failures, the stop
+    /// policy, start times. Engines record into it from any thread.
+    pub fn state(&self) -> &Arc<MapState> {
+        &self.state
     }
 
     /// For a worker running chunks one after another: the size of its next
@@ -365,6 +362,11 @@ impl MapJob {
 
     /// Which element of each mapped input (in mapped order) item `index` takes.
     pub(crate) fn element_indices(&self, index: usize) -> SmallVec<[usize; 4]> {
+        if self.mode == MapMode::Zip {
+            // Every list's element `index` (per item on the hot path: no
+            // lengths gathered).
+            return SmallVec::from_elem(index, self.mapped.len());
+        }
         let lens: SmallVec<[usize; 4]> = self.mapped.iter().map(|m| m.len).collect();
         self.mode.elements(&lens, index)
     }
@@ -445,7 +447,6 @@ impl MapJob {
         &self,
         cache: Option<&dyn crate::cache::Cache>,
         range: Range<usize>,
-        first_failure: &AtomicUsize,
         chunk: &mut Chunk,
     ) {
         let exec = &self.exec;
@@ -509,7 +510,7 @@ impl MapJob {
                 });
             }
             let outcome = batch.take(row, outputs.iter().copied());
-            if !chunk.record(index, outcome, stop_on_error, first_failure) {
+            if !chunk.record(index, outcome, &self.state) {
                 return;
             }
         }
@@ -550,38 +551,41 @@ impl MapJob {
     }
 
     /// Runs the items of `range` in order and gathers their outputs as
-    /// column pieces. Under [`ErrorPolicy::Stop`], `first_failure` (shared
-    /// by all chunks of the job, starting at `usize::MAX`) holds the lowest
-    /// failing index seen so far: a chunk skips items after it and lowers it
-    /// on failure, so the earliest failure is always found and little work
-    /// is wasted after it.
-    pub fn run_chunk(&self, range: Range<usize>, first_failure: &AtomicUsize) -> Chunk {
+    /// column pieces; failures go to the job's [`MapState`]. Under
+    /// [`ErrorPolicy::Stop`] a chunk skips the items after the earliest
+    /// failure any chunk has seen, and stops at its own first failure, so
+    /// the earliest failure is always found and little work is wasted
+    /// after it.
+    pub fn run_chunk(&self, range: Range<usize>) -> Chunk {
         let outputs = self.exec.plan.outputs.len();
         let mut chunk = Chunk {
             start: range.start,
             columns: (0..outputs)
                 .map(|_| Vec::with_capacity(range.len()))
                 .collect(),
-            failures: Vec::new(),
-            error: None,
+            stopped: false,
         };
-        let stop_on_error = self.policy == ErrorPolicy::Stop;
+        if self.state.stopped_before(range.start) {
+            chunk.stopped = true;
+            return chunk;
+        }
         if let Some(cache) = &self.exec.cache {
-            self.run_chunk_batched(Some(cache.as_ref()), range, first_failure, &mut chunk);
+            self.run_chunk_batched(Some(cache.as_ref()), range, &mut chunk);
             return chunk;
         }
         if self.has_async_step() {
-            self.run_chunk_batched(None, range, first_failure, &mut chunk);
+            self.run_chunk_batched(None, range, &mut chunk);
             return chunk;
         }
         for index in range {
-            if stop_on_error && index > first_failure.load(Ordering::Relaxed) {
+            if self.state.stopped_before(index) {
+                chunk.stopped = true;
                 break;
             }
             let outcome = self
                 .run_item(index)
                 .map(|ItemOutput(values)| values.into_iter().map(Some));
-            if !chunk.record(index, outcome, stop_on_error, first_failure) {
+            if !chunk.record(index, outcome, &self.state) {
                 break;
             }
         }
@@ -593,10 +597,9 @@ impl MapJob {
     /// chunk that failed is returned; otherwise every item must be present.
     pub fn assemble(&self, mut chunks: Vec<Chunk>) -> Result<MapResult, Error> {
         chunks.sort_by_key(|c| c.start);
-        if let Some(at) = chunks.iter().position(|c| c.error.is_some())
-            && let Some(error) = chunks.swap_remove(at).error
-        {
-            return Err(error);
+        let mut failures = self.state.take_failures();
+        if self.policy == ErrorPolicy::Stop && !failures.is_empty() {
+            return Err(failures.swap_remove(0).1);
         }
         let plan = &self.exec.plan;
         let mut values: Vec<Vec<Option<Value>>> = plan
@@ -604,7 +607,6 @@ impl MapJob {
             .iter()
             .map(|_| Vec::with_capacity(self.len))
             .collect();
-        let mut failures = Vec::new();
         let mut next = 0;
         for chunk in chunks {
             let len = chunk.columns.first().map_or(0, Vec::len);
@@ -615,7 +617,6 @@ impl MapJob {
             for (c, piece) in values.iter_mut().zip(chunk.columns) {
                 c.extend(piece);
             }
-            failures.extend(chunk.failures);
         }
         let columns: Vec<Column> = plan
             .outputs
@@ -634,7 +635,10 @@ impl MapJob {
         Ok(MapResult {
             len: self.len,
             columns,
-            failures,
+            failures: failures
+                .into_iter()
+                .map(|(index, error)| ItemFailure { index, error })
+                .collect(),
             cache_errors: Vec::new(),
         })
     }

@@ -11,7 +11,8 @@
 //! calls under their bounds), `kernel` (the cached step over a batch of
 //! rows: sign, look up, call the misses, hash, store), `nested` (pipeline
 //! nodes and `map_over`), `run` (a single run), `job` (a map: items,
-//! chunks, the result), `flush` (writing results while a map runs), `spi`
+//! chunks, the result), `state` (what a map knows of its items as it runs:
+//! failures, the stop policy, start times), `flush` (writing results while a map runs), `spi`
 //! (what columnar engines call), `columnar` (the map described column by
 //! column, which they lower), `flat` (the steps with nested pipelines
 //! inlined), `remote` (a step of a plan built in
@@ -32,6 +33,7 @@ pub(crate) mod runtime;
 mod scope;
 mod seq;
 mod spi;
+mod state;
 
 pub(crate) use flush::*;
 pub(crate) use job::*;
@@ -42,6 +44,7 @@ pub use run::RunJob;
 pub use scope::Exec;
 pub(crate) use scope::*;
 pub use seq::SeqEngine;
+pub use state::{ItemTimes, MapState};
 
 use crate::error::Error;
 use crate::io::Outputs;

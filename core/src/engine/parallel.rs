@@ -41,7 +41,6 @@ impl Engine for ParallelEngine {
     }
 
     fn map(&self, job: &std::sync::Arc<MapJob>) -> Result<MapResult, Error> {
-        let first_failure = AtomicUsize::new(usize::MAX);
         if job.exec().cache.is_some() {
             // With a cache, each worker claims chunks sized to its own pace
             // (see `MapJob::next_chunk_size`), so results reach the cache
@@ -56,14 +55,13 @@ impl Engine for ParallelEngine {
                             loop {
                                 let size = job.next_chunk_size(previous);
                                 let start = next.fetch_add(size, Ordering::Relaxed);
-                                let stopped = job.policy() == crate::map::ErrorPolicy::Stop
-                                    && first_failure.load(Ordering::Relaxed) < start;
+                                let stopped = job.state().stopped_before(start);
                                 if start >= job.len() || stopped {
                                     break;
                                 }
                                 let end = (start + size).min(job.len());
                                 let began = std::time::Instant::now();
-                                let chunk = job.run_chunk(start..end, &first_failure);
+                                let chunk = job.run_chunk(start..end);
                                 previous = Some((end - start, began.elapsed()));
                                 chunks.lock().unwrap_or_else(|e| e.into_inner()).push(chunk);
                             }
@@ -82,7 +80,7 @@ impl Engine for ParallelEngine {
             let starts: Vec<usize> = (0..job.len()).step_by(size).collect();
             starts
                 .into_par_iter()
-                .map(|start| job.run_chunk(start..(start + size).min(job.len()), &first_failure))
+                .map(|start| job.run_chunk(start..(start + size).min(job.len())))
                 .collect::<Vec<_>>()
         };
         let chunks = match &self.pool {

@@ -56,6 +56,7 @@ impl MapJob {
             exec: Arc::new(exec),
             template: vec![None; slot_count],
             mapped: Vec::new(),
+            state: Arc::new(super::MapState::new(len, policy)),
             mode: MapMode::Zip,
             policy,
             len,

@@ -1,7 +1,5 @@
 //! [`SeqEngine`]: the reference strategy, one chunk after another.
 
-use std::sync::atomic::AtomicUsize;
-
 use super::{Engine, MapJob};
 use crate::error::Error;
 use crate::map::MapResult;
@@ -24,7 +22,6 @@ impl Engine for SeqEngine {
     }
 
     fn map(&self, job: &std::sync::Arc<MapJob>) -> Result<MapResult, Error> {
-        let first_failure = AtomicUsize::new(usize::MAX);
         let mut chunks = Vec::new();
         let mut start = 0;
         let mut previous = None;
@@ -32,7 +29,7 @@ impl Engine for SeqEngine {
             let size = job.next_chunk_size(previous);
             let end = (start + size).min(job.len());
             let began = std::time::Instant::now();
-            let chunk = job.run_chunk(start..end, &first_failure);
+            let chunk = job.run_chunk(start..end);
             previous = Some((end - start, began.elapsed()));
             let failed = chunk.failed();
             chunks.push(chunk);

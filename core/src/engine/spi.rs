@@ -459,12 +459,11 @@ impl MapJob {
     /// Values are decoded only when the caller asks for them.
     ///
     /// [`ColumnarMap::outputs`]: crate::engine::columnar::ColumnarMap::outputs
-    pub fn finish(
-        &self,
-        columns: Vec<arrow_array::ArrayRef>,
-        mut failures: Vec<(usize, Error)>,
-    ) -> Result<MapResult, Error> {
-        failures.sort_by_key(|(i, _)| *i);
+    pub fn finish(&self, columns: Vec<arrow_array::ArrayRef>) -> Result<MapResult, Error> {
+        if let Some(error) = self.state.take_map_failure() {
+            return Err(error);
+        }
+        let mut failures = self.state.take_failures();
         if self.policy == ErrorPolicy::Stop && !failures.is_empty() {
             return Err(failures.swap_remove(0).1);
         }
