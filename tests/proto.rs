@@ -4,7 +4,9 @@
 //! cache entries and execution counts as `DataFusionEngine` in process —
 //! cold and warm, through a nested `map_over` pipeline and a node with two
 //! outputs. A plan whose node the registry lacks, or links in another
-//! version, is refused while decoding, before any row runs.
+//! version, is refused while decoding, before any row runs. One test runs
+//! the decoded plan in a child process (this test binary started again),
+//! so nothing can reach back into the process that built it.
 #![cfg(feature = "datafusion")]
 
 use std::path::Path;
@@ -17,6 +19,10 @@ use hypernodes::engines::datafusion::prelude::SessionContext;
 use hypernodes::engines::{DataFusionEngine, NodeCodec};
 use hypernodes::node::{NodeRegistry, RegistryError};
 use hypernodes::{DiskCache, Error, Inputs, MapOptions, Pipeline, node};
+
+/// Tests that count node executions take this lock: the counters are
+/// shared by the whole test binary.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 static SPLITS: AtomicUsize = AtomicUsize::new(0);
 static TAGS: AtomicUsize = AtomicUsize::new(0);
@@ -163,6 +169,7 @@ fn columns(batch: &RecordBatch) -> Vec<ArrayRef> {
 
 #[test]
 fn a_plan_decoded_elsewhere_gives_the_same_results_cache_and_counts() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let here = tempfile::tempdir().unwrap();
     let there = tempfile::tempdir().unwrap();
 
@@ -376,4 +383,119 @@ fn a_datafusion_failure_keeps_its_cause() {
         cause = next;
     }
     assert!(found, "{err:?}");
+}
+
+/// The child half of [`a_plan_runs_in_another_process`]: does nothing
+/// unless that test started this process to decode and run a plan.
+#[test]
+fn child_decodes_and_runs_a_plan() {
+    let (Ok(plan), Ok(out)) = (
+        std::env::var("HYPERNODES_PROTO_PLAN"),
+        std::env::var("HYPERNODES_PROTO_OUT"),
+    ) else {
+        return;
+    };
+    let bytes = std::fs::read(&plan).unwrap();
+    // This process links the same nodes: its registry comes from the same
+    // pipeline code (the cache directory given here is not used; the
+    // plan carries its own).
+    let registry = NodeRegistry::new().with_pipeline(&pipeline(Path::new("unused")));
+    let ((columns, failures), counts) = counting(|| run_decoded(&bytes, registry));
+    let fields: Vec<(String, ArrayRef)> = columns
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (format!("c{i}"), c))
+        .collect();
+    let batch = RecordBatch::try_from_iter(fields).unwrap();
+    let mut ipc = Vec::new();
+    {
+        let mut writer =
+            hypernodes::engines::datafusion::arrow::ipc::writer::StreamWriter::try_new(
+                &mut ipc,
+                &batch.schema(),
+            )
+            .unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+    }
+    std::fs::write(format!("{out}.arrow"), ipc).unwrap();
+    let failures: Vec<String> = failures.iter().map(|(i, e)| format!("{i}: {e}")).collect();
+    std::fs::write(
+        format!("{out}.txt"),
+        format!("{counts:?}\n{}", failures.join("\n")),
+    )
+    .unwrap();
+}
+
+/// Runs this test binary again as a child that decodes `bytes` and runs
+/// them: its results (in item order) and its `counts` line with failures.
+fn run_in_child(bytes: &[u8], dir: &Path) -> (Vec<ArrayRef>, String) {
+    let plan = dir.join("plan.bin");
+    let out = dir.join("out");
+    std::fs::write(&plan, bytes).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_decodes_and_runs_a_plan",
+            "--test-threads=1",
+        ])
+        .env("HYPERNODES_PROTO_PLAN", &plan)
+        .env("HYPERNODES_PROTO_OUT", &out)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A child that hangs fails the test instead of stalling CI.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the child process did not finish within 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "the child failed: {status}");
+    let ipc = std::fs::read(format!("{}.arrow", out.display())).unwrap();
+    let reader = hypernodes::engines::datafusion::arrow::ipc::reader::StreamReader::try_new(
+        std::io::Cursor::new(ipc),
+        None,
+    )
+    .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let text = std::fs::read_to_string(format!("{}.txt", out.display())).unwrap();
+    (batches[0].columns().to_vec(), text)
+}
+
+#[test]
+fn a_plan_runs_in_another_process() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let expected = pipeline(here.path())
+        .with_engine(engine())
+        .map(inputs(), options())
+        .unwrap();
+    let failure = format!("13: {}", expected.failures()[0].error);
+    let expected = columns(&expected.to_record_batch().unwrap());
+    let bytes = engine()
+        .encode_map(&pipeline(there.path()), inputs(), options())
+        .unwrap();
+    let total_words: usize = (0..ITEMS).map(|i| (i % 5) as usize).sum();
+
+    // Cold in the child: every node ran there, results as in process.
+    let (cold, report) = run_in_child(&bytes, work.path());
+    assert_eq!(cold, expected);
+    assert_eq!(
+        report,
+        format!("[{ITEMS}, {ITEMS}, {total_words}]\n{failure}")
+    );
+    assert_eq!(cache_rows(there.path()), cache_rows(here.path()));
+
+    // Warm in a second child: only the failed word runs again.
+    let (warm, report) = run_in_child(&bytes, work.path());
+    assert_eq!(warm, expected);
+    assert_eq!(report, format!("[0, 0, 1]\n{failure}"));
 }
