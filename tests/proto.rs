@@ -106,7 +106,7 @@ fn run_decoded(bytes: &[u8], registry: NodeRegistry) -> (Vec<ArrayRef>, Vec<(usi
     run_decoded_with(bytes, registry, ITEMS as usize)
 }
 
-/// [`run_decoded`] for a map of `items` items.
+/// [`run_decoded`] for a map of `expected_items` items.
 fn run_decoded_with(
     bytes: &[u8],
     registry: NodeRegistry,
@@ -122,6 +122,32 @@ fn run_decoded_with(
             ctx.task_ctx(),
         ))
         .unwrap();
+    finish(&codec, batches, expected_items)
+}
+
+/// Decodes the logical plan `bytes` in a new session of the engine's with
+/// `registry`, optimizes and runs it there, as [`run_decoded`] does.
+fn run_decoded_logical(
+    bytes: &[u8],
+    registry: NodeRegistry,
+) -> (Vec<ArrayRef>, Vec<(usize, String)>) {
+    let codec = NodeCodec::new(registry);
+    let ctx = engine().session();
+    let plan = codec.decode_logical_plan(bytes, &ctx).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let batches = runtime
+        .block_on(async { ctx.execute_logical_plan(plan).await?.collect().await })
+        .unwrap();
+    finish(&codec, batches, ITEMS as usize)
+}
+
+/// Closes `codec` after its plan produced `batches`: the output columns
+/// (without `__item`) in item order, and the failed items' messages.
+fn finish(
+    codec: &NodeCodec,
+    batches: Vec<RecordBatch>,
+    expected_items: usize,
+) -> (Vec<ArrayRef>, Vec<(usize, String)>) {
     let outcome = codec.close().unwrap();
     assert!(
         outcome.cache_errors.is_empty(),
@@ -223,6 +249,51 @@ fn a_plan_decoded_elsewhere_gives_the_same_results_cache_and_counts() {
             .unwrap()
     });
     assert_eq!(counts, [0, 0, 1]);
+}
+
+#[test]
+fn a_logical_plan_decoded_elsewhere_gives_the_same_results_cache_and_counts() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+    let (expected, counts_here) = counting(|| {
+        pipeline(here.path())
+            .with_engine(engine())
+            .map(inputs(), options())
+            .unwrap()
+    });
+    let expected_failures: Vec<(usize, String)> = expected
+        .failures()
+        .iter()
+        .map(|f| (f.index, f.error.to_string()))
+        .collect();
+    let expected = columns(&expected.to_record_batch().unwrap());
+
+    // What a client sends a scheduler: the logical plan, input rows
+    // included; optimized again and run where it is decoded.
+    let p = pipeline(there.path());
+    let bytes = engine()
+        .encode_map_logical(&p, inputs(), options())
+        .unwrap();
+    let registry = || NodeRegistry::new().with_pipeline(&p);
+    let ((cold, failures), counts) = counting(|| run_decoded_logical(&bytes, registry()));
+    assert_eq!(counts, counts_here);
+    assert_eq!(cold, expected);
+    assert_eq!(failures, expected_failures);
+    assert_eq!(cache_rows(there.path()), cache_rows(here.path()));
+    let ((warm, failures), counts) = counting(|| run_decoded_logical(&bytes, registry()));
+    assert_eq!(counts, [0, 0, 1]);
+    assert_eq!(warm, expected);
+    assert_eq!(failures, expected_failures);
+
+    // An unknown node is refused when the logical plan is decoded.
+    let err = NodeCodec::new(NodeRegistry::new())
+        .decode_logical_plan(&bytes, &engine().session())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Registry(RegistryError::UnknownNode { .. })),
+        "{err:?}"
+    );
 }
 
 #[node(output = "y")]

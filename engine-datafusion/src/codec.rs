@@ -20,15 +20,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::common::TableReference;
 use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::datasource::MemTable;
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::logical_expr::{ScalarUDF, Volatility};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use hypernodes_core::cache::{Cache, CacheLocation};
 use hypernodes_core::engine::MapState;
-use hypernodes_core::node::NodeRegistry;
+use hypernodes_core::node::{NodeRegistry, RegistryError};
 use hypernodes_core::signature::Signature;
 use hypernodes_core::value::Value;
 use hypernodes_core::{Error, ErrorPolicy, MapJob};
@@ -92,7 +98,9 @@ pub struct DecodedOutcome {
 }
 
 /// Encodes the UDFs of lowered maps, and decodes them with the nodes of a
-/// [`NodeRegistry`] (a `datafusion-proto` [`PhysicalExtensionCodec`]).
+/// [`NodeRegistry`]: a `datafusion-proto` [`LogicalExtensionCodec`] (for
+/// logical plans, which also carries the map's in-memory input table) and
+/// [`PhysicalExtensionCodec`] (for physical plans).
 /// One codec decodes the plans of one run: it keeps the jobs and the
 /// caches it opened until [`NodeCodec::close`].
 pub struct NodeCodec {
@@ -103,6 +111,9 @@ pub struct NodeCodec {
 /// What a codec opened while decoding.
 #[derive(Default)]
 struct Decoded {
+    /// The first node the registry refused while decoding: returned as it
+    /// is (DataFusion turns errors inside a logical plan into text).
+    refused: Option<RegistryError>,
     caches: HashMap<String, Arc<dyn Cache>>,
     maps: HashMap<u64, Arc<MapState>>,
     jobs: Vec<Arc<MapJob>>,
@@ -178,7 +189,27 @@ impl NodeCodec {
             &ctx.task_ctx(),
             self,
         )
-        .map_err(crate::df_error)
+        .map_err(|e| self.decode_failed(e))
+    }
+
+    /// Decodes a logical plan encoded by
+    /// [`DataFusionEngine::encode_map_logical`], for `ctx` to optimize and
+    /// run (make it with [`DataFusionEngine::session`]). Nodes are
+    /// resolved as for [`NodeCodec::decode_plan`].
+    ///
+    /// [`DataFusionEngine::encode_map_logical`]: crate::DataFusionEngine::encode_map_logical
+    /// [`DataFusionEngine::session`]: crate::DataFusionEngine::session
+    pub fn decode_logical_plan(
+        &self,
+        bytes: &[u8],
+        ctx: &SessionContext,
+    ) -> Result<LogicalPlan, Error> {
+        datafusion_proto::bytes::logical_plan_from_bytes_with_extension_codec(
+            bytes,
+            &ctx.task_ctx(),
+            self,
+        )
+        .map_err(|e| self.decode_failed(e))
     }
 
     /// Ends the runs of the decoded plans: waits for their cache writes,
@@ -200,6 +231,30 @@ impl NodeCodec {
         Ok(outcome)
     }
 
+    /// Keeps the registry's refusal (the first) and wraps it for DataFusion.
+    fn refused(&self, e: RegistryError) -> DataFusionError {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .refused
+            .get_or_insert_with(|| e.clone());
+        ours(e.into())
+    }
+
+    /// A decoding failure: the registry's refusal when there was one.
+    fn decode_failed(&self, e: DataFusionError) -> Error {
+        match self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .refused
+            .take()
+        {
+            Some(refused) => Error::Registry(refused),
+            None => crate::df_error(e),
+        }
+    }
+
     /// The cache at `url`, opened once per codec.
     fn cache(&self, url: &str) -> Result<Arc<dyn Cache>, Error> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -218,7 +273,7 @@ impl NodeCodec {
         let node = self
             .registry
             .resolve(&step.node, &hex_sig(&step.code)?)
-            .map_err(|e| ours(e.into()))?
+            .map_err(|e| self.refused(e))?
             .clone();
         if args.len() != node.inputs().len() || step.outs.len() != node.outputs().len() {
             return Err(malformed(format!(
@@ -336,30 +391,36 @@ impl NodeCodec {
     }
 }
 
-impl PhysicalExtensionCodec for NodeCodec {
-    fn try_decode(
-        &self,
-        _buf: &[u8],
-        _inputs: &[Arc<dyn ExecutionPlan>],
-        _ctx: &TaskContext,
-        _proto_converter: &dyn PhysicalProtoConverterExtension,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Err(malformed("lowered maps have no plan nodes of their own"))
-    }
+/// An in-memory table (the map's input rows) on the wire: each partition
+/// as an Arrow IPC stream.
+#[derive(Debug, Serialize, Deserialize)]
+struct TableWire {
+    partitions: Vec<Vec<u8>>,
+}
 
-    fn try_encode(
-        &self,
-        node: Arc<dyn ExecutionPlan>,
-        _buf: &mut Vec<u8>,
-        _proto_converter: &dyn PhysicalProtoConverterExtension,
-    ) -> DfResult<()> {
-        Err(malformed(format!(
-            "cannot encode plan node `{}`",
-            node.name()
-        )))
-    }
+/// The batches of an IPC stream.
+fn batches_from_ipc(bytes: &[u8]) -> DfResult<Vec<RecordBatch>> {
+    datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?
+        .map(|b| b.map_err(DataFusionError::from))
+        .collect()
+}
 
-    fn try_encode_udf(&self, udf: &ScalarUDF, buf: &mut Vec<u8>) -> DfResult<()> {
+/// Batches as one IPC stream of `schema`.
+fn batches_to_ipc(schema: &SchemaRef, batches: &[RecordBatch]) -> DfResult<Vec<u8>> {
+    let mut bytes = Vec::new();
+    {
+        let mut writer = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut bytes, schema)?;
+        for batch in batches {
+            writer.write(batch)?;
+        }
+        writer.finish()?;
+    }
+    Ok(bytes)
+}
+
+/// UDFs of ours as bytes (`None`: not ours, found by name where decoded).
+impl NodeCodec {
+    fn encode_udf(&self, udf: &ScalarUDF, buf: &mut Vec<u8>) -> DfResult<()> {
         let inner = udf.inner();
         let wire = if let Some(sig) = inner.downcast_ref::<SigUdf>() {
             UdfWire::Signature {
@@ -408,20 +469,19 @@ impl PhysicalExtensionCodec for NodeCodec {
                 args,
             }
         } else {
-            // Not ours (a built-in): found by name where it is decoded.
             return Ok(());
         };
         serde_json::to_writer(buf, &wire).map_err(malformed)
     }
 
-    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<ScalarUDF>> {
+    fn decode_udf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<ScalarUDF>> {
         let wire: UdfWire = serde_json::from_slice(buf).map_err(malformed)?;
         let udf = match wire {
             UdfWire::Signature { node, code, args } => {
                 let linked = self
                     .registry
                     .resolve(&node, &hex_sig(&code)?)
-                    .map_err(|e| ours(e.into()))?;
+                    .map_err(|e| self.refused(e))?;
                 let args = args
                     .into_iter()
                     .map(|a| match a {
@@ -436,5 +496,99 @@ impl PhysicalExtensionCodec for NodeCodec {
             }
         };
         Ok(Arc::new(udf))
+    }
+}
+
+impl LogicalExtensionCodec for NodeCodec {
+    fn try_decode(
+        &self,
+        _buf: &[u8],
+        _inputs: &[LogicalPlan],
+        _ctx: &TaskContext,
+    ) -> DfResult<Extension> {
+        Err(malformed("lowered maps have no plan nodes of their own"))
+    }
+
+    fn try_encode(&self, node: &Extension, _buf: &mut Vec<u8>) -> DfResult<()> {
+        Err(malformed(format!(
+            "cannot encode plan node `{}`",
+            node.node.name()
+        )))
+    }
+
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        _table_ref: &TableReference,
+        schema: SchemaRef,
+        _ctx: &TaskContext,
+    ) -> DfResult<Arc<dyn TableProvider>> {
+        let wire: TableWire = serde_json::from_slice(buf).map_err(malformed)?;
+        let partitions = wire
+            .partitions
+            .iter()
+            .map(|p| batches_from_ipc(p))
+            .collect::<DfResult<Vec<_>>>()?;
+        Ok(Arc::new(MemTable::try_new(schema, partitions)?))
+    }
+
+    fn try_encode_table_provider(
+        &self,
+        table_ref: &TableReference,
+        node: Arc<dyn TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> DfResult<()> {
+        let table = (node.as_ref() as &dyn std::any::Any)
+            .downcast_ref::<MemTable>()
+            .ok_or_else(|| malformed(format!("cannot encode table `{table_ref}`")))?;
+        let schema = table.schema();
+        let mut partitions = Vec::with_capacity(table.batches.len());
+        for partition in &table.batches {
+            let batches = partition
+                .try_read()
+                .map_err(|_| malformed(format!("table `{table_ref}` is being written")))?;
+            partitions.push(batches_to_ipc(&schema, &batches)?);
+        }
+        serde_json::to_writer(buf, &TableWire { partitions }).map_err(malformed)
+    }
+
+    fn try_encode_udf(&self, udf: &ScalarUDF, buf: &mut Vec<u8>) -> DfResult<()> {
+        self.encode_udf(udf, buf)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<ScalarUDF>> {
+        self.decode_udf(name, buf)
+    }
+}
+
+impl PhysicalExtensionCodec for NodeCodec {
+    fn try_decode(
+        &self,
+        _buf: &[u8],
+        _inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Err(malformed("lowered maps have no plan nodes of their own"))
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        _buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> DfResult<()> {
+        Err(malformed(format!(
+            "cannot encode plan node `{}`",
+            node.name()
+        )))
+    }
+
+    fn try_encode_udf(&self, udf: &ScalarUDF, buf: &mut Vec<u8>) -> DfResult<()> {
+        self.encode_udf(udf, buf)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<ScalarUDF>> {
+        self.decode_udf(name, buf)
     }
 }

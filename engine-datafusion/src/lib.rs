@@ -109,6 +109,40 @@ impl DataFusionEngine {
 }
 
 impl DataFusionEngine {
+    /// A DataFusion session set up as this engine's own (batch size,
+    /// partitions, and an optimizer that never duplicates a node's UDF):
+    /// where a process runs plans decoded with [`NodeCodec`], logical ones
+    /// above all (they are optimized again there).
+    pub fn session(&self) -> datafusion::prelude::SessionContext {
+        lower::session(
+            datafusion::prelude::SessionConfig::new()
+                .with_batch_size(self.batch_size.max(1))
+                .with_target_partitions(self.partitions.max(1)),
+        )
+    }
+
+    /// The logical plan of `pipeline.map(inputs, options)` as bytes
+    /// (`datafusion-proto`, with [`NodeCodec`], the input rows included):
+    /// what a client sends a scheduler. Decode it with
+    /// [`NodeCodec::decode_logical_plan`] in a [`DataFusionEngine::session`].
+    pub fn encode_map_logical(
+        &self,
+        pipeline: &Pipeline,
+        inputs: Inputs,
+        options: impl Into<MapOptions>,
+    ) -> Result<Vec<u8>, Error> {
+        pipeline.inspect_map(inputs, options, |job| {
+            let lowered = lower::lower(self, job)?;
+            let codec = NodeCodec::new(hypernodes_core::node::NodeRegistry::new());
+            datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec(
+                lowered.df.logical_plan(),
+                &codec,
+            )
+            .map(|bytes| bytes.to_vec())
+            .map_err(df_error)
+        })
+    }
+
     /// The physical plan of `pipeline.map(inputs, options)` as bytes
     /// (`datafusion-proto`, with [`NodeCodec`]), for another process to
     /// decode with its node registry ([`NodeCodec::decode_plan`]) and run:

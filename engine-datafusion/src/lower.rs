@@ -145,7 +145,7 @@ fn inputs(
 /// A session whose optimizer never duplicates a node's UDF: the rules that
 /// push struct field accesses towards the scan would copy
 /// `get_field(node(...))` once per field, calling the node once per output.
-fn session(config: SessionConfig) -> SessionContext {
+pub(crate) fn session(config: SessionConfig) -> SessionContext {
     use datafusion::execution::SessionStateBuilder;
     let state = SessionStateBuilder::new()
         .with_config(config)
@@ -171,10 +171,7 @@ fn session(config: SessionConfig) -> SessionContext {
 /// Lowers `job` (see the module docs).
 pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowered, Error> {
     let cm = job.columnar()?;
-    let config = SessionConfig::new()
-        .with_batch_size(engine.batch_size.max(1))
-        .with_target_partitions(engine.partitions.max(1));
-    let ctx = session(config);
+    let ctx = engine.session();
     let steps = cm.steps.len();
     let cache = job.cache().cloned();
     // What a plan that leaves the process carries instead of the cache, and
