@@ -320,6 +320,13 @@ pub enum Error {
     },
 }
 
+/// An Arrow kernel's failure (taking, concatenating, merging columns).
+impl From<arrow_schema::ArrowError> for Error {
+    fn from(e: arrow_schema::ArrowError) -> Self {
+        Error::external("arrow", e)
+    }
+}
+
 impl Error {
     /// An error of a library underneath, while doing `what`.
     pub fn external(

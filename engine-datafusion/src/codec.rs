@@ -40,7 +40,9 @@ use hypernodes_core::value::Value;
 use hypernodes_core::{Error, ErrorPolicy, MapJob};
 use serde::{Deserialize, Serialize};
 
-use crate::udf::{Arg, NodeUdf, SigArg, SigUdf, StepWire, node_fields};
+use hypernodes_core::columnar::{Arg, ColumnarStep};
+
+use crate::udf::{NodeUdf, SigArg, SigUdf, StepWire, node_fields};
 
 /// A node argument on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -366,26 +368,31 @@ impl NodeCodec {
         };
         Ok(NodeUdf {
             name: name.to_string(),
-            step: 0,
-            job,
-            state,
-            observed: false,
-            scopes: 0,
-            cache: cache.filter(|_| step.cached).map(|c| (c, node.cache_key())),
-            hash_outputs: step.hash_outputs,
-            first: false,
-            last: false,
-            slot_count: layout.slot_count,
-            args: decoded,
-            outs,
             fields,
             signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
-            batch: node.batch().cloned().filter(|_| args_arrow),
-            rows: node.rows().cloned(),
-            retries: node.retries(),
-            opens: Vec::new(),
-            closes: Vec::new(),
-            piece_rows: std::sync::atomic::AtomicUsize::new(crate::udf::FIRST_PIECE_ROWS),
+            step: ColumnarStep {
+                name: name.to_string(),
+                step: 0,
+                job,
+                state,
+                observed: false,
+                scopes: 0,
+                cache: cache.filter(|_| step.cached).map(|c| (c, node.cache_key())),
+                hash_outputs: step.hash_outputs,
+                first: false,
+                last: false,
+                slot_count: layout.slot_count,
+                args: decoded,
+                outs,
+                batch: node.batch().cloned().filter(|_| args_arrow),
+                rows: node.rows().cloned(),
+                retries: node.retries(),
+                opens: Vec::new(),
+                closes: Vec::new(),
+                piece_rows: std::sync::atomic::AtomicUsize::new(
+                    hypernodes_core::columnar::FIRST_PIECE_ROWS,
+                ),
+            },
             wire: step,
         })
     }
@@ -442,8 +449,8 @@ impl NodeCodec {
                     node.wire.node
                 )));
             }
-            let mut args = Vec::with_capacity(node.args.len());
-            for arg in &node.args {
+            let mut args = Vec::with_capacity(node.step.args.len());
+            for arg in &node.step.args {
                 args.push(match arg {
                     Arg::Column { .. } => ArgWire::Column,
                     Arg::Fixed {

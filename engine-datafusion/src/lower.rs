@@ -25,7 +25,9 @@ use hypernodes_core::value::ValueType;
 use hypernodes_core::{Error, MapJob, MapMode};
 
 use crate::DataFusionEngine;
-use crate::udf::{Arg, NodeUdf, SigArg, SigUdf, StepWire, node_fields};
+use hypernodes_core::columnar::{Arg, ColumnarStep};
+
+use crate::udf::{NodeUdf, SigArg, SigUdf, StepWire, node_fields};
 
 /// A lowered map, ready to execute.
 pub(crate) struct Lowered {
@@ -294,33 +296,39 @@ pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowe
             inputs: node.inputs().iter().map(|p| p.name.clone()).collect(),
             outs: step.outs.to_vec(),
         };
+        let name = format!("node_{}_{}", node.name(), step.index);
         let udf = NodeUdf {
-            name: format!("node_{}_{}", node.name(), step.index),
+            name: name.clone(),
             wire,
-            step: step.index,
-            job: job.clone(),
-            state: job.state().clone(),
-            observed: job.observed(),
-            scopes: job.scope_count(),
-            cache: if cached {
-                cache.clone().map(|c| (c, key))
-            } else {
-                None
-            },
-            hash_outputs: cache.is_some(),
-            first: step.index == 0,
-            last: step.index + 1 == steps,
-            slot_count: cm.slot_count,
-            args,
-            outs: outs.clone(),
             fields,
             signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
-            batch: node.batch().cloned().filter(|_| args_arrow),
-            rows: node.rows().cloned(),
-            retries: node.retries(),
-            opens: job.scopes_opening(step.index),
-            closes: job.scopes_closing(step.index),
-            piece_rows: std::sync::atomic::AtomicUsize::new(crate::udf::FIRST_PIECE_ROWS),
+            step: ColumnarStep {
+                name,
+                step: step.index,
+                job: job.clone(),
+                state: job.state().clone(),
+                observed: job.observed(),
+                scopes: job.scope_count(),
+                cache: if cached {
+                    cache.clone().map(|c| (c, key))
+                } else {
+                    None
+                },
+                hash_outputs: cache.is_some(),
+                first: step.index == 0,
+                last: step.index + 1 == steps,
+                slot_count: cm.slot_count,
+                args,
+                outs: outs.clone(),
+                batch: node.batch().cloned().filter(|_| args_arrow),
+                rows: node.rows().cloned(),
+                retries: node.retries(),
+                opens: job.scopes_opening(step.index),
+                closes: job.scopes_closing(step.index),
+                piece_rows: std::sync::atomic::AtomicUsize::new(
+                    hypernodes_core::columnar::FIRST_PIECE_ROWS,
+                ),
+            },
         };
         let r = format!("r{}", step.index);
         df = df

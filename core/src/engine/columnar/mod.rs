@@ -19,6 +19,10 @@
 
 use arrow_array::ArrayRef;
 
+mod step;
+
+pub use step::{Arg, ColumnarStep, FIRST_PIECE_ROWS, PIECE_TIME};
+
 pub use crate::kernels::RowPicks;
 
 use crate::map::MapMode;
