@@ -40,9 +40,9 @@ use hypernodes_core::value::Value;
 use hypernodes_core::{Error, ErrorPolicy, MapJob};
 use serde::{Deserialize, Serialize};
 
-use hypernodes_core::columnar::{Arg, ColumnarStep};
+use hypernodes_core::columnar::{Arg, ColumnarStep, SigArg, SigSpec};
 
-use crate::udf::{NodeUdf, SigArg, SigUdf, StepWire, node_fields};
+use crate::udf::{NodeUdf, SigUdf, StepWire, node_fields};
 
 /// A node argument on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -431,9 +431,10 @@ impl NodeCodec {
         let inner = udf.inner();
         let wire = if let Some(sig) = inner.downcast_ref::<SigUdf>() {
             UdfWire::Signature {
-                node: sig.node.clone(),
-                code: sig.code.to_hex(),
+                node: sig.spec.node.clone(),
+                code: sig.spec.code.to_hex(),
                 args: sig
+                    .spec
                     .args
                     .iter()
                     .map(|a| match a {
@@ -496,7 +497,7 @@ impl NodeCodec {
                         Some(hash) => Ok(SigArg::Fixed(hash.as_deref().map(hex_sig).transpose()?)),
                     })
                     .collect::<DfResult<Vec<_>>>()?;
-                ScalarUDF::new_from_impl(SigUdf::new(name.to_string(), linked, args))
+                ScalarUDF::new_from_impl(SigUdf::new(name.to_string(), SigSpec::new(linked, args)))
             }
             UdfWire::Node { step, args } => {
                 ScalarUDF::new_from_impl(self.decode_node(name, step, args)?)

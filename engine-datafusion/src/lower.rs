@@ -11,7 +11,6 @@
 //! outputs' `s`/`h` columns. The plan ends with `__item` and the requested
 //! outputs, in any order (the engine places rows by `__item`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
@@ -20,14 +19,13 @@ use datafusion::datasource::MemTable;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, Volatility, col, lit};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-use hypernodes_core::columnar::ColumnarMap;
+use hypernodes_core::columnar::{ColumnarMap, PlannedStep};
 use hypernodes_core::value::ValueType;
 use hypernodes_core::{Error, MapJob, MapMode};
 
 use crate::DataFusionEngine;
-use hypernodes_core::columnar::{Arg, ColumnarStep};
 
-use crate::udf::{NodeUdf, SigArg, SigUdf, StepWire, node_fields};
+use crate::udf::{NodeUdf, SigUdf, StepWire, node_fields};
 
 /// A lowered map, ready to execute.
 pub(crate) struct Lowered {
@@ -170,116 +168,38 @@ pub(crate) fn session(config: SessionConfig) -> SessionContext {
     SessionContext::new_with_state(state)
 }
 
-/// Lowers `job` (see the module docs).
+/// Lowers `job` (see the module docs): the input table, then per step of
+/// the job's [`ColumnarPlan`](hypernodes_core::columnar::ColumnarPlan) its
+/// signature column and its node's UDF.
 pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowered, Error> {
     let cm = job.columnar()?;
+    let plan = job.columnar_plan(&engine.name)?;
     let ctx = engine.session();
-    let steps = cm.steps.len();
-    let cache = job.cache().cloned();
     // What a plan that leaves the process carries instead of the cache, and
     // which map its steps belong to.
-    let cache_url = cache.as_ref().and_then(|c| c.location()).map(|l| l.url());
+    let cache_url = job.cache().and_then(|c| c.location()).map(|l| l.url());
     let map_id = crate::codec::new_map_id();
-
-    // Nodes whose outputs have no Arrow form cannot be columns.
-    for step in &cm.steps {
-        let node = step.node;
-        let all = !node.is_pipeline();
-        for (port, slot) in node.outputs().iter().zip(step.outs) {
-            if (all || slot.is_some()) && !port.ty.is_arrow() {
-                return Err(Error::Engine {
-                    message: format!(
-                        "node `{}` cannot run on engine `{}`: output `{}` of type {} has no Arrow form",
-                        node.name(),
-                        engine.name,
-                        port.name,
-                        port.ty.name()
-                    ),
-                });
-            }
-        }
-    }
-
     let mut df = inputs(&ctx, &cm, engine)?;
-    // Slots held as columns, with their types.
-    let mut column_ty: HashMap<usize, ValueType> = cm
-        .mapped
-        .iter()
-        .filter_map(|m| m.slot.map(|s| (s, m.ty)))
-        .collect();
-    let fixed: HashMap<usize, &hypernodes_core::columnar::FixedInput> =
-        cm.fixed.iter().map(|f| (f.slot, f)).collect();
-
-    for step in &cm.steps {
-        let node = step.node;
-        let mut args = Vec::with_capacity(step.args.len());
-        for &slot in step.args {
-            if let Some(ty) = column_ty.get(&slot) {
-                args.push(Arg::Column { slot, ty: *ty });
-            } else if let Some(f) = fixed.get(&slot) {
-                args.push(Arg::Fixed {
-                    slot,
-                    ty: f.ty,
-                    value: f.value.clone(),
-                    hash: f.hash,
-                });
-            } else {
-                return Err(Error::Engine {
-                    message: format!(
-                        "engine `{}`: no value for an input of node `{}`",
-                        engine.name,
-                        node.name()
-                    ),
-                });
-            }
-        }
-        let args_arrow = args.iter().all(|a| match a {
-            Arg::Column { .. } => true,
-            Arg::Fixed { ty, .. } => ty.is_arrow(),
-        });
-        let hashable = args.iter().all(|a| match a {
-            Arg::Column { .. } => true,
-            Arg::Fixed { hash, .. } => hash.is_some(),
-        });
-        let key = node.cache_key();
-        let cached = cache.is_some() && node.caching() && hashable;
+    for planned in plan.steps {
+        let PlannedStep {
+            node,
+            sig,
+            columns,
+            outs,
+            step,
+        } = planned;
+        let index = step.step;
         let mut udf_args = vec![col("__item")];
-        if cached {
-            let sig_args = args
-                .iter()
-                .map(|a| match a {
-                    Arg::Column { .. } => SigArg::Column,
-                    Arg::Fixed { hash, .. } => SigArg::Fixed(*hash),
-                })
-                .collect();
-            let sig = SigUdf::new(
-                format!("signature_{}_{}", node.name(), step.index),
-                node,
-                sig_args,
-            );
-            let hash_cols: Vec<Expr> = args
-                .iter()
-                .filter_map(|a| match a {
-                    Arg::Column { slot, .. } => Some(col(format!("h{slot}"))),
-                    Arg::Fixed { .. } => None,
-                })
-                .collect();
-            let name = format!("g{}", step.index);
+        if let Some(spec) = sig {
+            let hash_cols: Vec<Expr> = columns.iter().map(|s| col(format!("h{s}"))).collect();
+            let name = format!("g{index}");
+            let sig = SigUdf::new(format!("signature_{}_{index}", node.name()), spec);
             df = df
                 .with_column(&name, ScalarUDF::new_from_impl(sig).call(hash_cols))
                 .map_err(df_error)?;
             udf_args.push(col(&name));
         }
-        udf_args.extend(args.iter().filter_map(|a| match a {
-            Arg::Column { slot, .. } => Some(col(format!("s{slot}"))),
-            Arg::Fixed { .. } => None,
-        }));
-        let outs: Vec<(Option<usize>, ValueType)> = node
-            .outputs()
-            .iter()
-            .zip(step.outs)
-            .map(|(p, slot)| (*slot, p.ty))
-            .collect();
+        udf_args.extend(columns.iter().map(|s| col(format!("s{s}"))));
         let fields = node_fields(&outs).map_err(|ty| Error::Engine {
             message: format!("node `{}`: type {ty} has no Arrow form", node.name()),
         })?;
@@ -289,52 +209,25 @@ pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowe
             stop: job.policy() == hypernodes_core::ErrorPolicy::Stop,
             node: node.name().to_string(),
             code: node.code_hash().to_hex(),
-            path: job.step_path(step.index)?,
+            path: job.step_path(index)?,
             cache: cache_url.clone(),
-            cached,
-            hash_outputs: cache.is_some(),
+            cached: step.cache.is_some(),
+            hash_outputs: step.hash_outputs,
             inputs: node.inputs().iter().map(|p| p.name.clone()).collect(),
-            outs: step.outs.to_vec(),
+            outs: outs.iter().map(|(slot, _)| *slot).collect(),
         };
-        let name = format!("node_{}_{}", node.name(), step.index);
         let udf = NodeUdf {
-            name: name.clone(),
+            name: step.name.clone(),
             wire,
             fields,
             signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
-            step: ColumnarStep {
-                name,
-                step: step.index,
-                job: job.clone(),
-                state: job.state().clone(),
-                observed: job.observed(),
-                scopes: job.scope_count(),
-                cache: if cached {
-                    cache.clone().map(|c| (c, key))
-                } else {
-                    None
-                },
-                hash_outputs: cache.is_some(),
-                first: step.index == 0,
-                last: step.index + 1 == steps,
-                slot_count: cm.slot_count,
-                args,
-                outs: outs.clone(),
-                batch: node.batch().cloned().filter(|_| args_arrow),
-                rows: node.rows().cloned(),
-                retries: node.retries(),
-                opens: job.scopes_opening(step.index),
-                closes: job.scopes_closing(step.index),
-                piece_rows: std::sync::atomic::AtomicUsize::new(
-                    hypernodes_core::columnar::FIRST_PIECE_ROWS,
-                ),
-            },
+            step,
         };
-        let r = format!("r{}", step.index);
+        let r = format!("r{index}");
         df = df
             .with_column(&r, ScalarUDF::new_from_impl(udf).call(udf_args))
             .map_err(df_error)?;
-        for (slot, ty) in &outs {
+        for (slot, _) in &outs {
             let Some(slot) = slot else { continue };
             for prefix in ["s", "h"] {
                 let name = format!("{prefix}{slot}");
@@ -342,26 +235,15 @@ pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowe
                     .with_column(&name, get_field(col(&r), name.as_str()))
                     .map_err(df_error)?;
             }
-            column_ty.insert(*slot, *ty);
         }
         df = df.drop_columns(&[r.as_str()]).map_err(df_error)?;
     }
-
     let mut select = vec![col("__item")];
-    let mut outputs = Vec::new();
-    for o in &cm.outputs {
-        if !column_ty.contains_key(&o.slot) {
-            return Err(Error::Engine {
-                message: format!(
-                    "engine `{}`: output `{}` is not a column of the plan",
-                    engine.name, o.name
-                ),
-            });
-        }
-        select.push(col(format!("s{}", o.slot)));
-        outputs.push((o.slot, o.ty));
-    }
+    select.extend(plan.outputs.iter().map(|(slot, _)| col(format!("s{slot}"))));
     // No sort: the engine places each row by its `__item`.
     let df = df.select(select).map_err(df_error)?;
-    Ok(Lowered { df, outputs })
+    Ok(Lowered {
+        df,
+        outputs: plan.outputs,
+    })
 }

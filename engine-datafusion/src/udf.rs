@@ -7,14 +7,13 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
-use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, StructArray};
+use arrow_array::{ArrayRef, FixedSizeBinaryArray, StructArray};
 use arrow_schema::{DataType, Field, Fields};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature as DfSignature, Volatility,
 };
-use hypernodes_core::columnar::ColumnarStep;
-use hypernodes_core::signature::{NodeKey, Signature};
+use hypernodes_core::columnar::{ColumnarStep, SigSpec};
 use hypernodes_core::value::ValueType;
 use serde::{Deserialize, Serialize};
 
@@ -62,38 +61,21 @@ macro_rules! identified_by_name {
     };
 }
 
-/// Where a signature's input hash comes from: the next hash column of the
-/// UDF, or a fixed input's hash (`None`: a resource without a cache key,
-/// which leaves the node unsigned).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum SigArg {
-    Column,
-    Fixed(Option<Signature>),
-}
-
-/// `sig(node, item)` for a batch: one keyed hash over the inputs' hashes.
+/// `sig(node, item)` for a batch (see [`SigSpec`]) as a DataFusion UDF.
 /// Arguments: the hash column of every `SigArg::Column`, in order.
 #[derive(Debug)]
 pub(crate) struct SigUdf {
     pub name: String,
-    /// The node it signs, by name and code hash (what a plan that leaves
-    /// the process carries).
-    pub node: String,
-    pub code: Signature,
-    pub key: NodeKey,
-    pub args: Vec<SigArg>,
+    pub spec: SigSpec,
     pub signature: DfSignature,
 }
 
 impl SigUdf {
-    /// The signature UDF `name` of node `node` over `args`.
-    pub fn new(name: String, node: &hypernodes_core::Node, args: Vec<SigArg>) -> Self {
+    /// The signature UDF `name` computing `spec`.
+    pub fn new(name: String, spec: SigSpec) -> Self {
         SigUdf {
             name,
-            node: node.name().to_string(),
-            code: node.code_hash(),
-            key: NodeKey::new(&node.code_hash(), args.len(), &node.salt()),
-            args,
+            spec,
             signature: DfSignature::variadic_any(Volatility::Immutable),
         }
     }
@@ -106,21 +88,6 @@ fn fsb(array: &ArrayRef) -> DfResult<&FixedSizeBinaryArray> {
         .as_fixed_size_binary_opt()
         .filter(|a| a.value_length() == 32)
         .ok_or_else(|| DataFusionError::Internal("expected a 32-byte hash column".into()))
-}
-
-/// A `FixedSizeBinary(32)` column of signatures, null where there is none.
-fn signature_column(sigs: impl Iterator<Item = Option<Signature>>) -> ArrayRef {
-    let (lower, _) = sigs.size_hint();
-    let mut bytes: Vec<u8> = Vec::with_capacity(lower * 32);
-    let mut valid = arrow_buffer::BooleanBufferBuilder::new(lower);
-    for s in sigs {
-        bytes.extend_from_slice(&s.unwrap_or(Signature([0; 32])).0);
-        valid.append(s.is_some());
-    }
-    let valid = valid.finish();
-    let nulls =
-        (valid.count_set_bits() < valid.len()).then(|| arrow_buffer::NullBuffer::new(valid));
-    Arc::new(FixedSizeBinaryArray::new(32, bytes.into(), nulls))
 }
 
 impl ScalarUDFImpl for SigUdf {
@@ -137,35 +104,7 @@ impl ScalarUDFImpl for SigUdf {
         let n = args.number_rows;
         let columns = ColumnarValue::values_to_arrays(&args.args)?;
         let hashes = columns.iter().map(fsb).collect::<DfResult<Vec<_>>>()?;
-        if let ([SigArg::Column], [column]) = (self.args.as_slice(), hashes.as_slice())
-            && let Some(signed) = self.key.sign_column(column)
-        {
-            // One input column (the common case): hashed where it lies.
-            return Ok(ColumnarValue::Array(signed));
-        }
-        let sigs = self.key.sign_rows(n, |row, inputs| {
-            let mut columns = hashes.iter();
-            for arg in &self.args {
-                let h = match arg {
-                    SigArg::Column => {
-                        let Some(c) = columns.next().filter(|c| !c.is_null(row)) else {
-                            return false;
-                        };
-                        match c.value(row).try_into() {
-                            Ok(bytes) => Signature(bytes),
-                            Err(_) => return false,
-                        }
-                    }
-                    SigArg::Fixed(hash) => match hash {
-                        Some(h) => *h,
-                        None => return false,
-                    },
-                };
-                inputs.push(h);
-            }
-            true
-        });
-        Ok(ColumnarValue::Array(signature_column(sigs.into_iter())))
+        Ok(ColumnarValue::Array(self.spec.sign(n, &hashes)))
     }
 }
 

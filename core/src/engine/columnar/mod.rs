@@ -19,8 +19,10 @@
 
 use arrow_array::ArrayRef;
 
+mod plan;
 mod step;
 
+pub use plan::{ColumnarPlan, PlannedStep, SigArg, SigSpec};
 pub use step::{Arg, ColumnarStep, FIRST_PIECE_ROWS, PIECE_TIME};
 
 pub use crate::kernels::RowPicks;
