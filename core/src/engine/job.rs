@@ -21,6 +21,9 @@ use super::*;
 pub struct Chunk {
     pub(crate) start: usize,
     pub(crate) columns: Vec<Vec<Option<Value>>>,
+    /// The outputs as Arrow columns instead (a chunk run through the
+    /// columnar steps).
+    pub(crate) arrow: Option<Vec<arrow_array::ArrayRef>>,
     /// Whether it stopped at a failure (stop policy).
     pub(crate) stopped: bool,
 }
@@ -81,6 +84,8 @@ pub struct MapJob {
     pub(crate) mapped: Vec<MappedList>,
     /// Failures, the stop policy and item times, for every engine.
     pub(crate) state: Arc<MapState>,
+    /// The columnar plan the row engines run cached chunks through.
+    pub(crate) local: std::sync::Mutex<crate::engine::columnar::local::LocalPlan>,
     pub(crate) mode: MapMode,
     pub(crate) policy: ErrorPolicy,
     pub(crate) len: usize,
@@ -206,6 +211,7 @@ impl MapJob {
             template,
             mapped,
             state: Arc::new(MapState::new(len, options.on_error)),
+            local: Default::default(),
             mode: options.mode,
             policy: options.on_error,
             flush_every: options
@@ -304,13 +310,16 @@ impl MapJob {
             std::thread::scope(|s| {
                 let ticker = s.spawn(|| self.flush_by_time(&stop));
                 let result = exec.engine.map(self);
+                self.drop_local_plan();
                 *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
                 stop.1.notify_all();
                 let ticked = ticker.join().unwrap_or(Ok(()));
                 result.and_then(|r| ticked.map(|()| r))
             })
         } else {
-            exec.engine.map(self)
+            let result = exec.engine.map(self);
+            self.drop_local_plan();
+            result
         };
         let mut written = self.wait_for_flush();
         // What was stored after the last flush (a nested map leaves that to
@@ -516,6 +525,41 @@ impl MapJob {
         }
     }
 
+    /// Assembles chunks of Arrow columns (sorted by start) into the result.
+    fn assemble_arrow(&self, chunks: Vec<Chunk>) -> Result<MapResult, Error> {
+        if self.policy == ErrorPolicy::Stop && self.state.stopped_before(self.len) {
+            let mut failures = self.state.take_failures();
+            return Err(failures.swap_remove(0).1);
+        }
+        let outputs = self.exec.plan.outputs.len();
+        let mut next = 0;
+        let mut parts: Vec<Vec<arrow_array::ArrayRef>> = vec![Vec::new(); outputs];
+        for chunk in chunks {
+            let Some(arrays) = chunk.arrow.filter(|a| a.len() == outputs) else {
+                break;
+            };
+            let len = arrays
+                .first()
+                .map_or(0, |a| arrow_array::Array::len(a.as_ref()));
+            if chunk.start != next {
+                break;
+            }
+            next += len;
+            for (part, array) in parts.iter_mut().zip(arrays) {
+                part.push(array);
+            }
+        }
+        let columns = parts
+            .iter()
+            .map(|part| {
+                let refs: Vec<&dyn arrow_array::Array> = part.iter().map(|a| a.as_ref()).collect();
+                Ok(arrow_select::concat::concat(&refs)?)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        // Lengths are checked there: a missing chunk is an error naming the engine.
+        self.finish(columns)
+    }
+
     /// Whether a step of this map's plan calls an async function: its items
     /// then run in batches, node by node, so the async calls of many items
     /// can wait at once.
@@ -556,18 +600,22 @@ impl MapJob {
     /// failure any chunk has seen, and stops at its own first failure, so
     /// the earliest failure is always found and little work is wasted
     /// after it.
-    pub fn run_chunk(&self, range: Range<usize>) -> Chunk {
+    pub fn run_chunk(self: &Arc<Self>, range: Range<usize>) -> Chunk {
         let outputs = self.exec.plan.outputs.len();
         let mut chunk = Chunk {
             start: range.start,
             columns: (0..outputs)
                 .map(|_| Vec::with_capacity(range.len()))
                 .collect(),
+            arrow: None,
             stopped: false,
         };
         if self.state.stopped_before(range.start) {
             chunk.stopped = true;
             return chunk;
+        }
+        if let Some(plan) = self.local_plan() {
+            return self.run_chunk_columnar(&plan, range);
         }
         if let Some(cache) = &self.exec.cache {
             self.run_chunk_batched(Some(cache.as_ref()), range, &mut chunk);
@@ -597,6 +645,12 @@ impl MapJob {
     /// chunk that failed is returned; otherwise every item must be present.
     pub fn assemble(&self, mut chunks: Vec<Chunk>) -> Result<MapResult, Error> {
         chunks.sort_by_key(|c| c.start);
+        if let Some(error) = self.state.take_map_failure() {
+            return Err(error);
+        }
+        if chunks.iter().any(|c| c.arrow.is_some()) {
+            return self.assemble_arrow(chunks);
+        }
         let mut failures = self.state.take_failures();
         if self.policy == ErrorPolicy::Stop && !failures.is_empty() {
             return Err(failures.swap_remove(0).1);

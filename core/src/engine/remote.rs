@@ -57,6 +57,7 @@ impl MapJob {
             template: vec![None; slot_count],
             mapped: Vec::new(),
             state: Arc::new(super::MapState::new(len, policy)),
+            local: Default::default(),
             mode: MapMode::Zip,
             policy,
             len,

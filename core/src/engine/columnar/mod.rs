@@ -19,6 +19,7 @@
 
 use arrow_array::ArrayRef;
 
+pub(crate) mod local;
 mod plan;
 mod step;
 
