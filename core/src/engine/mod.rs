@@ -6,18 +6,25 @@
 //! [`ParallelEngine`] spreads items over all cores and returns the same
 //! results in the same order.
 //!
-//! One room per job: `scope` (an execution's place and the graph walk for
-//! one item), `invoke` (calling a node: attempts, retries, panics, async
-//! calls under their bounds), `kernel` (the cached step over a batch of
-//! rows: sign, look up, call the misses, hash, store), `nested` (pipeline
-//! nodes and `map_over`), `run` (a single run), `job` (a map: items,
-//! chunks, the result), `state` (what a map knows of its items as it runs:
-//! failures, the stop policy, start times), `flush` (writing results while a map runs), `spi`
-//! (what columnar engines call), `columnar` (the map described column by
-//! column, which they lower), `flat` (the steps with nested pipelines
-//! inlined), `remote` (a step of a plan built in
-//! another process, run by a job around one node), `runtime` (the async runtime and its
-//! limits), and the strategies `seq` and `parallel`.
+//! One room per job:
+//! - `scope`: an execution's place (pipeline path, items) and the graph walk
+//!   for one item; `run`: a single run; `nested`: pipeline nodes and
+//!   `map_over`;
+//! - `invoke`: calling a node (attempts, retries, panics, async calls under
+//!   their bounds);
+//! - `job`: a map (items, chunks, the result); `state`: what a map knows of
+//!   its items as it runs (failures, the stop policy, start times); `flush`:
+//!   writing results while a map runs;
+//! - `columnar`: the map column by column, lowered to `ColumnarStep`s — THE
+//!   cached step, over Arrow columns: `DataFusionEngine` runs it in its
+//!   plan, the row engines chunk by chunk (`columnar::local`); `flat`: the
+//!   steps with nested pipelines inlined; `spi`: what columnar engines call;
+//!   `remote`: a step of a plan built in another process, run by a job
+//!   around one node;
+//! - `kernel`: the cached step over rows of values, for single runs and for
+//!   maps with a value that has no Arrow form;
+//! - `runtime`: the async runtime and its limits; the strategies `seq` and
+//!   `parallel`.
 
 pub mod columnar;
 pub(crate) mod flat;
