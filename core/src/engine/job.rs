@@ -86,6 +86,8 @@ pub struct MapJob {
     pub(crate) state: Arc<MapState>,
     /// The columnar plan the row engines run cached chunks through.
     pub(crate) local: std::sync::Mutex<crate::engine::columnar::local::LocalPlan>,
+    /// Whether its items fire map-item events (not a single run's item).
+    pub(crate) item_events: bool,
     pub(crate) mode: MapMode,
     pub(crate) policy: ErrorPolicy,
     pub(crate) len: usize,
@@ -212,6 +214,7 @@ impl MapJob {
             mapped,
             state: Arc::new(MapState::new(len, options.on_error)),
             local: Default::default(),
+            item_events: true,
             mode: options.mode,
             policy: options.on_error,
             flush_every: options

@@ -1,7 +1,7 @@
 //! Cached execution over values: a batch of items runs node by node. This
-//! is the path of single runs and of maps that cannot be planned as
-//! columns (a value without an Arrow form); other cached maps run the
-//! columnar steps (`engine::columnar`). For each node the
+//! is the path of runs and maps that cannot be planned as columns (a value
+//! without an Arrow form); other cached runs and maps run the columnar
+//! steps (`engine::columnar`). For each node the
 //! items' signatures are computed from the value hashes of their inputs, looked
 //! up in the cache at once, only the misses are called, and their results are
 //! stored at once. Every value's hash is kept beside it, so a node whose code

@@ -21,8 +21,9 @@
 //!   steps with nested pipelines inlined; `spi`: what columnar engines call;
 //!   `remote`: a step of a plan built in another process, run by a job
 //!   around one node;
-//! - `kernel`: the cached step over rows of values, for single runs and for
-//!   maps with a value that has no Arrow form;
+//! - `kernel`: the cached step over rows of values, for runs and maps with
+//!   a value that has no Arrow form (cached runs otherwise go through the
+//!   columnar steps too, as a map of one item);
 //! - `runtime`: the async runtime and its limits; the strategies `seq` and
 //!   `parallel`.
 

@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::map::{ErrorPolicy, MapMode, MapOptions};
 use crate::node::Node;
 use crate::pipeline::Pipeline;
+use crate::value::Value;
 
 use super::*;
 
@@ -58,6 +59,7 @@ impl MapJob {
             mapped: Vec::new(),
             state: Arc::new(super::MapState::new(len, policy)),
             local: Default::default(),
+            item_events: true,
             mode: MapMode::Zip,
             policy,
             len,
@@ -71,6 +73,36 @@ impl MapJob {
             cache_logs: std::sync::Mutex::new(std::collections::HashMap::new()),
             top_level: false,
         }))
+    }
+
+    /// A job of one item for a single `run` in `exec`, whose inputs are the
+    /// filled `slots`: every input is fixed, the item's path is the run's,
+    /// and it fires no map-item events. A cached run goes through the
+    /// columnar steps with it, as a map's items do.
+    pub(crate) fn for_run(exec: &Exec, slots: Vec<Option<Value>>) -> Arc<MapJob> {
+        let mut exec = exec.clone();
+        let path: smallvec::SmallVec<[usize; 4]> = exec.items.iter().copied().collect();
+        exec.item_map = Some(Arc::from(vec![path]));
+        Arc::new(MapJob {
+            exec: Arc::new(exec),
+            template: slots,
+            mapped: Vec::new(),
+            state: Arc::new(super::MapState::new(1, ErrorPolicy::Stop)),
+            local: Default::default(),
+            item_events: false,
+            mode: MapMode::Zip,
+            policy: ErrorPolicy::Stop,
+            len: 1,
+            flush_every: MapOptions::DEFAULT_FLUSH_EVERY,
+            mapped_hashes: std::sync::OnceLock::new(),
+            unflushed: std::sync::Mutex::new((Instant::now(), 0)),
+            flat: std::sync::OnceLock::new(),
+            flusher: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            strict_cache: false,
+            cache_errors: std::sync::Mutex::new(Vec::new()),
+            cache_logs: std::sync::Mutex::new(std::collections::HashMap::new()),
+            top_level: false,
+        })
     }
 
     /// Where step `step` reads its arguments and writes its outputs.

@@ -13,6 +13,34 @@ pub struct RunJob<'a> {
 }
 
 impl<'a> RunJob<'a> {
+    /// A cached run through the columnar steps, as a map of one item whose
+    /// inputs are all fixed (`None`: the run cannot be planned as columns,
+    /// a value without an Arrow form; it walks values).
+    fn execute_columnar(&self) -> Result<Option<Outputs>, Error> {
+        let job = MapJob::for_run(self.exec, self.slots.clone());
+        let Some(plan) = job.local_plan() else {
+            return Ok(None);
+        };
+        let chunk = job.run_chunk_columnar(&plan, 0..1);
+        job.drop_local_plan();
+        // Writes the job started end here; what it buffered is flushed by
+        // the run's caller (or the map a nested run belongs to).
+        job.wait_for_flush()?;
+        let columns = chunk.arrow.unwrap_or_default();
+        let result = job.finish(columns)?;
+        let plan = &self.exec.plan;
+        let mut names = Vec::with_capacity(plan.outputs.len());
+        let mut values = Vec::with_capacity(plan.outputs.len());
+        for (o, column) in plan.outputs.iter().zip(result.columns) {
+            let value = column.into_values().into_iter().next().flatten();
+            names.push(o.name.clone());
+            values.push(value.ok_or_else(|| Error::Internal {
+                message: format!("output `{}` was not computed", o.name),
+            })?);
+        }
+        Ok(Some(Outputs::new(names, values)))
+    }
+
     pub(crate) fn new(exec: &'a Exec, slots: Vec<Option<Value>>) -> Self {
         RunJob { exec, slots }
     }
@@ -25,6 +53,11 @@ impl<'a> RunJob<'a> {
     /// Runs every node once, in topological order.
     pub fn execute(mut self) -> Result<Outputs, Error> {
         let items = self.exec.items.clone();
+        if self.exec.cache.is_some()
+            && let Some(out) = self.execute_columnar()?
+        {
+            return Ok(out);
+        }
         if let Some(cache) = &self.exec.cache {
             let mut batch = crate::engine::kernel::Batch::new(self.slots.len(), 1, None);
             batch.push(None, &self.slots, true);

@@ -16,6 +16,7 @@ use crate::value::Value;
 /// The scope of one pipeline execution: plan, engine, callbacks, location.
 /// It owns what it refers to (shared, never copied), so a map job and the
 /// plans engines build from it live as long as they need to.
+#[derive(Clone)]
 pub struct Exec {
     pub(crate) pipeline: Arc<Pipeline>,
     pub(crate) plan: Arc<Plan>,

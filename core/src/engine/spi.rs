@@ -421,7 +421,7 @@ impl MapJob {
     /// Reports that item `item` starts (the `on_map_item_start` event).
     pub fn report_item_start(&self, item: usize) {
         let exec = &self.exec;
-        if exec.has_callbacks() {
+        if exec.has_callbacks() && self.item_events {
             let path = exec.item_path(item);
             exec.emit(&path, |cb, ctx| cb.on_map_item_start(ctx));
         }
@@ -431,7 +431,7 @@ impl MapJob {
     /// `on_map_item_end` event).
     pub fn report_item_end(&self, item: usize, elapsed: std::time::Duration) {
         let exec = &self.exec;
-        if exec.has_callbacks() {
+        if exec.has_callbacks() && self.item_events {
             let path = exec.item_path(item);
             exec.emit(&path, |cb, ctx| cb.on_map_item_end(ctx, elapsed));
         }
