@@ -68,4 +68,10 @@ fn the_columnar_engine_names_the_input_and_the_limit() {
     assert!(message.contains("input `text`"), "{message}");
     assert!(message.contains("2147483647"), "{message}");
     assert!(!message.contains("no Arrow form"), "{message}");
+    // The conversion's own error is kept as the cause.
+    let cause = std::error::Error::source(&err).expect("a cause");
+    assert!(
+        cause.downcast_ref::<hypernodes::ValueError>().is_some(),
+        "{cause:?}"
+    );
 }

@@ -95,7 +95,8 @@ pub struct MapJob {
     /// Per mapped input, the value hash of every element, computed once
     /// from the whole list when a cache needs it (`None` when the element
     /// type has no Arrow form).
-    pub(crate) mapped_hashes: std::sync::OnceLock<Vec<Result<MappedElements, String>>>,
+    pub(crate) mapped_hashes:
+        std::sync::OnceLock<Vec<Result<MappedElements, crate::value::ValueError>>>,
     /// When the cache was last flushed, and how many new results it has
     /// received since.
     pub(crate) unflushed: std::sync::Mutex<(Instant, usize)>,
@@ -403,17 +404,16 @@ impl MapJob {
     /// The elements and element hashes of every mapped input (see
     /// `mapped_hashes`).
     /// (`Err`: why the elements have no Arrow column.)
-    pub(crate) fn mapped_hashes(&self) -> &[Result<MappedElements, String>] {
+    pub(crate) fn mapped_hashes(&self) -> &[Result<MappedElements, crate::value::ValueError>] {
         self.mapped_hashes.get_or_init(|| {
             self.mapped
                 .iter()
                 .map(|m| {
-                    let no_form = || format!("its elements ({}) have no Arrow form", m.ty.name());
-                    let array =
-                        m.ty.list_type()
-                            .ok_or_else(no_form)?
-                            .to_array(&[&m.list])
-                            .map_err(|e| e.to_string())?;
+                    let no_form = || crate::value::ValueError {
+                        type_name: m.ty.name(),
+                        message: "its elements have no Arrow form".into(),
+                    };
+                    let array = m.ty.list_type().ok_or_else(no_form)?.to_array(&[&m.list])?;
                     let list = arrow_array::cast::AsArray::as_list_opt::<i32>(array.as_ref())
                         .ok_or_else(no_form)?;
                     let offsets = list.value_offsets();
@@ -422,8 +422,7 @@ impl MapJob {
                     if Some(elements.data_type().clone()) != m.ty.data_type() {
                         return Err(no_form());
                     }
-                    let hashes =
-                        crate::signature::hash_column(&elements).map_err(|e| e.to_string())?;
+                    let hashes = crate::signature::hash_column(&elements)?;
                     if hashes.len() != m.len {
                         return Err(no_form());
                     }
@@ -465,7 +464,7 @@ impl MapJob {
         let stop_on_error = self.policy == ErrorPolicy::Stop;
         // Mapped elements whose hashes are known are filled only for rows
         // on which some node runs.
-        let hashes: &[Result<MappedElements, String>] = match cache {
+        let hashes: &[Result<MappedElements, crate::value::ValueError>] = match cache {
             Some(_) => self.mapped_hashes(),
             None => &[],
         };

@@ -25,12 +25,13 @@ impl MapJob {
             let (elements, hashes) = match elements {
                 Ok(found) => found,
                 Err(why) => {
-                    return Err(Error::Engine {
-                        message: format!(
-                            "engine `{}` cannot map over input `{}`: {why}",
+                    return Err(Error::External {
+                        what: format!(
+                            "engine `{}` cannot map over input `{}`",
                             exec.engine.name(),
                             m.name,
                         ),
+                        source: Box::new(why.clone()),
                     });
                 }
             };

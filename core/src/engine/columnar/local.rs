@@ -101,8 +101,9 @@ impl MapJob {
         let mut columns: HashMap<usize, (ArrayRef, ArrayRef)> = HashMap::new();
         for (k, (m, found)) in self.mapped.iter().zip(self.mapped_hashes()).enumerate() {
             let Some(slot) = m.slot else { continue };
-            let (elements, element_hashes) = found.as_ref().map_err(|why| Error::Engine {
-                message: format!("cannot map over input `{}`: {why}", m.name),
+            let (elements, element_hashes) = found.as_ref().map_err(|why| Error::External {
+                what: format!("cannot map over input `{}`", m.name),
+                source: Box::new(why.clone()),
             })?;
             let picked = match self.mode {
                 MapMode::Zip => (
