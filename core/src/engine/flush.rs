@@ -38,6 +38,11 @@ impl MapJob {
     ) -> Result<(), Error> {
         let mut stopped = stop.0.lock().unwrap_or_else(|e| e.into_inner());
         loop {
+            // Checked before waiting: a map that ended before this thread
+            // first waited must not cost a whole tick.
+            if *stopped {
+                return Ok(());
+            }
             let (guard, _) = stop
                 .1
                 .wait_timeout(stopped, MapOptions::FLUSH_INTERVAL / 8)
@@ -46,7 +51,9 @@ impl MapJob {
             if *stopped {
                 return Ok(());
             }
+            drop(stopped);
             self.flush_if_stale()?;
+            stopped = stop.0.lock().unwrap_or_else(|e| e.into_inner());
         }
     }
 
