@@ -90,6 +90,7 @@ pub mod observe;
 pub mod pipeline;
 pub mod signature;
 pub mod value;
+pub mod viz;
 
 pub use engine::columnar;
 pub use node::{rows, typed};

@@ -1,0 +1,270 @@
+//! A picture of a pipeline: [`Pipeline::visualize`] describes its graph
+//! ([`GraphView`]: nodes, the values on the edges, the pipeline's inputs,
+//! nested pipelines as clusters expanded to a chosen depth or collapsed to
+//! one node), which renders as DOT ([`GraphView::to_dot`]) or Mermaid
+//! ([`GraphView::to_mermaid`]) text.
+
+use std::collections::HashMap;
+
+use crate::node::{Node, NodeKind};
+use crate::pipeline::Pipeline;
+
+mod dot;
+mod mermaid;
+
+/// How deep nested pipelines are drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Depth {
+    /// Every nested pipeline expanded, at any depth.
+    #[default]
+    Full,
+    /// Nested pipelines expanded down to this many levels (1: only the
+    /// pipeline's own nodes, nested ones collapsed to one node each).
+    Levels(usize),
+}
+
+/// Which way the graph flows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Orientation {
+    /// Top to bottom.
+    #[default]
+    TopDown,
+    /// Left to right.
+    LeftRight,
+}
+
+/// Options of [`Pipeline::visualize`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VisualizeOptions {
+    /// How deep nested pipelines are drawn.
+    pub depth: Depth,
+    /// Which way the graph flows.
+    pub orientation: Orientation,
+}
+
+impl VisualizeOptions {
+    /// Nested pipelines expanded down to `levels` levels.
+    pub fn depth(mut self, levels: usize) -> Self {
+        self.depth = Depth::Levels(levels.max(1));
+        self
+    }
+
+    /// Left to right instead of top to bottom.
+    pub fn left_right(mut self) -> Self {
+        self.orientation = Orientation::LeftRight;
+        self
+    }
+}
+
+/// What a drawn node stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewKind {
+    /// A function node.
+    Function,
+    /// A nested pipeline drawn as one node (collapsed).
+    Pipeline,
+    /// An input the caller gives.
+    Input,
+    /// An input bound to its pipeline (`bind`).
+    Bound,
+}
+
+/// A drawn node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewNode {
+    /// A unique identifier (safe in DOT and Mermaid).
+    pub id: String,
+    /// What is written on it.
+    pub label: String,
+    /// What it stands for.
+    pub kind: ViewKind,
+    /// Whether it runs once per element of lists (`map_over`).
+    pub map_over: bool,
+    /// The cluster it is drawn in (an index into [`GraphView::clusters`]).
+    pub cluster: Option<usize>,
+}
+
+/// An edge: the value named `label` flows from `from` to `to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewEdge {
+    /// The producing node's id.
+    pub from: String,
+    /// The consuming node's id.
+    pub to: String,
+    /// The value's name as the consumer takes it.
+    pub label: String,
+}
+
+/// An expanded nested pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewCluster {
+    /// A unique identifier.
+    pub id: String,
+    /// The nested pipeline node's name.
+    pub label: String,
+    /// Whether its node runs once per element of lists (`map_over`).
+    pub map_over: bool,
+    /// The cluster it is nested in.
+    pub parent: Option<usize>,
+}
+
+/// A pipeline's graph, ready to render (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraphView {
+    /// The pipeline's name.
+    pub name: String,
+    /// Which way it flows.
+    pub orientation: Orientation,
+    /// Nodes, inputs first within each pipeline, then in topological order.
+    pub nodes: Vec<ViewNode>,
+    /// Edges, in the order their consumers were drawn.
+    pub edges: Vec<ViewEdge>,
+    /// Expanded nested pipelines, outermost first.
+    pub clusters: Vec<ViewCluster>,
+}
+
+/// Makes `text` safe as (part of) an identifier.
+fn ident(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+impl Pipeline {
+    /// Describes this pipeline's graph for drawing (see [`GraphView`]).
+    ///
+    /// ```
+    /// use hypernodes_core::{Pipeline, node};
+    /// use hypernodes_core::viz::VisualizeOptions;
+    ///
+    /// #[node(output = "cleaned")]
+    /// fn clean(text: &str) -> String { text.trim().to_lowercase() }
+    /// #[node(output = "word_count")]
+    /// fn count(cleaned: &str) -> i64 { cleaned.split_whitespace().count() as i64 }
+    ///
+    /// let p = Pipeline::new([clean::node(), count::node()]).unwrap().with_name("text");
+    /// let dot = p.visualize(VisualizeOptions::default()).to_dot();
+    /// assert!(dot.contains("\"n_text__clean\" -> \"n_text__count\" [label=\"cleaned\"]"));
+    /// ```
+    pub fn visualize(&self, options: VisualizeOptions) -> GraphView {
+        let levels = match options.depth {
+            Depth::Full => usize::MAX,
+            Depth::Levels(n) => n.max(1),
+        };
+        let mut view = GraphView {
+            name: self.name().to_string(),
+            orientation: options.orientation,
+            nodes: Vec::new(),
+            edges: Vec::new(),
+            clusters: Vec::new(),
+        };
+        let prefix = ident(self.name());
+        draw(self, &prefix, None, levels - 1, &HashMap::new(), &mut view);
+        view
+    }
+}
+
+/// Draws `pipeline`'s nodes into `view` (inside `cluster`), expanding nested
+/// pipelines `levels` more levels. `sources` names, for each value the
+/// pipeline takes from outside, the node that provides it. Returns, for
+/// each value the pipeline produces, the node that produces it.
+fn draw(
+    pipeline: &Pipeline,
+    prefix: &str,
+    cluster: Option<usize>,
+    levels: usize,
+    sources: &HashMap<String, String>,
+    view: &mut GraphView,
+) -> HashMap<String, String> {
+    let mut produced: HashMap<String, String> = HashMap::new();
+    // Inputs nobody outside provides: drawn as inputs of this pipeline.
+    for input in pipeline.inputs() {
+        if sources.contains_key(&input.name) {
+            continue;
+        }
+        let id = format!("i_{prefix}__{}", ident(&input.name));
+        let bound = pipeline.bound_value(&input.name).is_some();
+        view.nodes.push(ViewNode {
+            id: id.clone(),
+            label: input.name.clone(),
+            kind: if bound {
+                ViewKind::Bound
+            } else {
+                ViewKind::Input
+            },
+            map_over: false,
+            cluster,
+        });
+        produced.insert(input.name.clone(), id);
+    }
+    let source_of = |name: &str, produced: &HashMap<String, String>| {
+        produced.get(name).or_else(|| sources.get(name)).cloned()
+    };
+    for node in pipeline.nodes() {
+        let id = format!("n_{prefix}__{}", ident(node.name()));
+        match (&node.kind, levels) {
+            (NodeKind::Nested(inner), levels) if levels > 0 => {
+                let index = view.clusters.len();
+                view.clusters.push(ViewCluster {
+                    id: format!("c_{prefix}__{}", ident(node.name())),
+                    label: node.name().to_string(),
+                    map_over: node.mapping.is_some(),
+                    parent: cluster,
+                });
+                // Inside, each inner input comes from the outer source of
+                // the port that feeds it.
+                let mut inner_sources = HashMap::new();
+                for port in node.inputs() {
+                    if let Some(from) = source_of(&port.name, &produced) {
+                        inner_sources.insert(port.inner.clone(), from);
+                    }
+                }
+                let inner_prefix = format!("{prefix}__{}", ident(node.name()));
+                let outputs = draw(
+                    inner,
+                    &inner_prefix,
+                    Some(index),
+                    levels - 1,
+                    &inner_sources,
+                    view,
+                );
+                for port in node.outputs() {
+                    if let Some(from) = outputs.get(&port.inner) {
+                        produced.insert(port.name.clone(), from.clone());
+                    }
+                }
+            }
+            _ => {
+                draw_node(node, &id, cluster, view);
+                for port in node.inputs() {
+                    if let Some(from) = source_of(&port.name, &produced) {
+                        view.edges.push(ViewEdge {
+                            from,
+                            to: id.clone(),
+                            label: port.name.clone(),
+                        });
+                    }
+                }
+                for port in node.outputs() {
+                    produced.insert(port.name.clone(), id.clone());
+                }
+            }
+        }
+    }
+    produced
+}
+
+/// Draws one node (a function, or a collapsed pipeline).
+fn draw_node(node: &Node, id: &str, cluster: Option<usize>, view: &mut GraphView) {
+    view.nodes.push(ViewNode {
+        id: id.to_string(),
+        label: node.name().to_string(),
+        kind: if node.is_pipeline() {
+            ViewKind::Pipeline
+        } else {
+            ViewKind::Function
+        },
+        map_over: node.mapping.is_some(),
+        cluster,
+    });
+}
