@@ -2,6 +2,8 @@
 //! pipelines collapsed or expanded to a depth (snapshots of a three-level
 //! pipeline at depth 1, 2 and full).
 
+mod common;
+
 use hypernodes::viz::{ViewKind, VisualizeOptions};
 use hypernodes::{Inputs, Pipeline, node};
 
@@ -112,4 +114,72 @@ fn nested_pipelines_are_wired_through_their_renamings() {
             && e.to.ends_with("__per_doc")
             && e.label == "text")
     );
+}
+
+#[node(output = "checked")]
+fn check(x: i64) -> Result<i64, String> {
+    if x % 100 == 7 {
+        Err(format!("{x} is unlucky"))
+    } else {
+        Ok(x)
+    }
+}
+
+#[node(output = "twice")]
+fn twice(checked: i64) -> i64 {
+    checked * 2
+}
+
+#[test]
+fn after_a_map_nodes_show_what_they_computed_found_cached_and_failed_on_every_engine() {
+    use std::sync::Arc;
+    for (name, engine) in common::engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Pipeline::new([check::node(), twice::node()])
+            .unwrap()
+            .with_name("lucky")
+            .with_shared_engine(engine.clone())
+            .with_cache(hypernodes::DiskCache::new(dir.path()));
+        let map = |xs: Vec<i64>| {
+            let recorder = Arc::new(hypernodes::observe::Recorder::new());
+            p.clone()
+                .with_callback(recorder.clone())
+                .map(
+                    Inputs::new().with("x", xs),
+                    hypernodes::MapOptions::over(["x"]).continue_on_error(),
+                )
+                .unwrap();
+            p.visualize(VisualizeOptions::default())
+                .with_events(&recorder.events())
+        };
+        let outcome = |view: &hypernodes::viz::GraphView, node: &str| {
+            view.outcomes
+                .get(&format!("n_lucky__{node}"))
+                .copied()
+                .unwrap_or_default()
+        };
+        // Cold: 1,000 items, 10 of them fail in `check`.
+        let view = map((0..1000).collect());
+        let cold = outcome(&view, "check");
+        assert_eq!(
+            (cold.computed, cold.cached, cold.failed),
+            (990, 0, 10),
+            "{name}"
+        );
+        assert_eq!(outcome(&view, "twice").computed, 990, "{name}");
+        // 1,000 more: the first thousand come from the cache (the failed
+        // ten run again).
+        let view = map((0..2000).collect());
+        let warm = outcome(&view, "check");
+        assert_eq!(
+            (warm.computed, warm.cached, warm.failed),
+            (990, 990, 20),
+            "{name}"
+        );
+        assert_eq!(warm.summary(), "990 cached / 990 computed, 20 failed");
+        if name == "seq" {
+            insta::assert_snapshot!("lucky_after_a_partly_cached_map_dot", view.to_dot());
+            insta::assert_snapshot!("lucky_after_a_partly_cached_map_mermaid", view.to_mermaid());
+        }
+    }
 }

@@ -9,13 +9,23 @@ fn quoted(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// A node's statement.
-fn node_line(node: &ViewNode) -> String {
-    let label = if node.map_over {
+/// A node's statement (coloured by `outcome`, after a run).
+fn node_line(node: &ViewNode, outcome: Option<&super::NodeOutcome>) -> String {
+    let mut label = if node.map_over {
         format!("{} (map_over)", node.label)
     } else {
         node.label.clone()
     };
+    let mut fill = String::new();
+    if let Some(outcome) = outcome {
+        let summary = outcome.summary();
+        if !summary.is_empty() {
+            label = format!("{label}\\n{summary}");
+        }
+        if let Some(colour) = outcome.colour() {
+            fill = format!(", style=filled, fillcolor={}", quoted(colour));
+        }
+    }
     let style = match node.kind {
         ViewKind::Function if node.map_over => "shape=box, peripheries=2",
         ViewKind::Function => "shape=box",
@@ -23,7 +33,11 @@ fn node_line(node: &ViewNode) -> String {
         ViewKind::Input => "shape=ellipse",
         ViewKind::Bound => "shape=ellipse, style=dashed",
     };
-    format!("{} [label={}, {style}];", quoted(&node.id), quoted(&label))
+    format!(
+        "{} [label={}, {style}{fill}];",
+        quoted(&node.id),
+        quoted(&label).replace("\\\\n", "\\n")
+    )
 }
 
 impl GraphView {
@@ -57,7 +71,7 @@ impl GraphView {
     fn dot_scope(&self, cluster: Option<usize>, depth: usize, out: &mut String) {
         let pad = "  ".repeat(depth);
         for node in self.nodes.iter().filter(|n| n.cluster == cluster) {
-            let _ = writeln!(out, "{pad}{}", node_line(node));
+            let _ = writeln!(out, "{pad}{}", node_line(node, self.outcomes.get(&node.id)));
         }
         for (i, c) in self.clusters.iter().enumerate() {
             if c.parent != cluster {

@@ -9,13 +9,16 @@ fn label(text: &str) -> String {
     format!("\"{}\"", text.replace('"', "#quot;"))
 }
 
-/// A node's statement.
-fn node_line(node: &ViewNode) -> String {
-    let text = if node.map_over {
+/// A node's statement (with what happened to it, after a run).
+fn node_line(node: &ViewNode, outcome: Option<&super::NodeOutcome>) -> String {
+    let mut text = if node.map_over {
         format!("{} (map_over)", node.label)
     } else {
         node.label.clone()
     };
+    if let Some(summary) = outcome.map(|o| o.summary()).filter(|s| !s.is_empty()) {
+        text = format!("{text}<br/>{summary}");
+    }
     let text = label(&text);
     match node.kind {
         ViewKind::Function => format!("{}[{text}]", node.id),
@@ -46,13 +49,18 @@ impl GraphView {
                 edge.to
             );
         }
+        for (id, outcome) in &self.outcomes {
+            if let Some(colour) = outcome.colour() {
+                let _ = writeln!(out, "  style {id} fill:{colour}");
+            }
+        }
         out
     }
 
     fn mermaid_scope(&self, cluster: Option<usize>, depth: usize, out: &mut String) {
         let pad = "  ".repeat(depth);
         for node in self.nodes.iter().filter(|n| n.cluster == cluster) {
-            let _ = writeln!(out, "{pad}{}", node_line(node));
+            let _ = writeln!(out, "{pad}{}", node_line(node, self.outcomes.get(&node.id)));
         }
         for (i, c) in self.clusters.iter().enumerate() {
             if c.parent != cluster {

@@ -11,6 +11,9 @@ use crate::pipeline::Pipeline;
 
 mod dot;
 mod mermaid;
+mod outcome;
+
+pub use outcome::NodeOutcome;
 
 /// How deep nested pipelines are drawn.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -121,10 +124,13 @@ pub struct GraphView {
     pub edges: Vec<ViewEdge>,
     /// Expanded nested pipelines, outermost first.
     pub clusters: Vec<ViewCluster>,
+    /// After a run: what happened to each node, by node id (see
+    /// [`GraphView::with_events`]).
+    pub outcomes: std::collections::BTreeMap<String, NodeOutcome>,
 }
 
 /// Makes `text` safe as (part of) an identifier.
-fn ident(text: &str) -> String {
+pub(crate) fn ident(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
@@ -157,6 +163,7 @@ impl Pipeline {
             nodes: Vec::new(),
             edges: Vec::new(),
             clusters: Vec::new(),
+            outcomes: Default::default(),
         };
         let prefix = ident(self.name());
         draw(self, &prefix, None, levels - 1, &HashMap::new(), &mut view);
