@@ -40,7 +40,7 @@ impl Exec {
         let mut callbacks = pipeline.callbacks.clone();
         if let Some(mode) = crate::observe::cache_log::Mode::from_env() {
             callbacks.push(std::sync::Arc::new(
-                crate::observe::cache_log::CacheLogger::new(mode),
+                crate::observe::cache_log::CacheLogger::new(mode, Box::new(std::io::stderr())),
             ));
         }
         Exec {

@@ -10,10 +10,11 @@
 //!
 //! It is built on the cache decisions every engine reports
 //! ([`Callback::on_cache_decision`]), so it says what a callback would see.
-//! Printing is what the variable asks for; nothing else in the library
-//! prints.
+//! It writes its lines to the sink it was made with: the entry points give
+//! it stderr, which is what the variable asks for.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -50,19 +51,35 @@ struct Tally {
     not_cached: BTreeMap<String, usize>,
 }
 
+/// Where the cache log's lines go.
+type Sink = Box<dyn Write + Send>;
+
 /// The cache log (see the module docs).
 pub(crate) struct CacheLogger {
     mode: Mode,
     /// Per node (by its pipeline path and name, in first-seen order).
     tallies: Mutex<Vec<(String, Tally)>>,
+    out: Mutex<Sink>,
 }
 
 impl CacheLogger {
-    pub fn new(mode: Mode) -> Self {
+    /// A cache log in `mode` writing its lines to `out`.
+    pub fn new(mode: Mode, out: Sink) -> Self {
         CacheLogger {
             mode,
             tallies: Mutex::new(Vec::new()),
+            out: Mutex::new(out),
         }
+    }
+
+    /// Writes `lines`, one per line. A sink that fails loses them: the log
+    /// only explains, and the run goes on.
+    fn write(&self, lines: &[String]) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        for line in lines {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
     }
 
     /// The summary lines so far, emptied.
@@ -89,23 +106,15 @@ impl CacheLogger {
             .collect()
     }
 
-    fn print_summary(&self) {
-        for line in self.take_summary() {
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("{line}");
-            }
-        }
+    fn write_summary(&self) {
+        self.write(&self.take_summary());
     }
 }
 
 impl Callback for CacheLogger {
     fn on_cache_decision(&self, ctx: &CallbackContext<'_>, decision: &CacheDecision) {
         if self.mode == Mode::Items {
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("{decision}");
-            }
+            self.write(&[decision.to_string()]);
             return;
         }
         let node = if ctx.path.len() > 1 {
@@ -134,7 +143,67 @@ impl Callback for CacheLogger {
     fn on_pipeline_end(&self, ctx: &CallbackContext<'_>, _elapsed: Duration) {
         // The end of the top-level run or map.
         if ctx.path.len() == 1 && ctx.items.is_empty() {
-            self.print_summary();
+            self.write_summary();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signature::Signature;
+
+    /// A sink the test reads back.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn decision(item: usize, outcome: CacheOutcome) -> CacheDecision {
+        CacheDecision {
+            node: "clean".into(),
+            items: vec![item],
+            signature: Some(Signature([item as u8; 32])),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn the_summary_counts_each_node_and_goes_to_the_sink_at_the_end() {
+        let buffer = Buffer::default();
+        let log = CacheLogger::new(Mode::Summary, Box::new(buffer.clone()));
+        let path = vec!["text".to_string()];
+        let ctx = CallbackContext {
+            path: &path,
+            items: &[0],
+        };
+        log.on_cache_decision(&ctx, &decision(0, CacheOutcome::Hit));
+        let miss = CacheOutcome::Miss {
+            reason: "new input values".into(),
+        };
+        log.on_cache_decision(&ctx, &decision(1, miss.clone()));
+        log.on_cache_decision(&ctx, &decision(2, miss));
+        assert!(
+            buffer.0.lock().unwrap().is_empty(),
+            "nothing before the end"
+        );
+        let end = CallbackContext {
+            path: &path,
+            items: &[],
+        };
+        log.on_pipeline_end(&end, Duration::ZERO);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "hypernodes cache: summary node=clean hits=1 misses=2 [2: new input values]\n"
+        );
     }
 }
