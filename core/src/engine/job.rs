@@ -209,7 +209,21 @@ impl MapJob {
                 .find(|i| i.name == m.name)
                 .map(|i| i.slot);
         }
-        Ok(MapJob {
+        Ok(Self::from_parts(exec, template, mapped, len, options))
+    }
+
+    /// A job of `len` items in `exec` with `template` (the fixed inputs
+    /// filled in) and `mapped` lists, as `options` say; nested in another
+    /// map (not top level), firing map-item events. Every constructor
+    /// builds its job here.
+    pub(crate) fn from_parts(
+        exec: Arc<Exec>,
+        template: Vec<Option<Value>>,
+        mapped: Vec<MappedList>,
+        len: usize,
+        options: &MapOptions,
+    ) -> MapJob {
+        MapJob {
             exec,
             template,
             mapped,
@@ -230,7 +244,7 @@ impl MapJob {
             cache_errors: std::sync::Mutex::new(Vec::new()),
             cache_logs: std::sync::Mutex::new(std::collections::HashMap::new()),
             top_level: false,
-        })
+        }
     }
 
     /// Number of items.

@@ -8,11 +8,10 @@
 //! opened from the plan's cache location and written as the map goes.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::cache::Cache;
 use crate::error::Error;
-use crate::map::{ErrorPolicy, MapMode, MapOptions};
+use crate::map::{ErrorPolicy, MapOptions};
 use crate::node::Node;
 use crate::pipeline::Pipeline;
 use crate::value::Value;
@@ -53,26 +52,14 @@ impl MapJob {
             exec.path = path;
         }
         exec.cache = cache;
-        Ok(Arc::new(MapJob {
-            exec: Arc::new(exec),
-            template: vec![None; slot_count],
-            mapped: Vec::new(),
-            state: Arc::new(super::MapState::new(len, policy)),
-            local: Default::default(),
-            item_events: true,
-            mode: MapMode::Zip,
-            policy,
+        let options = MapOptions::default().on_error(policy);
+        Ok(Arc::new(MapJob::from_parts(
+            Arc::new(exec),
+            vec![None; slot_count],
+            Vec::new(),
             len,
-            flush_every: MapOptions::DEFAULT_FLUSH_EVERY,
-            mapped_hashes: std::sync::OnceLock::new(),
-            unflushed: std::sync::Mutex::new((Instant::now(), 0)),
-            flat: std::sync::OnceLock::new(),
-            flusher: std::sync::Mutex::new(std::collections::VecDeque::new()),
-            strict_cache: false,
-            cache_errors: std::sync::Mutex::new(Vec::new()),
-            cache_logs: std::sync::Mutex::new(std::collections::HashMap::new()),
-            top_level: false,
-        }))
+            &options,
+        )))
     }
 
     /// A job of one item for a single `run` in `exec`, whose inputs are the
@@ -83,26 +70,10 @@ impl MapJob {
         let mut exec = exec.clone();
         let path: smallvec::SmallVec<[usize; 4]> = exec.items.iter().copied().collect();
         exec.item_map = Some(Arc::from(vec![path]));
-        Arc::new(MapJob {
-            exec: Arc::new(exec),
-            template: slots,
-            mapped: Vec::new(),
-            state: Arc::new(super::MapState::new(1, ErrorPolicy::Stop)),
-            local: Default::default(),
-            item_events: false,
-            mode: MapMode::Zip,
-            policy: ErrorPolicy::Stop,
-            len: 1,
-            flush_every: MapOptions::DEFAULT_FLUSH_EVERY,
-            mapped_hashes: std::sync::OnceLock::new(),
-            unflushed: std::sync::Mutex::new((Instant::now(), 0)),
-            flat: std::sync::OnceLock::new(),
-            flusher: std::sync::Mutex::new(std::collections::VecDeque::new()),
-            strict_cache: false,
-            cache_errors: std::sync::Mutex::new(Vec::new()),
-            cache_logs: std::sync::Mutex::new(std::collections::HashMap::new()),
-            top_level: false,
-        })
+        let mut job =
+            MapJob::from_parts(Arc::new(exec), slots, Vec::new(), 1, &MapOptions::default());
+        job.item_events = false;
+        Arc::new(job)
     }
 
     /// Where step `step` reads its arguments and writes its outputs.
