@@ -94,8 +94,7 @@ impl DataFusionEngine {
         inputs: Inputs,
         options: impl Into<MapOptions>,
     ) -> Result<String, Error> {
-        pipeline.inspect_map(inputs, options, |job| {
-            let lowered = lower::lower(self, job)?;
+        self.inspect_lowered(pipeline, inputs, options, |lowered| {
             let logical = lowered.df.logical_plan().display_indent().to_string();
             let physical = block_on(lowered.df.create_physical_plan()).map_err(df_error)?;
             let physical = datafusion::physical_plan::displayable(physical.as_ref())
@@ -109,6 +108,18 @@ impl DataFusionEngine {
 }
 
 impl DataFusionEngine {
+    /// Lowers `pipeline.map(inputs, options)` without running it, and hands
+    /// the lowered plan to `f` (an explain, an encoding).
+    fn inspect_lowered<T>(
+        &self,
+        pipeline: &Pipeline,
+        inputs: Inputs,
+        options: impl Into<MapOptions>,
+        f: impl FnOnce(lower::Lowered) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        pipeline.inspect_map(inputs, options, |job| f(lower::lower(self, job)?))
+    }
+
     /// A DataFusion session set up as this engine's own (batch size,
     /// partitions, and an optimizer that never duplicates a node's UDF):
     /// where a process runs plans decoded with [`NodeCodec`], logical ones
@@ -131,8 +142,7 @@ impl DataFusionEngine {
         inputs: Inputs,
         options: impl Into<MapOptions>,
     ) -> Result<Vec<u8>, Error> {
-        pipeline.inspect_map(inputs, options, |job| {
-            let lowered = lower::lower(self, job)?;
+        self.inspect_lowered(pipeline, inputs, options, |lowered| {
             let codec = NodeCodec::new(hypernodes_core::node::NodeRegistry::new());
             datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec(
                 lowered.df.logical_plan(),
@@ -156,8 +166,7 @@ impl DataFusionEngine {
         inputs: Inputs,
         options: impl Into<MapOptions>,
     ) -> Result<Vec<u8>, Error> {
-        pipeline.inspect_map(inputs, options, |job| {
-            let lowered = lower::lower(self, job)?;
+        self.inspect_lowered(pipeline, inputs, options, |lowered| {
             let physical = block_on(lowered.df.create_physical_plan()).map_err(df_error)?;
             let codec = NodeCodec::new(hypernodes_core::node::NodeRegistry::new());
             datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(physical, &codec)
