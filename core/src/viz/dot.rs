@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{GraphView, Orientation, ViewKind, ViewNode};
+use super::{GraphView, Orientation, ViewKind, ViewNode, Visit, cluster_title};
 
 /// Escapes `text` for a double-quoted DOT string.
 fn quoted(text: &str) -> String {
@@ -52,7 +52,26 @@ impl GraphView {
             Orientation::LeftRight => "LR",
         };
         let _ = writeln!(out, "  rankdir={rank};");
-        self.dot_scope(None, 1, &mut out);
+        self.walk(None, 1, &mut |visit| {
+            let _ = match visit {
+                Visit::Node(node, depth) => writeln!(
+                    out,
+                    "{}{}",
+                    "  ".repeat(depth),
+                    node_line(node, self.outcomes.get(&node.id))
+                ),
+                Visit::Open(c, depth) => {
+                    let pad = "  ".repeat(depth);
+                    writeln!(
+                        out,
+                        "{pad}subgraph {} {{\n{pad}  label={};",
+                        quoted(&format!("cluster_{}", c.id)),
+                        quoted(&cluster_title(c))
+                    )
+                }
+                Visit::Close(depth) => writeln!(out, "{}}}", "  ".repeat(depth)),
+            };
+        });
         for edge in &self.edges {
             let _ = writeln!(
                 out,
@@ -64,32 +83,5 @@ impl GraphView {
         }
         out.push_str("}\n");
         out
-    }
-
-    /// The nodes and clusters directly inside `cluster` (the top level for
-    /// `None`), indented `depth` levels.
-    fn dot_scope(&self, cluster: Option<usize>, depth: usize, out: &mut String) {
-        let pad = "  ".repeat(depth);
-        for node in self.nodes.iter().filter(|n| n.cluster == cluster) {
-            let _ = writeln!(out, "{pad}{}", node_line(node, self.outcomes.get(&node.id)));
-        }
-        for (i, c) in self.clusters.iter().enumerate() {
-            if c.parent != cluster {
-                continue;
-            }
-            let label = if c.map_over {
-                format!("{} (map_over)", c.label)
-            } else {
-                c.label.clone()
-            };
-            let _ = writeln!(
-                out,
-                "{pad}subgraph {} {{",
-                quoted(&format!("cluster_{}", c.id))
-            );
-            let _ = writeln!(out, "{pad}  label={};", quoted(&label));
-            self.dot_scope(Some(i), depth + 1, out);
-            let _ = writeln!(out, "{pad}}}");
-        }
     }
 }

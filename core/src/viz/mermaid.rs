@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{GraphView, Orientation, ViewKind, ViewNode};
+use super::{GraphView, Orientation, ViewKind, ViewNode, Visit, cluster_title};
 
 /// Escapes `text` for a quoted Mermaid label.
 fn label(text: &str) -> String {
@@ -39,7 +39,24 @@ impl GraphView {
             Orientation::LeftRight => "LR",
         };
         let _ = writeln!(out, "flowchart {dir}");
-        self.mermaid_scope(None, 1, &mut out);
+        self.walk(None, 1, &mut |visit| {
+            let _ = match visit {
+                Visit::Node(node, depth) => writeln!(
+                    out,
+                    "{}{}",
+                    "  ".repeat(depth),
+                    node_line(node, self.outcomes.get(&node.id))
+                ),
+                Visit::Open(c, depth) => writeln!(
+                    out,
+                    "{}subgraph {}[{}]",
+                    "  ".repeat(depth),
+                    c.id,
+                    label(&cluster_title(c))
+                ),
+                Visit::Close(depth) => writeln!(out, "{}end", "  ".repeat(depth)),
+            };
+        });
         for edge in &self.edges {
             let _ = writeln!(
                 out,
@@ -55,25 +72,5 @@ impl GraphView {
             }
         }
         out
-    }
-
-    fn mermaid_scope(&self, cluster: Option<usize>, depth: usize, out: &mut String) {
-        let pad = "  ".repeat(depth);
-        for node in self.nodes.iter().filter(|n| n.cluster == cluster) {
-            let _ = writeln!(out, "{pad}{}", node_line(node, self.outcomes.get(&node.id)));
-        }
-        for (i, c) in self.clusters.iter().enumerate() {
-            if c.parent != cluster {
-                continue;
-            }
-            let text = if c.map_over {
-                format!("{} (map_over)", c.label)
-            } else {
-                c.label.clone()
-            };
-            let _ = writeln!(out, "{pad}subgraph {}[{}]", c.id, label(&text));
-            self.mermaid_scope(Some(i), depth + 1, out);
-            let _ = writeln!(out, "{pad}end");
-        }
     }
 }

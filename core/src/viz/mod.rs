@@ -129,6 +129,49 @@ pub struct GraphView {
     pub outcomes: std::collections::BTreeMap<String, NodeOutcome>,
 }
 
+/// One step of a walk through a [`GraphView`]'s nesting (see
+/// [`GraphView::walk`]), with how deep it is (1: the top level).
+pub(crate) enum Visit<'a> {
+    /// A node drawn at this depth.
+    Node(&'a ViewNode, usize),
+    /// A cluster opens.
+    Open(&'a ViewCluster, usize),
+    /// The cluster opened last at this depth closes.
+    Close(usize),
+}
+
+impl GraphView {
+    /// Walks the nodes and clusters inside `cluster` (the top level for
+    /// `None`) at `depth`: its own nodes first, then each nested cluster,
+    /// opened, walked and closed. Both text renderers draw from this walk.
+    pub(crate) fn walk<'a>(
+        &'a self,
+        cluster: Option<usize>,
+        depth: usize,
+        visit: &mut impl FnMut(Visit<'a>),
+    ) {
+        for node in self.nodes.iter().filter(|n| n.cluster == cluster) {
+            visit(Visit::Node(node, depth));
+        }
+        for (i, c) in self.clusters.iter().enumerate() {
+            if c.parent == cluster {
+                visit(Visit::Open(c, depth));
+                self.walk(Some(i), depth + 1, visit);
+                visit(Visit::Close(depth));
+            }
+        }
+    }
+}
+
+/// A cluster's title: its node's name, `map_over` marked.
+pub(crate) fn cluster_title(c: &ViewCluster) -> String {
+    if c.map_over {
+        format!("{} (map_over)", c.label)
+    } else {
+        c.label.clone()
+    }
+}
+
 /// Makes `text` safe as (part of) an identifier.
 pub(crate) fn ident(text: &str) -> String {
     text.chars()
