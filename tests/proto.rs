@@ -193,6 +193,51 @@ fn columns(batch: &RecordBatch) -> Vec<ArrayRef> {
     batch.columns().to_vec()
 }
 
+/// What the in-process engine gives, cold, with a cache at `dir`: the
+/// output columns, each failed item's message, and how many times each
+/// node ran.
+type InProcess = (Vec<ArrayRef>, Vec<(usize, String)>, [usize; 3]);
+
+fn in_process(dir: &Path) -> InProcess {
+    let (result, counts) = counting(|| {
+        pipeline(dir)
+            .with_engine(engine())
+            .map(inputs(), options())
+            .unwrap()
+    });
+    let failures = result
+        .failures()
+        .iter()
+        .map(|f| (f.index, f.error.to_string()))
+        .collect();
+    (
+        columns(&result.to_record_batch().unwrap()),
+        failures,
+        counts,
+    )
+}
+
+/// Runs a decoded plan (`run`, on the cache at `there`) cold and then
+/// warm, and checks both against the in-process run on `here`: the same
+/// results and failures, cold the same counts and cache rows, warm only
+/// the failed word again (failures are not cached).
+fn check_decoded(
+    run: impl Fn() -> (Vec<ArrayRef>, Vec<(usize, String)>),
+    (expected, expected_failures, counts_here): &InProcess,
+    here: &Path,
+    there: &Path,
+) {
+    let ((cold, failures), counts) = counting(&run);
+    assert_eq!(&counts, counts_here);
+    assert_eq!(&cold, expected);
+    assert_eq!(&failures, expected_failures);
+    assert_eq!(cache_rows(there), cache_rows(here));
+    let ((warm, failures), counts) = counting(&run);
+    assert_eq!(counts, [0, 0, 1]);
+    assert_eq!(&warm, expected);
+    assert_eq!(&failures, expected_failures);
+}
+
 #[test]
 fn a_plan_decoded_elsewhere_gives_the_same_results_cache_and_counts() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -200,46 +245,30 @@ fn a_plan_decoded_elsewhere_gives_the_same_results_cache_and_counts() {
     let there = tempfile::tempdir().unwrap();
 
     // In process, cold.
-    let (expected, counts_here) = counting(|| {
-        pipeline(here.path())
-            .with_engine(engine())
-            .map(inputs(), options())
-            .unwrap()
-    });
+    let reference = in_process(here.path());
     let total_words: usize = (0..ITEMS).map(|i| (i % 5) as usize).sum();
-    assert_eq!(counts_here, [ITEMS as usize, ITEMS as usize, total_words]);
-    let expected_failures: Vec<(usize, String)> = expected
-        .failures()
-        .iter()
-        .map(|f| (f.index, f.error.to_string()))
-        .collect();
+    assert_eq!(reference.2, [ITEMS as usize, ITEMS as usize, total_words]);
     assert_eq!(
-        expected_failures,
+        reference.1,
         [(
             13,
             "node `label` failed in pipeline `docs/per_word` on item 13/1: cannot label `bad`"
                 .to_string()
         )]
     );
-    let expected = columns(&expected.to_record_batch().unwrap());
 
-    // Encoded (nothing runs), then decoded with only the registry: cold.
+    // Encoded (nothing runs), then decoded with only the registry, cold
+    // and warm.
     let p = pipeline(there.path());
     let (bytes, none) = counting(|| engine().encode_map(&p, inputs(), options()).unwrap());
     assert_eq!(none, [0, 0, 0], "encoding runs nothing");
     let registry = || NodeRegistry::new().with_pipeline(&p);
-    let ((cold, failures), counts_there) = counting(|| run_decoded(&bytes, registry()));
-    assert_eq!(counts_there, counts_here);
-    assert_eq!(cold, expected);
-    assert_eq!(failures, expected_failures);
-    assert_eq!(cache_rows(there.path()), cache_rows(here.path()));
-
-    // Warm: the same bytes again compute only the failed word (failures
-    // are not cached) and give the same results.
-    let ((warm, failures), counts) = counting(|| run_decoded(&bytes, registry()));
-    assert_eq!(counts, [0, 0, 1]);
-    assert_eq!(warm, expected);
-    assert_eq!(failures, expected_failures);
+    check_decoded(
+        || run_decoded(&bytes, registry()),
+        &reference,
+        here.path(),
+        there.path(),
+    );
 
     // What the decoded plan stored, the in-process engines find.
     let (_, counts) = counting(|| {
@@ -256,18 +285,7 @@ fn a_logical_plan_decoded_elsewhere_gives_the_same_results_cache_and_counts() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let here = tempfile::tempdir().unwrap();
     let there = tempfile::tempdir().unwrap();
-    let (expected, counts_here) = counting(|| {
-        pipeline(here.path())
-            .with_engine(engine())
-            .map(inputs(), options())
-            .unwrap()
-    });
-    let expected_failures: Vec<(usize, String)> = expected
-        .failures()
-        .iter()
-        .map(|f| (f.index, f.error.to_string()))
-        .collect();
-    let expected = columns(&expected.to_record_batch().unwrap());
+    let reference = in_process(here.path());
 
     // What a client sends a scheduler: the logical plan, input rows
     // included; optimized again and run where it is decoded.
@@ -276,15 +294,12 @@ fn a_logical_plan_decoded_elsewhere_gives_the_same_results_cache_and_counts() {
         .encode_map_logical(&p, inputs(), options())
         .unwrap();
     let registry = || NodeRegistry::new().with_pipeline(&p);
-    let ((cold, failures), counts) = counting(|| run_decoded_logical(&bytes, registry()));
-    assert_eq!(counts, counts_here);
-    assert_eq!(cold, expected);
-    assert_eq!(failures, expected_failures);
-    assert_eq!(cache_rows(there.path()), cache_rows(here.path()));
-    let ((warm, failures), counts) = counting(|| run_decoded_logical(&bytes, registry()));
-    assert_eq!(counts, [0, 0, 1]);
-    assert_eq!(warm, expected);
-    assert_eq!(failures, expected_failures);
+    check_decoded(
+        || run_decoded_logical(&bytes, registry()),
+        &reference,
+        here.path(),
+        there.path(),
+    );
 
     // An unknown node is refused when the logical plan is decoded.
     let err = NodeCodec::new(NodeRegistry::new())
