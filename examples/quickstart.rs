@@ -81,5 +81,25 @@ fn main() -> Result<(), hypernodes::Error> {
             r.len() as f64 / secs
         );
     }
+
+    // 4. See it: progress of a cached map, half of whose items are cached
+    // (bars on a terminal, milestone lines otherwise; feature `progress`).
+    #[cfg(feature = "progress")]
+    {
+        let dir =
+            std::env::temp_dir().join(format!("hypernodes-quickstart-{}", std::process::id()));
+        let watched = analysis
+            .clone()
+            .with_cache(hypernodes::DiskCache::new(&dir))
+            .with_engine(ParallelEngine::new())
+            .with_progress();
+        watched.map(
+            Inputs::new().with("text", items[..items.len() / 2].to_vec()),
+            ["text"],
+        )?;
+        let r = watched.map(Inputs::new().with("text", items), ["text"])?;
+        println!("progress: mapped {} items, half of them cached", r.len());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }

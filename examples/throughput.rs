@@ -16,6 +16,9 @@
 //! then `incremental: engine=<name> items=<N> one_percent_new_items_per_s=<z>`
 //! for a third run in which every hundredth item is new.
 //!
+//! `--progress` attaches progress reporting (feature `progress`) and
+//! appends `+progress` to the engine's name, to measure what it costs.
+//!
 //! `--workload w3 --rows R` measures W3 (nested pipelines: each row a list
 //! of ten W1 texts, mapped by the W1 pipeline used as a `map_over` node,
 //! then summed), with a fresh `DiskCache` cold and warm, and prints
@@ -172,11 +175,23 @@ fn measured_map(
 ) -> Result<hypernodes::MapResult, hypernodes::Error> {
     pipeline.map(inputs, ["text"])
 }
+/// `--progress`: the pipeline with progress bars (or milestone lines off a
+/// terminal), to measure what progress costs.
+#[cfg(feature = "progress")]
+fn with_progress(p: Pipeline) -> Result<Pipeline, Box<dyn std::error::Error>> {
+    Ok(p.with_progress())
+}
+
+#[cfg(not(feature = "progress"))]
+fn with_progress(_: Pipeline) -> Result<Pipeline, Box<dyn std::error::Error>> {
+    Err("--progress needs the `progress` feature".into())
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut names: Vec<String> = Vec::new();
     let mut items = 20_000usize;
     let mut dual = false;
+    let mut progress = false;
     let mut workload = "w1".to_string();
     let mut concurrency = 64usize;
     let mut rows = 10_000usize;
@@ -186,6 +201,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--engine" => names.push(args.next().ok_or("--engine needs a name")?),
             "--items" => items = args.next().ok_or("--items needs a number")?.parse()?,
             "--dual" => dual = true,
+            "--progress" => progress = true,
             "--workload" => workload = args.next().ok_or("--workload needs w1, w3 or w4")?,
             "--rows" => rows = args.next().ok_or("--rows needs a number")?.parse()?,
             "--concurrency" => {
@@ -238,9 +254,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (&texts, &expected),
             (&grown, &grown_expected),
         ] {
-            let pipeline = Pipeline::new(nodes(dual))?
+            let mut pipeline = Pipeline::new(nodes(dual))?
                 .with_shared_engine(engine.clone())
                 .with_cache(DiskCache::new(dir.path()));
+            if progress {
+                pipeline = with_progress(pipeline)?;
+            }
             let inputs = Inputs::new().with("text", texts.clone());
             let start = Instant::now();
             let r = measured_map(&pipeline, inputs)?;
@@ -252,11 +271,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             rates.push(items as f64 / secs);
         }
-        let label = if dual && name == "datafusion" {
+        let mut label = if dual && name == "datafusion" {
             "datafusion-dual".to_string()
         } else {
             name
         };
+        if progress {
+            label.push_str("+progress");
+        }
         println!(
             "throughput: engine={label} items={items} cold_items_per_s={:.0} warm_items_per_s={:.0}",
             rates[0], rates[1]

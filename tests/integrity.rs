@@ -410,6 +410,7 @@ fn equal_resources_holding_maps_key_equally() {
 }
 
 /// The cache decisions of a cold and a warm map, one line each, sorted.
+#[cfg(feature = "datafusion")]
 fn decisions(engine: Arc<dyn hypernodes::Engine>) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let mut lines = Vec::new();

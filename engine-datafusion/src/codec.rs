@@ -376,6 +376,7 @@ impl NodeCodec {
                 job,
                 state,
                 observed: false,
+                counted: false,
                 scopes: 0,
                 cache: cache.filter(|_| step.cached).map(|c| (c, node.cache_key())),
                 hash_outputs: step.hash_outputs,

@@ -48,7 +48,7 @@ impl Exec {
     /// Starts one attempt of `node`: the node-start event, and the time.
     pub(crate) fn attempt_started(&self, node: &Node, items: &[usize]) -> Option<Instant> {
         self.has_callbacks().then(|| {
-            self.emit(items, |cb, ctx| cb.on_node_start(ctx, &node.name));
+            self.emit_items(items, |cb, ctx| cb.on_node_start(ctx, &node.name));
             Instant::now()
         })
     }
@@ -68,13 +68,13 @@ impl Exec {
             Ok(outs) => {
                 if let Some(start) = start {
                     let elapsed = start.elapsed();
-                    self.emit(items, |cb, ctx| cb.on_node_end(ctx, &node.name, elapsed));
+                    self.node_ended(items, &node.name, elapsed);
                 }
                 Some(Ok(outs))
             }
             Err(e) if *attempt <= node.retries => {
                 let tried = *attempt;
-                self.emit(items, |cb, ctx| {
+                self.emit_items(items, |cb, ctx| {
                     cb.on_node_retry(ctx, &node.name, tried, &e)
                 });
                 *attempt += 1;

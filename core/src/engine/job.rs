@@ -502,7 +502,7 @@ impl MapJob {
         for index in range.clone() {
             let row = batch.push(Some(index), &self.template, false);
             if exec.has_callbacks() {
-                exec.emit(&batch.path(exec, row), |cb, ctx| cb.on_map_item_start(ctx));
+                exec.map_item(&batch.path(exec, row), None);
             }
             if lazy {
                 let elements = self.element_indices(index);
@@ -530,9 +530,7 @@ impl MapJob {
         let outputs: SmallVec<[usize; 4]> = exec.plan.outputs.iter().map(|o| o.slot).collect();
         for (row, index) in range.enumerate() {
             if exec.has_callbacks() {
-                exec.emit(&batch.path(exec, row), |cb, ctx| {
-                    cb.on_map_item_end(ctx, elapsed)
-                });
+                exec.map_item(&batch.path(exec, row), Some(elapsed));
             }
             let outcome = batch.take(row, outputs.iter().copied());
             if !chunk.record(index, outcome, &self.state) {
@@ -589,7 +587,7 @@ impl MapJob {
         let exec = &self.exec;
         let items = exec.item_path(index);
         let start = exec.has_callbacks().then(|| {
-            exec.emit(&items, |cb, ctx| cb.on_map_item_start(ctx));
+            exec.map_item(&items, None);
             Instant::now()
         });
         let mut slots: SmallVec<[Option<Value>; 8]> = self.template.iter().cloned().collect();
@@ -605,7 +603,7 @@ impl MapJob {
         });
         if let Some(start) = start {
             let elapsed: Duration = start.elapsed();
-            exec.emit(&items, |cb, ctx| cb.on_map_item_end(ctx, elapsed));
+            exec.map_item(&items, Some(elapsed));
         }
         result
     }

@@ -238,7 +238,7 @@ impl CacheLog {
             signature: sig,
             outcome,
         };
-        exec.emit(item, |cb, ctx| cb.on_cache_decision(ctx, &decision));
+        exec.emit_items(item, |cb, ctx| cb.on_cache_decision(ctx, &decision));
     }
 }
 
@@ -523,7 +523,7 @@ pub(crate) fn run_batch(
                     let path = batch.path(exec, i);
                     log.report(exec, &node.name, &path, *sig, row.is_some());
                     if let Some(row) = row {
-                        exec.emit(&path, |cb, ctx| cb.on_node_cached(ctx, &node.name));
+                        exec.node_cached(&path, &node.name);
                         for (o, slot) in step.outs.iter().enumerate() {
                             if let Some(slot) = *slot {
                                 batch.slots[i * batch.width + slot] = hit_values[o].next();

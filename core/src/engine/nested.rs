@@ -26,7 +26,7 @@ impl Exec {
         items: &[usize],
     ) -> Result<(), Error> {
         let start = Instant::now();
-        self.emit(items, |cb, ctx| cb.on_nested_start(ctx, &node.name));
+        self.emit_items(items, |cb, ctx| cb.on_nested_start(ctx, &node.name));
         let plan = step.inner.as_ref().expect("nested step has an inner plan");
         let mut exec = self.inner_scope(node, inner, plan);
         exec.items = items.to_vec();
@@ -56,7 +56,7 @@ impl Exec {
             }
         }
         let elapsed = start.elapsed();
-        self.emit(items, |cb, ctx| cb.on_nested_end(ctx, &node.name, elapsed));
+        self.emit_items(items, |cb, ctx| cb.on_nested_end(ctx, &node.name, elapsed));
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 
 use crate::error::{Error, Location, NodeError};
 use crate::node::{Node, NodeKind};
-use crate::observe::callback::{Callback, CallbackContext};
+use crate::observe::callback::{Callback, CallbackContext, ItemCounts, NodeCounts};
 use crate::pipeline::{Pipeline, Plan, Step};
 use crate::value::Value;
 
@@ -111,6 +111,7 @@ impl Exec {
         !self.callbacks.is_empty()
     }
 
+    /// Fires an event every callback takes (pipeline, map, errors).
     pub(crate) fn emit(&self, items: &[usize], f: impl Fn(&dyn Callback, &CallbackContext<'_>)) {
         let ctx = CallbackContext {
             path: &self.path,
@@ -119,6 +120,99 @@ impl Exec {
         for cb in &self.callbacks {
             f(cb.as_ref(), &ctx);
         }
+    }
+
+    /// Whether a callback takes per-item events.
+    pub(crate) fn has_item_callbacks(&self) -> bool {
+        self.callbacks.iter().any(|cb| cb.item_events())
+    }
+
+    /// Whether a callback takes counts instead of per-item events.
+    pub(crate) fn has_batch_callbacks(&self) -> bool {
+        self.callbacks.iter().any(|cb| !cb.item_events())
+    }
+
+    /// Fires a per-item event (see [`Callback::item_events`]) to the
+    /// callbacks that take them.
+    pub(crate) fn emit_items(
+        &self,
+        items: &[usize],
+        f: impl Fn(&dyn Callback, &CallbackContext<'_>),
+    ) {
+        self.emit_where(items, true, f);
+    }
+
+    /// Fires counts to the callbacks that take counts instead of per-item
+    /// events.
+    pub(crate) fn emit_batch(
+        &self,
+        items: &[usize],
+        f: impl Fn(&dyn Callback, &CallbackContext<'_>),
+    ) {
+        self.emit_where(items, false, f);
+    }
+
+    fn emit_where(
+        &self,
+        items: &[usize],
+        item_events: bool,
+        f: impl Fn(&dyn Callback, &CallbackContext<'_>),
+    ) {
+        let ctx = CallbackContext {
+            path: &self.path,
+            items,
+        };
+        for cb in &self.callbacks {
+            if cb.item_events() == item_events {
+                f(cb.as_ref(), &ctx);
+            }
+        }
+    }
+
+    /// A node's call for one item ended after `elapsed`: the node-end
+    /// event, or a count of one.
+    pub(crate) fn node_ended(&self, items: &[usize], node: &str, elapsed: std::time::Duration) {
+        self.emit_items(items, |cb, ctx| cb.on_node_end(ctx, node, elapsed));
+        self.emit_batch(items, |cb, ctx| {
+            cb.on_node_batch(
+                ctx,
+                node,
+                NodeCounts {
+                    computed: 1,
+                    cached: 0,
+                },
+            )
+        });
+    }
+
+    /// A node's result for one item came from the cache: the node-cached
+    /// event, or a count of one.
+    pub(crate) fn node_cached(&self, items: &[usize], node: &str) {
+        self.emit_items(items, |cb, ctx| cb.on_node_cached(ctx, node));
+        self.emit_batch(items, |cb, ctx| {
+            cb.on_node_batch(
+                ctx,
+                node,
+                NodeCounts {
+                    computed: 0,
+                    cached: 1,
+                },
+            )
+        });
+    }
+
+    /// An item of a map in this scope started (`ended: false`) or ended
+    /// after `elapsed`: the map-item event, or a count of one.
+    pub(crate) fn map_item(&self, items: &[usize], ended: Option<std::time::Duration>) {
+        match ended {
+            None => self.emit_items(items, |cb, ctx| cb.on_map_item_start(ctx)),
+            Some(elapsed) => self.emit_items(items, |cb, ctx| cb.on_map_item_end(ctx, elapsed)),
+        }
+        let counts = ItemCounts {
+            started: usize::from(ended.is_none()),
+            ended: usize::from(ended.is_some()),
+        };
+        self.emit_batch(&self.items, |cb, ctx| cb.on_items_batch(ctx, counts));
     }
 
     /// Wraps a whole run or map in pipeline start/end events.
@@ -130,11 +224,27 @@ impl Exec {
             return f();
         }
         let start = Instant::now();
-        self.emit(&self.items, |cb, ctx| cb.on_pipeline_start(ctx));
+        // A nested run inside a map's item is a per-item event (a count of
+        // one run for counting callbacks); the outermost run reaches all.
+        let nested = !self.items.is_empty();
+        let counts = |started, ended| ItemCounts { started, ended };
+        if nested {
+            self.emit_items(&self.items, |cb, ctx| cb.on_pipeline_start(ctx));
+            self.emit_batch(&self.items, |cb, ctx| cb.on_runs_batch(ctx, counts(1, 0)));
+        } else {
+            self.emit(&self.items, |cb, ctx| cb.on_pipeline_start(ctx));
+        }
         let out = f();
-        self.emit(&self.items, |cb, ctx| {
-            cb.on_pipeline_end(ctx, start.elapsed())
-        });
+        if nested {
+            self.emit_items(&self.items, |cb, ctx| {
+                cb.on_pipeline_end(ctx, start.elapsed())
+            });
+            self.emit_batch(&self.items, |cb, ctx| cb.on_runs_batch(ctx, counts(0, 1)));
+        } else {
+            self.emit(&self.items, |cb, ctx| {
+                cb.on_pipeline_end(ctx, start.elapsed())
+            });
+        }
         out
     }
 

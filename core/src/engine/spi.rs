@@ -261,7 +261,7 @@ impl MapJob {
         sig: Option<crate::signature::Signature>,
         hit: bool,
     ) {
-        if !self.exec.has_callbacks() || self.exec.cache.is_none() {
+        if !self.exec.has_item_callbacks() || self.exec.cache.is_none() {
             return;
         }
         let Some((exec, s, _)) = self.flat().step(&self.exec, step) else {
@@ -309,12 +309,12 @@ impl MapJob {
             &str,
         ),
     ) {
-        if !self.exec.has_callbacks() {
+        if !self.exec.has_item_callbacks() {
             return;
         }
         if let Some((exec, s, _)) = self.flat().step(&self.exec, step) {
             let name = &exec.node(s).name;
-            exec.emit(&exec.item_path(item), |cb, ctx| f(cb, ctx, name));
+            exec.emit_items(&exec.item_path(item), |cb, ctx| f(cb, ctx, name));
         }
     }
 
@@ -359,16 +359,16 @@ impl MapJob {
         let Some((node, outer, inner)) = self.inlined(scope) else {
             return;
         };
-        outer.emit(&outer.item_path(item), |cb, ctx| {
+        outer.emit_items(&outer.item_path(item), |cb, ctx| {
             cb.on_nested_start(ctx, node)
         });
-        inner.emit(&inner.item_path(item), |cb, ctx| cb.on_pipeline_start(ctx));
+        inner.emit_items(&inner.item_path(item), |cb, ctx| cb.on_pipeline_start(ctx));
     }
 
     /// Inlined pipeline `scope` when anyone listens: its node's name, the
     /// scope it is nested in and its own.
     pub(crate) fn inlined(&self, scope: usize) -> Option<(&str, &Exec, &Exec)> {
-        if !self.exec.has_callbacks() {
+        if !self.exec.has_item_callbacks() {
             return None;
         }
         let flat = self.flat();
@@ -394,11 +394,11 @@ impl MapJob {
         let Some((node, outer, inner)) = self.inlined(scope) else {
             return;
         };
-        inner.emit(&inner.item_path(item), |cb, ctx| {
+        inner.emit_items(&inner.item_path(item), |cb, ctx| {
             cb.on_pipeline_end(ctx, elapsed)
         });
         if completed {
-            outer.emit(&outer.item_path(item), |cb, ctx| {
+            outer.emit_items(&outer.item_path(item), |cb, ctx| {
                 cb.on_nested_end(ctx, node, elapsed)
             });
         }
@@ -413,18 +413,56 @@ impl MapJob {
         });
     }
 
-    /// Whether anyone listens to this map's events (callbacks): engines may
-    /// skip gathering what only events need.
+    /// Whether a callback takes this map's per-item events: engines may
+    /// skip gathering what only those events need.
     pub fn observed(&self) -> bool {
-        self.exec.has_callbacks()
+        self.exec.has_item_callbacks()
+    }
+
+    /// Whether a callback takes counts per batch instead of per-item
+    /// events (see [`Callback::item_events`](crate::Callback::item_events)).
+    pub fn counted(&self) -> bool {
+        self.exec.has_batch_callbacks()
+    }
+
+    /// Reports what step `step` did for a batch of items (to callbacks
+    /// that take counts). A nested pipeline's step reports nothing: its
+    /// own nodes and runs are counted, as on the row engines.
+    pub fn report_node_batch(&self, step: usize, counts: crate::observe::callback::NodeCounts) {
+        if let Some((exec, s, _)) = self.flat().step(&self.exec, step) {
+            let node = exec.node(s);
+            if node.is_pipeline() {
+                return;
+            }
+            let name = &node.name;
+            exec.emit_batch(&exec.items, |cb, ctx| cb.on_node_batch(ctx, name, counts));
+        }
+    }
+
+    /// Reports how many of the map's items started and ended in a batch
+    /// (to callbacks that take counts).
+    pub fn report_items_batch(&self, counts: crate::observe::callback::ItemCounts) {
+        if self.item_events {
+            let exec = &self.exec;
+            exec.emit_batch(&exec.items, |cb, ctx| cb.on_items_batch(ctx, counts));
+        }
+    }
+
+    /// Reports how many runs of inlined pipeline `scope` started and ended
+    /// in a batch (to callbacks that take counts).
+    pub fn report_runs_batch(&self, scope: usize, counts: crate::observe::callback::ItemCounts) {
+        let flat = self.flat();
+        if let Some(inner) = flat.scope(&self.exec, scope) {
+            inner.emit_batch(&inner.items, |cb, ctx| cb.on_runs_batch(ctx, counts));
+        }
     }
 
     /// Reports that item `item` starts (the `on_map_item_start` event).
     pub fn report_item_start(&self, item: usize) {
         let exec = &self.exec;
-        if exec.has_callbacks() && self.item_events {
+        if exec.has_item_callbacks() && self.item_events {
             let path = exec.item_path(item);
-            exec.emit(&path, |cb, ctx| cb.on_map_item_start(ctx));
+            exec.emit_items(&path, |cb, ctx| cb.on_map_item_start(ctx));
         }
     }
 
@@ -432,9 +470,9 @@ impl MapJob {
     /// `on_map_item_end` event).
     pub fn report_item_end(&self, item: usize, elapsed: std::time::Duration) {
         let exec = &self.exec;
-        if exec.has_callbacks() && self.item_events {
+        if exec.has_item_callbacks() && self.item_events {
             let path = exec.item_path(item);
-            exec.emit(&path, |cb, ctx| cb.on_map_item_end(ctx, elapsed));
+            exec.emit_items(&path, |cb, ctx| cb.on_map_item_end(ctx, elapsed));
         }
     }
 

@@ -36,6 +36,26 @@ impl CallbackContext<'_> {
     }
 }
 
+/// Results of one node over a batch of items (see
+/// [`Callback::item_events`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounts {
+    /// Items the node ran for successfully.
+    pub computed: usize,
+    /// Items whose result came from the cache.
+    pub cached: usize,
+}
+
+/// How many items (or nested runs) of a batch started and ended (see
+/// [`Callback::item_events`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ItemCounts {
+    /// How many started.
+    pub started: usize,
+    /// How many ended (successfully or not).
+    pub ended: usize,
+}
+
 /// Receives lifecycle events from engines. All methods default to no-ops,
 /// so a callback implements only what it needs.
 ///
@@ -66,6 +86,32 @@ impl CallbackContext<'_> {
 /// );
 /// ```
 pub trait Callback: Send + Sync {
+    /// Whether this callback takes one event per item (the default). A
+    /// callback that only counts — a progress bar — returns `false`: it
+    /// then gets counts instead ([`on_node_batch`](Self::on_node_batch),
+    /// [`on_items_batch`](Self::on_items_batch),
+    /// [`on_runs_batch`](Self::on_runs_batch)), one per batch of rows on
+    /// columnar engines and a batch of one on row engines, and none of
+    /// the per-item events (node start, end, cached and retry, map item
+    /// start and end, cache decisions, and the start and end of nested
+    /// pipelines inside a map's items). Pipeline, map, error and cache
+    /// error events reach every callback. This is what lets a callback
+    /// follow a map of millions of items at almost no cost.
+    fn item_events(&self) -> bool {
+        true
+    }
+    /// Counts of one node over a batch of items (callbacks without
+    /// [`item_events`](Self::item_events) only). Failures arrive through
+    /// [`on_error`](Self::on_error).
+    fn on_node_batch(&self, _ctx: &CallbackContext<'_>, _node: &str, _counts: NodeCounts) {}
+    /// Items of a map of the pipeline at `ctx.path` that started and ended
+    /// in a batch (callbacks without [`item_events`](Self::item_events)
+    /// only).
+    fn on_items_batch(&self, _ctx: &CallbackContext<'_>, _counts: ItemCounts) {}
+    /// Runs of the nested pipeline at `ctx.path` (one per item of the map
+    /// around it) that started and ended in a batch (callbacks without
+    /// [`item_events`](Self::item_events) only).
+    fn on_runs_batch(&self, _ctx: &CallbackContext<'_>, _counts: ItemCounts) {}
     /// A `run` or `map` of a pipeline starts.
     fn on_pipeline_start(&self, _ctx: &CallbackContext<'_>) {}
     /// A `run` or `map` of a pipeline ends (successfully or not).

@@ -171,6 +171,14 @@ impl Pipeline {
         self
     }
 
+    /// Shows the progress of every `map` of this pipeline: bars per
+    /// pipeline and node on a terminal, milestone lines on stderr
+    /// otherwise (see [`Progress`](crate::observe::Progress)).
+    #[cfg(feature = "progress")]
+    pub fn with_progress(self) -> Self {
+        self.with_callback(Arc::new(crate::observe::Progress::new()))
+    }
+
     /// The pipeline's name.
     pub fn name(&self) -> &str {
         &self.name

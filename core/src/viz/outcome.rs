@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::{GraphView, ident};
-use crate::observe::{Event, EventKind};
+use crate::observe::{Event, EventKind, thousands};
 
 /// How many items a node computed, found in the cache, and failed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,16 +25,16 @@ impl NodeOutcome {
         let mut parts = Vec::new();
         match (self.cached, self.computed) {
             (0, 0) => {}
-            (_, 0) => parts.push(format!("{} cached", thousands(self.cached))),
-            (0, _) => parts.push(format!("{} computed", thousands(self.computed))),
+            (_, 0) => parts.push(format!("{} cached", thousands(self.cached as u64))),
+            (0, _) => parts.push(format!("{} computed", thousands(self.computed as u64))),
             (c, n) => parts.push(format!(
                 "{} cached / {} computed",
-                thousands(c),
-                thousands(n)
+                thousands(c as u64),
+                thousands(n as u64)
             )),
         }
         if self.failed > 0 {
-            parts.push(format!("{} failed", thousands(self.failed)));
+            parts.push(format!("{} failed", thousands(self.failed as u64)));
         }
         parts.join(", ")
     }
@@ -54,19 +54,6 @@ impl NodeOutcome {
             None
         }
     }
-}
-
-/// `n` with a comma between thousands.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 impl GraphView {

@@ -237,6 +237,7 @@ fn plan(job: &Arc<MapJob>, cm: &ColumnarMap<'_>, engine: &str) -> Result<Columna
             job: job.clone(),
             state: job.state().clone(),
             observed: job.observed(),
+            counted: job.counted(),
             scopes: job.scope_count(),
             cache: match (&cache, cached) {
                 (Some(c), true) => Some((c.clone(), node.cache_key())),

@@ -17,6 +17,7 @@ use crate::cache::{Cache, CacheKey, CacheRows};
 use crate::engine::{MapJob, MapState};
 use crate::error::{Error, NodeError};
 use crate::kernels::RowPicks;
+use crate::observe::callback::{ItemCounts, NodeCounts};
 use crate::signature::{Signature, hash_column};
 use crate::value::{Value, ValueType};
 
@@ -88,8 +89,10 @@ pub struct ColumnarStep {
     pub job: Arc<MapJob>,
     /// The map's failures, stop policy and item times.
     pub state: Arc<MapState>,
-    /// Whether anyone listens to the map's events.
+    /// Whether a callback takes the map's per-item events.
     pub observed: bool,
+    /// Whether a callback takes counts per batch instead.
+    pub counted: bool,
     /// How many inlined pipelines the map has (for their start times).
     pub scopes: usize,
     /// The store and the node's key, when the step is cached.
@@ -145,6 +148,19 @@ impl ColumnarStep {
         values: Vec<ArrayRef>,
     ) -> StepResult<Vec<ArrayRef>> {
         let live: Vec<usize> = (0..n).filter(|&r| !self.state.skip(items[r])).collect();
+        if self.counted {
+            if self.first {
+                self.job.report_items_batch(ItemCounts {
+                    started: n,
+                    ended: 0,
+                });
+            }
+            for &scope in &self.opens {
+                let started = live.len();
+                self.job
+                    .report_runs_batch(scope, ItemCounts { started, ended: 0 });
+            }
+        }
         if self.first && self.observed {
             let times = self.state.times(self.scopes);
             for &item in &items {
@@ -259,6 +275,15 @@ impl ColumnarStep {
             .collect();
         let (fresh_rows, fresh_arrays, fresh_hashes) =
             self.compute_misses(&misses, &values, &items, sigs)?;
+        if self.counted {
+            let computed = misses
+                .iter()
+                .filter(|&&r| !self.state.failed(items[r]))
+                .count();
+            let cached = live.len() - misses.len();
+            self.job
+                .report_node_batch(self.step, NodeCounts { computed, cached });
+        }
 
         // Combine hits and fresh results in row order; failed rows are null.
         // Hits of one run of stored rows, in order (a warm batch): a slice
@@ -324,6 +349,22 @@ impl ColumnarStep {
                     self.job
                         .report_scope_end(scope, item, entered.elapsed(), completed);
                 }
+            }
+        }
+        if self.counted {
+            // Runs of a nested pipeline that end here: the items still live
+            // (a run that failed inside the pipeline is counted by its
+            // error).
+            let ended = (0..n).filter(|&r| !self.state.skip(items[r])).count();
+            for &scope in &self.closes {
+                self.job
+                    .report_runs_batch(scope, ItemCounts { started: 0, ended });
+            }
+            if self.last {
+                self.job.report_items_batch(ItemCounts {
+                    started: 0,
+                    ended: n,
+                });
             }
         }
         if self.last && self.observed {
