@@ -1,8 +1,8 @@
 //! Pictures of the README's `analysis` pipeline (a nested `text_processor`
-//! and a `summarize` step), written as Mermaid and DOT text into the
-//! directory given by `--out DIR` (default: a temporary directory):
-//! collapsed and expanded before any run, then coloured after a map of
-//! which half was already cached.
+//! and a `summarize` step), written as SVG, a self-contained HTML page,
+//! Mermaid and DOT into the directory given by `--out DIR` (default
+//! `docs/`): collapsed and expanded before any run, then coloured after a
+//! map of which half was already cached.
 //!
 //! ```text
 //! cargo run --release --example visualize -- --out docs
@@ -32,10 +32,9 @@ fn summarize(word_count: i64, cleaned: &str) -> String {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let scratch = tempfile::tempdir()?;
     let out: PathBuf = match args.iter().position(|a| a == "--out") {
         Some(i) => args.get(i + 1).ok_or("--out needs a directory")?.into(),
-        None => scratch.path().to_path_buf(),
+        None => PathBuf::from("docs"),
     };
     std::fs::create_dir_all(&out)?;
 
@@ -55,9 +54,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let collapsed = analysis.visualize(VisualizeOptions::default().depth(1));
     write("analysis-collapsed.mmd", collapsed.to_mermaid())?;
     write("analysis-collapsed.dot", collapsed.to_dot())?;
+    write("analysis-collapsed.svg", collapsed.to_svg())?;
     let expanded = analysis.visualize(VisualizeOptions::default());
     write("analysis.mmd", expanded.to_mermaid())?;
     write("analysis.dot", expanded.to_dot())?;
+    write("analysis.svg", expanded.to_svg())?;
+    write(
+        "analysis.html",
+        analysis.visualize_html(VisualizeOptions::default().mapped(["text"]), &[]),
+    )?;
 
     // Half the texts first, then all of them: the second map finds half
     // cached, and the picture says so per node.
@@ -69,10 +74,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_callback(recorder.clone())
         .map(Inputs::new().with("text", texts), ["text"])?;
     let after = analysis
-        .visualize(VisualizeOptions::default())
+        .visualize(VisualizeOptions::default().mapped(["text"]))
         .with_events(&recorder.events());
     write("analysis-after-run.mmd", after.to_mermaid())?;
     write("analysis-after-run.dot", after.to_dot())?;
+    write("analysis-after-run.svg", after.to_svg())?;
+    write(
+        "analysis-after-run.html",
+        analysis.visualize_html(
+            VisualizeOptions::default().mapped(["text"]),
+            &recorder.events(),
+        ),
+    )?;
 
     for path in &written {
         println!("wrote {}", path.display());

@@ -32,6 +32,8 @@ fn node_line(node: &ViewNode, outcome: Option<&super::NodeOutcome>) -> String {
         ViewKind::Pipeline => "shape=box3d",
         ViewKind::Input => "shape=ellipse",
         ViewKind::Bound => "shape=ellipse, style=dashed",
+        ViewKind::Mapped => "shape=ellipse, penwidth=2",
+        ViewKind::Output => "shape=parallelogram",
     };
     format!(
         "{} [label={}, {style}{fill}];",
@@ -42,7 +44,8 @@ fn node_line(node: &ViewNode, outcome: Option<&super::NodeOutcome>) -> String {
 
 impl GraphView {
     /// The graph as DOT text: nested pipelines as clusters, inputs as
-    /// ellipses (bound ones dashed), collapsed pipelines as 3-D boxes,
+    /// ellipses (bound ones dashed, mapped ones bold), collapsed pipelines
+    /// as 3-D boxes, output values (when drawn apart) as parallelograms,
     /// `map_over` nodes marked.
     pub fn to_dot(&self) -> String {
         let mut out = String::new();

@@ -25,13 +25,16 @@ fn node_line(node: &ViewNode, outcome: Option<&super::NodeOutcome>) -> String {
         ViewKind::Pipeline => format!("{}[[{text}]]", node.id),
         ViewKind::Input => format!("{}([{text}])", node.id),
         ViewKind::Bound => format!("{}{{{{{text}}}}}", node.id),
+        ViewKind::Mapped => format!("{}>{text}]", node.id),
+        ViewKind::Output => format!("{}[/{text}/]", node.id),
     }
 }
 
 impl GraphView {
     /// The graph as a Mermaid flowchart: nested pipelines as subgraphs,
-    /// inputs as stadiums (bound ones as hexagons), collapsed pipelines as
-    /// subroutines, `map_over` nodes marked.
+    /// inputs as stadiums (bound ones as hexagons, mapped ones as flags),
+    /// collapsed pipelines as subroutines, output values (when drawn
+    /// apart) as parallelograms, `map_over` nodes marked.
     pub fn to_mermaid(&self) -> String {
         let mut out = String::new();
         let dir = match self.orientation {
@@ -58,13 +61,17 @@ impl GraphView {
             };
         });
         for edge in &self.edges {
-            let _ = writeln!(
-                out,
-                "  {} -->|{}| {}",
-                edge.from,
-                label(&edge.label),
-                edge.to
-            );
+            let _ = if edge.label.is_empty() {
+                writeln!(out, "  {} --> {}", edge.from, edge.to)
+            } else {
+                writeln!(
+                    out,
+                    "  {} -->|{}| {}",
+                    edge.from,
+                    label(&edge.label),
+                    edge.to
+                )
+            };
         }
         for (id, outcome) in &self.outcomes {
             if let Some(colour) = outcome.colour() {

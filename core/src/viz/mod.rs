@@ -1,8 +1,11 @@
 //! A picture of a pipeline: [`Pipeline::visualize`] describes its graph
 //! ([`GraphView`]: nodes, the values on the edges, the pipeline's inputs,
 //! nested pipelines as clusters expanded to a chosen depth or collapsed to
-//! one node), which renders as DOT ([`GraphView::to_dot`]) or Mermaid
-//! ([`GraphView::to_mermaid`]) text.
+//! one node), which renders as SVG laid out in Rust ([`GraphView::to_svg`]),
+//! DOT ([`GraphView::to_dot`]) or Mermaid ([`GraphView::to_mermaid`])
+//! text; [`Pipeline::visualize_html`] makes a self-contained page to
+//! expand, collapse and explore it. After a run, [`GraphView::with_events`]
+//! colours each node by what happened to it.
 
 use std::collections::HashMap;
 
@@ -10,10 +13,13 @@ use crate::node::{Node, NodeKind};
 use crate::pipeline::Pipeline;
 
 mod dot;
+mod html;
 mod mermaid;
 mod outcome;
+mod svg;
 
 pub use outcome::NodeOutcome;
+pub use svg::{Layout, Placed, Route};
 
 /// How deep nested pipelines are drawn.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,12 +43,32 @@ pub enum Orientation {
 }
 
 /// Options of [`Pipeline::visualize`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct VisualizeOptions {
     /// How deep nested pipelines are drawn.
     pub depth: Depth,
     /// Which way the graph flows.
     pub orientation: Orientation,
+    /// Inputs drawn as mapped (one value per item of a `map`), apart from
+    /// the inputs given once and the bound ones.
+    pub mapped: Vec<String>,
+    /// Each output value drawn as a node of its own between its producer
+    /// and its consumers.
+    pub separate_outputs: bool,
+    /// Whether the SVG and HTML pictures carry a legend (on by default).
+    pub legend: bool,
+}
+
+impl Default for VisualizeOptions {
+    fn default() -> Self {
+        Self {
+            depth: Depth::Full,
+            orientation: Orientation::TopDown,
+            mapped: Vec::new(),
+            separate_outputs: false,
+            legend: true,
+        }
+    }
 }
 
 impl VisualizeOptions {
@@ -55,6 +81,24 @@ impl VisualizeOptions {
     /// Left to right instead of top to bottom.
     pub fn left_right(mut self) -> Self {
         self.orientation = Orientation::LeftRight;
+        self
+    }
+
+    /// Draws these inputs as mapped ones (what a `map` iterates over).
+    pub fn mapped<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.mapped = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Draws each output value as a node of its own.
+    pub fn separate_outputs(mut self) -> Self {
+        self.separate_outputs = true;
+        self
+    }
+
+    /// Leaves the legend out of the SVG and HTML pictures.
+    pub fn without_legend(mut self) -> Self {
+        self.legend = false;
         self
     }
 }
@@ -70,6 +114,11 @@ pub enum ViewKind {
     Input,
     /// An input bound to its pipeline (`bind`).
     Bound,
+    /// An input a `map` iterates over (see [`VisualizeOptions::mapped`]).
+    Mapped,
+    /// An output value drawn as a node (see
+    /// [`VisualizeOptions::separate_outputs`]).
+    Output,
 }
 
 /// A drawn node.
@@ -127,6 +176,8 @@ pub struct GraphView {
     /// After a run: what happened to each node, by node id (see
     /// [`GraphView::with_events`]).
     pub outcomes: std::collections::BTreeMap<String, NodeOutcome>,
+    /// Whether SVG and HTML pictures carry a legend.
+    pub legend: bool,
 }
 
 /// One step of a walk through a [`GraphView`]'s nesting (see
@@ -207,101 +258,134 @@ impl Pipeline {
             edges: Vec::new(),
             clusters: Vec::new(),
             outcomes: Default::default(),
+            legend: options.legend,
         };
         let prefix = ident(self.name());
-        draw(self, &prefix, None, levels - 1, &HashMap::new(), &mut view);
+        let mut drawing = Drawing {
+            view: &mut view,
+            options: &options,
+        };
+        drawing.draw(self, &prefix, None, levels - 1, &HashMap::new());
         view
     }
 }
 
-/// Draws `pipeline`'s nodes into `view` (inside `cluster`), expanding nested
-/// pipelines `levels` more levels. `sources` names, for each value the
-/// pipeline takes from outside, the node that provides it. Returns, for
-/// each value the pipeline produces, the node that produces it.
-fn draw(
-    pipeline: &Pipeline,
-    prefix: &str,
-    cluster: Option<usize>,
-    levels: usize,
-    sources: &HashMap<String, String>,
-    view: &mut GraphView,
-) -> HashMap<String, String> {
-    let mut produced: HashMap<String, String> = HashMap::new();
-    // Inputs nobody outside provides: drawn as inputs of this pipeline.
-    for input in pipeline.inputs() {
-        if sources.contains_key(&input.name) {
-            continue;
-        }
-        let id = format!("i_{prefix}__{}", ident(&input.name));
-        let bound = pipeline.bound_value(&input.name).is_some();
-        view.nodes.push(ViewNode {
-            id: id.clone(),
-            label: input.name.clone(),
-            kind: if bound {
+/// Drawing a pipeline into a view, with the options it is drawn with.
+struct Drawing<'a> {
+    view: &'a mut GraphView,
+    options: &'a VisualizeOptions,
+}
+
+impl Drawing<'_> {
+    /// Draws `pipeline`'s nodes into the view (inside `cluster`), expanding nested
+    /// pipelines `levels` more levels. `sources` names, for each value the
+    /// pipeline takes from outside, the node that provides it. Returns, for
+    /// each value the pipeline produces, the node that produces it.
+    fn draw(
+        &mut self,
+        pipeline: &Pipeline,
+        prefix: &str,
+        cluster: Option<usize>,
+        levels: usize,
+        sources: &HashMap<String, String>,
+    ) -> HashMap<String, String> {
+        let top = cluster.is_none();
+        let mut produced: HashMap<String, String> = HashMap::new();
+        // Inputs nobody outside provides: drawn as inputs of this pipeline.
+        for input in pipeline.inputs() {
+            if sources.contains_key(&input.name) {
+                continue;
+            }
+            let id = format!("i_{prefix}__{}", ident(&input.name));
+            let kind = if pipeline.bound_value(&input.name).is_some() {
                 ViewKind::Bound
+            } else if top && self.options.mapped.contains(&input.name) {
+                ViewKind::Mapped
             } else {
                 ViewKind::Input
-            },
-            map_over: false,
-            cluster,
-        });
-        produced.insert(input.name.clone(), id);
-    }
-    let source_of = |name: &str, produced: &HashMap<String, String>| {
-        produced.get(name).or_else(|| sources.get(name)).cloned()
-    };
-    for node in pipeline.nodes() {
-        let id = format!("n_{prefix}__{}", ident(node.name()));
-        match (&node.kind, levels) {
-            (NodeKind::Nested(inner), levels) if levels > 0 => {
-                let index = view.clusters.len();
-                view.clusters.push(ViewCluster {
-                    id: format!("c_{prefix}__{}", ident(node.name())),
-                    label: node.name().to_string(),
-                    map_over: node.mapping.is_some(),
-                    parent: cluster,
-                });
-                // Inside, each inner input comes from the outer source of
-                // the port that feeds it.
-                let mut inner_sources = HashMap::new();
-                for port in node.inputs() {
-                    if let Some(from) = source_of(&port.name, &produced) {
-                        inner_sources.insert(port.inner.clone(), from);
+            };
+            self.view.nodes.push(ViewNode {
+                id: id.clone(),
+                label: input.name.clone(),
+                kind,
+                map_over: false,
+                cluster,
+            });
+            produced.insert(input.name.clone(), id);
+        }
+        let source_of = |name: &str, produced: &HashMap<String, String>| {
+            produced.get(name).or_else(|| sources.get(name)).cloned()
+        };
+        for node in pipeline.nodes() {
+            let id = format!("n_{prefix}__{}", ident(node.name()));
+            match (&node.kind, levels) {
+                (NodeKind::Nested(inner), levels) if levels > 0 => {
+                    let index = self.view.clusters.len();
+                    self.view.clusters.push(ViewCluster {
+                        id: format!("c_{prefix}__{}", ident(node.name())),
+                        label: node.name().to_string(),
+                        map_over: node.mapping.is_some(),
+                        parent: cluster,
+                    });
+                    // Inside, each inner input comes from the outer source of
+                    // the port that feeds it.
+                    let mut inner_sources = HashMap::new();
+                    for port in node.inputs() {
+                        if let Some(from) = source_of(&port.name, &produced) {
+                            inner_sources.insert(port.inner.clone(), from);
+                        }
+                    }
+                    let inner_prefix = format!("{prefix}__{}", ident(node.name()));
+                    let outputs = self.draw(
+                        inner,
+                        &inner_prefix,
+                        Some(index),
+                        levels - 1,
+                        &inner_sources,
+                    );
+                    for port in node.outputs() {
+                        if let Some(from) = outputs.get(&port.inner) {
+                            produced.insert(port.name.clone(), from.clone());
+                        }
                     }
                 }
-                let inner_prefix = format!("{prefix}__{}", ident(node.name()));
-                let outputs = draw(
-                    inner,
-                    &inner_prefix,
-                    Some(index),
-                    levels - 1,
-                    &inner_sources,
-                    view,
-                );
-                for port in node.outputs() {
-                    if let Some(from) = outputs.get(&port.inner) {
-                        produced.insert(port.name.clone(), from.clone());
+                _ => {
+                    draw_node(node, &id, cluster, self.view);
+                    for port in node.inputs() {
+                        if let Some(from) = source_of(&port.name, &produced) {
+                            self.view.edges.push(ViewEdge {
+                                from,
+                                to: id.clone(),
+                                label: port.name.clone(),
+                            });
+                        }
                     }
-                }
-            }
-            _ => {
-                draw_node(node, &id, cluster, view);
-                for port in node.inputs() {
-                    if let Some(from) = source_of(&port.name, &produced) {
-                        view.edges.push(ViewEdge {
-                            from,
-                            to: id.clone(),
-                            label: port.name.clone(),
-                        });
+                    for port in node.outputs() {
+                        let source = if self.options.separate_outputs {
+                            let out = format!("o_{prefix}__{}", ident(&port.name));
+                            self.view.nodes.push(ViewNode {
+                                id: out.clone(),
+                                label: port.name.clone(),
+                                kind: ViewKind::Output,
+                                map_over: false,
+                                cluster,
+                            });
+                            self.view.edges.push(ViewEdge {
+                                from: id.clone(),
+                                to: out.clone(),
+                                label: String::new(),
+                            });
+                            out
+                        } else {
+                            id.clone()
+                        };
+                        produced.insert(port.name.clone(), source);
                     }
-                }
-                for port in node.outputs() {
-                    produced.insert(port.name.clone(), id.clone());
                 }
             }
         }
+        produced
     }
-    produced
 }
 
 /// Draws one node (a function, or a collapsed pipeline).
