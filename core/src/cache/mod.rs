@@ -31,7 +31,9 @@ mod rows;
 
 pub use decision::{CacheDecision, CacheOutcome};
 pub(crate) use disk::signature_at;
-pub use disk::{DatasetStats, DiskCache, STALE_TEMPORARY_AGE};
+pub use disk::{
+    DatasetStats, DiskCache, GcPolicy, KEY_HEX, STALE_TEMPORARY_AGE, StoredRow, VersionInfo,
+};
 pub use location::CacheLocation;
 pub use rows::{CacheRows, Hits, Located};
 
@@ -44,6 +46,14 @@ use crate::value::ValueType;
 /// An error of the cache store.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
+    /// Nothing in the cache is named so (a node, or a node version's key).
+    #[error("the cache holds no node version `{what}` (its nodes: {known})")]
+    NotFound {
+        /// What was asked for.
+        what: String,
+        /// The nodes it holds, comma-separated.
+        known: String,
+    },
     /// A file system operation failed.
     #[error("cache I/O on `{path}`: {source}")]
     Io {

@@ -141,14 +141,6 @@ impl SigIndex {
         }
         out
     }
-
-    /// Every indexed row.
-    pub(crate) fn rows(&self) -> impl Iterator<Item = u32> + '_ {
-        self.slots
-            .iter()
-            .filter(|&&s| s != 0)
-            .map(|&s| Self::row(s))
-    }
 }
 
 /// The first 8 bytes of a signature, the key of a dataset's index.

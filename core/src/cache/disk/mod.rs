@@ -3,9 +3,11 @@
 
 mod dataset;
 mod index;
+mod inspect;
 mod segment;
 
 pub(crate) use dataset::signature_at;
+pub use inspect::{GcPolicy, KEY_HEX, StoredRow, VersionInfo};
 pub use segment::STALE_TEMPORARY_AGE;
 
 use std::collections::{HashMap, HashSet};
@@ -16,7 +18,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use arrow_array::RecordBatch;
-use arrow_array::cast::AsArray;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::EnabledStatistics;
@@ -310,46 +311,14 @@ impl DiskCache {
     /// segment is complete on disk before the old ones are removed, so a
     /// crash leaves duplicates at worst). Returns how many segments it merged.
     pub fn compact(&self, key: &CacheKey) -> Result<usize, CacheError> {
-        let dir = self.dataset_dir(key);
-        let old = segment_files(&dir);
-        if old.len() < 2 {
+        let spec = format!("{}/{}", safe_name(&key.node), key.code.to_hex());
+        if !self.dataset_dir(key).is_dir() {
             return Ok(0);
         }
-        let dataset = self.dataset(&dir);
-        let rows = {
-            let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
-            self.refresh(key, &mut data, old.clone());
-            let mut positions: Vec<(usize, usize)> = data
-                .index
-                .rows()
-                .map(|row| batch_row(&data.starts, row, 0))
-                .collect();
-            positions.sort_unstable();
-            let sigs = positions
-                .iter()
-                .map(|&(b, r)| signature_at(data.batches[b].column(0).as_fixed_size_binary(), r))
-                .collect();
-            data.gather(key, sigs, &positions)?
-        };
-        self.flush()?;
-        let batch = segment_batch(key, &rows)?;
-        let seg = self.write_segment(key, std::slice::from_ref(&batch))?;
-        dataset
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .segments
-            .insert(seg);
-        for seg in &old {
-            std::fs::remove_file(seg).map_err(|source| CacheError::Io {
-                path: seg.clone(),
-                source,
-            })?;
-        }
-        let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
-        for seg in &old {
-            data.segments.remove(seg);
-        }
-        Ok(old.len())
+        Ok(self
+            .compact_all(Some(&spec))?
+            .first()
+            .map_or(0, |(_, merged)| *merged))
     }
 }
 
@@ -580,68 +549,11 @@ impl DiskCache {
             None => segment_schema(key)?,
         };
         let dir = self.dataset_dir(key);
+        let seg = write_segment_file(&dir, &key.node, schema, batches)?;
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| CacheError::Io { path, source }
         };
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let name = unique_name();
-        let tmp = dir.join(format!(".tmp-{name}.parquet"));
-        let seg = dir.join(format!("seg-{name}.parquet"));
-        let file = File::create(&tmp).map_err(io(&tmp))?;
-        // Segments are written on the hot path of every cold run and read
-        // whole, never filtered: no dictionaries (signatures and hashes are
-        // random bytes, and typical outputs are mostly distinct, so building
-        // a dictionary costs more than it saves), and no min/max statistics
-        // on the signature and hash columns (random bytes: nothing to prune).
-        // No page indexes either (nothing reads them), so every byte before
-        // the footer lies in a checksummed region.
-        let mut props = parquet::file::properties::WriterProperties::builder()
-            .set_dictionary_enabled(false)
-            .set_statistics_enabled(EnabledStatistics::Chunk)
-            .set_offset_index_disabled(true)
-            .set_column_statistics_enabled("signature".into(), EnabledStatistics::None);
-        for (name, _) in &key.outputs {
-            props = props.set_column_statistics_enabled(
-                format!("{name}.hash").into(),
-                EnabledStatistics::None,
-            );
-        }
-        let written = (|| {
-            let parquet = |e: parquet::errors::ParquetError| write_error(key, &tmp, e);
-            let mut writer =
-                ArrowWriter::try_new(ChecksumWriter::new(file), schema, Some(props.build()))
-                    .map_err(parquet)?;
-            let mut groups = 0;
-            for batch in batches {
-                writer.write(batch).map_err(parquet)?;
-                // A row group just written ends a checksummed region.
-                if writer.flushed_row_groups().len() != groups {
-                    groups = writer.flushed_row_groups().len();
-                    writer.sync().map_err(io(&tmp))?;
-                    writer.inner_mut().cut();
-                }
-            }
-            writer.flush().map_err(parquet)?;
-            writer.sync().map_err(io(&tmp))?;
-            writer.inner_mut().cut();
-            let regions = writer.inner().regions();
-            writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
-                CHECKSUM_KEY.to_string(),
-                regions,
-            ));
-            let mut file = writer.into_inner().map_err(parquet)?.into_inner();
-            file.flush().map_err(io(&tmp))?;
-            file.sync_all().map_err(io(&tmp))?;
-            drop(file);
-            std::fs::rename(&tmp, &seg).map_err(io(&seg))
-        })();
-        if let Err(e) = written {
-            // Nothing half-written stays behind (a full disk stays full
-            // otherwise).
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
         let manifest = dir.join(MANIFEST);
         if !key.parts.is_empty() && !manifest.exists() {
             let text: String = key
@@ -660,10 +572,90 @@ impl DiskCache {
     }
 }
 
+/// Writes `batches` (laid out as `schema`) as one new segment of the
+/// dataset in `dir`, atomically (a temporary file, synced, then renamed),
+/// with its checksums; `node` names the node in errors.
+pub(crate) fn write_segment_file(
+    dir: &Path,
+    node: &str,
+    schema: arrow_schema::SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<PathBuf, CacheError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CacheError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let name = unique_name();
+    let tmp = dir.join(format!(".tmp-{name}.parquet"));
+    let seg = dir.join(format!("seg-{name}.parquet"));
+    let file = File::create(&tmp).map_err(io(&tmp))?;
+    // Segments are written on the hot path of every cold run and read
+    // whole, never filtered: no dictionaries (signatures and hashes are
+    // random bytes, and typical outputs are mostly distinct, so building
+    // a dictionary costs more than it saves), and no min/max statistics
+    // on the signature and hash columns (random bytes: nothing to prune).
+    // No page indexes either (nothing reads them), so every byte before
+    // the footer lies in a checksummed region.
+    let mut props = parquet::file::properties::WriterProperties::builder()
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_offset_index_disabled(true)
+        .set_column_statistics_enabled("signature".into(), EnabledStatistics::None);
+    for field in schema.fields().iter().skip(1) {
+        if field.name().ends_with(".hash") {
+            props = props.set_column_statistics_enabled(
+                field.name().as_str().into(),
+                EnabledStatistics::None,
+            );
+        }
+    }
+    let written = (|| {
+        let parquet = |e: parquet::errors::ParquetError| write_error(node, &tmp, e);
+        let mut writer =
+            ArrowWriter::try_new(ChecksumWriter::new(file), schema, Some(props.build()))
+                .map_err(parquet)?;
+        let mut groups = 0;
+        for batch in batches {
+            writer.write(batch).map_err(parquet)?;
+            // A row group just written ends a checksummed region.
+            if writer.flushed_row_groups().len() != groups {
+                groups = writer.flushed_row_groups().len();
+                writer.sync().map_err(io(&tmp))?;
+                writer.inner_mut().cut();
+            }
+        }
+        writer.flush().map_err(parquet)?;
+        writer.sync().map_err(io(&tmp))?;
+        writer.inner_mut().cut();
+        let regions = writer.inner().regions();
+        writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+            CHECKSUM_KEY.to_string(),
+            regions,
+        ));
+        let mut file = writer.into_inner().map_err(parquet)?.into_inner();
+        file.flush().map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+        drop(file);
+        std::fs::rename(&tmp, &seg).map_err(io(&seg))
+    })();
+    if let Err(e) = written {
+        // Nothing half-written stays behind (a full disk stays full
+        // otherwise).
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(seg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::value::{Value, ValueType};
+    use arrow_array::cast::AsArray;
     use arrow_array::{ArrayRef, FixedSizeBinaryArray};
     use arrow_schema::DataType;
 

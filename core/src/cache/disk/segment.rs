@@ -237,11 +237,7 @@ impl<W: Write> Write for ChecksumWriter<W> {
 /// A Parquet error while writing segment `path`: the OS error when there
 /// is one underneath (a full disk, a vanished directory), else an encoding
 /// error of the node's outputs.
-pub(crate) fn write_error(
-    key: &CacheKey,
-    path: &Path,
-    e: parquet::errors::ParquetError,
-) -> CacheError {
+pub(crate) fn write_error(node: &str, path: &Path, e: parquet::errors::ParquetError) -> CacheError {
     match e {
         parquet::errors::ParquetError::External(inner) => {
             match inner.downcast::<std::io::Error>() {
@@ -249,10 +245,18 @@ pub(crate) fn write_error(
                     path: path.to_path_buf(),
                     source: *io,
                 },
-                Err(other) => encode_error(key, "*", other),
+                Err(other) => CacheError::Encode {
+                    node: node.to_string(),
+                    output: "*".into(),
+                    message: other.to_string(),
+                },
             }
         }
-        e => encode_error(key, "*", e),
+        e => CacheError::Encode {
+            node: node.to_string(),
+            output: "*".into(),
+            message: e.to_string(),
+        },
     }
 }
 
@@ -312,8 +316,18 @@ pub(crate) fn verify_checksums(
 /// Reads one segment as Arrow batches laid out as [`segment_schema`],
 /// after checking its bytes against their checksums.
 pub(crate) fn read_segment(path: &Path, key: &CacheKey) -> Result<Vec<RecordBatch>, SegmentFault> {
+    let expected = segment_schema(key).map_err(|e| SegmentFault::Corrupt(e.to_string()))?;
+    read_segment_as(path, Some(&expected))
+}
+
+/// Reads one segment as Arrow batches after checking its bytes against
+/// their checksums: laid out as `expected`, or, without it, as any
+/// segment is (a signature column, then outputs and their hashes).
+pub(crate) fn read_segment_as(
+    path: &Path,
+    expected: Option<&SchemaRef>,
+) -> Result<Vec<RecordBatch>, SegmentFault> {
     let corrupt = |m: String| SegmentFault::Corrupt(m);
-    let expected = segment_schema(key).map_err(|e| corrupt(e.to_string()))?;
     let bytes = bytes::Bytes::from(
         std::fs::read(path).map_err(|e| SegmentFault::Unreadable(e.to_string()))?,
     );
@@ -339,6 +353,19 @@ pub(crate) fn read_segment(path: &Path, key: &CacheKey) -> Result<Vec<RecordBatc
     for batch in reader {
         let batch = batch.map_err(|e| corrupt(e.to_string()))?;
         let schema = batch.schema();
+        let Some(expected) = expected else {
+            let fields = schema.fields();
+            let signed = fields.first().is_some_and(|f| {
+                f.name() == "signature" && f.data_type() == &DataType::FixedSizeBinary(32)
+            });
+            if !signed || fields.len() % 2 == 0 || batch.column(0).null_count() > 0 {
+                return Err(corrupt(
+                    "it is not laid out as a segment (signature, outputs, hashes)".into(),
+                ));
+            }
+            out.push(batch);
+            continue;
+        };
         if schema.fields().len() != expected.fields().len() {
             return Err(corrupt(format!(
                 "{} columns where {} were expected",
