@@ -36,6 +36,7 @@ impl Exec {
         };
         let args = Args::new(slots, &step.args, &node.inputs);
         let mut attempt = 1;
+        let _span = crate::observe::trace::Span::node_item(&node.name, items).enter();
         loop {
             let start = self.attempt_started(node, items);
             let outcome = call_once(node, f.as_ref(), args);

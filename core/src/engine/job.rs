@@ -88,6 +88,9 @@ pub struct MapJob {
     pub(crate) local: std::sync::Mutex<crate::engine::columnar::local::LocalPlan>,
     /// Whether its items fire map-item events (not a single run's item).
     pub(crate) item_events: bool,
+    /// The map's `tracing` span, made when it starts (inside its
+    /// pipeline's span): the parent of what its workers do.
+    pub(crate) span: std::sync::OnceLock<crate::observe::trace::Span>,
     pub(crate) mode: MapMode,
     pub(crate) policy: ErrorPolicy,
     pub(crate) len: usize,
@@ -224,6 +227,7 @@ impl MapJob {
         options: &MapOptions,
     ) -> MapJob {
         MapJob {
+            span: std::sync::OnceLock::new(),
             exec,
             template,
             mapped,
@@ -314,6 +318,13 @@ impl MapJob {
 
     /// Runs the map on the scope's engine, with map start/end events.
     pub(crate) fn execute(self: &Arc<Self>) -> Result<MapResult, Error> {
+        let _span = self
+            .span
+            .get_or_init(|| {
+                let exec = &self.exec;
+                crate::observe::trace::Span::map(&exec.path, self.len, exec.engine.name())
+            })
+            .enter();
         let exec = &self.exec;
         let start = exec.has_callbacks().then(|| {
             exec.emit(&exec.items, |cb, ctx| cb.on_map_start(ctx, self.len));
@@ -615,6 +626,7 @@ impl MapJob {
     /// the earliest failure is always found and little work is wasted
     /// after it.
     pub fn run_chunk(self: &Arc<Self>, range: Range<usize>) -> Chunk {
+        let _span = self.span.get().map(|s| s.enter());
         let outputs = self.exec.plan.outputs.len();
         let mut chunk = Chunk {
             start: range.start,

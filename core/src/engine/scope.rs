@@ -44,7 +44,7 @@ impl Exec {
             ));
         }
         Exec {
-            cache: pipeline.cache.clone(),
+            cache: pipeline.cache.clone().map(crate::observe::trace::traced),
             path: vec![pipeline.name().to_string()],
             pipeline,
             plan,
@@ -220,6 +220,7 @@ impl Exec {
         &self,
         f: impl FnOnce() -> Result<T, Error>,
     ) -> Result<T, Error> {
+        let _span = crate::observe::trace::Span::pipeline(&self.path, &self.items).enter();
         if !self.has_callbacks() {
             return f();
         }
@@ -304,7 +305,11 @@ impl Exec {
             pipeline: inner.clone(),
             plan: plan.clone(),
             engine: inner.engine.clone().unwrap_or_else(|| self.engine.clone()),
-            cache: inner.cache.clone().or_else(|| self.cache.clone()),
+            cache: inner
+                .cache
+                .clone()
+                .map(crate::observe::trace::traced)
+                .or_else(|| self.cache.clone()),
             callbacks,
             path,
             items: self.items.clone(),

@@ -284,6 +284,14 @@ impl MapJob {
         log.report(exec, &node.name, &exec.item_path(item), sig, hit);
     }
 
+    /// The name of step `step`'s node.
+    pub(crate) fn step_name(&self, step: usize) -> String {
+        self.flat()
+            .step(&self.exec, step)
+            .map(|(exec, s, _)| exec.node(s).name.clone())
+            .unwrap_or_default()
+    }
+
     /// The pipeline path of step `step` (the map's pipeline, then each
     /// nested pipeline node it is inlined from): what its errors and events
     /// name.

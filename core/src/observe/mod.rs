@@ -11,6 +11,7 @@ pub mod callback;
 #[cfg(feature = "progress")]
 mod progress;
 mod recorder;
+pub(crate) mod trace;
 
 #[cfg(feature = "progress")]
 pub use progress::Progress;

@@ -148,6 +148,14 @@ impl ColumnarStep {
         values: Vec<ArrayRef>,
     ) -> StepResult<Vec<ArrayRef>> {
         let live: Vec<usize> = (0..n).filter(|&r| !self.state.skip(items[r])).collect();
+        let span = self
+            .job
+            .span
+            .get()
+            .cloned()
+            .unwrap_or_default()
+            .node_batch(|| self.job.step_name(self.step), n);
+        let _span = span.enter();
         if self.counted {
             if self.first {
                 self.job.report_items_batch(ItemCounts {
@@ -275,6 +283,7 @@ impl ColumnarStep {
             .collect();
         let (fresh_rows, fresh_arrays, fresh_hashes) =
             self.compute_misses(&misses, &values, &items, sigs)?;
+        span.record_counts(live.len() - misses.len(), misses.len());
         if self.counted {
             let computed = misses
                 .iter()
