@@ -297,6 +297,16 @@ pub enum Error {
     /// Raised when the plan is decoded, before any row runs.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// Exporting telemetry (the `otel` feature) failed: setting it up,
+    /// flushing it or stopping it.
+    #[error("telemetry: {what}: {source}")]
+    Telemetry {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A broken invariant of the library itself (a bug: please report it).
     #[error("internal error: {message}")]
     Internal {

@@ -8,6 +8,8 @@
 
 pub(crate) mod cache_log;
 pub mod callback;
+#[cfg(feature = "otel")]
+pub mod otel;
 #[cfg(feature = "progress")]
 mod progress;
 mod recorder;
