@@ -16,7 +16,7 @@ mod recorder;
 pub(crate) mod trace;
 
 #[cfg(feature = "progress")]
-pub use progress::Progress;
+pub use progress::{Progress, ProgressWriter};
 
 pub use recorder::{Event, EventKind, Recorder};
 

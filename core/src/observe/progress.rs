@@ -140,9 +140,7 @@ impl Progress {
         let terminal = std::io::stderr().is_terminal()
             && std::env::var_os("TERM").is_some_and(|t| t != "dumb");
         if terminal {
-            Self::with_output(Output::Bars(MultiProgress::with_draw_target(
-                ProgressDrawTarget::stderr(),
-            )))
+            Self::with_output(Output::Bars(bars().clone()))
         } else {
             Self::plain(std::io::stderr())
         }
@@ -451,6 +449,66 @@ fn rate(done: u64, elapsed: Duration, unit: &str) -> String {
     format!("{} {unit}/s", thousands((done as f64 / secs) as u64))
 }
 
+/// The process's one set of bars: every [`Progress`] on a terminal draws
+/// into it, so two maps at once do not draw over each other.
+fn bars() -> &'static MultiProgress {
+    static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+}
+
+/// A writer for logs shown while bars are drawn: each line it is given is
+/// written with the bars lifted out of the way, so logs and bars do not
+/// tear each other. Give it to your logger, for example
+/// `tracing_subscriber::fmt().with_writer(ProgressWriter::stderr)`.
+pub struct ProgressWriter<W: Write = std::io::Stderr> {
+    inner: W,
+    line: Vec<u8>,
+}
+
+impl ProgressWriter {
+    /// Lines to stderr, around the bars.
+    pub fn stderr() -> Self {
+        Self::new(std::io::stderr())
+    }
+}
+
+impl<W: Write> ProgressWriter<W> {
+    /// Lines to `inner`, around the bars.
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            line: Vec::new(),
+        }
+    }
+
+    fn write_lines(&mut self, upto: usize) -> std::io::Result<()> {
+        let lines: Vec<u8> = self.line.drain(..upto).collect();
+        let inner = &mut self.inner;
+        bars().suspend(|| inner.write_all(&lines).and_then(|()| inner.flush()))
+    }
+}
+
+impl<W: Write> Write for ProgressWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        if let Some(end) = self.line.iter().rposition(|&b| b == b'\n') {
+            self.write_lines(end + 1)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let all = self.line.len();
+        self.write_lines(all)
+    }
+}
+
+impl<W: Write> Drop for ProgressWriter<W> {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
 /// The thread that redraws terminal bars while a run is under way.
 struct Ticker {
     stop: Arc<(Mutex<bool>, Condvar)>,
@@ -625,7 +683,20 @@ mod tests {
         assert_eq!(hits, [25, 50, 100]);
         let counter = AtomicU64::new(0);
         // A batch that passes several milestones tells the highest.
+        assert_eq!(crossed(&counter, 0, 100), None);
         assert_eq!(crossed(&counter, 60, 100), Some(50));
         assert_eq!(crossed(&counter, 40, 100), Some(100));
+    }
+
+    #[test]
+    fn the_progress_writer_passes_whole_lines_through() {
+        let mut out = Vec::new();
+        {
+            let mut w = ProgressWriter::new(&mut out);
+            w.write_all(b"first li").unwrap();
+            w.write_all(b"ne\nsecond").unwrap();
+            w.write_all(b" line\nrest").unwrap();
+        }
+        assert_eq!(out, b"first line\nsecond line\nrest");
     }
 }
