@@ -1,6 +1,6 @@
 //! Observing runs: events as data ([`Recorder`]) beside the [`Callback`]
 //! trait they are built on, and the cache log that `LOG_HYPERNODES_CACHE`
-//! turns on, and progress bars ([`Progress`], feature `progress`). Tracing
+//! turns on, and progress bars (`Progress`, feature `progress`). Tracing
 //! spans and the cached/computed colouring of a graph are built on the same
 //! events.
 //!
@@ -13,7 +13,7 @@ pub mod otel;
 #[cfg(feature = "progress")]
 mod progress;
 mod recorder;
-pub(crate) mod trace;
+pub mod trace;
 
 #[cfg(feature = "progress")]
 pub use progress::{Progress, ProgressWriter};
