@@ -297,6 +297,57 @@ pub enum Error {
     /// Raised when the plan is decoded, before any row runs.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A table has no column for an input the pipeline needs (see
+    /// [`Pipeline::map_table`](crate::Pipeline::map_table)).
+    #[error("the table has no column `{column}` {wanted}; its columns: {columns}")]
+    MissingColumn {
+        /// The column looked for.
+        column: String,
+        /// What it was wanted for (the input and node it feeds, or to be
+        /// carried through).
+        wanted: String,
+        /// The table's columns, comma-separated.
+        columns: String,
+    },
+    /// A table column's Arrow type cannot become the Rust type of the
+    /// input it feeds.
+    #[error(
+        "column `{column}` ({column_type}) cannot feed input `{input}` of `{node}` ({input_type})"
+    )]
+    ColumnType {
+        /// The column.
+        column: String,
+        /// The input it feeds.
+        input: String,
+        /// A node that takes the input.
+        node: String,
+        /// The column's Arrow type.
+        column_type: String,
+        /// The input's Rust type and the Arrow type it reads.
+        input_type: String,
+    },
+    /// A null in a column feeding an input that takes no nulls (not an
+    /// `Option`): that row's item fails.
+    #[error("row {row}: column `{column}` is null, and input `{input}` of `{node}` takes no nulls")]
+    NullValue {
+        /// The column.
+        column: String,
+        /// The input it feeds.
+        input: String,
+        /// A node that takes the input.
+        node: String,
+        /// The row, counted over the whole table from 0.
+        row: usize,
+    },
+    /// Reading or writing a table file failed.
+    #[error("table file `{path}`: {source}")]
+    TableIo {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Exporting telemetry (the `otel` feature) failed: setting it up,
     /// flushing it or stopping it.
     #[error("telemetry: {what}: {source}")]

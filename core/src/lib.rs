@@ -89,6 +89,7 @@ pub mod node;
 pub mod observe;
 pub mod pipeline;
 pub mod signature;
+pub mod table;
 pub mod value;
 pub mod viz;
 

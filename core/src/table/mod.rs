@@ -1,0 +1,120 @@
+//! Tables in, tables out: a `map` whose mapped inputs are the columns of
+//! Arrow record batches or Parquet files, whose results stream out as
+//! record batches or into a Parquet file, in bounded memory.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use arrow_array::{Int64Array, RecordBatch, StringArray};
+//! use hypernodes_core::{Inputs, MapOptions, Pipeline, node};
+//! use hypernodes_core::table::Table;
+//!
+//! #[node(output = "word_count")]
+//! fn count(text: &str) -> i64 { text.split_whitespace().count() as i64 }
+//!
+//! let batch = RecordBatch::try_from_iter([
+//!     ("id", Arc::new(Int64Array::from(vec![7, 8])) as _),
+//!     ("body", Arc::new(StringArray::from(vec!["a b", "c"])) as _),
+//! ]).unwrap();
+//! let p = Pipeline::new([count::node()]).unwrap();
+//! let table = Table::from_batches([batch]).rename([("body", "text")]).carry(["id"]);
+//! let out = p.map_table(table, Inputs::new(), MapOptions::default()).unwrap().collect().unwrap();
+//! assert_eq!(out[0].schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), ["id", "word_count"]);
+//! ```
+//!
+//! The table is read in chunks of [`Table::chunk_rows`] rows; each chunk
+//! is one `map` on the pipeline's engine, and its results are written
+//! before the next chunk is read, so memory holds one chunk (and the
+//! cache's index) whatever the table's size. Items are identified by
+//! content as in any `map`: a row read from Parquet and the same value
+//! passed in a `Vec` share their cache entries.
+
+mod read;
+mod run;
+mod write;
+
+use std::path::PathBuf;
+
+use arrow_array::RecordBatch;
+
+pub use run::TableMap;
+pub use write::Written;
+
+/// Where a table's rows come from (see [`Table`]).
+#[derive(Clone, Debug)]
+enum Source {
+    /// Record batches in memory.
+    Batches(Vec<RecordBatch>),
+    /// Parquet files, read in this order.
+    Parquet(Vec<PathBuf>),
+}
+
+/// A table to map over: its source, which columns feed which inputs, and
+/// which columns are carried through to the output.
+#[derive(Clone, Debug)]
+pub struct Table {
+    source: Source,
+    rename: Vec<(String, String)>,
+    carry: Vec<String>,
+    chunk_rows: usize,
+}
+
+impl Table {
+    /// Rows per chunk unless [`Table::chunk_rows`] says otherwise.
+    pub const DEFAULT_CHUNK_ROWS: usize = 65_536;
+
+    /// A table of record batches (all with the same schema).
+    pub fn from_batches(batches: impl IntoIterator<Item = RecordBatch>) -> Table {
+        Table::with_source(Source::Batches(batches.into_iter().collect()))
+    }
+
+    /// The Parquet data at `path`: one file, a directory (its `*.parquet`
+    /// files in name order), or a pattern with `*` in its last part
+    /// (`data/part-*.parquet`). Nothing is read until the map runs; a path
+    /// that names no file is an error.
+    pub fn parquet(path: impl Into<PathBuf>) -> Result<Table, crate::Error> {
+        Ok(Table::with_source(Source::Parquet(read::parquet_files(
+            &path.into(),
+        )?)))
+    }
+
+    fn with_source(source: Source) -> Table {
+        Table {
+            source,
+            rename: Vec::new(),
+            carry: Vec::new(),
+            chunk_rows: Self::DEFAULT_CHUNK_ROWS,
+        }
+    }
+
+    /// Feeds column `from` to input `to` (for each pair); other columns
+    /// feed the inputs of their own names.
+    pub fn rename<A: Into<String>, B: Into<String>>(
+        mut self,
+        pairs: impl IntoIterator<Item = (A, B)>,
+    ) -> Table {
+        self.rename
+            .extend(pairs.into_iter().map(|(a, b)| (a.into(), b.into())));
+        self
+    }
+
+    /// Copies these columns to the output unchanged, before the results
+    /// (an id column, say).
+    pub fn carry<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Table {
+        self.carry.extend(columns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Rows read and mapped at a time (at least 1).
+    pub fn chunk_rows(mut self, rows: usize) -> Table {
+        self.chunk_rows = rows.max(1);
+        self
+    }
+
+    /// The input a column feeds (its renaming, or its own name).
+    fn input_of<'a>(&'a self, column: &'a str) -> &'a str {
+        self.rename
+            .iter()
+            .find(|(from, _)| from == column)
+            .map_or(column, |(_, to)| to.as_str())
+    }
+}

@@ -1,0 +1,463 @@
+//! Tables in, tables out: maps over record batches and real Parquet files,
+//! results written to Parquet, on every engine: columns matched and
+//! checked against inputs, nulls and failures per row, carried columns,
+//! and cache entries shared with `Vec` inputs.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{
+    ArrayRef, Int32Array, Int64Array, LargeStringArray, RecordBatch, StringArray, StringViewArray,
+};
+use hypernodes::table::Table;
+use hypernodes::{Callback, CallbackContext, DiskCache, Error, Inputs, MapOptions, Pipeline, node};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+#[node(output = "word_count")]
+fn count(text: &str) -> Result<i64, String> {
+    if text.contains("poison") {
+        return Err(format!("cannot count {text:?}"));
+    }
+    Ok(text.split_whitespace().count() as i64)
+}
+
+#[node(output = "scaled")]
+fn scale(word_count: i64, factor: i64) -> i64 {
+    word_count * factor
+}
+
+fn pipeline() -> Pipeline {
+    Pipeline::new([count::node(), scale::node()]).unwrap()
+}
+
+/// Counts the items `count` computed (its node ends).
+#[derive(Default)]
+struct Computed(AtomicUsize);
+
+impl Callback for Computed {
+    fn on_node_end(&self, _: &CallbackContext<'_>, node: &str, _: std::time::Duration) {
+        if node == "count" {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn texts(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("text {i} has {} words", i % 5))
+        .collect()
+}
+
+fn batch(ids: Vec<i64>, bodies: ArrayRef) -> RecordBatch {
+    RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+        ("body", bodies),
+    ])
+    .unwrap()
+}
+
+fn write_parquet(path: &Path, batches: &[RecordBatch]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = ArrowWriter::try_new(file, batches[0].schema(), None).unwrap();
+    for b in batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+}
+
+fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    let file = std::fs::File::open(path).unwrap();
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn column_i64(batches: &[RecordBatch], name: &str) -> Vec<Option<i64>> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(name)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .iter()
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn expected_counts(texts: &[String]) -> Vec<Option<i64>> {
+    texts
+        .iter()
+        .map(|t| Some(t.split_whitespace().count() as i64))
+        .collect()
+}
+
+#[test]
+fn record_batches_map_with_renames_carried_columns_and_fixed_inputs_on_every_engine() {
+    let t = texts(300);
+    let bodies: ArrayRef = Arc::new(StringArray::from(t.clone()));
+    let table = batch((0..300).collect(), bodies);
+    for (name, engine) in common::engines() {
+        let p = pipeline().with_shared_engine(engine);
+        let out = p
+            .map_table(
+                Table::from_batches([table.clone()])
+                    .rename([("body", "text")])
+                    .carry(["id"])
+                    .chunk_rows(64),
+                Inputs::new().with("factor", 10i64),
+                MapOptions::default(),
+            )
+            .unwrap()
+            .collect()
+            .unwrap();
+        assert_eq!(out.len(), 5, "{name}: 300 rows in chunks of 64");
+        let names: Vec<String> = out[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["id", "word_count", "scaled"], "{name}");
+        assert_eq!(
+            column_i64(&out, "id"),
+            (0..300).map(Some).collect::<Vec<_>>(),
+            "{name}: rows in table order"
+        );
+        let counts = expected_counts(&t);
+        assert_eq!(column_i64(&out, "word_count"), counts, "{name}");
+        let scaled: Vec<Option<i64>> = counts.iter().map(|c| c.map(|c| c * 10)).collect();
+        assert_eq!(column_i64(&out, "scaled"), scaled, "{name}");
+    }
+}
+
+#[test]
+fn parquet_files_in_and_out_in_chunks_with_files_directories_and_patterns() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let t = texts(1000);
+    // Three files of unequal sizes, each written in several row groups.
+    let mut start = 0;
+    for (i, len) in [400usize, 350, 250].into_iter().enumerate() {
+        let parts: Vec<RecordBatch> = (start..start + len)
+            .collect::<Vec<_>>()
+            .chunks(100)
+            .map(|rows| {
+                batch(
+                    rows.iter().map(|&r| r as i64).collect(),
+                    Arc::new(StringArray::from(
+                        rows.iter().map(|&r| t[r].clone()).collect::<Vec<_>>(),
+                    )),
+                )
+            })
+            .collect();
+        write_parquet(&input.join(format!("part-{i}.parquet")), &parts);
+        start += len;
+    }
+    std::fs::write(input.join("notes.txt"), "not a table").unwrap();
+    for (name, engine) in common::engines() {
+        for source in [input.clone(), input.join("part-*.parquet")] {
+            let out_path = dir.path().join(format!("out-{name}.parquet"));
+            let written = pipeline()
+                .with_shared_engine(engine.clone())
+                .map_table(
+                    Table::parquet(&source)
+                        .unwrap()
+                        .rename([("body", "text")])
+                        .carry(["id"])
+                        .chunk_rows(128),
+                    Inputs::new().with("factor", 2i64),
+                    MapOptions::default().outputs(["word_count"]),
+                )
+                .unwrap()
+                .write_parquet(&out_path)
+                .unwrap();
+            assert_eq!((written.rows, written.failed), (1000, 0), "{name}");
+            let back = read_parquet(&out_path);
+            let names: Vec<String> = back[0]
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            assert_eq!(names, ["id", "word_count"], "{name}");
+            assert_eq!(
+                column_i64(&back, "id"),
+                (0..1000).map(Some).collect::<Vec<_>>()
+            );
+            assert_eq!(
+                column_i64(&back, "word_count"),
+                expected_counts(&t),
+                "{name}"
+            );
+            // No temporary file is left beside the result.
+            let stray: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+                .collect();
+            assert!(stray.is_empty(), "{name}");
+        }
+    }
+    let missing = Table::parquet(dir.path().join("nothing-*.parquet")).unwrap_err();
+    assert!(matches!(missing, Error::TableIo { .. }), "{missing}");
+}
+
+#[test]
+fn rows_from_a_table_and_values_from_a_vec_share_their_cache_entries() {
+    for (name, engine) in common::engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = texts(200);
+        let computed = Arc::new(Computed::default());
+        let p = pipeline()
+            .with_shared_engine(engine)
+            .with_cache(DiskCache::new(dir.path()))
+            .with_callback(computed.clone());
+        // The first half from a Vec.
+        p.map(
+            Inputs::new()
+                .with("text", t[..100].to_vec())
+                .with("factor", 3i64),
+            ["text"],
+        )
+        .unwrap();
+        assert_eq!(computed.0.swap(0, Ordering::Relaxed), 100, "{name}");
+        // All of it from a Parquet file: only the second half runs.
+        let file = dir.path().join("in.parquet");
+        write_parquet(
+            &file,
+            &[batch(
+                (0..200).collect(),
+                Arc::new(StringArray::from(t.clone())),
+            )],
+        );
+        let out = p
+            .map_table(
+                Table::parquet(&file).unwrap().rename([("body", "text")]),
+                Inputs::new().with("factor", 3i64),
+                MapOptions::default(),
+            )
+            .unwrap()
+            .collect()
+            .unwrap();
+        assert_eq!(
+            computed.0.swap(0, Ordering::Relaxed),
+            100,
+            "{name}: the 100 new rows"
+        );
+        assert_eq!(
+            column_i64(&out, "word_count"),
+            expected_counts(&t),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn columns_are_checked_against_their_inputs_before_anything_runs() {
+    let p = pipeline();
+    let fixed = || Inputs::new().with("factor", 1i64);
+    // No column for `text`.
+    let t = batch(vec![1], Arc::new(StringArray::from(vec!["a"])));
+    let err = p
+        .map_table(
+            Table::from_batches([t.clone()]),
+            fixed(),
+            MapOptions::default(),
+        )
+        .err()
+        .unwrap();
+    let message = err.to_string();
+    assert!(matches!(err, Error::MissingColumn { .. }), "{message}");
+    assert!(
+        message.contains("`text`") && message.contains("`count`") && message.contains("id, body"),
+        "{message}"
+    );
+    // A carried column that is not there.
+    let err = p
+        .map_table(
+            Table::from_batches([t.clone()])
+                .rename([("body", "text")])
+                .carry(["key"]),
+            fixed(),
+            MapOptions::default(),
+        )
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("`key` to carry through"), "{err}");
+    // Numbers where text is taken: both types named.
+    let numbers =
+        RecordBatch::try_from_iter([("text", Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef)])
+            .unwrap();
+    let err = p
+        .map_table(
+            Table::from_batches([numbers]),
+            fixed(),
+            MapOptions::default(),
+        )
+        .err()
+        .unwrap();
+    let message = err.to_string();
+    assert!(matches!(err, Error::ColumnType { .. }), "{message}");
+    assert!(
+        message.contains("column `text` (Int32)")
+            && message.contains("input `text` of `count`")
+            && message.contains("Utf8"),
+        "{message}"
+    );
+    // Other encodings of text, and narrower integers, are read as they are.
+    for bodies in [
+        Arc::new(LargeStringArray::from(vec!["a b", "c"])) as ArrayRef,
+        Arc::new(StringViewArray::from(vec!["a b", "c"])) as ArrayRef,
+    ] {
+        let table = RecordBatch::try_from_iter([
+            ("text", bodies),
+            ("factor", Arc::new(Int32Array::from(vec![2, 3])) as ArrayRef),
+        ])
+        .unwrap();
+        let out = p
+            .map_table(
+                Table::from_batches([table]),
+                Inputs::new(),
+                MapOptions::default(),
+            )
+            .unwrap()
+            .collect()
+            .unwrap();
+        assert_eq!(column_i64(&out, "scaled"), [Some(4), Some(3)]);
+    }
+}
+
+#[test]
+fn nulls_and_node_failures_fail_their_rows_under_the_error_policy_on_every_engine() {
+    let bodies: ArrayRef = Arc::new(StringArray::from(vec![
+        Some("one two"),
+        None,
+        Some("poison here"),
+        Some("three"),
+        None,
+    ]));
+    let table = batch(vec![10, 11, 12, 13, 14], bodies);
+    for (name, engine) in common::engines() {
+        let p = pipeline().with_shared_engine(engine);
+        let source = || {
+            Table::from_batches([table.clone()])
+                .rename([("body", "text")])
+                .carry(["id"])
+                .chunk_rows(3)
+        };
+        // Stop: the first null is the error, naming column and row.
+        let err = p
+            .map_table(
+                source(),
+                Inputs::new().with("factor", 1i64),
+                MapOptions::default(),
+            )
+            .unwrap()
+            .collect()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::NullValue { row: 1, .. }),
+            "{name}: {err}"
+        );
+        assert!(
+            err.to_string().contains("row 1: column `body` is null"),
+            "{err}"
+        );
+        // Continue: every row is there; failed ones have null outputs and
+        // say which node failed and why.
+        let out = p
+            .map_table(
+                source(),
+                Inputs::new().with("factor", 1i64),
+                MapOptions::default().continue_on_error(),
+            )
+            .unwrap()
+            .collect()
+            .unwrap();
+        assert_eq!(
+            column_i64(&out, "id"),
+            [10, 11, 12, 13, 14].map(Some),
+            "{name}"
+        );
+        assert_eq!(
+            column_i64(&out, "word_count"),
+            [Some(2), None, None, Some(1), None],
+            "{name}"
+        );
+        let text = |column: &str| -> Vec<Option<String>> {
+            out.iter()
+                .flat_map(|b| {
+                    b.column_by_name(column)
+                        .unwrap()
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|s| s.map(str::to_string))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let nodes = text("error_node");
+        assert_eq!(
+            nodes,
+            [
+                None,
+                Some("count".into()),
+                Some("count".into()),
+                None,
+                Some("count".into())
+            ],
+            "{name}"
+        );
+        let errors = text("error");
+        assert!(
+            errors[1]
+                .as_deref()
+                .unwrap()
+                .contains("row 1: column `body` is null")
+        );
+        assert!(errors[4].as_deref().unwrap().contains("row 4"));
+        assert!(
+            errors[2].as_deref().unwrap().contains("cannot count"),
+            "{errors:?}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_table_writes_an_empty_file_with_the_output_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = batch(vec![], Arc::new(StringArray::from(Vec::<String>::new())));
+    let path = dir.path().join("empty.parquet");
+    let written = pipeline()
+        .map_table(
+            Table::from_batches([empty])
+                .rename([("body", "text")])
+                .carry(["id"]),
+            Inputs::new().with("factor", 1i64),
+            MapOptions::default(),
+        )
+        .unwrap()
+        .write_parquet(&path)
+        .unwrap();
+    assert_eq!(written.rows, 0);
+    let file = std::fs::File::open(&path).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let names: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "word_count", "scaled"]);
+}
