@@ -461,3 +461,118 @@ fn an_empty_table_writes_an_empty_file_with_the_output_columns() {
         .collect();
     assert_eq!(names, ["id", "word_count", "scaled"]);
 }
+
+#[node(output = "slow_len")]
+fn slow_len(text: &str) -> i64 {
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    text.len() as i64
+}
+
+const TABLE_CHILD_DIR: &str = "HYPERNODES_TABLE_CHILD_DIR";
+const SLOW_ROWS: usize = 600;
+
+/// The slow pipeline over `dir/in.parquet` into `dir/out.parquet`, a chunk
+/// of 20 rows at a time, flushing the cache after every chunk.
+fn slow_table_map(dir: &Path, counted: Option<Arc<SlowComputed>>) -> hypernodes::table::Written {
+    let mut p = Pipeline::new([slow_len::node()])
+        .unwrap()
+        .with_cache(DiskCache::new(dir.join("cache")));
+    if let Some(c) = counted {
+        p = p.with_callback(c);
+    }
+    p.map_table(
+        Table::parquet(dir.join("in.parquet"))
+            .unwrap()
+            .rename([("body", "text")])
+            .carry(["id"])
+            .chunk_rows(20),
+        Inputs::new(),
+        MapOptions::default().flush_every(20),
+    )
+    .unwrap()
+    .write_parquet(dir.join("out.parquet"))
+    .unwrap()
+}
+
+/// Not a test on its own: the child process of the kill-and-resume test,
+/// which runs it with `HYPERNODES_TABLE_CHILD_DIR` set.
+#[test]
+fn table_child_helper() {
+    if let Ok(dir) = std::env::var(TABLE_CHILD_DIR) {
+        slow_table_map(Path::new(&dir), None);
+    }
+}
+
+#[test]
+fn a_killed_table_map_resumes_with_only_the_rows_not_cached_and_a_complete_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = texts(SLOW_ROWS);
+    write_parquet(
+        &dir.path().join("in.parquet"),
+        &[batch(
+            (0..SLOW_ROWS as i64).collect(),
+            Arc::new(StringArray::from(t.clone())),
+        )],
+    );
+    let cached = |dir: &Path| -> usize {
+        DiskCache::new(dir.join("cache"))
+            .stats()
+            .map(|s| s.iter().map(|v| v.rows).sum())
+            .unwrap_or(0)
+    };
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["table_child_helper", "--exact", "--test-threads=1"])
+        .env(TABLE_CHILD_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while cached(dir.path()) < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child cached nothing in time"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child ended before it was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = cached(dir.path());
+    assert!(before < SLOW_ROWS, "killed before the end");
+    // The killed run left no output that looks complete.
+    assert!(!dir.path().join("out.parquet").exists());
+
+    let counted = Arc::new(SlowComputed::default());
+    let written = slow_table_map(dir.path(), Some(counted.clone()));
+    assert_eq!(counted.0.load(Ordering::Relaxed), SLOW_ROWS - before);
+    assert_eq!((written.rows, written.failed), (SLOW_ROWS, 0));
+    let back = read_parquet(&dir.path().join("out.parquet"));
+    assert_eq!(
+        column_i64(&back, "id"),
+        (0..SLOW_ROWS as i64).map(Some).collect::<Vec<_>>()
+    );
+    let lens: Vec<Option<i64>> = t.iter().map(|s| Some(s.len() as i64)).collect();
+    assert_eq!(column_i64(&back, "slow_len"), lens);
+    // Nothing half-written stays beside the result.
+    let stray = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .count();
+    assert!(stray <= 1, "at most the killed child's temporary file");
+}
+
+/// Counts the items `slow_len` computed.
+#[derive(Default)]
+struct SlowComputed(AtomicUsize);
+
+impl Callback for SlowComputed {
+    fn on_node_end(&self, _: &CallbackContext<'_>, node: &str, _: std::time::Duration) {
+        if node == "slow_len" {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

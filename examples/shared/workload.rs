@@ -18,9 +18,12 @@ const TEMPLATES: [&str; 7] = [
 
 /// Items `0..n` of W1.
 pub fn items(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| TEMPLATES[(i * 7919) % 7].replace("{i}", &i.to_string()))
-        .collect()
+    (0..n).map(item).collect()
+}
+
+/// Item `i` of W1.
+pub fn item(i: usize) -> String {
+    TEMPLATES[(i * 7919) % 7].replace("{i}", &i.to_string())
 }
 
 /// The reference computation in plain Rust, for checking results.
