@@ -12,9 +12,12 @@ pub use hypernodes_core::*;
 /// Every engine, the opt-in ones behind their features: [`SeqEngine`] and
 /// [`ParallelEngine`] always, `DataFusionEngine` with the `datafusion`
 /// feature (with `NodeCodec`, which decodes its plans in another process,
-/// and the `datafusion` crate it is built on).
+/// `dataframe_table`, which maps over a query's results, and the
+/// `datafusion` crate it is built on).
 pub mod engines {
     pub use hypernodes_core::{ParallelEngine, SeqEngine};
     #[cfg(feature = "datafusion")]
-    pub use hypernodes_datafusion::{DataFusionEngine, DecodedOutcome, NodeCodec, datafusion};
+    pub use hypernodes_datafusion::{
+        DataFusionEngine, DecodedOutcome, NodeCodec, dataframe_table, datafusion,
+    };
 }

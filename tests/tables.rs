@@ -576,3 +576,104 @@ impl Callback for SlowComputed {
         }
     }
 }
+
+#[test]
+fn batches_from_a_reader_are_mapped_as_they_come_on_every_engine() {
+    let t = texts(500);
+    let schema = batch(vec![], Arc::new(StringArray::from(Vec::<String>::new()))).schema();
+    for (name, engine) in common::engines() {
+        // Five batches of 100 rows, made one at a time, cut into chunks
+        // of 64.
+        let made = Arc::new(AtomicUsize::new(0));
+        let counter = made.clone();
+        let source = t.clone();
+        let reader = (0..5).map(move |b| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let rows = b * 100..(b + 1) * 100;
+            Ok(batch(
+                rows.clone().map(|r| r as i64).collect(),
+                Arc::new(StringArray::from(source[rows].to_vec())),
+            ))
+        });
+        let p = pipeline().with_shared_engine(engine);
+        let mut map = p
+            .map_table(
+                Table::from_reader(schema.clone(), reader)
+                    .rename([("body", "text")])
+                    .carry(["id"])
+                    .chunk_rows(64),
+                Inputs::new().with("factor", 1i64),
+                MapOptions::default(),
+            )
+            .unwrap();
+        let first = map.next().unwrap().unwrap();
+        assert_eq!(first.num_rows(), 64, "{name}");
+        assert_eq!(
+            made.load(Ordering::Relaxed),
+            1,
+            "{name}: read as the map goes"
+        );
+        let mut out = vec![first];
+        out.extend(map.map(Result::unwrap));
+        assert_eq!(
+            column_i64(&out, "id"),
+            (0..500).map(Some).collect::<Vec<_>>(),
+            "{name}"
+        );
+        assert_eq!(
+            column_i64(&out, "word_count"),
+            expected_counts(&t),
+            "{name}"
+        );
+    }
+}
+
+#[cfg(feature = "datafusion")]
+#[test]
+fn a_sql_query_over_a_parquet_file_is_a_table_to_map() {
+    use hypernodes::engines::datafusion::prelude::{ParquetReadOptions, SessionContext};
+    let dir = tempfile::tempdir().unwrap();
+    let t = texts(300);
+    let file = dir.path().join("docs.parquet");
+    write_parquet(
+        &file,
+        &[batch(
+            (0..300).collect(),
+            Arc::new(StringArray::from(t.clone())),
+        )],
+    );
+    let ctx = SessionContext::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let df = rt
+        .block_on(async {
+            ctx.register_parquet(
+                "docs",
+                file.to_str().unwrap(),
+                ParquetReadOptions::default(),
+            )
+            .await?;
+            ctx.sql("SELECT id, body AS text FROM docs WHERE id % 3 = 0 ORDER BY id")
+                .await
+        })
+        .unwrap();
+    let table = hypernodes::engines::dataframe_table(df).unwrap();
+    for (name, engine) in common::engines().into_iter().take(1) {
+        let out = pipeline()
+            .with_shared_engine(engine)
+            .map_table(
+                table.clone().carry(["id"]),
+                Inputs::new().with("factor", 1i64),
+                MapOptions::default().outputs(["word_count"]),
+            )
+            .unwrap()
+            .collect()
+            .unwrap();
+        let ids: Vec<Option<i64>> = (0..300).filter(|i| i % 3 == 0).map(Some).collect();
+        assert_eq!(column_i64(&out, "id"), ids, "{name}");
+        let counts: Vec<Option<i64>> = (0..300)
+            .filter(|i| i % 3 == 0)
+            .map(|i| Some(t[i as usize].split_whitespace().count() as i64))
+            .collect();
+        assert_eq!(column_i64(&out, "word_count"), counts, "{name}");
+    }
+}

@@ -196,6 +196,37 @@ fn df_error(e: datafusion::error::DataFusionError) -> Error {
     }
 }
 
+/// A DataFusion `DataFrame` (a query over registered tables, a Parquet
+/// scan, ...) as a [`Table`](hypernodes_core::table::Table) to map over:
+/// its batches are produced as the map reads them, never all at once.
+///
+/// ```
+/// use hypernodes_core::{Inputs, MapOptions, Pipeline, node};
+/// use hypernodes_datafusion::{dataframe_table, datafusion::prelude::SessionContext};
+///
+/// #[node(output = "doubled")]
+/// fn double(x: i64) -> i64 { x * 2 }
+///
+/// let ctx = SessionContext::new();
+/// let rt = tokio::runtime::Runtime::new().unwrap();
+/// let df = rt.block_on(ctx.sql("SELECT column1 AS x FROM (VALUES (1), (2), (3))")).unwrap();
+/// let table = dataframe_table(df).unwrap();
+/// let out = Pipeline::new([double::node()]).unwrap()
+///     .map_table(table, Inputs::new(), MapOptions::default()).unwrap()
+///     .collect().unwrap();
+/// assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+/// ```
+pub fn dataframe_table(
+    df: datafusion::dataframe::DataFrame,
+) -> Result<hypernodes_core::table::Table, Error> {
+    use futures::StreamExt;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let mut stream = block_on(df.execute_stream()).map_err(df_error)?;
+    let batches =
+        std::iter::from_fn(move || block_on(stream.next()).map(|batch| batch.map_err(df_error)));
+    Ok(hypernodes_core::table::Table::from_reader(schema, batches))
+}
+
 /// Runs a future on the engine's runtime (created once per process). From
 /// inside a tokio runtime (a nested pipeline mapped by a node of an outer
 /// plan, or a caller's own runtime) it runs on a runtime of its own thread

@@ -33,19 +33,36 @@ mod run;
 mod write;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 
 pub use run::TableMap;
 pub use write::Written;
 
+/// Record batches produced one at a time (see [`Table::from_reader`]).
+pub type BatchReader = Box<dyn Iterator<Item = Result<RecordBatch, crate::Error>> + Send>;
+
 /// Where a table's rows come from (see [`Table`]).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 enum Source {
     /// Record batches in memory.
     Batches(Vec<RecordBatch>),
     /// Parquet files, read in this order.
     Parquet(Vec<PathBuf>),
+    /// Batches produced as they are read, with their schema (read once:
+    /// clones of the table share the reader).
+    Reader(arrow_schema::SchemaRef, Arc<Mutex<BatchReader>>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Batches(b) => write!(f, "Batches({} batches)", b.len()),
+            Source::Parquet(files) => f.debug_tuple("Parquet").field(files).finish(),
+            Source::Reader(schema, _) => write!(f, "Reader({schema:?})"),
+        }
+    }
 }
 
 /// A table to map over: its source, which columns feed which inputs, and
@@ -65,6 +82,22 @@ impl Table {
     /// A table of record batches (all with the same schema).
     pub fn from_batches(batches: impl IntoIterator<Item = RecordBatch>) -> Table {
         Table::with_source(Source::Batches(batches.into_iter().collect()))
+    }
+
+    /// A table read from `reader` as the map goes, one batch at a time
+    /// (each at most [`Table::chunk_rows`] rows is mapped as it comes):
+    /// batches from another library, a query's results, a generator.
+    /// `schema` is every batch's schema, known before the first is read so
+    /// the columns are checked before anything runs. The reader is read
+    /// once.
+    pub fn from_reader(
+        schema: arrow_schema::SchemaRef,
+        reader: impl Iterator<Item = Result<RecordBatch, crate::Error>> + Send + 'static,
+    ) -> Table {
+        Table::with_source(Source::Reader(
+            schema,
+            Arc::new(Mutex::new(Box::new(reader))),
+        ))
     }
 
     /// The Parquet data at `path`: one file, a directory (its `*.parquet`

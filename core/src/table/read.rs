@@ -91,6 +91,8 @@ pub(crate) struct Chunks {
     at: usize,
     offset: usize,
     reader: Option<ParquetRecordBatchReader>,
+    /// A reader's batch being cut into chunks.
+    pending: Option<RecordBatch>,
 }
 
 impl Chunks {
@@ -102,6 +104,7 @@ impl Chunks {
             at: 0,
             offset: 0,
             reader: None,
+            pending: None,
         }
     }
 
@@ -112,6 +115,7 @@ impl Chunks {
                 .first()
                 .map(|b| b.schema())
                 .unwrap_or_else(|| std::sync::Arc::new(arrow_schema::Schema::empty()))),
+            Source::Reader(schema, _) => Ok(schema.clone()),
             Source::Parquet(files) => {
                 let file = &files[0];
                 let f = std::fs::File::open(file).map_err(|e| io_error(file, e))?;
@@ -159,6 +163,25 @@ impl Iterator for Chunks {
                     let chunk = batch.slice(self.offset, len);
                     self.offset += len;
                     return Some(Ok(chunk));
+                }
+                Source::Reader(_, reader) => {
+                    // Batches larger than a chunk are cut into chunks.
+                    if let Some(pending) = &self.pending {
+                        let len = self.rows.min(pending.num_rows() - self.offset);
+                        let chunk = pending.slice(self.offset, len);
+                        self.offset += len;
+                        if self.offset >= pending.num_rows() {
+                            self.pending = None;
+                            self.offset = 0;
+                        }
+                        return Some(Ok(chunk));
+                    }
+                    let next = reader.lock().unwrap_or_else(|e| e.into_inner()).next()?;
+                    match next {
+                        Ok(batch) if batch.num_rows() == 0 => continue,
+                        Ok(batch) => self.pending = Some(batch),
+                        Err(e) => return Some(Err(e)),
+                    }
                 }
                 Source::Parquet(files) => {
                     if self.reader.is_none() {
