@@ -677,3 +677,45 @@ fn a_sql_query_over_a_parquet_file_is_a_table_to_map() {
         assert_eq!(column_i64(&out, "word_count"), counts, "{name}");
     }
 }
+
+#[test]
+fn results_can_be_written_as_a_directory_of_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = texts(250);
+    let out = dir.path().join("out");
+    let written = pipeline()
+        .map_table(
+            Table::from_batches([batch(
+                (0..250).collect(),
+                Arc::new(StringArray::from(t.clone())),
+            )])
+            .rename([("body", "text")])
+            .carry(["id"])
+            .chunk_rows(50),
+            Inputs::new().with("factor", 1i64),
+            MapOptions::default(),
+        )
+        .unwrap()
+        .write_parquet_dir(&out, 100)
+        .unwrap();
+    let rows: Vec<usize> = written.iter().map(|w| w.rows).collect();
+    assert_eq!(rows, [100, 100, 50]);
+    let names: Vec<String> = written
+        .iter()
+        .map(|w| w.path.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "part-00000.parquet",
+            "part-00001.parquet",
+            "part-00002.parquet"
+        ]
+    );
+    let back: Vec<RecordBatch> = written.iter().flat_map(|w| read_parquet(&w.path)).collect();
+    assert_eq!(
+        column_i64(&back, "id"),
+        (0..250).map(Some).collect::<Vec<_>>()
+    );
+    assert_eq!(column_i64(&back, "word_count"), expected_counts(&t));
+}

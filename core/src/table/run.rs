@@ -4,7 +4,7 @@
 //! assembled into record batches (carried columns, outputs, and with the
 //! continue policy `error_node` and `error`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array};
@@ -202,6 +202,54 @@ impl TableMap<'_> {
             rows: self.row,
             failed: self.failed,
         })
+    }
+
+    /// Maps every chunk and writes the results to a directory of Parquet
+    /// files (`part-00000.parquet`, `part-00001.parquet`, ...), each of at
+    /// least `rows_per_file` rows (whole chunks) but the last, each written
+    /// atomically as [`TableMap::write_parquet`] writes its file: a crash
+    /// leaves complete files and at most one temporary file. An empty table
+    /// writes one empty file.
+    pub fn write_parquet_dir(
+        mut self,
+        dir: impl AsRef<Path>,
+        rows_per_file: usize,
+    ) -> Result<Vec<Written>, Error> {
+        let dir = dir.as_ref();
+        let mut files: Vec<Written> = Vec::new();
+        let mut open: Option<(ParquetSink, PathBuf, usize, usize, RecordBatch)> = None;
+        let finish = |open: (ParquetSink, PathBuf, usize, usize, RecordBatch),
+                      files: &mut Vec<Written>|
+         -> Result<(), Error> {
+            let (sink, path, rows, failed, last) = open;
+            sink.finish(&last.slice(0, 0))?;
+            files.push(Written { path, rows, failed });
+            Ok(())
+        };
+        loop {
+            let failed_before = self.failed;
+            let Some(batch) = self.next() else {
+                break;
+            };
+            let batch = batch?;
+            let (sink, _, rows, failed, last) = open.get_or_insert_with(|| {
+                let path = dir.join(format!("part-{:05}.parquet", files.len()));
+                (ParquetSink::new(&path), path, 0, 0, batch.clone())
+            });
+            sink.write(&batch)?;
+            *rows += batch.num_rows();
+            *failed += self.failed - failed_before;
+            *last = batch;
+            if *rows >= rows_per_file.max(1)
+                && let Some(done) = open.take()
+            {
+                finish(done, &mut files)?;
+            }
+        }
+        if let Some(done) = open.take() {
+            finish(done, &mut files)?;
+        }
+        Ok(files)
     }
 
     /// Maps every chunk and returns the record batches (for small
