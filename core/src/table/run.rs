@@ -304,17 +304,13 @@ impl TableMap<'_> {
             } else {
                 arrow_cast::cast(&array, &feed.data_type)?
             };
-            let values = feed.ty.from_array(&array).map_err(|e| Error::External {
-                what: format!("reading column `{}`", feed.column),
-                source: Box::new(e),
-            })?;
-            let list = feed.ty.make_list(values).ok_or_else(|| Error::ColumnType {
-                column: feed.column.clone(),
-                input: feed.input.clone(),
-                node: feed.node.clone(),
-                column_type: array.data_type().to_string(),
-                input_type: format!("{}, which cannot be mapped over", feed.ty.name()),
-            })?;
+            let list = feed
+                .ty
+                .list_from_array(&array)
+                .map_err(|e| Error::External {
+                    what: format!("reading column `{}`", feed.column),
+                    source: Box::new(e),
+                })?;
             inputs.insert_value(feed.input.clone(), list);
         }
         let result = self.pipeline.map(inputs, self.options.clone())?;

@@ -171,6 +171,7 @@ pub struct ArrowOps {
     nullable: fn() -> bool,
     to_array: fn(&[&Value]) -> Result<ArrayRef, ValueError>,
     from_array: fn(&dyn Array) -> Result<Vec<Value>, ValueError>,
+    list_from_array: fn(&dyn Array) -> Result<Value, ValueError>,
 }
 
 /// The runtime description of a port's Rust type: identity and name for type
@@ -289,6 +290,19 @@ impl ValueType {
         }
     }
 
+    /// Decodes an Arrow array into one `Vec<Self>` value (what
+    /// [`make_list`](Self::make_list) makes of [`from_array`](Self::from_array)'s
+    /// values, without a value per element on the way).
+    pub fn list_from_array(&self, array: &dyn Array) -> Result<Value, ValueError> {
+        match self.arrow {
+            Some(a) => (a.list_from_array)(array),
+            None => Err(ValueError {
+                type_name: self.name,
+                message: "the type has no Arrow form".into(),
+            }),
+        }
+    }
+
     /// The type `Vec<Self>`, if lists of this type are supported (values
     /// must be clonable, and lists nest at most three levels beyond a port's
     /// own type).
@@ -375,6 +389,10 @@ fn array_to_values<T: ArrowValue>(array: &dyn Array) -> Result<Vec<Value>, Value
     Ok(T::from_array(array)?.into_iter().map(Value::new).collect())
 }
 
+fn array_to_list<T: ArrowValue>(array: &dyn Array) -> Result<Value, ValueError> {
+    Ok(Value::new(T::from_array(array)?))
+}
+
 /// List nesting levels, so that `Vec<Vec<..>>` descriptions are finite.
 trait Level: 'static {
     fn arrow_list<T: ArrowValue>() -> Option<fn() -> ValueType>;
@@ -417,6 +435,7 @@ fn arrow_type<T: ArrowValue, L: Level>() -> ValueType {
             nullable: T::nullable,
             to_array: values_to_array::<T>,
             from_array: array_to_values::<T>,
+            list_from_array: array_to_list::<T>,
         }),
         list: Some(ListOps::of::<T>()),
         list_type: L::arrow_list::<T>(),
