@@ -166,52 +166,37 @@ impl Progress {
 impl Inner {
     /// The counters of the pipeline at `path`, created on first use.
     fn tally(&self, path: &[String]) -> Arc<Tally> {
-        {
-            let board = self.board.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(t) = board.iter().find(|t| t.path == path) {
-                return t.clone();
-            }
-        }
-        let mut board = self.board.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = board.iter().find(|t| t.path == path) {
-            return t.clone();
-        }
-        let t = Arc::new(Tally {
-            path: path.to_vec(),
-            map_total: AtomicU64::new(0),
-            map_done: AtomicU64::new(0),
-            run_total: AtomicU64::new(0),
-            run_done: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            nodes: RwLock::new(Vec::new()),
-            bar: Mutex::new(None),
-            started: Instant::now(),
-        });
-        board.push(t.clone());
-        t
+        find_or_add(
+            &self.board,
+            |t| t.path == path,
+            || Tally {
+                path: path.to_vec(),
+                map_total: AtomicU64::new(0),
+                map_done: AtomicU64::new(0),
+                run_total: AtomicU64::new(0),
+                run_done: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                nodes: RwLock::new(Vec::new()),
+                bar: Mutex::new(None),
+                started: Instant::now(),
+            },
+        )
     }
 
+    /// The counters of node `name` of the pipeline at `path`, created on
+    /// first use.
     fn node(&self, path: &[String], name: &str) -> Arc<NodeTally> {
-        let tally = self.tally(path);
-        {
-            let nodes = tally.nodes.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = nodes.iter().find(|n| n.name == name) {
-                return n.clone();
-            }
-        }
-        let mut nodes = tally.nodes.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = nodes.iter().find(|n| n.name == name) {
-            return n.clone();
-        }
-        let n = Arc::new(NodeTally {
-            name: name.to_string(),
-            computed: AtomicU64::new(0),
-            cached: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            bar: Mutex::new(None),
-        });
-        nodes.push(n.clone());
-        n
+        find_or_add(
+            &self.tally(path).nodes,
+            |n| n.name == name,
+            || NodeTally {
+                name: name.to_string(),
+                computed: AtomicU64::new(0),
+                cached: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                bar: Mutex::new(None),
+            },
+        )
     }
 
     /// Writes one plain line (plain output only).
@@ -507,6 +492,31 @@ impl<W: Write> Drop for ProgressWriter<W> {
     fn drop(&mut self) {
         let _ = self.flush();
     }
+}
+
+/// The entry of `list` that `found` picks, or a new one from `make`: looked
+/// for under the read lock first (the common case), then again under the
+/// write lock before adding, so two threads never add the same entry.
+fn find_or_add<T>(
+    list: &RwLock<Vec<Arc<T>>>,
+    found: impl Fn(&T) -> bool,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    if let Some(t) = list
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|t| found(t))
+    {
+        return t.clone();
+    }
+    let mut list = list.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = list.iter().find(|t| found(t)) {
+        return t.clone();
+    }
+    let t = Arc::new(make());
+    list.push(t.clone());
+    t
 }
 
 /// The thread that redraws terminal bars while a run is under way.

@@ -142,15 +142,22 @@ pub(crate) fn traced(cache: Arc<dyn Cache>) -> Arc<dyn Cache> {
 #[cfg(feature = "tracing")]
 struct Traced(Arc<dyn Cache>);
 
+/// The span of one lookup of `sigs` (by `lookup` or `locate`), its hits
+/// recorded when known.
+#[cfg(feature = "tracing")]
+fn lookup_span(key: &CacheKey, sigs: &[Signature]) -> tracing::Span {
+    tracing::debug_span!(
+        "cache.lookup",
+        node = %key.node,
+        keys = sigs.len(),
+        hits = Empty
+    )
+}
+
 #[cfg(feature = "tracing")]
 impl Cache for Traced {
     fn lookup(&self, key: &CacheKey, sigs: &[Signature]) -> Result<Hits, CacheError> {
-        let span = tracing::debug_span!(
-            "cache.lookup",
-            node = %key.node,
-            keys = sigs.len(),
-            hits = Empty
-        );
+        let span = lookup_span(key, sigs);
         let _e = span.enter();
         let hits = self.0.lookup(key, sigs)?;
         span.record("hits", hits.rows.iter().filter(|r| r.is_some()).count());
@@ -158,12 +165,7 @@ impl Cache for Traced {
     }
 
     fn locate(&self, key: &CacheKey, sigs: &[Signature]) -> Result<Option<Located>, CacheError> {
-        let span = tracing::debug_span!(
-            "cache.lookup",
-            node = %key.node,
-            keys = sigs.len(),
-            hits = Empty
-        );
+        let span = lookup_span(key, sigs);
         let _e = span.enter();
         let located = self.0.locate(key, sigs)?;
         if let Some(l) = &located {
