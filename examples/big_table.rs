@@ -5,11 +5,13 @@
 //! checks every result against plain Rust. One line per run:
 //!
 //! ```text
-//! big-table: engine=<name> rows=<N> run=<cold|warm> items_per_s=<x> peak_rss_mib=<y>
+//! big-table: engine=<name> rows=<N> run=<cold|warm> items_per_s=<x> peak_rss_mib=<y> index_mib=<z>
 //! ```
 //!
 //! `peak_rss_mib` is the process's peak resident memory during that run
-//! (`VmHWM` from `/proc/self/status`, reset before each run).
+//! (`VmHWM` from `/proc/self/status`, reset before each run), `index_mib`
+//! the part of it that is the cache's signature index (which grows with the
+//! rows stored; everything else is bounded).
 //!
 //! ```sh
 //! cargo run --release --all-features --example big_table -- --rows 20000000
@@ -107,9 +109,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let cache = dir.path().join("cache");
     for run in ["cold", "warm"] {
+        let store = Arc::new(DiskCache::new(&cache));
         let pipeline = Pipeline::new([workload::clean::node(), workload::count::node()])?
             .with_shared_engine(engine.clone())
-            .with_cache(DiskCache::new(&cache));
+            .with_shared_cache(store.clone());
         let output = dir.path().join(format!("out-{run}.parquet"));
         reset_peak();
         let start = Instant::now();
@@ -125,8 +128,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(written.rows, rows);
         check(&output, rows)?;
         println!(
-            "big-table: engine={name} rows={rows} run={run} items_per_s={:.0} peak_rss_mib={peak}",
-            rows as f64 / secs
+            "big-table: engine={name} rows={rows} run={run} items_per_s={:.0} peak_rss_mib={peak} index_mib={}",
+            rows as f64 / secs,
+            store.index_bytes() >> 20
         );
     }
     Ok(())

@@ -18,9 +18,9 @@
 //! its items are computed again, never trusted.
 //!
 //! The API is columnar ([`CacheRows`], [`Hits`]): rows go in and come out as
-//! Arrow arrays, so row engines and columnar engines share one store, and a
-//! [`DiskCache`] keeps loaded segments as Arrow batches with an index from
-//! signature to row.
+//! Arrow arrays, so row engines and columnar engines share one store. A
+//! [`DiskCache`] keeps only an index from signature to row in memory and
+//! reads the row groups that hold hits when a lookup asks for them.
 //!
 //! The full format and its guarantees are specified in `docs/cache-format.md`.
 
@@ -32,7 +32,8 @@ mod rows;
 pub use decision::{CacheDecision, CacheOutcome};
 pub(crate) use disk::signature_at;
 pub use disk::{
-    DatasetStats, DiskCache, GcPolicy, KEY_HEX, STALE_TEMPORARY_AGE, StoredRow, VersionInfo,
+    DatasetStats, DiskCache, GcPolicy, KEY_HEX, READ_CACHE_BYTES, STALE_TEMPORARY_AGE, StoredRow,
+    VersionInfo,
 };
 pub use location::CacheLocation;
 pub use rows::{CacheRows, Hits, Located};

@@ -1,30 +1,41 @@
-//! A dataset's signature index: open addressing over 8-byte slots.
+//! A dataset's signature index: open addressing over 16-byte slots, the
+//! only part of a dataset that stays resident.
+
+/// One slot: a signature's first 8 bytes and its row + 1 (`0`: empty).
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+pub(crate) struct Slot {
+    key: u64,
+    row: u32,
+}
 
 /// A dataset's index: where each stored signature's row is, rows counted
-/// over all of the dataset's batches in order. Open addressing with linear
-/// probing over a power-of-two table of 8-byte slots, at most half full:
-/// the high 32 bits of the signature's first 8 bytes (its *tag*) and its
-/// row + 1 (`0`: empty). The slot a signature probes from comes from the low
-/// bits of the same 8 bytes (a uniformly random signature's bytes are their
-/// own hash), so a slot matches on 32 + log2(slots) bits; every match is
-/// confirmed against the full stored signature by the caller's `same`. Two
-/// signatures sharing a tag are both kept; a later insert of the same
-/// signature replaces the earlier row. Lookups come in batches, so the slot
-/// of a key a few positions ahead is prefetched while the current one is
-/// probed: a million-row index does not fit in cache, and this hides most of
-/// the memory latency of random probes.
+/// over all of the dataset's parts in order. Open addressing with linear
+/// probing over a power-of-two table of [`Slot`]s, at most three quarters
+/// full. A slot keeps the signature's first 8 bytes (its *key*; a uniformly
+/// random signature's bytes are their own hash, so the low bits pick the
+/// slot a key probes from) and its row. Only the key is resident, not the
+/// whole signature: a row the index gives is a *candidate*, confirmed
+/// against the full signature stored in that row when the row is read, so a
+/// lookup never returns another signature's row (two signatures sharing 8
+/// bytes, one pair in about 2^64 / n², cost a recomputation, never a wrong
+/// value). A later insert of the same key replaces the earlier row, and
+/// the table grows from its own slots (the keys are all it needs). Lookups
+/// come in batches, so the slot of a key a few positions ahead is
+/// prefetched while the current one is probed: a million-row index does not
+/// fit in cache, and this hides most of the memory latency of random probes.
 #[derive(Default)]
 pub(crate) struct SigIndex {
-    pub(crate) slots: Vec<u64>,
+    pub(crate) slots: Vec<Slot>,
     pub(crate) len: usize,
 }
 
 /// The most rows a dataset indexes (row + 1 must fit a slot's 32 bits);
-/// rows beyond are not loaded, and their items are recomputed.
+/// rows beyond are not indexed, and their items are recomputed.
 pub(crate) const MAX_ROWS: usize = u32::MAX as usize - 1;
 
-/// The most index entries [`DiskCache`]'s `prepare` reserves room for
-/// (4M entries: a 64 MiB table).
+/// The most index entries [`DiskCache`](super::DiskCache)'s `prepare`
+/// reserves room for (4M entries: a 64 MiB table at most).
 pub(crate) const PREPARE_LIMIT: usize = 1 << 22;
 
 /// How far ahead lookups prefetch.
@@ -44,90 +55,92 @@ pub(crate) fn prefetch<T>(at: &T) {
 }
 
 impl SigIndex {
-    pub(crate) fn mask(&self) -> usize {
+    fn mask(&self) -> usize {
         self.slots.len().wrapping_sub(1)
     }
 
-    pub(crate) fn tag(key: u64) -> u64 {
-        key >> 32
+    /// Bytes the index holds.
+    pub(crate) fn bytes(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<Slot>()
     }
 
-    pub(crate) fn pack(key: u64, row: u32) -> u64 {
-        Self::tag(key) << 32 | (row as u64 + 1)
-    }
-
-    /// The row of a full slot.
-    pub(crate) fn row(slot: u64) -> u32 {
-        ((slot & 0xffff_ffff) - 1) as u32
-    }
-
-    /// The table size that holds `len + more` entries at most half full, if
-    /// the current one does not (the caller then re-inserts everything).
-    pub(crate) fn grown(&self, more: usize) -> Option<usize> {
+    /// Makes room for `more` entries (growing re-inserts every entry, so
+    /// growing step by step costs more than one reservation).
+    pub(crate) fn reserve(&mut self, more: usize) {
         let need = (self.len + more)
-            .saturating_mul(2)
+            .saturating_mul(4)
+            .div_ceil(3)
             .next_power_of_two()
             .max(16);
-        (need > self.slots.len()).then_some(need)
-    }
-
-    /// An empty index of `slots` slots (a power of two).
-    pub(crate) fn with_slots(slots: usize) -> SigIndex {
-        SigIndex {
-            slots: vec![0; slots],
-            len: 0,
+        if need <= self.slots.len() {
+            return;
+        }
+        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); need]);
+        self.len = 0;
+        for slot in old.into_iter().filter(|s| s.row != 0) {
+            self.insert(slot.key, slot.row - 1);
         }
     }
 
     /// Where key `key` would start probing, for prefetching.
-    pub(crate) fn home(&self, key: u64) -> &u64 {
+    fn home(&self, key: u64) -> &Slot {
         &self.slots[key as usize & self.mask()]
     }
 
-    /// Inserts `row` under `key`; `same(other)` tells whether row `other`,
-    /// found under the same tag, holds the same signature (it is replaced).
-    /// The table must have room (see [`SigIndex::grown`]).
-    pub(crate) fn insert(&mut self, key: u64, row: u32, same: impl Fn(u32) -> bool) {
+    /// Records `row` under `key` (replacing an earlier row of the same
+    /// key), growing the table when it is three quarters full.
+    pub(crate) fn insert(&mut self, key: u64, row: u32) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.reserve(1);
+        }
         let mask = self.mask();
-        let tag = Self::tag(key);
         let mut i = key as usize & mask;
         loop {
-            let slot = self.slots[i];
-            if slot == 0 {
-                self.slots[i] = Self::pack(key, row);
+            let slot = &mut self.slots[i];
+            if slot.row == 0 {
+                *slot = Slot { key, row: row + 1 };
                 self.len += 1;
                 return;
             }
-            if slot >> 32 == tag && same(Self::row(slot)) {
-                self.slots[i] = Self::pack(key, row);
+            if slot.key == key {
+                slot.row = row + 1;
                 return;
             }
             i = (i + 1) & mask;
         }
     }
 
-    /// The row under `key` for which `matches` holds.
-    pub(crate) fn find(&self, key: u64, matches: impl Fn(u32) -> bool) -> Option<u32> {
+    /// The row recorded under `key`, if any.
+    pub(crate) fn find(&self, key: u64) -> Option<u32> {
         if self.slots.is_empty() {
             return None;
         }
         let mask = self.mask();
-        let tag = Self::tag(key);
         let mut i = key as usize & mask;
         loop {
             let slot = self.slots[i];
-            if slot == 0 {
+            if slot.row == 0 {
                 return None;
             }
-            if slot >> 32 == tag && matches(Self::row(slot)) {
-                return Some(Self::row(slot));
+            if slot.key == key {
+                return Some(slot.row - 1);
             }
             i = (i + 1) & mask;
         }
     }
 
-    /// For each key, the row of the first slot with its tag (a candidate
-    /// to confirm; `None`: not stored), prefetching ahead.
+    /// Inserts many keys, `first_row` onwards in order, prefetching ahead.
+    pub(crate) fn insert_all(&mut self, keys: &[u64], first_row: u32) {
+        self.reserve(keys.len());
+        for (n, &key) in keys.iter().enumerate() {
+            if let Some(&ahead) = keys.get(n + PREFETCH) {
+                prefetch(self.home(ahead));
+            }
+            self.insert(key, first_row + n as u32);
+        }
+    }
+
+    /// For each key, its candidate row (`None`: not stored), prefetching ahead.
     pub(crate) fn candidates(&self, keys: &[u64]) -> Vec<Option<u32>> {
         if self.slots.is_empty() {
             return vec![None; keys.len()];
@@ -137,7 +150,7 @@ impl SigIndex {
             if let Some(&ahead) = keys.get(n + PREFETCH) {
                 prefetch(self.home(ahead));
             }
-            out.push(self.find(key, |_| true));
+            out.push(self.find(key));
         }
         out
     }
@@ -148,4 +161,36 @@ pub(crate) fn prefix(sig: &[u8]) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(&sig[..8]);
     u64::from_le_bytes(word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sharing_low_bits_are_kept_apart_and_reinserts_replace() {
+        let mut index = SigIndex::default();
+        // Keys that all start probing at the same slot.
+        let keys: Vec<u64> = (1..=1000u64).map(|k| k << 40 | 5).collect();
+        index.insert_all(&keys, 0);
+        assert_eq!(index.len, 1000);
+        for (r, &k) in keys.iter().enumerate() {
+            assert_eq!(index.find(k), Some(r as u32));
+        }
+        assert_eq!(index.find(7 << 40 | 6), None);
+        // The same key again points at its later row; the count stays.
+        index.insert(keys[10], 5000);
+        assert_eq!(index.find(keys[10]), Some(5000));
+        assert_eq!(index.len, 1000);
+        // At most three quarters full, after growing step by step.
+        assert!(index.len * 4 <= index.slots.len() * 3);
+        let before = index.slots.len();
+        index.reserve(100_000);
+        assert!(index.slots.len() > before);
+        assert_eq!(index.find(keys[999]), Some(999));
+        assert_eq!(
+            index.candidates(&[keys[0], 1, keys[10]]),
+            [Some(0), None, Some(5000)]
+        );
+    }
 }

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, RecordBatch};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::EnabledStatistics;
@@ -56,15 +57,97 @@ pub struct DiskCache {
     /// Loaded datasets; each behind its own lock, so lookups of several
     /// threads (partitions of a columnar plan) run concurrently.
     datasets: Mutex<HashMap<PathBuf, Arc<RwLock<Dataset>>>>,
-    pending: Mutex<HashMap<PathBuf, Pending>>,
+    /// Row groups recently read for lookups.
+    read: Mutex<ReadGroups>,
     warnings: Mutex<Vec<String>>,
     warned: Mutex<HashSet<PathBuf>>,
 }
 
-/// Rows of one node version stored but not yet written as a segment.
-struct Pending {
-    key: CacheKey,
-    batches: Vec<RecordBatch>,
+/// How many bytes of row groups read for lookups a [`DiskCache`] keeps
+/// (the most recently used): a `map` looks up its items in about the order
+/// they were stored, so each row group is read about once per run.
+pub const READ_CACHE_BYTES: usize = 256 << 20;
+
+/// Row groups read for lookups, by segment and group, with their size and
+/// when each was last used.
+#[derive(Default)]
+struct ReadGroups {
+    /// By (segment id, group): its batches, their size and last use.
+    groups: HashMap<(u64, usize), ReadGroup>,
+    bytes: usize,
+    tick: u64,
+}
+
+impl ReadGroups {
+    fn get(&mut self, at: (u64, usize)) -> Option<Arc<Vec<RecordBatch>>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.groups.get_mut(&at).map(|(g, _, used)| {
+            *used = tick;
+            g.clone()
+        })
+    }
+
+    /// Keeps a group read, dropping the least recently used ones beyond
+    /// [`READ_CACHE_BYTES`].
+    fn put(&mut self, at: (u64, usize), group: Arc<Vec<RecordBatch>>) {
+        let size: usize = group.iter().map(RecordBatch::get_array_memory_size).sum();
+        self.tick += 1;
+        if let Some((_, old, _)) = self.groups.insert(at, (group, size, self.tick)) {
+            self.bytes -= old;
+        }
+        self.bytes += size;
+        while self.bytes > READ_CACHE_BYTES && self.groups.len() > 1 {
+            let Some(oldest) = self
+                .groups
+                .iter()
+                .min_by_key(|(_, (_, _, used))| *used)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            if let Some((_, size, _)) = self.groups.remove(&oldest) {
+                self.bytes -= size;
+            }
+        }
+    }
+}
+
+/// A row group read: its batches, their bytes, when last used.
+type ReadGroup = (Arc<Vec<RecordBatch>>, usize, u64);
+
+/// Batches that hold hits, and per requested signature its batch among
+/// them and row there.
+type Fetched = (Vec<RecordBatch>, Vec<Option<(usize, usize)>>);
+
+/// Runs `f` over `items` on up to all cores, results in order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if workers <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, R)>> = Mutex::new(Vec::with_capacity(items.len()));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    results
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((i, r));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 impl DiskCache {
@@ -73,7 +156,7 @@ impl DiskCache {
         DiskCache {
             root: root.into(),
             datasets: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
+            read: Mutex::new(ReadGroups::default()),
             warnings: Mutex::new(Vec::new()),
             warned: Mutex::new(HashSet::new()),
         }
@@ -118,95 +201,164 @@ impl DiskCache {
         }
     }
 
-    /// Loads the segments among `files` (the dataset's segment files, as
-    /// listed by the caller) not seen before into the in-memory dataset.
+    /// Indexes the segments among `files` (the dataset's segment files, as
+    /// listed by the caller) not seen before: their footers and signature
+    /// columns are read, not their values.
     fn refresh(&self, key: &CacheKey, data: &mut Dataset, files: Vec<PathBuf>) {
         let paths: Vec<PathBuf> = files
             .into_iter()
             .filter(|p| !data.segments.contains(p))
             .collect();
-        // Segments are read on all cores (decoding dominates loading).
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(paths.len());
-        type Read = Result<Vec<RecordBatch>, SegmentFault>;
-        let read: Vec<(PathBuf, Read)> = if workers > 1 {
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let results: Mutex<Vec<(usize, Read)>> = Mutex::new(Vec::with_capacity(paths.len()));
-            std::thread::scope(|s| {
-                for _ in 0..workers {
-                    s.spawn(|| {
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(path) = paths.get(i) else { break };
-                            let r = read_segment(path, key);
-                            results
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .push((i, r));
-                        }
-                    });
-                }
-            });
-            let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-            results.sort_by_key(|(i, _)| *i);
-            paths
-                .into_iter()
-                .zip(results)
-                .map(|(p, (_, r))| (p, r))
-                .collect()
-        } else {
-            paths
-                .into_iter()
-                .map(|p| {
-                    let r = read_segment(&p, key);
-                    (p, r)
-                })
-                .collect()
+        let Ok(expected) = segment_schema(key) else {
+            return;
         };
-        let mut loaded = Vec::with_capacity(read.len());
-        for (path, batches) in read {
-            match batches {
-                Ok(batches) => loaded.push((path, batches)),
-                Err(SegmentFault::Unreadable(message)) => self.warn(
-                    &path,
+        let opened = par_map(&paths, |path| {
+            let file = SegmentFile::open(path, &expected)?;
+            let sigs = file.signatures()?;
+            Ok::<_, SegmentFault>((file, sigs))
+        });
+        // One reservation for all new rows: growing the index row by row
+        // rehashes it many times over.
+        let rows: usize = opened
+            .iter()
+            .flatten()
+            .flat_map(|(_, sigs)| sigs.iter().map(|s| s.len()))
+            .sum();
+        data.reserve(rows);
+        for (path, opened) in paths.into_iter().zip(opened) {
+            match opened {
+                Ok((file, sigs)) => {
+                    data.add_segment(Arc::new(file), &sigs);
+                    data.segments.insert(path);
+                }
+                Err(fault) => self.fault(key, &path, fault),
+            }
+        }
+    }
+
+    /// Reports a segment that cannot be used, once, and moves a corrupt one
+    /// aside.
+    fn fault(&self, key: &CacheKey, path: &Path, fault: SegmentFault) {
+        match fault {
+            SegmentFault::Unreadable(message) => self.warn(
+                path,
+                format!(
+                    "ignoring unreadable segment `{}` of node `{}`: {message}; its items will be recomputed",
+                    path.display(),
+                    key.node
+                ),
+            ),
+            SegmentFault::Corrupt(message) => {
+                let aside = quarantined_name(path);
+                let moved = match std::fs::rename(path, &aside) {
+                    Ok(()) => format!("moved aside to `{}`", aside.display()),
+                    Err(e) => format!("could not be moved aside ({e})"),
+                };
+                self.warn(
+                    path,
                     format!(
-                        "ignoring unreadable segment `{}` of node `{}`: {message}; its items will be recomputed",
+                        "ignoring corrupt segment `{}` of node `{}`: {message}; it was {moved}, and its items will be recomputed",
                         path.display(),
                         key.node
                     ),
-                ),
-                Err(SegmentFault::Corrupt(message)) => {
-                    let aside = quarantined_name(&path);
-                    let moved = match std::fs::rename(&path, &aside) {
-                        Ok(()) => format!("moved aside to `{}`", aside.display()),
-                        Err(e) => format!("could not be moved aside ({e})"),
-                    };
-                    self.warn(
-                        &path,
-                        format!(
-                            "ignoring corrupt segment `{}` of node `{}`: {message}; it was {moved}, and its items will be recomputed",
-                            path.display(),
-                            key.node
-                        ),
-                    )
-                }
+                )
             }
-        }
-        // One reservation for all new rows: growing the index row by row
-        // rehashes it many times over.
-        let rows: usize = loaded
-            .iter()
-            .flat_map(|(_, b)| b.iter().map(RecordBatch::num_rows))
-            .sum();
-        data.reserve(rows);
-        for (path, batches) in loaded {
-            for batch in batches {
-                data.add(batch);
-            }
-            data.segments.insert(path);
         }
     }
+
+    /// The rows of one place, read if they are on disk (`None`: they
+    /// cannot be read, reported once; their items are misses).
+    fn load(
+        &self,
+        key: &CacheKey,
+        place: &Place,
+        expected: &arrow_schema::SchemaRef,
+    ) -> Option<Arc<Vec<RecordBatch>>> {
+        let (file, group) = match place {
+            Place::Memory(batch) => return Some(Arc::new(vec![batch.clone()])),
+            Place::Disk(file, group, _) => (file, *group),
+        };
+        if file.bad.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let at = (file.id, group);
+        if let Some(hit) = self.read.lock().unwrap_or_else(|e| e.into_inner()).get(at) {
+            return Some(hit);
+        }
+        match file.read_group(group, expected) {
+            Ok(batches) => {
+                let batches = Arc::new(batches);
+                self.read
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .put(at, batches.clone());
+                Some(batches)
+            }
+            Err(fault) => {
+                file.bad.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.fault(key, &file.path, fault);
+                None
+            }
+        }
+    }
+
+    /// Where each of `sigs` is stored: the batches that hold hits, and per
+    /// signature its batch among them and row there. Every row the index
+    /// proposes is read and its full signature compared.
+    fn fetch(&self, key: &CacheKey, sigs: &[Signature]) -> Result<Fetched, CacheError> {
+        let dataset = self.listed(key);
+        let proposed = dataset
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .propose(sigs);
+        let expected = segment_schema(key)?;
+        let loaded: Vec<Option<Arc<Vec<RecordBatch>>>> = proposed
+            .places
+            .iter()
+            .map(|place| self.load(key, place, &expected))
+            .collect();
+        let mut lent: Vec<RecordBatch> = Vec::new();
+        // Per place, per batch of it, its index in `lent`.
+        let mut lent_at: Vec<Vec<Option<usize>>> = loaded
+            .iter()
+            .map(|l| vec![None; l.as_ref().map_or(0, |b| b.len())])
+            .collect();
+        let rows = proposed
+            .rows
+            .iter()
+            .zip(sigs)
+            .map(|(at, sig)| {
+                let (k, r) = (*at)?;
+                let skip = match &proposed.places[k] {
+                    Place::Disk(_, _, skip) => *skip,
+                    Place::Memory(_) => 0,
+                };
+                let batches = loaded[k].as_ref()?;
+                let (b, r) = within(batches, r + skip)?;
+                let batch = &batches[b];
+                if batch.column(0).as_fixed_size_binary().value(r) != sig.0 {
+                    return None;
+                }
+                let at = lent_at[k][b].get_or_insert_with(|| {
+                    lent.push(batch.clone());
+                    lent.len() - 1
+                });
+                Some((*at, r))
+            })
+            .collect();
+        Ok((lent, rows))
+    }
+}
+
+/// Batch and row of row `row` of `batches` counted over all of them.
+fn within(batches: &[RecordBatch], mut row: usize) -> Option<(usize, usize)> {
+    for (b, batch) in batches.iter().enumerate() {
+        if row < batch.num_rows() {
+            return Some((b, row));
+        }
+        row -= batch.num_rows();
+    }
+    None
 }
 
 /// Entry counts and sizes of one node version's dataset.
@@ -252,6 +404,17 @@ impl DiskCache {
             data.listed = Some(std::time::Instant::now());
         }
         dataset
+    }
+
+    /// Bytes held by the signature indexes of the node versions this
+    /// instance has opened: what stays resident as a cache grows (16 to 32
+    /// bytes per stored row; values are read from the segments on demand,
+    /// at most [`READ_CACHE_BYTES`] of them kept).
+    pub fn index_bytes(&self) -> usize {
+        self.all_datasets()
+            .iter()
+            .map(|d| d.read().unwrap_or_else(|e| e.into_inner()).index.bytes())
+            .sum()
     }
 
     /// Whether `sig` is cached for `key`.
@@ -303,8 +466,6 @@ impl DiskCache {
     fn forget(&self, under: &Path) {
         let mut datasets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
         datasets.retain(|dir, _| !dir.starts_with(under));
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|dir, _| !dir.starts_with(under));
     }
 
     /// Rewrites one node version's segments as a single segment (the new
@@ -360,20 +521,21 @@ impl Cache for DiskCache {
         if !key.storable() {
             return Ok(Hits::none(key, sigs.len()));
         }
-        let dataset = self.listed(key);
-        let data = dataset.read().unwrap_or_else(|e| e.into_inner());
+        let (lent, at) = self.fetch(key, sigs)?;
         let mut rows = Vec::with_capacity(sigs.len());
         let mut found = Vec::with_capacity(sigs.len());
         let mut positions = Vec::with_capacity(sigs.len());
-        data.find_each(sigs, |n, at| match at {
-            Some(at) => {
-                rows.push(Some(found.len()));
-                found.push(sigs[n]);
-                positions.push(at);
+        for (sig, at) in sigs.iter().zip(at) {
+            match at {
+                Some(at) => {
+                    rows.push(Some(found.len()));
+                    found.push(*sig);
+                    positions.push(at);
+                }
+                None => rows.push(None),
             }
-            None => rows.push(None),
-        });
-        let found = data.gather(key, found, &positions)?;
+        }
+        let found = gather(key, &lent, found, &positions)?;
         Ok(Hits { rows, found })
     }
 
@@ -381,43 +543,23 @@ impl Cache for DiskCache {
         if !key.storable() {
             return Ok(None);
         }
-        let dataset = self.listed(key);
-        let data = dataset.read().unwrap_or_else(|e| e.into_inner());
+        let (lent, rows) = self.fetch(key, sigs)?;
         let outputs = key.outputs.len();
-        // The dataset's batches that hold hits, in the order they are lent
-        // (hits mostly come in runs from one batch: the last is tried first).
-        let mut lent: Vec<usize> = Vec::new();
-        let mut last: Option<(usize, usize)> = None;
-        let mut located = Located {
-            rows: Vec::with_capacity(sigs.len()),
-            ..Located::default()
-        };
-        data.find_each(sigs, |_, at| {
-            located.rows.push(at.map(|(b, r)| {
-                let k = match last {
-                    Some((lb, k)) if lb == b => k,
-                    _ => match lent.iter().position(|&l| l == b) {
-                        Some(k) => k,
-                        None => {
-                            let batch = &data.batches[b];
-                            located
-                                .columns
-                                .push((0..outputs).map(|o| batch.column(1 + o).clone()).collect());
-                            located.hashes.push(
-                                (0..outputs)
-                                    .map(|o| batch.column(1 + outputs + o).clone())
-                                    .collect(),
-                            );
-                            lent.push(b);
-                            lent.len() - 1
-                        }
-                    },
-                };
-                last = Some((b, k));
-                (k, r)
-            }));
-        });
-        Ok(Some(located))
+        Ok(Some(Located {
+            columns: lent
+                .iter()
+                .map(|b| (0..outputs).map(|o| b.column(1 + o).clone()).collect())
+                .collect(),
+            hashes: lent
+                .iter()
+                .map(|b| {
+                    (0..outputs)
+                        .map(|o| b.column(1 + outputs + o).clone())
+                        .collect()
+                })
+                .collect(),
+            rows,
+        }))
     }
 
     fn prepare(&self, key: &CacheKey, items: usize) -> Result<(), CacheError> {
@@ -438,21 +580,17 @@ impl Cache for DiskCache {
             return Ok(());
         }
         let batch = segment_batch(key, rows)?;
-        let dir = self.dataset_dir(key);
-        self.dataset(&dir)
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .add(batch.clone());
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(dir)
-            .or_insert_with(|| Pending {
+        let dataset = self.dataset(&self.dataset_dir(key));
+        let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
+        let first = data.rows as u32;
+        let indexed = data.add_memory(batch.clone());
+        data.pending
+            .get_or_insert_with(|| Pending {
                 key: key.clone(),
                 batches: Vec::new(),
             })
             .batches
-            .push(batch);
+            .push((indexed.then_some(first), batch));
         Ok(())
     }
 
@@ -467,11 +605,15 @@ impl Cache for DiskCache {
     }
 
     fn unwritten_rows(&self) -> usize {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .flat_map(|p| p.batches.iter().map(RecordBatch::num_rows))
+        self.all_datasets()
+            .iter()
+            .map(|d| {
+                d.read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pending
+                    .as_ref()
+                    .map_or(0, |p| p.batches.iter().map(|(_, b)| b.num_rows()).sum())
+            })
             .sum()
     }
 }
@@ -485,13 +627,35 @@ impl Drop for DiskCache {
 }
 
 impl DiskCache {
-    /// Writes buffered rows as one segment (their rows are in memory already).
-    /// Everything buffered, per dataset directory.
-    fn take_pending(&self) -> Vec<(PathBuf, Pending)> {
-        self.pending
+    /// Every dataset this instance knows, with its directory.
+    fn all_datasets(&self) -> Vec<Arc<RwLock<Dataset>>> {
+        self.datasets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .drain()
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Everything buffered, per dataset directory.
+    fn take_pending(&self) -> Vec<(PathBuf, Pending)> {
+        let datasets: Vec<(PathBuf, Arc<RwLock<Dataset>>)> = self
+            .datasets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(dir, d)| (dir.clone(), d.clone()))
+            .collect();
+        datasets
+            .into_iter()
+            .filter_map(|(dir, d)| {
+                let pending = d
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pending
+                    .take()?;
+                Some((dir, pending))
+            })
             .collect()
     }
 
@@ -528,12 +692,24 @@ impl DiskCache {
     fn write_pending(&self, dir: PathBuf, p: Pending) -> Result<(), CacheError> {
         // The buffered batches go to the writer one after another (it fills
         // row groups across batches), not concatenated into a copy first.
-        let seg = self.write_segment(&p.key, &p.batches)?;
-        self.dataset(&dir)
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .segments
-            .insert(seg);
+        let batches: Vec<RecordBatch> = p.batches.iter().map(|(_, b)| b.clone()).collect();
+        let seg = self.write_segment(&p.key, &batches)?;
+        drop(batches);
+        // From now on its rows are read from the segment: the copies held
+        // since they were stored are released (if the new segment cannot
+        // be opened, they simply stay).
+        let file = SegmentFile::open(&seg, &segment_schema(&p.key)?).ok();
+        let dataset = self.dataset(&dir);
+        let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = file {
+            let runs: Vec<(Option<u32>, usize)> = p
+                .batches
+                .iter()
+                .map(|(first, b)| (*first, b.num_rows()))
+                .collect();
+            data.written(&Arc::new(file), &runs);
+        }
+        data.segments.insert(seg);
         Ok(())
     }
 
@@ -572,6 +748,14 @@ impl DiskCache {
     }
 }
 
+/// The most rows a segment's row group holds: a lookup reads whole row
+/// groups, so they are kept small enough to read for a few hits.
+pub(crate) const GROUP_ROWS: usize = 1 << 16;
+
+/// The most bytes (encoded, as the writer estimates them) a segment's row
+/// group holds.
+pub(crate) const GROUP_BYTES: usize = 64 << 20;
+
 /// Writes `batches` (laid out as `schema`) as one new segment of the
 /// dataset in `dir`, atomically (a temporary file, synced, then renamed),
 /// with its checksums; `node` names the node in errors.
@@ -598,6 +782,8 @@ pub(crate) fn write_segment_file(
     // No page indexes either (nothing reads them), so every byte before
     // the footer lies in a checksummed region.
     let mut props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(GROUP_ROWS))
+        .set_max_row_group_bytes(Some(GROUP_BYTES))
         .set_dictionary_enabled(false)
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_offset_index_disabled(true)
@@ -655,71 +841,108 @@ pub(crate) fn write_segment_file(
 mod tests {
     use super::*;
     use crate::value::{Value, ValueType};
+    use arrow_array::ArrayRef;
     use arrow_array::cast::AsArray;
-    use arrow_array::{ArrayRef, FixedSizeBinaryArray};
     use arrow_schema::DataType;
 
-    /// A batch of only a signature column.
-    fn signature_batch(sigs: &[[u8; 32]]) -> RecordBatch {
-        let column: ArrayRef = Arc::new(FixedSizeBinaryArray::new(32, sigs.concat().into(), None));
-        RecordBatch::try_from_iter([("signature", column)]).unwrap()
+    /// `n` rows of a one-output key: item `i` has count `i`.
+    fn numbered(k: &CacheKey, from: u64, n: u64) -> CacheRows {
+        let sigs: Vec<Signature> = (from..from + n)
+            .map(|i| Signature::of_bytes("n", &i.to_le_bytes()))
+            .collect();
+        let counts: ArrayRef = Arc::new(arrow_array::Int64Array::from_iter_values(
+            (from..from + n).map(|i| i as i64),
+        ));
+        CacheRows::from_columns(k, sigs, vec![counts]).unwrap()
+    }
+
+    fn one_output() -> CacheKey {
+        CacheKey {
+            node: "number".into(),
+            code: Signature::of_bytes("test", b"number"),
+            outputs: vec![("n".into(), ValueType::arrow::<i64>())],
+            parts: vec![],
+        }
+    }
+
+    fn looked_up(cache: &DiskCache, k: &CacheKey, items: &[u64]) -> Vec<Option<i64>> {
+        let sigs: Vec<Signature> = items
+            .iter()
+            .map(|i| Signature::of_bytes("n", &i.to_le_bytes()))
+            .collect();
+        counts(&get(cache, k, &sigs))
     }
 
     #[test]
-    fn dataset_index_finds_rows_across_batches_and_keeps_shared_tags_apart() {
-        // The first 8 bytes are `key`, the rest `rest`.
-        let sig = |key: u64, rest: u8| {
-            let mut s = [rest; 32];
-            s[..8].copy_from_slice(&key.to_le_bytes());
-            s
+    fn written_rows_leave_memory_and_are_read_back_from_their_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = one_output();
+        let cache = DiskCache::new(dir.path());
+        // Three stores in one flush: more rows than one row group holds,
+        // so batches and row groups do not line up.
+        let total = GROUP_ROWS as u64 * 2 + 1000;
+        let third = total / 3;
+        cache.store(&k, &numbered(&k, 0, third)).unwrap();
+        cache.store(&k, &numbered(&k, third, third)).unwrap();
+        cache
+            .store(&k, &numbered(&k, 2 * third, total - 2 * third))
+            .unwrap();
+        let dataset = cache.dataset(&cache.dataset_dir(&k));
+        let in_memory = |d: &Dataset| {
+            d.parts
+                .iter()
+                .filter(|p| matches!(p.place, Place::Memory(_)))
+                .count()
         };
-        // Keys sharing their low bits probe past each other.
-        let close: Vec<[u8; 32]> = (0..1000u64).map(|k| sig(k << 40 | 5, 0)).collect();
-        // The same first 8 bytes (tag and slot) as ten of them, then differing.
-        let twins: Vec<[u8; 32]> = (0..10u64).map(|k| sig(k << 40 | 5, 1)).collect();
-        let spread: Vec<[u8; 32]> = (0..5000u64)
-            .map(|k| Signature::of_bytes("spread", &k.to_le_bytes()).0)
+        assert_eq!(in_memory(&dataset.read().unwrap()), 3);
+        let probe: Vec<u64> = vec![0, third - 1, third, GROUP_ROWS as u64, total - 1, total, 7];
+        let want: Vec<Option<i64>> = probe
+            .iter()
+            .map(|&i| (i < total).then_some(i as i64))
             .collect();
-        let mut data = Dataset::default();
-        assert_eq!(data.find_many(&[Signature(close[0])]), [None]);
-        data.add(signature_batch(&close));
-        data.add(signature_batch(&[]));
-        data.add(signature_batch(&twins));
-        // Grown batch by batch: the index is rebuilt on the way.
-        for part in spread.chunks(700) {
-            data.add(signature_batch(part));
+        assert_eq!(looked_up(&cache, &k, &probe), want);
+        cache.flush().unwrap();
+        {
+            let data = dataset.read().unwrap();
+            assert_eq!(in_memory(&data), 0, "written rows are not held in memory");
+            assert_eq!(data.rows, total as usize);
+            // The parts are pieces of the segment's three row groups.
+            let groups: HashSet<usize> = data
+                .parts
+                .iter()
+                .map(|p| match &p.place {
+                    Place::Disk(_, g, _) => *g,
+                    Place::Memory(_) => unreachable!(),
+                })
+                .collect();
+            assert_eq!(groups.len(), 3);
         }
-        // A signature stored again moves to its later row.
-        data.add(signature_batch(&[close[10]]));
-        let last = data.batches.len() - 1;
-        let check = |data: &Dataset| {
-            let found = |s: &[u8; 32]| data.find_many(&[Signature(*s)])[0];
-            for (r, s) in close.iter().enumerate() {
-                let want = if r == 10 { (last, 0) } else { (0, r) };
-                assert_eq!(found(s), Some(want), "close {r}");
-            }
-            for (r, s) in twins.iter().enumerate() {
-                assert_eq!(found(s), Some((2, r)), "twin {r}");
-            }
-            for (r, s) in spread.iter().enumerate() {
-                assert_eq!(found(s), Some((3 + r / 700, r % 700)), "spread {r}");
-            }
-            // Unknown: a third signature on the same first 8 bytes, and others.
-            assert_eq!(found(&sig(5, 2)), None);
-            assert_eq!(found(&sig(3 << 40 | 5, 2)), None);
-            assert_eq!(found(&sig(6, 0)), None);
-            // Batched lookups give the same as one by one.
-            let all: Vec<Signature> = close.iter().chain(&twins).map(|s| Signature(*s)).collect();
-            let one_by_one: Vec<_> = all.iter().map(|s| found(&s.0)).collect();
-            assert_eq!(data.find_many(&all), one_by_one);
-            assert_eq!(data.index.len, 1000 + 10 + 5000);
-        };
-        check(&data);
-        // Rebuilt larger, the same.
-        let before = data.index.slots.len();
-        data.reserve(100_000);
-        assert!(data.index.slots.len() > before);
-        check(&data);
+        // The same values, now read from disk; and from a new instance.
+        assert_eq!(looked_up(&cache, &k, &probe), want);
+        let fresh = DiskCache::new(dir.path());
+        assert_eq!(looked_up(&fresh, &k, &probe), want);
+        let all: Vec<u64> = (0..total).rev().collect();
+        let found = looked_up(&fresh, &k, &all);
+        assert!(found.iter().zip(&all).all(|(f, &i)| *f == Some(i as i64)));
+        // Only the index and the recently read row groups stay resident.
+        assert!(fresh.index_bytes() >= total as usize * 16);
+        assert!(fresh.read.lock().unwrap().bytes <= READ_CACHE_BYTES);
+    }
+
+    #[test]
+    fn a_signature_sharing_its_first_bytes_with_a_stored_one_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = one_output();
+        let cache = DiskCache::new(dir.path());
+        let rows = numbered(&k, 0, 100);
+        cache.store(&k, &rows).unwrap();
+        cache.flush().unwrap();
+        // The same first 8 bytes (the index's key), then different.
+        let mut twin = rows.signatures[42];
+        twin.0[31] ^= 1;
+        let fresh = DiskCache::new(dir.path());
+        let hits = fresh.lookup(&k, &[twin, rows.signatures[42]]).unwrap();
+        assert_eq!(hits.rows, [None, Some(0)]);
     }
 
     fn key() -> CacheKey {

@@ -2,15 +2,19 @@
 //! reading and verifying them, and the files beside them (temporaries,
 //! quarantined segments, the manifest).
 
+use std::fs::File;
 use std::io::Write;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arrow_array::{Array, RecordBatch};
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 
 use crate::signature::signature_array;
 
@@ -260,12 +264,13 @@ pub(crate) fn write_error(node: &str, path: &Path, e: parquet::errors::ParquetEr
     }
 }
 
-/// Checks a segment's bytes against the checksums its footer records
-/// (see [`CHECKSUM_KEY`]): every byte before the footer is covered.
-pub(crate) fn verify_checksums(
+/// The checksummed regions a segment's footer records (see
+/// [`CHECKSUM_KEY`]), as `(start, end, crc)`, checked to cover every byte
+/// before the footer, which starts at `footer_start`.
+pub(crate) fn checksum_regions(
     metadata: &parquet::file::metadata::ParquetMetaData,
-    bytes: &[u8],
-) -> Result<(), SegmentFault> {
+    footer_start: u64,
+) -> Result<Vec<(u64, u64, u32)>, SegmentFault> {
     let corrupt = |m: String| SegmentFault::Corrupt(m);
     let recorded = metadata
         .file_metadata()
@@ -279,45 +284,305 @@ pub(crate) fn verify_checksums(
             )
         })?;
     let mut start = 0u64;
+    let mut regions = Vec::new();
     for region in recorded.split(',') {
         let parsed = region.split_once(':').and_then(|(end, crc)| {
             Some((end.parse::<u64>().ok()?, u32::from_str_radix(crc, 16).ok()?))
         });
-        let Some((end, crc)) = parsed.filter(|(end, _)| *end > start && *end <= bytes.len() as u64)
+        let Some((end, crc)) = parsed.filter(|(end, _)| *end > start && *end <= footer_start)
         else {
             return Err(corrupt(format!(
                 "its checksum entry `{region}` is malformed"
             )));
         };
-        if crc32fast::hash(&bytes[start as usize..end as usize]) != crc {
-            return Err(corrupt(format!(
-                "its bytes {start}..{end} do not match their checksum: the file was altered after it was written"
-            )));
-        }
+        regions.push((start, end, crc));
         start = end;
     }
     // Nothing between the last region and the footer goes unchecked.
-    let footer_start = bytes
-        .len()
-        .checked_sub(8)
-        .and_then(|at| {
-            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().ok()?) as usize;
-            at.checked_sub(len)
-        })
-        .ok_or_else(|| corrupt("its footer is malformed".into()))?;
-    if start != footer_start as u64 {
+    if start != footer_start {
         return Err(corrupt(format!(
             "its bytes {start}..{footer_start} are not covered by its checksums"
+        )));
+    }
+    Ok(regions)
+}
+
+/// Where the footer of a Parquet file of `len` bytes starts, given its
+/// last 8 bytes (the footer's length and the magic).
+fn footer_start(len: u64, tail: &[u8]) -> Result<u64, SegmentFault> {
+    let malformed = || SegmentFault::Corrupt("its footer is malformed".into());
+    let footer = u32::from_le_bytes(
+        tail.get(..4)
+            .ok_or_else(malformed)?
+            .try_into()
+            .map_err(|_| malformed())?,
+    );
+    len.checked_sub(8)
+        .and_then(|at| at.checked_sub(footer as u64))
+        .ok_or_else(malformed)
+}
+
+/// Checks a segment's bytes against the checksums its footer records
+/// (see [`CHECKSUM_KEY`]): every byte before the footer is covered.
+pub(crate) fn verify_checksums(
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    bytes: &[u8],
+) -> Result<(), SegmentFault> {
+    let tail = &bytes[bytes.len().saturating_sub(8)..];
+    let regions = checksum_regions(metadata, footer_start(bytes.len() as u64, tail)?)?;
+    for (start, end, crc) in regions {
+        check_region(&bytes[start as usize..end as usize], start, end, crc)?;
+    }
+    Ok(())
+}
+
+fn check_region(bytes: &[u8], start: u64, end: u64, crc: u32) -> Result<(), SegmentFault> {
+    if crc32fast::hash(bytes) != crc {
+        return Err(SegmentFault::Corrupt(format!(
+            "its bytes {start}..{end} do not match their checksum: the file was altered after it was written"
         )));
     }
     Ok(())
 }
 
-/// Reads one segment as Arrow batches laid out as [`segment_schema`],
-/// after checking its bytes against their checksums.
-pub(crate) fn read_segment(path: &Path, key: &CacheKey) -> Result<Vec<RecordBatch>, SegmentFault> {
-    let expected = segment_schema(key).map_err(|e| SegmentFault::Corrupt(e.to_string()))?;
-    read_segment_as(path, Some(&expected))
+/// Checks that a segment's columns are `expected`'s, in name and type.
+fn check_layout(schema: &Schema, expected: &Schema) -> Result<(), SegmentFault> {
+    if schema.fields().len() != expected.fields().len() {
+        return Err(SegmentFault::Corrupt(format!(
+            "{} columns where {} were expected",
+            schema.fields().len(),
+            expected.fields().len()
+        )));
+    }
+    for (i, (got, want)) in schema.fields().iter().zip(expected.fields()).enumerate() {
+        if got.name() != want.name() || got.data_type() != want.data_type() {
+            return Err(SegmentFault::Corrupt(format!(
+                "column {i} is `{}` ({}) where `{}` ({}) was expected",
+                got.name(),
+                got.data_type(),
+                want.name(),
+                want.data_type()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How many rows go in one read batch of a file whose row groups decode to
+/// `bytes` over `rows` rows: at most about 1 GiB of values, so no column
+/// exceeds what one Arrow array holds (2 GiB of text).
+fn batch_rows(rows: usize, bytes: i64) -> usize {
+    let rows = rows.max(1);
+    let per_row = (bytes.max(1) as usize).div_ceil(rows);
+    let fit = ((1usize << 30) / per_row.max(1)).max(1);
+    rows.min(1 << 20).min(fit)
+}
+
+/// One complete segment as a reader holds it: its footer (not its rows),
+/// checked for layout and checksum coverage when it was opened. Rows are
+/// read a row group at a time ([`SegmentFile::read_group`]), each after
+/// its bytes pass their checksums.
+pub(crate) struct SegmentFile {
+    /// Unique in the process (names the segment's row groups in caches).
+    pub(crate) id: u64,
+    pub(crate) path: PathBuf,
+    meta: ArrowReaderMetadata,
+    regions: Vec<(u64, u64, u32)>,
+    /// Set once a read found it unreadable or corrupt: its rows are misses.
+    pub(crate) bad: AtomicBool,
+}
+
+impl SegmentFile {
+    /// Opens the segment at `path`: reads its footer, checks its layout
+    /// against `expected` and that its checksums cover every byte before
+    /// the footer.
+    pub(crate) fn open(path: &Path, expected: &SchemaRef) -> Result<SegmentFile, SegmentFault> {
+        let unreadable = |e: std::io::Error| SegmentFault::Unreadable(e.to_string());
+        let corrupt = |e: parquet::errors::ParquetError| SegmentFault::Corrupt(e.to_string());
+        let mut file = File::open(path).map_err(unreadable)?;
+        let len = file.metadata().map_err(unreadable)?.len();
+        let mut tail = [0u8; 8];
+        if len < 12 {
+            return Err(SegmentFault::Corrupt(
+                "it is too short to be Parquet".into(),
+            ));
+        }
+        read_at(&mut file, &mut tail, len - 8).map_err(unreadable)?;
+        let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(corrupt)?;
+        check_layout(meta.schema(), expected)?;
+        let regions = checksum_regions(meta.metadata(), footer_start(len, &tail)?)?;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Ok(SegmentFile {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            path: path.to_path_buf(),
+            meta,
+            regions,
+            bad: AtomicBool::new(false),
+        })
+    }
+
+    /// The rows of each row group, in order.
+    pub(crate) fn group_rows(&self) -> Vec<usize> {
+        self.meta
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows().max(0) as usize)
+            .collect()
+    }
+
+    /// Every row's signature, in order (read without checking checksums:
+    /// an index built from them only proposes rows, and every proposed row
+    /// is confirmed against a checked read of its row group).
+    pub(crate) fn signatures(&self) -> Result<Vec<FixedSizeBinaryArray>, SegmentFault> {
+        let corrupt = |e: String| SegmentFault::Corrupt(e);
+        let file = File::open(&self.path).map_err(|e| SegmentFault::Unreadable(e.to_string()))?;
+        let mask = ProjectionMask::roots(self.meta.metadata().file_metadata().schema_descr(), [0]);
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
+            .with_projection(mask)
+            .with_batch_size(1 << 16)
+            .build()
+            .map_err(|e| corrupt(e.to_string()))?;
+        let mut out = Vec::new();
+        let mut rows = 0;
+        for batch in reader {
+            let batch = batch.map_err(|e| corrupt(e.to_string()))?;
+            let column = batch
+                .column(0)
+                .as_fixed_size_binary_opt()
+                .filter(|c| c.value_length() == 32 && c.null_count() == 0)
+                .ok_or_else(|| corrupt("null or malformed signatures".into()))?;
+            rows += column.len();
+            out.push(column.clone());
+        }
+        if rows != self.group_rows().iter().sum::<usize>() {
+            return Err(corrupt("fewer signatures than rows".into()));
+        }
+        Ok(out)
+    }
+
+    /// Reads row group `group` as batches laid out as `expected`, after
+    /// checking the checksums of the regions that hold its bytes.
+    pub(crate) fn read_group(
+        &self,
+        group: usize,
+        expected: &SchemaRef,
+    ) -> Result<Vec<RecordBatch>, SegmentFault> {
+        let corrupt = |m: String| SegmentFault::Corrupt(m);
+        let meta = self.meta.metadata();
+        let rg = meta
+            .row_groups()
+            .get(group)
+            .ok_or_else(|| corrupt(format!("it has no row group {group}")))?;
+        // The bytes of the group's column chunks.
+        let mut lo = u64::MAX;
+        let mut hi = 0u64;
+        for column in rg.columns() {
+            let start = column
+                .dictionary_page_offset()
+                .unwrap_or(column.data_page_offset());
+            let size = column.compressed_size();
+            if start < 0 || size < 0 {
+                return Err(corrupt("a column chunk has a negative offset".into()));
+            }
+            lo = lo.min(start as u64);
+            hi = hi.max(start as u64 + size as u64);
+        }
+        // The checksummed regions that hold them, read and checked whole.
+        let covering: Vec<&(u64, u64, u32)> = self
+            .regions
+            .iter()
+            .filter(|(s, e, _)| *s < hi && *e > lo)
+            .collect();
+        let (Some(first), Some(last)) = (covering.first(), covering.last()) else {
+            return Err(corrupt(format!(
+                "row group {group} lies outside its checksums"
+            )));
+        };
+        let base = first.0;
+        let mut buf = vec![0u8; (last.1 - base) as usize];
+        let mut file =
+            File::open(&self.path).map_err(|e| SegmentFault::Unreadable(e.to_string()))?;
+        read_at(&mut file, &mut buf, base).map_err(|e| SegmentFault::Unreadable(e.to_string()))?;
+        for &&(s, e, crc) in &covering {
+            check_region(&buf[(s - base) as usize..(e - base) as usize], s, e, crc)?;
+        }
+        let window = Window {
+            base,
+            bytes: bytes::Bytes::from(buf),
+            len: file.metadata().map(|m| m.len()).unwrap_or(0),
+        };
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(window, self.meta.clone())
+            .with_row_groups(vec![group])
+            .with_batch_size(batch_rows(
+                rg.num_rows().max(0) as usize,
+                rg.total_byte_size(),
+            ))
+            .build()
+            .map_err(|e| corrupt(e.to_string()))?;
+        let mut out = Vec::new();
+        for batch in reader {
+            let batch = batch.map_err(|e| corrupt(e.to_string()))?;
+            if batch.column(0).null_count() > 0 {
+                return Err(corrupt("null signatures".into()));
+            }
+            out.push(
+                RecordBatch::try_new(expected.clone(), batch.columns().to_vec())
+                    .map_err(|e| corrupt(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Fills `buf` from `file` at offset `at`.
+fn read_at(file: &mut File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+    file.seek(SeekFrom::Start(at))?;
+    file.read_exact(buf)
+}
+
+/// The checked bytes of some regions of a file, as a Parquet reader's
+/// input: reads outside them fail.
+struct Window {
+    base: u64,
+    bytes: bytes::Bytes,
+    len: u64,
+}
+
+impl Window {
+    fn slice(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        let from = start.checked_sub(self.base);
+        match from.map(|f| f as usize) {
+            Some(f)
+                if f.checked_add(length)
+                    .is_some_and(|end| end <= self.bytes.len()) =>
+            {
+                Ok(self.bytes.slice(f..f + length))
+            }
+            _ => Err(parquet::errors::ParquetError::General(format!(
+                "bytes {start}..+{length} lie outside the checked regions"
+            ))),
+        }
+    }
+}
+
+impl parquet::file::reader::Length for Window {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl parquet::file::reader::ChunkReader for Window {
+    type T = bytes::buf::Reader<bytes::Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let rest = (self.base + self.bytes.len() as u64).saturating_sub(start) as usize;
+        Ok(bytes::Buf::reader(self.slice(start, rest)?))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        self.slice(start, length)
+    }
 }
 
 /// Reads one segment as Arrow batches after checking its bytes against
@@ -335,18 +600,14 @@ pub(crate) fn read_segment_as(
         .map_err(|e| corrupt(e.to_string()))?;
     verify_checksums(builder.metadata(), &bytes)?;
     let rows = builder.metadata().file_metadata().num_rows().max(1) as usize;
-    // Batches of at most about 1 GiB of values, so no column exceeds what
-    // one Arrow array holds (2 GiB of text).
     let bytes_decoded: i64 = builder
         .metadata()
         .row_groups()
         .iter()
         .map(|rg| rg.total_byte_size())
         .sum();
-    let per_row = (bytes_decoded.max(1) as usize).div_ceil(rows);
-    let fit = ((1usize << 30) / per_row.max(1)).max(1);
     let reader = builder
-        .with_batch_size(rows.min(1 << 20).min(fit))
+        .with_batch_size(batch_rows(rows, bytes_decoded))
         .build()
         .map_err(|e| corrupt(e.to_string()))?;
     let mut out = Vec::new();
@@ -366,24 +627,7 @@ pub(crate) fn read_segment_as(
             out.push(batch);
             continue;
         };
-        if schema.fields().len() != expected.fields().len() {
-            return Err(corrupt(format!(
-                "{} columns where {} were expected",
-                schema.fields().len(),
-                expected.fields().len()
-            )));
-        }
-        for (i, (got, want)) in schema.fields().iter().zip(expected.fields()).enumerate() {
-            if got.name() != want.name() || got.data_type() != want.data_type() {
-                return Err(corrupt(format!(
-                    "column {i} is `{}` ({}) where `{}` ({}) was expected",
-                    got.name(),
-                    got.data_type(),
-                    want.name(),
-                    want.data_type()
-                )));
-            }
-        }
+        check_layout(&schema, expected)?;
         if batch.column(0).null_count() > 0 {
             return Err(corrupt("null signatures".into()));
         }
