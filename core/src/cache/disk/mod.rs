@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
+use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
-use arrow_array::{Array, RecordBatch};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::EnabledStatistics;
@@ -68,53 +68,101 @@ pub struct DiskCache {
 /// they were stored, so each row group is read about once per run.
 pub const READ_CACHE_BYTES: usize = 256 << 20;
 
-/// Row groups read for lookups, by segment and group, with their size and
-/// when each was last used.
+/// Rows of one place as a lookup reads them: its batches (laid out as a
+/// segment), their signature columns, and each batch's first row.
+pub(crate) struct Loaded {
+    batches: Vec<RecordBatch>,
+    sigs: Vec<arrow_array::FixedSizeBinaryArray>,
+    starts: Vec<usize>,
+}
+
+impl Loaded {
+    fn new(batches: Vec<RecordBatch>) -> Loaded {
+        let sigs = batches
+            .iter()
+            .map(|b| b.column(0).as_fixed_size_binary().clone())
+            .collect();
+        let mut starts = Vec::with_capacity(batches.len());
+        let mut at = 0;
+        for b in &batches {
+            starts.push(at);
+            at += b.num_rows();
+        }
+        Loaded {
+            batches,
+            sigs,
+            starts,
+        }
+    }
+
+    /// Batch and row of row `row`, counted over all batches.
+    fn at(&self, row: usize) -> Option<(usize, usize)> {
+        let b = self.starts.partition_point(|&s| s <= row).checked_sub(1)?;
+        let r = row - self.starts[b];
+        (r < self.batches[b].num_rows()).then_some((b, r))
+    }
+
+    /// The signature stored in batch `b`, row `r`.
+    fn signature(&self, b: usize, r: usize) -> &[u8] {
+        &self.sigs[b].value_data()[r * 32..r * 32 + 32]
+    }
+}
+
+/// A row group read (or being read) for lookups: its rows once read
+/// (`None`: it could not be), their bytes, when last used.
+struct ReadGroup {
+    rows: Arc<std::sync::OnceLock<Option<Arc<Loaded>>>>,
+    size: usize,
+    used: u64,
+}
+
+/// Row groups read for lookups, by (segment id, group). Threads that want
+/// the same group at once read it once: the first reads, the others wait.
 #[derive(Default)]
 struct ReadGroups {
-    /// By (segment id, group): its batches, their size and last use.
     groups: HashMap<(u64, usize), ReadGroup>,
     bytes: usize,
     tick: u64,
 }
 
 impl ReadGroups {
-    fn get(&mut self, at: (u64, usize)) -> Option<Arc<Vec<RecordBatch>>> {
+    /// The cell of a group, made empty if it is not kept.
+    fn cell(&mut self, at: (u64, usize)) -> Arc<std::sync::OnceLock<Option<Arc<Loaded>>>> {
         self.tick += 1;
         let tick = self.tick;
-        self.groups.get_mut(&at).map(|(g, _, used)| {
-            *used = tick;
-            g.clone()
-        })
+        let group = self.groups.entry(at).or_insert_with(|| ReadGroup {
+            rows: Arc::default(),
+            size: 0,
+            used: tick,
+        });
+        group.used = tick;
+        group.rows.clone()
     }
 
-    /// Keeps a group read, dropping the least recently used ones beyond
-    /// [`READ_CACHE_BYTES`].
-    fn put(&mut self, at: (u64, usize), group: Arc<Vec<RecordBatch>>) {
-        let size: usize = group.iter().map(RecordBatch::get_array_memory_size).sum();
-        self.tick += 1;
-        if let Some((_, old, _)) = self.groups.insert(at, (group, size, self.tick)) {
-            self.bytes -= old;
-        }
-        self.bytes += size;
+    /// Counts the size of a group just read, dropping the least recently
+    /// used groups beyond [`READ_CACHE_BYTES`].
+    fn sized(&mut self, at: (u64, usize), size: usize) {
+        let Some(group) = self.groups.get_mut(&at) else {
+            return;
+        };
+        self.bytes = self.bytes - group.size + size;
+        group.size = size;
         while self.bytes > READ_CACHE_BYTES && self.groups.len() > 1 {
             let Some(oldest) = self
                 .groups
                 .iter()
-                .min_by_key(|(_, (_, _, used))| *used)
+                .filter(|(k, _)| **k != at)
+                .min_by_key(|(_, g)| g.used)
                 .map(|(k, _)| *k)
             else {
                 break;
             };
-            if let Some((_, size, _)) = self.groups.remove(&oldest) {
-                self.bytes -= size;
+            if let Some(g) = self.groups.remove(&oldest) {
+                self.bytes -= g.size;
             }
         }
     }
 }
-
-/// A row group read: its batches, their bytes, when last used.
-type ReadGroup = (Arc<Vec<RecordBatch>>, usize, u64);
 
 /// Batches that hold hits, and per requested signature its batch among
 /// them and row there.
@@ -212,26 +260,37 @@ impl DiskCache {
         let Ok(expected) = segment_schema(key) else {
             return;
         };
-        let opened = par_map(&paths, |path| {
-            let file = SegmentFile::open(path, &expected)?;
-            let sigs = file.signatures()?;
-            Ok::<_, SegmentFault>((file, sigs))
-        });
-        // One reservation for all new rows: growing the index row by row
-        // rehashes it many times over.
+        // Footers first, to size the index once for all new rows (growing
+        // it step by step rehashes it many times over).
+        let opened = par_map(&paths, |path| SegmentFile::open(path, &expected));
         let rows: usize = opened
             .iter()
             .flatten()
-            .flat_map(|(_, sigs)| sigs.iter().map(|s| s.len()))
+            .map(|f| f.group_rows().iter().sum::<usize>())
             .sum();
         data.reserve(rows);
+        let mut files = Vec::new();
         for (path, opened) in paths.into_iter().zip(opened) {
             match opened {
-                Ok((file, sigs)) => {
-                    data.add_segment(Arc::new(file), &sigs);
-                    data.segments.insert(path);
-                }
+                Ok(file) => files.push((path, file)),
                 Err(fault) => self.fault(key, &path, fault),
+            }
+        }
+        // Then the signatures, a few segments at a time, so that only
+        // theirs are held at once besides the index.
+        let at_once = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut files = files.into_iter().peekable();
+        while files.peek().is_some() {
+            let some: Vec<(PathBuf, SegmentFile)> = files.by_ref().take(at_once).collect();
+            let sigs = par_map(&some, |(_, file)| file.signatures());
+            for ((path, file), sigs) in some.into_iter().zip(sigs) {
+                match sigs {
+                    Ok(sigs) => {
+                        data.add_segment(Arc::new(file), &sigs);
+                        data.segments.insert(path);
+                    }
+                    Err(fault) => self.fault(key, &path, fault),
+                }
             }
         }
     }
@@ -273,33 +332,41 @@ impl DiskCache {
         key: &CacheKey,
         place: &Place,
         expected: &arrow_schema::SchemaRef,
-    ) -> Option<Arc<Vec<RecordBatch>>> {
+    ) -> Option<Arc<Loaded>> {
         let (file, group) = match place {
-            Place::Memory(batch) => return Some(Arc::new(vec![batch.clone()])),
+            Place::Memory(batch) => return Some(Arc::new(Loaded::new(vec![batch.clone()]))),
             Place::Disk(file, group, _) => (file, *group),
         };
         if file.bad.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
         let at = (file.id, group);
-        if let Some(hit) = self.read.lock().unwrap_or_else(|e| e.into_inner()).get(at) {
-            return Some(hit);
+        let cell = self.read.lock().unwrap_or_else(|e| e.into_inner()).cell(at);
+        let mut read = None;
+        let rows = cell.get_or_init(|| {
+            let rows = match file.read_group(group, expected) {
+                Ok(batches) => Some(Arc::new(Loaded::new(batches))),
+                Err(fault) => {
+                    file.bad.store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.fault(key, &file.path, fault);
+                    None
+                }
+            };
+            read = rows.as_ref().map(|r| {
+                r.batches
+                    .iter()
+                    .map(RecordBatch::get_array_memory_size)
+                    .sum::<usize>()
+            });
+            rows
+        });
+        if let Some(size) = read {
+            self.read
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .sized(at, size);
         }
-        match file.read_group(group, expected) {
-            Ok(batches) => {
-                let batches = Arc::new(batches);
-                self.read
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .put(at, batches.clone());
-                Some(batches)
-            }
-            Err(fault) => {
-                file.bad.store(true, std::sync::atomic::Ordering::Relaxed);
-                self.fault(key, &file.path, fault);
-                None
-            }
-        }
+        rows.clone()
     }
 
     /// Where each of `sigs` is stored: the batches that hold hits, and per
@@ -312,16 +379,22 @@ impl DiskCache {
             .unwrap_or_else(|e| e.into_inner())
             .propose(sigs);
         let expected = segment_schema(key)?;
-        let loaded: Vec<Option<Arc<Vec<RecordBatch>>>> = proposed
+        let loaded: Vec<Option<(Arc<Loaded>, usize)>> = proposed
             .places
             .iter()
-            .map(|place| self.load(key, place, &expected))
+            .map(|place| {
+                let skip = match place {
+                    Place::Disk(_, _, skip) => *skip,
+                    Place::Memory(_) => 0,
+                };
+                Some((self.load(key, place, &expected)?, skip))
+            })
             .collect();
         let mut lent: Vec<RecordBatch> = Vec::new();
         // Per place, per batch of it, its index in `lent`.
         let mut lent_at: Vec<Vec<Option<usize>>> = loaded
             .iter()
-            .map(|l| vec![None; l.as_ref().map_or(0, |b| b.len())])
+            .map(|l| vec![None; l.as_ref().map_or(0, |(l, _)| l.batches.len())])
             .collect();
         let rows = proposed
             .rows
@@ -329,18 +402,13 @@ impl DiskCache {
             .zip(sigs)
             .map(|(at, sig)| {
                 let (k, r) = (*at)?;
-                let skip = match &proposed.places[k] {
-                    Place::Disk(_, _, skip) => *skip,
-                    Place::Memory(_) => 0,
-                };
-                let batches = loaded[k].as_ref()?;
-                let (b, r) = within(batches, r + skip)?;
-                let batch = &batches[b];
-                if batch.column(0).as_fixed_size_binary().value(r) != sig.0 {
+                let (rows, skip) = loaded[k].as_ref()?;
+                let (b, r) = rows.at(r + skip)?;
+                if rows.signature(b, r) != sig.0 {
                     return None;
                 }
                 let at = lent_at[k][b].get_or_insert_with(|| {
-                    lent.push(batch.clone());
+                    lent.push(rows.batches[b].clone());
                     lent.len() - 1
                 });
                 Some((*at, r))
@@ -348,17 +416,6 @@ impl DiskCache {
             .collect();
         Ok((lent, rows))
     }
-}
-
-/// Batch and row of row `row` of `batches` counted over all of them.
-fn within(batches: &[RecordBatch], mut row: usize) -> Option<(usize, usize)> {
-    for (b, batch) in batches.iter().enumerate() {
-        if row < batch.num_rows() {
-            return Some((b, row));
-        }
-        row -= batch.num_rows();
-    }
-    None
 }
 
 /// Entry counts and sizes of one node version's dataset.

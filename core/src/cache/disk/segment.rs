@@ -401,13 +401,12 @@ impl SegmentFile {
         let corrupt = |e: parquet::errors::ParquetError| SegmentFault::Corrupt(e.to_string());
         let mut file = File::open(path).map_err(unreadable)?;
         let len = file.metadata().map_err(unreadable)?.len();
-        let mut tail = [0u8; 8];
         if len < 12 {
             return Err(SegmentFault::Corrupt(
                 "it is too short to be Parquet".into(),
             ));
         }
-        read_at(&mut file, &mut tail, len - 8).map_err(unreadable)?;
+        let tail = read_at(&mut file, 8, len - 8).map_err(unreadable)?;
         let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(corrupt)?;
         check_layout(meta.schema(), expected)?;
         let regions = checksum_regions(meta.metadata(), footer_start(len, &tail)?)?;
@@ -500,10 +499,10 @@ impl SegmentFile {
             )));
         };
         let base = first.0;
-        let mut buf = vec![0u8; (last.1 - base) as usize];
         let mut file =
             File::open(&self.path).map_err(|e| SegmentFault::Unreadable(e.to_string()))?;
-        read_at(&mut file, &mut buf, base).map_err(|e| SegmentFault::Unreadable(e.to_string()))?;
+        let buf = read_at(&mut file, (last.1 - base) as usize, base)
+            .map_err(|e| SegmentFault::Unreadable(e.to_string()))?;
         for &&(s, e, crc) in &covering {
             check_region(&buf[(s - base) as usize..(e - base) as usize], s, e, crc)?;
         }
@@ -535,10 +534,18 @@ impl SegmentFile {
     }
 }
 
-/// Fills `buf` from `file` at offset `at`.
-fn read_at(file: &mut File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+/// `len` bytes of `file` from offset `at`.
+fn read_at(file: &mut File, len: usize, at: u64) -> std::io::Result<Vec<u8>> {
     file.seek(SeekFrom::Start(at))?;
-    file.read_exact(buf)
+    let mut buf = Vec::with_capacity(len);
+    file.take(len as u64).read_to_end(&mut buf)?;
+    if buf.len() < len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{} bytes where {len} were expected", buf.len()),
+        ));
+    }
+    Ok(buf)
 }
 
 /// The checked bytes of some regions of a file, as a Parquet reader's
