@@ -60,6 +60,7 @@ fn engine(name: &str) -> Option<Arc<dyn Engine>> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rows = 20_000_000usize;
+    let mut chunk_rows = Table::DEFAULT_CHUNK_ROWS;
     let mut name = if cfg!(feature = "datafusion") {
         "datafusion".to_string()
     } else {
@@ -70,6 +71,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match arg.as_str() {
             "--rows" => rows = args.next().ok_or("--rows needs a number")?.parse()?,
             "--engine" => name = args.next().ok_or("--engine needs a name")?,
+            "--chunk-rows" => {
+                chunk_rows = args.next().ok_or("--chunk-rows needs a number")?.parse()?
+            }
             other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
@@ -118,7 +122,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let start = Instant::now();
         let written = pipeline
             .map_table(
-                Table::parquet(&input)?.carry(["id"]),
+                Table::parquet(&input)?.carry(["id"]).chunk_rows(chunk_rows),
                 Inputs::new(),
                 MapOptions::default().outputs(["word_count"]),
             )?

@@ -264,6 +264,75 @@ fn rows_from_a_table_and_values_from_a_vec_share_their_cache_entries() {
 }
 
 #[test]
+fn an_arrow_array_maps_like_a_vec_of_its_values_on_every_engine() {
+    for (name, engine) in common::engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = texts(3000);
+        let computed = Arc::new(Computed::default());
+        let p = pipeline()
+            .with_shared_engine(engine)
+            .with_cache(DiskCache::new(dir.path()))
+            .with_callback(computed.clone());
+        // The first 1,000 from a Vec, then all 3,000 from an array: only
+        // the 2,000 new ones run, and the results are the Vec's.
+        let from_vec = p
+            .map(
+                Inputs::new()
+                    .with("text", t[..1000].to_vec())
+                    .with("factor", 2i64),
+                ["text"],
+            )
+            .unwrap();
+        assert_eq!(computed.0.swap(0, Ordering::Relaxed), 1000, "{name}");
+        let array: ArrayRef = Arc::new(StringArray::from(t.clone()));
+        let from_array = p
+            .map(
+                Inputs::new()
+                    .with_array("text", array.clone())
+                    .with("factor", 2i64),
+                ["text"],
+            )
+            .unwrap();
+        assert_eq!(computed.0.swap(0, Ordering::Relaxed), 2000, "{name}");
+        let want: Vec<i64> = expected_counts(&t)
+            .into_iter()
+            .map(|c| c.unwrap() * 2)
+            .collect();
+        assert_eq!(from_array.values::<i64>("scaled").unwrap(), want, "{name}");
+        assert_eq!(
+            from_vec.values::<i64>("scaled").unwrap(),
+            want[..1000],
+            "{name}"
+        );
+        // Another data type, or a null where the input takes none: named
+        // errors before anything runs.
+        let wrong: ArrayRef = Arc::new(Int64Array::from(vec![1i64, 2]));
+        let err = p
+            .map(
+                Inputs::new().with_array("text", wrong).with("factor", 2i64),
+                ["text"],
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::ColumnType { input, node, .. } if input == "text" && node == "count"),
+            "{name}: {err}"
+        );
+        let holed: ArrayRef = Arc::new(StringArray::from(vec![Some("a b"), None]));
+        let err = p
+            .map(
+                Inputs::new().with_array("text", holed).with("factor", 2i64),
+                ["text"],
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::NullValue { row: 1, input, .. } if input == "text"),
+            "{name}: {err}"
+        );
+        assert_eq!(computed.0.load(Ordering::Relaxed), 0, "{name}");
+    }
+}
+
+#[test]
 fn columns_are_checked_against_their_inputs_before_anything_runs() {
     let p = pipeline();
     let fixed = || Inputs::new().with("factor", 1i64);

@@ -6,6 +6,43 @@ use std::collections::BTreeMap;
 use crate::error::Error;
 use crate::value::Value;
 
+/// A mapped input's elements given as one Arrow array ([`Inputs::with_array`]).
+#[derive(Debug)]
+pub(crate) struct ArrowList(pub(crate) arrow_array::ArrayRef);
+
+/// The elements `array` gives mapped input `name` (described by `info`),
+/// checked: the data type its type reads as, and nulls only for an `Option`.
+pub(crate) fn elements_as(
+    name: &str,
+    info: &crate::pipeline::InputInfo,
+    array: &arrow_array::ArrayRef,
+) -> Result<arrow_array::ArrayRef, Error> {
+    let node = info.consumers.first().cloned().unwrap_or_default();
+    let wanted = info.ty.field(name);
+    let Some(wanted) = wanted.filter(|w| w.data_type() == array.data_type()) else {
+        return Err(Error::ColumnType {
+            column: name.to_string(),
+            input: name.to_string(),
+            node,
+            column_type: array.data_type().to_string(),
+            input_type: match info.ty.field(name) {
+                Some(w) => format!("{}, read as {}", info.ty.name(), w.data_type()),
+                None => format!("{}, which has no Arrow form", info.ty.name()),
+            },
+        });
+    };
+    if !wanted.is_nullable() && array.null_count() > 0 {
+        let row = (0..array.len()).find(|&r| array.is_null(r)).unwrap_or(0);
+        return Err(Error::NullValue {
+            column: name.to_string(),
+            input: name.to_string(),
+            node,
+            row,
+        });
+    }
+    Ok(array.clone())
+}
+
 /// Named input values for `run`, `map` or `bind`.
 ///
 /// String literals are accepted where nodes take `String` (and `Vec<&str>`
@@ -30,6 +67,31 @@ impl Inputs {
     /// Adds (or replaces) an input.
     pub fn insert<T: Any + Send + Sync>(&mut self, name: impl Into<String>, value: T) {
         self.values.insert(name.into(), Value::from_user(value));
+    }
+
+    /// Adds (or replaces) a mapped input whose elements are the rows of an
+    /// Arrow array, builder style: the same map as a `Vec` of those
+    /// values (same results and cache entries), but columnar engines take
+    /// the array as it is instead of building one from values. The array's
+    /// data type must be the one the input's type reads as, and it may
+    /// hold nulls only if that type is an `Option`; both are checked when
+    /// the map starts.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use hypernodes_core::{Inputs, Pipeline, node};
+    ///
+    /// #[node(output = "doubled")]
+    /// fn double(x: i64) -> i64 { x * 2 }
+    ///
+    /// let p = Pipeline::new([double::node()]).unwrap();
+    /// let xs = Arc::new(arrow_array::Int64Array::from(vec![1, 2, 3]));
+    /// let r = p.map(Inputs::new().with_array("x", xs), ["x"]).unwrap();
+    /// assert_eq!(r.values::<i64>("doubled").unwrap(), [2, 4, 6]);
+    /// ```
+    pub fn with_array(mut self, name: impl Into<String>, elements: arrow_array::ArrayRef) -> Self {
+        self.insert_value(name, Value::new(ArrowList(elements)));
+        self
     }
 
     /// Adds (or replaces) an already type-erased input.

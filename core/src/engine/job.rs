@@ -64,8 +64,62 @@ pub(crate) struct MappedList {
     pub(crate) name: String,
     pub(crate) slot: Option<usize>,
     pub(crate) ty: crate::value::ValueType,
-    pub(crate) list: Value,
+    /// The list as a value (`Vec<T>`); for elements given as an Arrow
+    /// array, made from it when a row engine first asks.
+    list: std::sync::OnceLock<Result<Value, crate::value::ValueError>>,
+    /// The elements as given in one Arrow array (of the element type's
+    /// data type), if they were: columnar engines take it as it is.
+    array: Option<arrow_array::ArrayRef>,
     pub(crate) len: usize,
+}
+
+impl MappedList {
+    /// A mapped input given as a list value (`Vec<T>`) of `len` elements.
+    pub(crate) fn of_values(
+        name: String,
+        ty: crate::value::ValueType,
+        list: Value,
+        len: usize,
+    ) -> Self {
+        MappedList {
+            name,
+            slot: None,
+            ty,
+            list: std::sync::OnceLock::from(Ok(list)),
+            array: None,
+            len,
+        }
+    }
+
+    /// A mapped input whose elements are the rows of `array`.
+    pub(crate) fn of_array(
+        name: String,
+        ty: crate::value::ValueType,
+        array: arrow_array::ArrayRef,
+    ) -> Self {
+        MappedList {
+            name,
+            slot: None,
+            ty,
+            list: std::sync::OnceLock::new(),
+            len: array.len(),
+            array: Some(array),
+        }
+    }
+
+    /// The list as a value (`Vec<T>`).
+    pub(crate) fn list(&self) -> Result<&Value, Error> {
+        self.list
+            .get_or_init(|| match &self.array {
+                Some(array) => self.ty.list_from_array(array),
+                None => Err(crate::value::ValueError::new::<Value>("no list")),
+            })
+            .as_ref()
+            .map_err(|e| Error::External {
+                what: format!("reading the elements of mapped input `{}`", self.name),
+                source: Box::new(e.clone()),
+            })
+    }
 }
 
 /// A mapped input's elements as one Arrow array, and their value hashes as a
@@ -165,18 +219,20 @@ impl MapJob {
                     name: name.clone(),
                     needed_by: info.consumers.clone(),
                 })?;
+            if let Some(crate::io::ArrowList(array)) = list.downcast_ref() {
+                mapped.push(MappedList::of_array(
+                    name.clone(),
+                    info.ty,
+                    crate::io::elements_as(name, info, array)?,
+                ));
+                continue;
+            }
             let len = info.ty.list_len(&list).ok_or_else(|| Error::NotAList {
                 name: name.clone(),
                 expected: info.ty.name(),
                 actual: list.type_name(),
             })?;
-            mapped.push(MappedList {
-                name: name.clone(),
-                slot: None,
-                ty: info.ty,
-                list,
-                len,
-            });
+            mapped.push(MappedList::of_values(name.clone(), info.ty, list, len));
         }
         let mut job = Self::build(exec, &fixed, mapped, options)?;
         job.top_level = true;
@@ -417,7 +473,7 @@ impl MapJob {
     ) -> Result<(), Error> {
         for (m, i) in self.mapped.iter().zip(self.element_indices(index)) {
             if let Some(slot) = m.slot {
-                let value = m.ty.list_item(&m.list, i).ok_or_else(|| Error::Engine {
+                let value = m.ty.list_item(m.list()?, i).ok_or_else(|| Error::Engine {
                     message: format!("mapped input `{}` has no element {i}", m.name),
                 })?;
                 slots[slot] = Some(value);
@@ -438,7 +494,15 @@ impl MapJob {
                         type_name: m.ty.name(),
                         message: "its elements have no Arrow form".into(),
                     };
-                    let array = m.ty.list_type().ok_or_else(no_form)?.to_array(&[&m.list])?;
+                    if let Some(array) = &m.array {
+                        let hashes = crate::signature::hash_column(array)?;
+                        return Ok((array.clone(), hashes));
+                    }
+                    let list = match m.list.get() {
+                        Some(Ok(list)) => list,
+                        _ => return Err(no_form()),
+                    };
+                    let array = m.ty.list_type().ok_or_else(no_form)?.to_array(&[list])?;
                     let list = arrow_array::cast::AsArray::as_list_opt::<i32>(array.as_ref())
                         .ok_or_else(no_form)?;
                     let offsets = list.value_offsets();

@@ -80,13 +80,7 @@ impl Exec {
                     expected: ty.name(),
                     actual: list.type_name(),
                 })?;
-                mapped.push(MappedList {
-                    name: port.inner.clone(),
-                    slot: None,
-                    ty,
-                    list,
-                    len,
-                });
+                mapped.push(MappedList::of_values(port.inner.clone(), ty, list, len));
             }
         }
         let names: Vec<String> = mapped.iter().map(|m| m.name.clone()).collect();
@@ -259,13 +253,7 @@ impl Exec {
             let Some(list) = ty.make_list(std::mem::take(&mut columns[i])) else {
                 return Ok(None);
             };
-            mapped.push(MappedList {
-                name: port.inner.clone(),
-                slot: None,
-                ty,
-                list,
-                len: total,
-            });
+            mapped.push(MappedList::of_values(port.inner.clone(), ty, list, total));
         }
         // Per inner output, every element's value (none at all when every
         // row's lists are empty: each row then gets empty lists).

@@ -14,7 +14,6 @@ use super::Table;
 use super::read::Chunks;
 use super::write::{ParquetSink, Written};
 use crate::map::{ErrorPolicy, MapOptions};
-use crate::value::ValueType;
 use crate::{Error, Inputs, Pipeline};
 
 /// One table column feeding one mapped input.
@@ -22,7 +21,6 @@ struct Feed {
     column: String,
     input: String,
     node: String,
-    ty: ValueType,
     data_type: DataType,
     nullable: bool,
 }
@@ -136,7 +134,6 @@ impl Pipeline {
                 column: field.name().clone(),
                 input: input.name.clone(),
                 node,
-                ty: input.ty,
                 data_type: wanted.data_type().clone(),
                 nullable: wanted.is_nullable(),
             });
@@ -304,14 +301,10 @@ impl TableMap<'_> {
             } else {
                 arrow_cast::cast(&array, &feed.data_type)?
             };
-            let list = feed
-                .ty
-                .list_from_array(&array)
-                .map_err(|e| Error::External {
-                    what: format!("reading column `{}`", feed.column),
-                    source: Box::new(e),
-                })?;
-            inputs.insert_value(feed.input.clone(), list);
+            inputs.insert_value(
+                feed.input.clone(),
+                crate::value::Value::new(crate::io::ArrowList(array)),
+            );
         }
         let result = self.pipeline.map(inputs, self.options.clone())?;
         for f in result.failures() {
