@@ -20,6 +20,11 @@
 #[path = "shared/workload.rs"]
 mod workload;
 
+/// The allocator of this program (not of the library): mimalloc, as the
+/// `throughput` example uses, so the two compare like for like.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::Instant;
 
