@@ -13,8 +13,11 @@ pub use hypernodes_core::*;
 /// [`ParallelEngine`] always, `DataFusionEngine` with the `datafusion`
 /// feature (with `NodeCodec`, which decodes its plans in another process,
 /// `dataframe_table`, which maps over a query's results, and the
-/// `datafusion` crate it is built on).
+/// `datafusion` crate it is built on), and `BallistaEngine` with the
+/// `ballista` feature.
 pub mod engines {
+    #[cfg(feature = "ballista")]
+    pub use hypernodes_ballista::BallistaEngine;
     pub use hypernodes_core::{ParallelEngine, SeqEngine};
     #[cfg(feature = "datafusion")]
     pub use hypernodes_datafusion::{

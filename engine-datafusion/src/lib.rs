@@ -267,12 +267,28 @@ impl Engine for DataFusionEngine {
     }
 
     fn map(&self, job: &std::sync::Arc<MapJob>) -> Result<MapResult, Error> {
+        self.map_on(job, |df| block_on(df.collect()).map_err(df_error))
+    }
+}
+
+impl DataFusionEngine {
+    /// Runs `job` as this engine does, with the lowered plan executed by
+    /// `execute` (here, or on a cluster that decodes its UDFs with
+    /// [`NodeCodec`]): lowers it, lets `execute` collect the plan's
+    /// batches, and places each row by its item.
+    pub fn map_on(
+        &self,
+        job: &std::sync::Arc<MapJob>,
+        execute: impl FnOnce(
+            datafusion::dataframe::DataFrame,
+        ) -> Result<Vec<arrow_array::RecordBatch>, Error>,
+    ) -> Result<MapResult, Error> {
         let lowered = lower::lower(self, job)?;
-        let collected = block_on(lowered.df.collect());
+        let collected = execute(lowered.df);
         if let Some(fatal) = job.state().take_map_failure() {
             return Err(fatal);
         }
-        let batches = collected.map_err(df_error)?;
+        let batches = collected?;
         // Rows arrive in any order: place each by its item.
         let len = job.len();
         let items_of: Vec<&[u64]> = batches
