@@ -76,8 +76,10 @@ pub struct Table {
 }
 
 impl Table {
-    /// Rows per chunk unless [`Table::chunk_rows`] says otherwise.
-    pub const DEFAULT_CHUNK_ROWS: usize = 65_536;
+    /// Rows per chunk unless [`Table::chunk_rows`] says otherwise: enough
+    /// that what each chunk pays once (a plan, a cache flush) stays small
+    /// beside its rows, few enough that a chunk of text is tens of MB.
+    pub const DEFAULT_CHUNK_ROWS: usize = 262_144;
 
     /// A table of record batches (all with the same schema).
     pub fn from_batches(batches: impl IntoIterator<Item = RecordBatch>) -> Table {
