@@ -10,33 +10,45 @@ use crate::value::Value;
 #[derive(Debug)]
 pub(crate) struct ArrowList(pub(crate) arrow_array::ArrayRef);
 
-/// The elements `array` gives mapped input `name` (described by `info`),
-/// checked: the data type its type reads as, and nulls only for an `Option`.
+/// The error for a column of type `column_type` given for `input`: its
+/// type cannot read it (names the column, the input, a node taking it, and
+/// both types).
+pub(crate) fn column_type_error(
+    column: &str,
+    input: &crate::pipeline::InputInfo,
+    column_type: &arrow_schema::DataType,
+) -> Error {
+    Error::ColumnType {
+        column: column.to_string(),
+        input: input.name.clone(),
+        node: input.consumers.first().cloned().unwrap_or_default(),
+        column_type: column_type.to_string(),
+        input_type: match input.ty.field(&input.name) {
+            Some(w) => format!("{}, read as {}", input.ty.name(), w.data_type()),
+            None => format!("{}, which has no Arrow form", input.ty.name()),
+        },
+    }
+}
+
+/// The elements `array` gives mapped input `info`, checked: the data type
+/// its type reads as, and nulls only for an `Option`.
 pub(crate) fn elements_as(
-    name: &str,
     info: &crate::pipeline::InputInfo,
     array: &arrow_array::ArrayRef,
 ) -> Result<arrow_array::ArrayRef, Error> {
-    let node = info.consumers.first().cloned().unwrap_or_default();
-    let wanted = info.ty.field(name);
-    let Some(wanted) = wanted.filter(|w| w.data_type() == array.data_type()) else {
-        return Err(Error::ColumnType {
-            column: name.to_string(),
-            input: name.to_string(),
-            node,
-            column_type: array.data_type().to_string(),
-            input_type: match info.ty.field(name) {
-                Some(w) => format!("{}, read as {}", info.ty.name(), w.data_type()),
-                None => format!("{}, which has no Arrow form", info.ty.name()),
-            },
-        });
+    let Some(wanted) = info
+        .ty
+        .field(&info.name)
+        .filter(|w| w.data_type() == array.data_type())
+    else {
+        return Err(column_type_error(&info.name, info, array.data_type()));
     };
     if !wanted.is_nullable() && array.null_count() > 0 {
         let row = (0..array.len()).find(|&r| array.is_null(r)).unwrap_or(0);
         return Err(Error::NullValue {
-            column: name.to_string(),
-            input: name.to_string(),
-            node,
+            column: info.name.clone(),
+            input: info.name.clone(),
+            node: info.consumers.first().cloned().unwrap_or_default(),
             row,
         });
     }

@@ -30,7 +30,6 @@ use hypernodes_datafusion::{DataFusionEngine, NodeCodec};
 /// Runs maps on a Ballista cluster (see the crate docs).
 pub struct BallistaEngine {
     lowering: DataFusionEngine,
-    registry: NodeRegistry,
     codec: Arc<NodeCodec>,
     cluster: OnceLock<Result<SessionContext, String>>,
     /// One map at a time: the codec gathers the failures of the map it runs.
@@ -56,8 +55,7 @@ impl BallistaEngine {
     pub fn standalone(registry: NodeRegistry) -> Self {
         BallistaEngine {
             lowering: DataFusionEngine::new(),
-            codec: Arc::new(NodeCodec::new(registry.clone())),
-            registry,
+            codec: Arc::new(NodeCodec::new(registry)),
             cluster: OnceLock::new(),
             running: std::sync::Mutex::new(()),
         }
@@ -96,7 +94,8 @@ impl Engine for BallistaEngine {
         // Before anything is sent: every node of the plan is known to the
         // cluster in this very version of its code.
         for step in job.columnar()?.steps {
-            self.registry
+            self.codec
+                .registry()
                 .resolve(step.node.name(), &step.node.code_hash())?;
         }
         let ctx = self.cluster()?;

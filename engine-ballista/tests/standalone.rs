@@ -35,20 +35,27 @@ fn texts(n: usize) -> Vec<String> {
         .collect()
 }
 
+fn nodes() -> Pipeline {
+    Pipeline::new([clean::node(), count::node()]).unwrap()
+}
+
+/// The word counts of `t` mapped by `pipeline`.
+fn counts_on(pipeline: Pipeline, t: &[String]) -> Vec<i64> {
+    pipeline
+        .map(Inputs::new().with("text", t.to_vec()), ["text"])
+        .unwrap()
+        .values::<i64>("word_count")
+        .unwrap()
+}
+
 #[test]
 fn a_map_runs_on_a_standalone_cluster_like_on_seq_and_shares_its_cache() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let nodes = || Pipeline::new([clean::node(), count::node()]).unwrap();
     let registry = NodeRegistry::new().with_pipeline(&nodes());
     let engine = Arc::new(BallistaEngine::standalone(registry));
     let t = texts(2000);
-    let want = nodes()
-        .with_engine(SeqEngine)
-        .map(Inputs::new().with("text", t.clone()), ["text"])
-        .unwrap()
-        .values::<i64>("word_count")
-        .unwrap();
+    let want = counts_on(nodes().with_engine(SeqEngine), &t);
 
     // Half of them computed by SeqEngine into the cache first.
     CLEANS.store(0, Ordering::SeqCst);
@@ -80,7 +87,7 @@ fn a_map_runs_on_a_standalone_cluster_like_on_seq_and_shares_its_cache() {
 #[test]
 fn failed_items_come_back_named_under_the_continue_policy() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let nodes = Pipeline::new([clean::node(), count::node()]).unwrap();
+    let nodes = nodes();
     let registry = NodeRegistry::new().with_pipeline(&nodes);
     let mut t = texts(300);
     t[17] = "poison pill".into();
@@ -107,28 +114,20 @@ fn failed_items_come_back_named_under_the_continue_policy() {
 #[test]
 fn twenty_thousand_items_finish_with_seq_results() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let nodes = || Pipeline::new([clean::node(), count::node()]).unwrap();
     let registry = NodeRegistry::new().with_pipeline(&nodes());
     let t = texts(20_000);
-    let want = nodes()
-        .with_engine(SeqEngine)
-        .map(Inputs::new().with("text", t.clone()), ["text"])
-        .unwrap()
-        .values::<i64>("word_count")
-        .unwrap();
-    let got = nodes()
-        .with_engine(BallistaEngine::standalone(registry))
-        .map(Inputs::new().with("text", t), ["text"])
-        .unwrap()
-        .values::<i64>("word_count")
-        .unwrap();
+    let want = counts_on(nodes().with_engine(SeqEngine), &t);
+    let got = counts_on(
+        nodes().with_engine(BallistaEngine::standalone(registry)),
+        &t,
+    );
     assert_eq!(got, want);
 }
 
 #[test]
 fn a_node_the_cluster_does_not_know_is_an_error_naming_it() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let nodes = Pipeline::new([clean::node(), count::node()]).unwrap();
+    let nodes = nodes();
     // The cluster knows `clean` only.
     let registry = NodeRegistry::new().with_node(clean::node());
     let err = nodes

@@ -175,6 +175,11 @@ impl NodeCodec {
         }
     }
 
+    /// The nodes (and resources) this codec resolves.
+    pub fn registry(&self) -> &NodeRegistry {
+        &self.registry
+    }
+
     /// Decodes a plan encoded by [`DataFusionEngine::encode_map`] for
     /// execution in `ctx`. A node missing from the registry, or linked in
     /// another version, is an [`Error::Registry`] naming it (and both code

@@ -223,7 +223,7 @@ impl MapJob {
                 mapped.push(MappedList::of_array(
                     name.clone(),
                     info.ty,
-                    crate::io::elements_as(name, info, array)?,
+                    crate::io::elements_as(info, array)?,
                 ));
                 continue;
             }

@@ -114,16 +114,8 @@ impl Pipeline {
                 });
             };
             let wanted = input.ty.field(&input.name);
-            let type_error = || Error::ColumnType {
-                column: field.name().clone(),
-                input: input.name.clone(),
-                node: node.clone(),
-                column_type: field.data_type().to_string(),
-                input_type: match &wanted {
-                    Some(w) => format!("{}, read as {}", input.ty.name(), w.data_type()),
-                    None => format!("{}, which has no Arrow form", input.ty.name()),
-                },
-            };
+            let type_error =
+                || crate::io::column_type_error(field.name(), input, field.data_type());
             let Some(wanted) = &wanted else {
                 return Err(type_error());
             };

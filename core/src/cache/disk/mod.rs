@@ -488,7 +488,7 @@ impl DiskCache {
     pub fn index_bytes(&self) -> usize {
         self.all_datasets()
             .iter()
-            .map(|d| d.read().unwrap_or_else(|e| e.into_inner()).index.bytes())
+            .map(|(_, d)| d.read().unwrap_or_else(|e| e.into_inner()).index.bytes())
             .sum()
     }
 
@@ -682,7 +682,7 @@ impl Cache for DiskCache {
     fn unwritten_rows(&self) -> usize {
         self.all_datasets()
             .iter()
-            .map(|d| {
+            .map(|(_, d)| {
                 d.read()
                     .unwrap_or_else(|e| e.into_inner())
                     .pending
@@ -703,25 +703,18 @@ impl Drop for DiskCache {
 
 impl DiskCache {
     /// Every dataset this instance knows, with its directory.
-    fn all_datasets(&self) -> Vec<Arc<RwLock<Dataset>>> {
+    fn all_datasets(&self) -> Vec<(PathBuf, Arc<RwLock<Dataset>>)> {
         self.datasets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
+            .iter()
+            .map(|(dir, d)| (dir.clone(), d.clone()))
             .collect()
     }
 
     /// Everything buffered, per dataset directory.
     fn take_pending(&self) -> Vec<(PathBuf, Pending)> {
-        let datasets: Vec<(PathBuf, Arc<RwLock<Dataset>>)> = self
-            .datasets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(dir, d)| (dir.clone(), d.clone()))
-            .collect();
-        datasets
+        self.all_datasets()
             .into_iter()
             .filter_map(|(dir, d)| {
                 let pending = d
