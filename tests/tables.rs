@@ -417,13 +417,23 @@ fn nulls_and_node_failures_fail_their_rows_under_the_error_policy_on_every_engin
         None,
     ]));
     let table = batch(vec![10, 11, 12, 13, 14], bodies);
-    for (name, engine) in common::engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nulls.parquet");
+    write_parquet(&file, std::slice::from_ref(&table));
+    let sources = [("batches", false), ("parquet", true)];
+    for ((name, engine), (kind, parquet)) in common::engines()
+        .into_iter()
+        .flat_map(|e| sources.map(|s| (e.clone(), s)))
+    {
+        let name = format!("{name} over {kind}");
         let p = pipeline().with_shared_engine(engine);
         let source = || {
-            Table::from_batches([table.clone()])
-                .rename([("body", "text")])
-                .carry(["id"])
-                .chunk_rows(3)
+            let t = if parquet {
+                Table::parquet(&file).unwrap()
+            } else {
+                Table::from_batches([table.clone()])
+            };
+            t.rename([("body", "text")]).carry(["id"]).chunk_rows(3)
         };
         // Stop: the first null is the error, naming column and row.
         let err = p
@@ -507,28 +517,42 @@ fn nulls_and_node_failures_fail_their_rows_under_the_error_policy_on_every_engin
 fn an_empty_table_writes_an_empty_file_with_the_output_columns() {
     let dir = tempfile::tempdir().unwrap();
     let empty = batch(vec![], Arc::new(StringArray::from(Vec::<String>::new())));
-    let path = dir.path().join("empty.parquet");
-    let written = pipeline()
-        .map_table(
-            Table::from_batches([empty])
-                .rename([("body", "text")])
-                .carry(["id"]),
-            Inputs::new().with("factor", 1i64),
-            MapOptions::default(),
-        )
-        .unwrap()
-        .write_parquet(&path)
-        .unwrap();
-    assert_eq!(written.rows, 0);
-    let file = std::fs::File::open(&path).unwrap();
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-    let names: Vec<String> = builder
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    assert_eq!(names, ["id", "word_count", "scaled"]);
+    let file = dir.path().join("empty-in.parquet");
+    write_parquet(&file, std::slice::from_ref(&empty));
+    for (name, engine) in common::engines() {
+        for parquet in [false, true] {
+            let source = if parquet {
+                Table::parquet(&file).unwrap()
+            } else {
+                Table::from_batches([empty.clone()])
+            };
+            let path = dir.path().join(format!("empty-{name}-{parquet}.parquet"));
+            let written = pipeline()
+                .with_shared_engine(engine.clone())
+                .map_table(
+                    source.rename([("body", "text")]).carry(["id"]),
+                    Inputs::new().with("factor", 1i64),
+                    MapOptions::default(),
+                )
+                .unwrap()
+                .write_parquet(&path)
+                .unwrap();
+            assert_eq!(written.rows, 0, "{name}");
+            let file = std::fs::File::open(&path).unwrap();
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+            let names: Vec<String> = builder
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            assert_eq!(
+                names,
+                ["id", "word_count", "scaled"],
+                "{name}, parquet {parquet}"
+            );
+        }
+    }
 }
 
 #[node(output = "slow_len")]
@@ -538,13 +562,41 @@ fn slow_len(text: &str) -> i64 {
 }
 
 const TABLE_CHILD_DIR: &str = "HYPERNODES_TABLE_CHILD_DIR";
+const TABLE_CHILD_ENGINE: &str = "HYPERNODES_TABLE_CHILD_ENGINE";
 const SLOW_ROWS: usize = 600;
 
-/// The slow pipeline over `dir/in.parquet` into `dir/out.parquet`, a chunk
-/// of 20 rows at a time, flushing the cache after every chunk.
-fn slow_table_map(dir: &Path, counted: Option<Arc<SlowComputed>>) -> hypernodes::table::Written {
+/// The engines the kill-and-resume test runs on, by name.
+fn resume_engine(name: &str) -> Arc<dyn hypernodes::Engine> {
+    match name {
+        #[cfg(feature = "datafusion")]
+        "datafusion" => Arc::new(
+            hypernodes::engines::DataFusionEngine::new()
+                .with_target_partitions(2)
+                .with_batch_size(20),
+        ),
+        _ => Arc::new(hypernodes::SeqEngine),
+    }
+}
+
+fn resume_engines() -> Vec<&'static str> {
+    if cfg!(feature = "datafusion") {
+        vec!["seq", "datafusion"]
+    } else {
+        vec!["seq"]
+    }
+}
+
+/// The slow pipeline over `dir/in.parquet` into `dir/out.parquet` on
+/// `engine`, 20 rows at a time (a chunk, or a batch of the one plan),
+/// flushing the cache after every 20 results.
+fn slow_table_map(
+    dir: &Path,
+    engine: &str,
+    counted: Option<Arc<SlowComputed>>,
+) -> hypernodes::table::Written {
     let mut p = Pipeline::new([slow_len::node()])
         .unwrap()
+        .with_shared_engine(resume_engine(engine))
         .with_cache(DiskCache::new(dir.join("cache")));
     if let Some(c) = counted {
         p = p.with_callback(c);
@@ -568,12 +620,19 @@ fn slow_table_map(dir: &Path, counted: Option<Arc<SlowComputed>>) -> hypernodes:
 #[test]
 fn table_child_helper() {
     if let Ok(dir) = std::env::var(TABLE_CHILD_DIR) {
-        slow_table_map(Path::new(&dir), None);
+        let engine = std::env::var(TABLE_CHILD_ENGINE).unwrap_or_default();
+        slow_table_map(Path::new(&dir), &engine, None);
     }
 }
 
 #[test]
 fn a_killed_table_map_resumes_with_only_the_rows_not_cached_and_a_complete_file() {
+    for engine in resume_engines() {
+        kill_and_resume(engine);
+    }
+}
+
+fn kill_and_resume(engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let t = texts(SLOW_ROWS);
     write_parquet(
@@ -592,6 +651,7 @@ fn a_killed_table_map_resumes_with_only_the_rows_not_cached_and_a_complete_file(
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["table_child_helper", "--exact", "--test-threads=1"])
         .env(TABLE_CHILD_DIR, dir.path())
+        .env(TABLE_CHILD_ENGINE, engine)
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -599,25 +659,29 @@ fn a_killed_table_map_resumes_with_only_the_rows_not_cached_and_a_complete_file(
     while cached(dir.path()) < 100 {
         assert!(
             std::time::Instant::now() < deadline,
-            "the child cached nothing in time"
+            "{engine}: the child cached nothing in time"
         );
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the child ended before it was killed"
+            "{engine}: the child ended before it was killed"
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before = cached(dir.path());
-    assert!(before < SLOW_ROWS, "killed before the end");
+    assert!(before < SLOW_ROWS, "{engine}: killed before the end");
     // The killed run left no output that looks complete.
-    assert!(!dir.path().join("out.parquet").exists());
+    assert!(!dir.path().join("out.parquet").exists(), "{engine}");
 
     let counted = Arc::new(SlowComputed::default());
-    let written = slow_table_map(dir.path(), Some(counted.clone()));
-    assert_eq!(counted.0.load(Ordering::Relaxed), SLOW_ROWS - before);
-    assert_eq!((written.rows, written.failed), (SLOW_ROWS, 0));
+    let written = slow_table_map(dir.path(), engine, Some(counted.clone()));
+    assert_eq!(
+        counted.0.load(Ordering::Relaxed),
+        SLOW_ROWS - before,
+        "{engine}: only the rows not cached"
+    );
+    assert_eq!((written.rows, written.failed), (SLOW_ROWS, 0), "{engine}");
     let back = read_parquet(&dir.path().join("out.parquet"));
     assert_eq!(
         column_i64(&back, "id"),
@@ -787,4 +851,156 @@ fn results_can_be_written_as_a_directory_of_files() {
         (0..250).map(Some).collect::<Vec<_>>()
     );
     assert_eq!(column_i64(&back, "word_count"), expected_counts(&t));
+}
+
+/// Counts maps started and the items they said they had.
+#[derive(Default)]
+struct Maps(std::sync::Mutex<Vec<usize>>);
+
+impl Callback for Maps {
+    fn on_map_start(&self, ctx: &CallbackContext<'_>, items: usize) {
+        if ctx.items.is_empty() {
+            self.0.lock().unwrap().push(items);
+        }
+    }
+}
+
+/// Three Parquet files of `id` (Int64), `body` (Utf8) and `factor` (Int32,
+/// feeding an `i64` input), `rows` rows in all; their texts.
+fn three_files(dir: &Path, rows: usize) -> Vec<String> {
+    let t = texts(rows);
+    let sizes = [rows / 2, rows / 3, rows - rows / 2 - rows / 3];
+    let mut start = 0;
+    for (i, len) in sizes.into_iter().enumerate() {
+        let rows: Vec<usize> = (start..start + len).collect();
+        let b = RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|&r| r as i64))) as ArrayRef,
+            ),
+            (
+                "body",
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|&r| t[r].as_str()),
+                )) as ArrayRef,
+            ),
+            (
+                "factor",
+                Arc::new(Int32Array::from_iter_values(
+                    rows.iter().map(|&r| (r % 7) as i32),
+                )) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        write_parquet(&dir.join(format!("part-{i}.parquet")), &[b]);
+        start += len;
+    }
+    t
+}
+
+#[test]
+fn a_parquet_table_is_one_plan_on_datafusion_and_a_map_per_chunk_on_the_row_engines() {
+    const ROWS: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let t = three_files(dir.path(), ROWS);
+    let counts = expected_counts(&t);
+    let scaled: Vec<Option<i64>> = counts
+        .iter()
+        .enumerate()
+        .map(|(r, c)| c.map(|c| c * (r % 7) as i64))
+        .collect();
+    for (name, engine) in common::engines() {
+        let maps = Arc::new(Maps::default());
+        let out = pipeline()
+            .with_shared_engine(engine)
+            .with_callback(maps.clone())
+            .map_table(
+                Table::parquet(dir.path())
+                    .unwrap()
+                    .rename([("body", "text")])
+                    .carry(["id"])
+                    .chunk_rows(4096),
+                Inputs::new(),
+                MapOptions::default(),
+            )
+            .unwrap()
+            .collect()
+            .unwrap();
+        assert_eq!(
+            column_i64(&out, "id"),
+            (0..ROWS as i64).map(Some).collect::<Vec<_>>(),
+            "{name}: rows in table order, across the files"
+        );
+        assert_eq!(column_i64(&out, "word_count"), counts, "{name}");
+        assert_eq!(
+            column_i64(&out, "scaled"),
+            scaled,
+            "{name}: Int32 read as i64"
+        );
+        let maps = maps.0.lock().unwrap().clone();
+        if name == "datafusion" {
+            assert_eq!(maps, [ROWS], "{name}: one plan over every row");
+        } else {
+            // Chunks of at most 4096 rows, cut at each file's end too.
+            assert_eq!(
+                maps,
+                [4096, 4096, 1808, 4096, 2570, 3334],
+                "{name}: a map per chunk"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_table_map_dropped_midway_stops_and_keeps_what_it_computed() {
+    const ROWS: usize = 30_000;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    three_files(&input, ROWS);
+    for (name, engine) in common::engines() {
+        let cache = dir.path().join(format!("cache-{name}"));
+        let computed = Arc::new(Computed::default());
+        let p = pipeline()
+            .with_shared_engine(engine)
+            .with_cache(DiskCache::new(&cache))
+            .with_callback(computed.clone());
+        let table = {
+            let input = input.clone();
+            move || {
+                Table::parquet(&input)
+                    .unwrap()
+                    .rename([("body", "text")])
+                    .chunk_rows(1000)
+            }
+        };
+        let table2 = table();
+        let first_rows = common::deadline(120, "reading one batch, then dropping the map", {
+            let p = p.clone();
+            move || {
+                let mut map = p
+                    .map_table(table2, Inputs::new(), MapOptions::default())
+                    .unwrap();
+                let first = map.next().unwrap().unwrap();
+                drop(map);
+                first.num_rows()
+            }
+        });
+        assert!(first_rows > 0, "{name}");
+        let before = computed.0.swap(0, Ordering::Relaxed);
+        assert!(before < ROWS, "{name}: stopped before the end ({before})");
+        // What it computed was kept: the full run computes only the rest.
+        let out = common::deadline(120, "the full run", move || {
+            p.map_table(table(), Inputs::new(), MapOptions::default())
+                .unwrap()
+                .collect()
+                .unwrap()
+        });
+        assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), ROWS);
+        assert_eq!(
+            computed.0.load(Ordering::Relaxed),
+            ROWS - before,
+            "{name}: only the rows not computed before"
+        );
+    }
 }

@@ -411,7 +411,7 @@ impl Error {
     /// For a node failure: the failing node's name.
     pub fn node(&self) -> Option<&str> {
         match self {
-            Error::NodeFailed { node, .. } => Some(node),
+            Error::NodeFailed { node, .. } | Error::NullValue { node, .. } => Some(node),
             _ => None,
         }
     }

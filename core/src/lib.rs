@@ -102,7 +102,7 @@ pub use cache::{
     Hits, Located, PendingWrite,
 };
 pub use callback::{Callback, CallbackContext, ItemCounts, NodeCounts};
-pub use engine::{Chunk, ItemOutput, MapJob, RunJob};
+pub use engine::{Chunk, ItemOutput, MapJob, MapState, RunJob};
 pub use engine::{Engine, ParallelEngine, SeqEngine};
 pub use error::{BoxError, Error, Location, NodeError, Result};
 pub use hypernodes_macros::{ArrowValue, node};

@@ -19,7 +19,12 @@
 //! all the rows of a batch. With callbacks attached the plan stays the
 //! same: batch and row-loop calls, and inlined pipelines, fire each item's
 //! events in the order the row engines do. DataFusion runs the batches over
-//! all cores. `run` uses
+//! all cores. A table map over Parquet files
+//! ([`Pipeline::map_table`](hypernodes_core::Pipeline::map_table)) is one
+//! plan whose source is a scan of the files (read in order as one
+//! partition, its rows numbered as the map's items, then spread over all
+//! cores) and whose batches stream back to the table map as they come: no
+//! table of the whole input is made. `run` uses
 //! the reference row path (one item gains nothing from a plan).
 //!
 //! ```no_run
@@ -34,6 +39,7 @@
 
 mod codec;
 mod lower;
+mod scan;
 mod udf;
 
 pub use codec::{DecodedOutcome, NodeCodec};
@@ -268,6 +274,33 @@ impl Engine for DataFusionEngine {
 
     fn map(&self, job: &std::sync::Arc<MapJob>) -> Result<MapResult, Error> {
         self.map_on(job, |df| block_on(df.collect()).map_err(df_error))
+    }
+
+    fn scans_parquet(&self) -> bool {
+        true
+    }
+
+    /// One plan for the whole table: a scan of the files, in order, as the
+    /// plan's source; its batches streamed to `emit` as they come.
+    fn map_scan(
+        &self,
+        job: &std::sync::Arc<MapJob>,
+        scan: &hypernodes_core::columnar::TableScan,
+        emit: &mut (dyn FnMut(arrow_array::RecordBatch) -> Result<(), Error> + Send),
+    ) -> Result<(), Error> {
+        use futures::StreamExt;
+        let lowered = lower::lower_scan(self, job, scan)?;
+        let streamed = block_on(async move {
+            let mut stream = lowered.df.execute_stream().await.map_err(df_error)?;
+            while let Some(batch) = stream.next().await {
+                emit(batch.map_err(df_error)?)?;
+            }
+            Ok::<(), Error>(())
+        });
+        if let Some(fatal) = job.state().take_map_failure() {
+            return Err(fatal);
+        }
+        streamed
     }
 }
 

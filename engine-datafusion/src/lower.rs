@@ -9,7 +9,9 @@
 //! topological order, a signature column `g<step>` (when the node is cached)
 //! and a struct column `r<step>` from the node's UDF, split into its
 //! outputs' `s`/`h` columns. The plan ends with `__item` and the requested
-//! outputs, in any order (the engine places rows by `__item`).
+//! outputs, in any order (the engine places rows by `__item`). A table map
+//! over Parquet files starts instead from a scan of the files, its rows
+//! numbered as items (see `lower_scan`).
 
 use std::sync::Arc;
 
@@ -19,7 +21,7 @@ use datafusion::datasource::MemTable;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, Volatility, col, lit};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-use hypernodes_core::columnar::{ColumnarMap, PlannedStep};
+use hypernodes_core::columnar::{ColumnarMap, PlannedStep, TableScan};
 use hypernodes_core::value::ValueType;
 use hypernodes_core::{Error, MapJob, MapMode};
 
@@ -147,6 +149,10 @@ fn inputs(
 /// `get_field(node(...))` once per field, calling the node once per output.
 pub(crate) fn session(config: SessionConfig) -> SessionContext {
     use datafusion::execution::SessionStateBuilder;
+    // A table map numbers the rows of its one-partition scan in order:
+    // the scan must stay one partition (the steps after it are spread).
+    let mut config = config;
+    config.options_mut().optimizer.repartition_file_scans = false;
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -168,18 +174,109 @@ pub(crate) fn session(config: SessionConfig) -> SessionContext {
     SessionContext::new_with_state(state)
 }
 
-/// Lowers `job` (see the module docs): the input table, then per step of
-/// the job's [`ColumnarPlan`](hypernodes_core::columnar::ColumnarPlan) its
-/// signature column and its node's UDF.
+/// Lowers `job` (see the module docs): the input table, then its steps.
 pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowered, Error> {
     let cm = job.columnar()?;
-    let plan = job.columnar_plan(&engine.name)?;
     let ctx = engine.session();
+    let df = inputs(&ctx, &cm, engine)?;
+    steps(engine, job, &cm, df, 0)
+}
+
+/// Lowers `job` over the Parquet files of `scan` (see
+/// [`TableScan`]): the files scanned in order, their rows numbered as
+/// items, the feeding columns cast to their inputs' types and hashed (a
+/// null where the input takes none fails the row's item), then the steps
+/// as for any map. The plan ends with `__item`, the carried columns
+/// (`c0`, `c1`, ...) and the outputs.
+pub(crate) fn lower_scan(
+    engine: &DataFusionEngine,
+    job: &Arc<MapJob>,
+    scan: &TableScan,
+) -> Result<Lowered, Error> {
+    use datafusion::common::Column;
+    let cm = job.columnar()?;
+    let ctx = engine.session();
+    let df = ctx
+        .read_table(Arc::new(crate::scan::InOrder::new(scan)?))
+        .map_err(df_error)?;
+    // Numbered in file order: the scan is one partition (see `InOrder`).
+    let df = df
+        .window(vec![
+            datafusion::functions_window::expr_fn::row_number().alias("__row"),
+        ])
+        .map_err(df_error)?;
+    let column = |name: &str| Expr::Column(Column::new_unqualified(name));
+    let item = column("__row") - lit(1u64);
+    let mut exprs = vec![item.clone().alias("__item")];
+    for (k, c) in scan.carry.iter().enumerate() {
+        exprs.push(column(c).alias(format!("c{k}")));
+    }
+    let mut hashed = Vec::new();
+    for (k, feed) in scan.feeds.iter().enumerate() {
+        let slot = cm
+            .mapped
+            .iter()
+            .find(|m| m.name == feed.input)
+            .and_then(|m| m.slot);
+        let name = slot.map_or(format!("u{k}"), |s| format!("s{s}"));
+        let read = df
+            .schema()
+            .field_with_unqualified_name(&feed.column)
+            .map_err(df_error)?
+            .data_type()
+            .clone();
+        let mut value = if read == feed.data_type {
+            column(&feed.column)
+        } else {
+            datafusion::logical_expr::cast(column(&feed.column), feed.data_type.clone())
+        };
+        if !feed.nullable {
+            let check = crate::udf::NullCheckUdf {
+                name: format!("nulls_{}", feed.input),
+                feed: feed.clone(),
+                state: job.state().clone(),
+                signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
+            };
+            value = ScalarUDF::new_from_impl(check).call(vec![item.clone(), value]);
+        }
+        exprs.push(value.alias(&name));
+        if let Some(slot) = slot {
+            hashed.push((name, format!("h{slot}")));
+        }
+    }
+    let mut df = df.select(exprs).map_err(df_error)?;
+    for (values, hash) in hashed {
+        let udf = crate::udf::HashUdf {
+            name: format!("hash_{values}"),
+            signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Immutable),
+        };
+        df = df
+            .with_column(
+                &hash,
+                ScalarUDF::new_from_impl(udf).call(vec![col(&values)]),
+            )
+            .map_err(df_error)?;
+    }
+    steps(engine, job, &cm, df, scan.carry.len())
+}
+
+/// Adds the steps of `job` to `df` (the input table: `__item`, then
+/// `c<k>` for each of `carried` columns, then `s`/`h` per mapped input):
+/// per step of its [`ColumnarPlan`](hypernodes_core::columnar::ColumnarPlan)
+/// a signature column and its node's UDF; ends with `__item`, the carried
+/// columns and the outputs.
+fn steps(
+    engine: &DataFusionEngine,
+    job: &Arc<MapJob>,
+    cm: &ColumnarMap<'_>,
+    mut df: DataFrame,
+    carried: usize,
+) -> Result<Lowered, Error> {
+    let plan = job.columnar_plan(&engine.name)?;
     // What a plan that leaves the process carries instead of the cache, and
     // which map its steps belong to.
     let cache_url = job.cache().and_then(|c| c.location()).map(|l| l.url());
     let map_id = crate::codec::new_map_id();
-    let mut df = inputs(&ctx, &cm, engine)?;
     for planned in plan.steps {
         let PlannedStep {
             node,
@@ -239,6 +336,7 @@ pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowe
         df = df.drop_columns(&[r.as_str()]).map_err(df_error)?;
     }
     let mut select = vec![col("__item")];
+    select.extend((0..carried).map(|k| col(format!("c{k}"))));
     select.extend(plan.outputs.iter().map(|(slot, _)| col(format!("s{slot}"))));
     // No sort: the engine places each row by its `__item`.
     let df = df.select(select).map_err(df_error)?;

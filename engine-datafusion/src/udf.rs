@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
-use arrow_array::{ArrayRef, FixedSizeBinaryArray, StructArray};
+use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, StructArray};
 use arrow_schema::{DataType, Field, Fields};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{
@@ -187,5 +187,101 @@ impl ScalarUDFImpl for NodeUdf {
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let out = StructArray::try_new(self.fields.clone(), arrays, None)?;
         Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// A table column feeding an input that takes no nulls, as a DataFusion
+/// UDF: arguments the item column and the values; returns the values as
+/// they are, after failing (in the map's state) the item of every row
+/// whose value is null, so the nodes after it skip those rows.
+pub(crate) struct NullCheckUdf {
+    pub name: String,
+    pub feed: hypernodes_core::columnar::ScanFeed,
+    pub state: Arc<hypernodes_core::MapState>,
+    pub signature: DfSignature,
+}
+
+impl std::fmt::Debug for NullCheckUdf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NullCheckUdf")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+identified_by_name!(NullCheckUdf);
+
+impl ScalarUDFImpl for NullCheckUdf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn signature(&self) -> &DfSignature {
+        &self.signature
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        arg_types
+            .get(1)
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal("a null check takes items and values".into()))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let columns = ColumnarValue::values_to_arrays(&args.args)?;
+        let [items, values] = columns.as_slice() else {
+            return Err(DataFusionError::Internal(
+                "a null check takes items and values".into(),
+            ));
+        };
+        if values.null_count() > 0 {
+            let items = items
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| DataFusionError::Internal("item column is not UInt64".into()))?;
+            for (r, item) in items.values().iter().enumerate() {
+                if values.is_null(r) {
+                    let item = *item as usize;
+                    self.state.fail(
+                        item,
+                        hypernodes_core::Error::NullValue {
+                            column: self.feed.column.clone(),
+                            input: self.feed.input.clone(),
+                            node: self.feed.node.clone(),
+                            row: item,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(ColumnarValue::Array(values.clone()))
+    }
+}
+
+/// The value hashes of a mapped input's values, as a DataFusion UDF
+/// (computed as for any mapped input, so rows read from a table share
+/// cache entries with the same values given in a `Vec`).
+#[derive(Debug)]
+pub(crate) struct HashUdf {
+    pub name: String,
+    pub signature: DfSignature,
+}
+
+identified_by_name!(HashUdf);
+
+impl ScalarUDFImpl for HashUdf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn signature(&self) -> &DfSignature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::FixedSizeBinary(32))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let columns = ColumnarValue::values_to_arrays(&args.args)?;
+        let [values] = columns.as_slice() else {
+            return Err(DataFusionError::Internal("a hash takes one column".into()));
+        };
+        let hashes = hypernodes_core::signature::hash_column(values)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(ColumnarValue::Array(hashes))
     }
 }

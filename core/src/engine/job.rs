@@ -234,7 +234,36 @@ impl MapJob {
             })?;
             mapped.push(MappedList::of_values(name.clone(), info.ty, list, len));
         }
-        let mut job = Self::build(exec, &fixed, mapped, options)?;
+        let mut job = Self::build(exec, &fixed, mapped, options, None)?;
+        job.top_level = true;
+        Ok(Arc::new(job))
+    }
+
+    /// A top-level map over the rows of the files of `scan`, whose engine
+    /// reads the mapped inputs from the files itself
+    /// ([`Engine::map_scan`](crate::Engine::map_scan)): the job holds no
+    /// elements, only their types.
+    pub(crate) fn for_scan(
+        exec: Arc<Exec>,
+        fixed: &Inputs,
+        scan: &crate::engine::columnar::TableScan,
+        options: &MapOptions,
+    ) -> Result<Arc<Self>, Error> {
+        let pipeline = exec.pipeline.clone();
+        let mut mapped = Vec::new();
+        for feed in &scan.feeds {
+            let info = pipeline
+                .inputs()
+                .iter()
+                .find(|i| i.name == feed.input)
+                .ok_or_else(|| Error::UnknownInput {
+                    name: feed.input.clone(),
+                    available: pipeline.inputs().iter().map(|i| i.name.clone()).collect(),
+                })?;
+            let empty = arrow_array::new_empty_array(&feed.data_type);
+            mapped.push(MappedList::of_array(feed.input.clone(), info.ty, empty));
+        }
+        let mut job = Self::build(exec, fixed, mapped, options, Some(scan.rows))?;
         job.top_level = true;
         Ok(Arc::new(job))
     }
@@ -247,17 +276,23 @@ impl MapJob {
         mapped: Vec<MappedList>,
         options: &MapOptions,
     ) -> Result<Arc<Self>, Error> {
-        Self::build(exec, fixed, mapped, options).map(Arc::new)
+        Self::build(exec, fixed, mapped, options, None).map(Arc::new)
     }
 
+    /// A job over `mapped`: of `len` items if given, else as many as the
+    /// lists make in the map's mode.
     fn build(
         exec: Arc<Exec>,
         fixed: &Inputs,
         mut mapped: Vec<MappedList>,
         options: &MapOptions,
+        len: Option<usize>,
     ) -> Result<Self, Error> {
         let lists: Vec<(String, usize)> = mapped.iter().map(|m| (m.name.clone(), m.len)).collect();
-        let len = options.mode.items(&lists)?;
+        let len = match len {
+            Some(len) => len,
+            None => options.mode.items(&lists)?,
+        };
         let names: Vec<String> = mapped.iter().map(|m| m.name.clone()).collect();
         let template = exec.pipeline.resolve_inputs(&exec.plan, fixed, &names)?;
         for m in mapped.iter_mut() {
@@ -374,6 +409,18 @@ impl MapJob {
 
     /// Runs the map on the scope's engine, with map start/end events.
     pub(crate) fn execute(self: &Arc<Self>) -> Result<MapResult, Error> {
+        let mut result = self.execute_with(|job| job.exec.engine.map(job))?;
+        result.cache_errors = self.take_cache_errors();
+        Ok(result)
+    }
+
+    /// Runs the map as `run` says (an engine's `map`, or its `map_scan`),
+    /// inside what every map does around it: its span, map start/end
+    /// events, preparing the cache, flushing it as it goes and at the end.
+    pub(crate) fn execute_with<T>(
+        self: &Arc<Self>,
+        run: impl FnOnce(&Arc<Self>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let _span = self
             .span
             .get_or_init(|| {
@@ -394,7 +441,7 @@ impl MapJob {
             let stop = (std::sync::Mutex::new(false), std::sync::Condvar::new());
             std::thread::scope(|s| {
                 let ticker = s.spawn(|| self.flush_by_time(&stop));
-                let result = exec.engine.map(self);
+                let result = run(self);
                 self.drop_local_plan();
                 *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
                 stop.1.notify_all();
@@ -402,7 +449,7 @@ impl MapJob {
                 result.and_then(|r| ticked.map(|()| r))
             })
         } else {
-            let result = exec.engine.map(self);
+            let result = run(self);
             self.drop_local_plan();
             result
         };
@@ -419,9 +466,8 @@ impl MapJob {
         if let Some(start) = start {
             exec.emit(&exec.items, |cb, ctx| cb.on_map_end(ctx, start.elapsed()));
         }
-        let mut result = result?;
+        let result = result?;
         written?;
-        result.cache_errors = self.take_cache_errors();
         Ok(result)
     }
 

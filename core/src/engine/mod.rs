@@ -71,4 +71,30 @@ pub trait Engine: Send + Sync {
     /// Executes a map: every item of `job` through [`MapJob::run_chunk`],
     /// then [`MapJob::assemble`].
     fn map(&self, job: &std::sync::Arc<MapJob>) -> Result<MapResult, Error>;
+
+    /// Whether this engine reads Parquet files itself: a table map over
+    /// Parquet files then runs as one [`Engine::map_scan`] instead of a
+    /// `map` per chunk.
+    fn scans_parquet(&self) -> bool {
+        false
+    }
+
+    /// Runs `job` over the files of `scan` as one plan, handing `emit` the
+    /// plan's batches as they come (see [`columnar::TableScan`] for their
+    /// layout). Only called when [`Engine::scans_parquet`] says so; an
+    /// error from `emit` (the reader went away) ends the plan.
+    fn map_scan(
+        &self,
+        job: &std::sync::Arc<MapJob>,
+        scan: &columnar::TableScan,
+        emit: &mut (dyn FnMut(arrow_array::RecordBatch) -> Result<(), Error> + Send),
+    ) -> Result<(), Error> {
+        let _ = (job, scan, emit);
+        Err(Error::Engine {
+            message: format!(
+                "engine `{}` does not read Parquet files itself",
+                self.name()
+            ),
+        })
+    }
 }

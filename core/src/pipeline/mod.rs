@@ -353,7 +353,7 @@ impl Pipeline {
     }
 
     /// The root scope of a `run` or `map` of this pipeline with `plan`.
-    fn root_scope(&self, plan: Plan) -> Exec {
+    pub(crate) fn root_scope(&self, plan: Plan) -> Exec {
         Exec::root(
             Arc::new(self.clone()),
             Arc::new(plan),

@@ -21,15 +21,24 @@
 //! assert_eq!(out[0].schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), ["id", "word_count"]);
 //! ```
 //!
-//! The table is read in chunks of [`Table::chunk_rows`] rows; each chunk
-//! is one `map` on the pipeline's engine, and its results are written
-//! before the next chunk is read, so memory holds one chunk (and the
-//! cache's index) whatever the table's size. Items are identified by
-//! content as in any `map`: a row read from Parquet and the same value
-//! passed in a `Vec` share their cache entries.
+//! How the table is read depends on the engine:
+//! - Parquet files on an engine that reads them itself
+//!   ([`Engine::scans_parquet`](crate::Engine::scans_parquet):
+//!   `DataFusionEngine`) are mapped as ONE plan of that engine, whose
+//!   source is a scan of the files and whose batches stream back to the
+//!   caller; the table's rows are the map's items, numbered in file order.
+//! - Otherwise the table is read in chunks of [`Table::chunk_rows`] rows;
+//!   each chunk is one `map` on the pipeline's engine.
+//!
+//! Either way results are written as they come and the plan (or the next
+//! chunk) waits while the caller has not taken them, so memory holds a
+//! bounded part of the table (and the cache's index) whatever its size.
+//! Items are identified by content as in any `map`: a row read from
+//! Parquet and the same value passed in a `Vec` share their cache entries.
 
 mod read;
 mod run;
+mod scan;
 mod write;
 
 use std::path::PathBuf;
@@ -139,7 +148,8 @@ impl Table {
         self
     }
 
-    /// Rows read and mapped at a time (at least 1).
+    /// Rows read and mapped at a time (at least 1) where the table is read
+    /// in chunks (an engine reading Parquet itself uses its own batches).
     pub fn chunk_rows(mut self, rows: usize) -> Table {
         self.chunk_rows = rows.max(1);
         self

@@ -126,6 +126,22 @@ impl Chunks {
         }
     }
 
+    /// The rows of Parquet files, from their footers, and the files as
+    /// absolute paths (what an engine reading them itself is given).
+    pub(crate) fn parquet_rows(files: &[PathBuf]) -> Result<(usize, Vec<PathBuf>), Error> {
+        let mut rows = 0;
+        let mut absolute = Vec::with_capacity(files.len());
+        for file in files {
+            let f = std::fs::File::open(file).map_err(|e| io_error(file, e))?;
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| io_error(file, e))?;
+            let n = builder.metadata().file_metadata().num_rows();
+            rows += usize::try_from(n).unwrap_or(0);
+            absolute.push(std::fs::canonicalize(file).map_err(|e| io_error(file, e))?);
+        }
+        Ok((rows, absolute))
+    }
+
     fn open(&self, file: &Path) -> Result<ParquetRecordBatchReader, Error> {
         let f = std::fs::File::open(file).map_err(|e| io_error(file, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| io_error(file, e))?;

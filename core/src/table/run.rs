@@ -12,7 +12,9 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::Table;
 use super::read::Chunks;
+use super::scan::Native;
 use super::write::{ParquetSink, Written};
+use crate::engine::columnar::{ScanFeed, TableScan};
 use crate::map::{ErrorPolicy, MapOptions};
 use crate::{Error, Inputs, Pipeline};
 
@@ -43,6 +45,10 @@ pub struct TableMap<'a> {
     /// Whether any chunk came out (an empty table still yields one, empty).
     yielded: bool,
     done: bool,
+    /// For Parquet files on an engine that reads them itself: the whole
+    /// map as one plan of that engine's, started at the first read.
+    native: Option<Native>,
+    scan: Option<TableScan>,
 }
 
 /// Whether a column of type `from` can feed a value read as `to` without
@@ -151,7 +157,31 @@ impl Pipeline {
             .filter(|f| read.iter().any(|r| r == f.name()))
             .map(|f| f.as_ref().clone())
             .collect();
+        let scan = match &table.source {
+            super::Source::Parquet(files) if self.engine().is_some_and(|e| e.scans_parquet()) => {
+                let (rows, files) = Chunks::parquet_rows(files)?;
+                Some(TableScan {
+                    files,
+                    schema: schema.clone(),
+                    rows,
+                    feeds: feeds
+                        .iter()
+                        .map(|f| ScanFeed {
+                            column: f.column.clone(),
+                            input: f.input.clone(),
+                            node: f.node.clone(),
+                            data_type: f.data_type.clone(),
+                            nullable: f.nullable,
+                        })
+                        .collect(),
+                    carry: table.carry.clone(),
+                })
+            }
+            _ => None,
+        };
         Ok(TableMap {
+            native: None,
+            scan,
             pipeline: self,
             fixed,
             options,
@@ -377,6 +407,39 @@ impl Iterator for TableMap<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
+        }
+        if let Some(scan) = self.scan.take() {
+            let carried = self
+                .carry
+                .iter()
+                .filter_map(|c| self.schema.field_with_name(c).ok().cloned())
+                .collect();
+            match Native::start(
+                self.pipeline.clone(),
+                self.fixed.clone(),
+                self.options.clone(),
+                scan,
+                carried,
+            ) {
+                Ok(native) => self.native = Some(native),
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        if let Some(native) = &mut self.native {
+            let out = native.next();
+            match &out {
+                Some(Ok(batch)) => {
+                    self.row += batch.num_rows();
+                    if self.options.on_error == ErrorPolicy::Continue {
+                        self.failed += super::scan::failed_rows(batch);
+                    }
+                }
+                Some(Err(_)) | None => self.done = true,
+            }
+            return out;
         }
         let batch = match self.chunks.next() {
             Some(Ok(batch)) => batch,

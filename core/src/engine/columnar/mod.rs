@@ -21,9 +21,11 @@ use arrow_array::ArrayRef;
 
 pub(crate) mod local;
 mod plan;
+mod scan;
 mod step;
 
 pub use plan::{ColumnarPlan, PlannedStep, SigArg, SigSpec};
+pub use scan::{ScanFeed, TableScan};
 pub use step::{Arg, ColumnarStep, FIRST_PIECE_ROWS, PIECE_TIME};
 
 pub use crate::kernels::RowPicks;
