@@ -12,6 +12,7 @@ pub use hypernodes_core::*;
 /// Every engine, the opt-in ones behind their features: [`SeqEngine`] and
 /// [`ParallelEngine`] always, `DataFusionEngine` with the `datafusion`
 /// feature (with `NodeCodec`, which decodes its plans in another process,
+/// `failures`, which reads the failed items such a plan gives back,
 /// `dataframe_table`, which maps over a query's results, and the
 /// `datafusion` crate it is built on), and `BallistaEngine` with the
 /// `ballista` feature.
@@ -21,6 +22,6 @@ pub mod engines {
     pub use hypernodes_core::{ParallelEngine, SeqEngine};
     #[cfg(feature = "datafusion")]
     pub use hypernodes_datafusion::{
-        DataFusionEngine, DecodedOutcome, NodeCodec, dataframe_table, datafusion,
+        DataFusionEngine, DecodedOutcome, NodeCodec, dataframe_table, datafusion, failures,
     };
 }

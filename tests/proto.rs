@@ -154,8 +154,10 @@ fn finish(
         "{:?}",
         outcome.cache_errors
     );
-    let failures = outcome
-        .failures
+    // The failed items come back with the rows (the plan's `__errors`).
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    let failures = hypernodes::engines::failures(&batches)
+        .unwrap()
         .iter()
         .map(|(i, e)| (*i, e.to_string()))
         .collect();
@@ -170,7 +172,9 @@ fn finish(
         .clone();
     assert_eq!(items.len(), expected_items);
     let order = sort_to_indices(&items, None, None).unwrap();
-    let columns = all.columns()[1..]
+    let outputs = all.num_columns() - 1;
+    assert_eq!(all.schema().field(outputs).name(), "__errors");
+    let columns = all.columns()[1..outputs]
         .iter()
         .map(|c| take(c.as_ref(), &order, None).unwrap())
         .collect();

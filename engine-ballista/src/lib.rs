@@ -9,18 +9,27 @@
 //! again from its [`CacheLocation`](hypernodes_core::cache::CacheLocation)
 //! in each process, so results are shared with every other engine.
 //!
-//! This first step runs the scheduler and one executor inside the calling
-//! process ([`BallistaEngine::standalone`]); the map's input rows travel
-//! inside the plan. What the engine reports: the map's result, its failed
-//! items (named as on every engine) and, because the node steps run in the
-//! executor rather than in the caller's map, no per-item callback events.
+//! Two ways to reach a cluster: [`BallistaEngine::standalone`] runs a
+//! scheduler and an executor inside the calling process (tests, laptops);
+//! [`BallistaEngine::remote`] sends maps to a running scheduler whose
+//! executors are processes of their own, started from binaries of the
+//! user's crate that link its nodes ([`executor_main`], [`scheduler_main`]).
+//! The map's input rows travel inside the plan. Results come back to the
+//! caller; items that failed come back as data with them, named as on every
+//! engine (node, pipeline path, item). The node steps run in the executors,
+//! not in the caller's map: callbacks see the map start and end, not its
+//! items or nodes.
 
+mod cluster;
 mod codec;
+
+pub use cluster::{
+    ExecutorOptions, SchedulerOptions, executor_main, run_executor, run_scheduler, scheduler_main,
+};
 
 use std::sync::{Arc, OnceLock};
 
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
-use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use hypernodes_core::engine::Engine;
 use hypernodes_core::node::NodeRegistry;
@@ -29,6 +38,8 @@ use hypernodes_datafusion::{DataFusionEngine, NodeCodec};
 
 /// Runs maps on a Ballista cluster (see the crate docs).
 pub struct BallistaEngine {
+    /// The scheduler's URL (`df://host:port`), or `None`: in-process.
+    scheduler: Option<String>,
     lowering: DataFusionEngine,
     codec: Arc<NodeCodec>,
     cluster: OnceLock<Result<SessionContext, String>>,
@@ -38,7 +49,7 @@ pub struct BallistaEngine {
 
 /// The runtime Ballista's scheduler, executor and client run on (one per
 /// process).
-fn runtime() -> &'static tokio::runtime::Runtime {
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -54,8 +65,22 @@ impl BallistaEngine {
     /// on first use, that know the nodes of `registry`.
     pub fn standalone(registry: NodeRegistry) -> Self {
         BallistaEngine {
+            scheduler: None,
             lowering: DataFusionEngine::new(),
             codec: Arc::new(NodeCodec::new(registry)),
+            cluster: OnceLock::new(),
+            running: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// An engine sending maps to the scheduler at `url` (`df://host:port`),
+    /// connected on first use. The executors must know the pipeline's nodes
+    /// (see [`executor_main`]) and reach the map's cache location.
+    pub fn remote(url: impl Into<String>) -> Self {
+        BallistaEngine {
+            scheduler: Some(url.into()),
+            lowering: DataFusionEngine::new(),
+            codec: Arc::new(NodeCodec::new(NodeRegistry::new())),
             cluster: OnceLock::new(),
             running: std::sync::Mutex::new(()),
         }
@@ -69,13 +94,17 @@ impl BallistaEngine {
                 let config = SessionConfig::new_with_ballista()
                     .with_ballista_logical_extension_codec(codec.clone())
                     .with_ballista_physical_extension_codec(codec);
-                let state = SessionStateBuilder::new()
-                    .with_config(config)
-                    .with_default_features()
-                    .build();
-                runtime()
-                    .block_on(SessionContext::standalone_with_state(state))
-                    .map_err(|e| e.to_string())
+                // Planned as the DataFusion engine plans: no node UDF is
+                // ever duplicated (the in-process scheduler plans with it).
+                let state = hypernodes_datafusion::session_state(config);
+                match &self.scheduler {
+                    Some(url) => runtime()
+                        .block_on(SessionContext::remote_with_state(url, state))
+                        .map_err(|e| e.to_string()),
+                    None => runtime()
+                        .block_on(SessionContext::standalone_with_state(state))
+                        .map_err(|e| e.to_string()),
+                }
             })
             .as_ref()
             .map_err(|reason| Error::Engine {
@@ -92,11 +121,13 @@ impl Engine for BallistaEngine {
     fn map(&self, job: &Arc<MapJob>) -> Result<MapResult, Error> {
         let _one = self.running.lock().unwrap_or_else(|e| e.into_inner());
         // Before anything is sent: every node of the plan is known to the
-        // cluster in this very version of its code.
-        for step in job.columnar()?.steps {
-            self.codec
-                .registry()
-                .resolve(step.node.name(), &step.node.code_hash())?;
+        // in-process cluster in this very version of its code.
+        if self.scheduler.is_none() {
+            for step in job.columnar()?.steps {
+                self.codec
+                    .registry()
+                    .resolve(step.node.name(), &step.node.code_hash())?;
+            }
         }
         let ctx = self.cluster()?;
         self.lowering.map_on(job, |df| {

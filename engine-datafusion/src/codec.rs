@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use hypernodes_core::columnar::{Arg, ColumnarStep, SigArg, SigSpec};
 
-use crate::udf::{NodeUdf, SigUdf, StepWire, node_fields};
+use crate::udf::{ErrorsUdf, NodeUdf, SigUdf, StepWire, node_fields};
 
 /// A node argument on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -69,6 +69,12 @@ enum UdfWire {
     Node {
         step: StepWire,
         args: Vec<ArgWire>,
+    },
+    /// The failures of a map's items, as data (see `ErrorsUdf`).
+    Errors {
+        map: u64,
+        len: usize,
+        stop: bool,
     },
 }
 
@@ -275,6 +281,47 @@ impl NodeCodec {
         Ok(cache)
     }
 
+    /// The state of decoded map `map` (its steps and its errors column share
+    /// it), made on first use.
+    fn map_state(&self, map: u64, len: usize, stop: bool) -> Arc<MapState> {
+        let policy = if stop {
+            ErrorPolicy::Stop
+        } else {
+            ErrorPolicy::Continue
+        };
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .maps
+            .entry(map)
+            .or_insert_with(|| Arc::new(MapState::new(len, policy)))
+            .clone()
+    }
+
+    /// Writes what the decoded plans' steps stored so far, and forgets the
+    /// jobs decoded until now (their plans have run): for a process that
+    /// runs decoded plans one task after another (a Ballista executor), at
+    /// the end of each task, so what a task computed is in the cache when
+    /// it ends. Failed items are not kept here: the plans carry them back
+    /// as data. Returns the cache failures the steps went on without.
+    pub fn flush(&self) -> Result<Vec<Error>, Error> {
+        let (jobs, caches) = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let caches: Vec<Arc<dyn Cache>> = state.caches.values().cloned().collect();
+            (std::mem::take(&mut state.jobs), caches)
+        };
+        let mut cache_errors = Vec::new();
+        for job in &jobs {
+            cache_errors.extend(job.close()?);
+        }
+        for cache in caches {
+            cache
+                .flush()
+                .map_err(|source| Error::Cache { node: None, source })?;
+        }
+        Ok(cache_errors)
+    }
+
     /// Rebuilds a node step's UDF in this process.
     fn decode_node(&self, name: &str, step: StepWire, args: Vec<ArgWire>) -> DfResult<NodeUdf> {
         let node = self
@@ -362,15 +409,12 @@ impl NodeCodec {
             Arg::Column { .. } => true,
             Arg::Fixed { ty, .. } => ty.is_arrow(),
         });
-        let state = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.jobs.push(job.clone());
-            state
-                .maps
-                .entry(step.map)
-                .or_insert_with(|| Arc::new(MapState::new(step.len, policy)))
-                .clone()
-        };
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .jobs
+            .push(job.clone());
+        let state = self.map_state(step.map, step.len, step.stop);
         Ok(NodeUdf {
             name: name.to_string(),
             fields,
@@ -482,6 +526,12 @@ impl NodeCodec {
                 step: node.wire.clone(),
                 args,
             }
+        } else if let Some(errors) = inner.downcast_ref::<ErrorsUdf>() {
+            UdfWire::Errors {
+                map: errors.map,
+                len: errors.len,
+                stop: errors.stop,
+            }
         } else {
             return Ok(());
         };
@@ -508,6 +558,14 @@ impl NodeCodec {
             UdfWire::Node { step, args } => {
                 ScalarUDF::new_from_impl(self.decode_node(name, step, args)?)
             }
+            UdfWire::Errors { map, len, stop } => ScalarUDF::new_from_impl(ErrorsUdf {
+                name: name.to_string(),
+                map,
+                len,
+                stop,
+                state: Some(self.map_state(map, len, stop)),
+                signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
+            }),
         };
         Ok(Arc::new(udf))
     }

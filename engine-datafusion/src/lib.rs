@@ -49,6 +49,7 @@ pub use datafusion;
 
 use std::sync::OnceLock;
 
+use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
 use hypernodes_core::{Engine, Error, Inputs, MapJob, MapOptions, MapResult, Pipeline};
@@ -180,6 +181,56 @@ impl DataFusionEngine {
                 .map_err(df_error)
         })
     }
+}
+
+/// The failed items a lowered map's plan gives back as data, from its
+/// batches: where the plan was decoded (by a [`NodeCodec`], in another
+/// process or a Ballista executor) each row whose item failed carries its
+/// error in the plan's last column, `__errors` (JSON). A node failure comes
+/// back as [`Error::NodeFailed`] naming node, pipeline path and item (its
+/// own error as text); anything else as [`Error::Engine`] with the message.
+pub fn failures(batches: &[arrow_array::RecordBatch]) -> Result<Vec<(usize, Error)>, Error> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let schema = batch.schema();
+        let Some(errors) = schema
+            .fields()
+            .last()
+            .filter(|f| f.name() == "__errors")
+            .and_then(|_| batch.columns().last())
+            .and_then(|c| c.as_string_opt::<i32>())
+        else {
+            continue;
+        };
+        if errors.null_count() == errors.len() {
+            continue;
+        }
+        let items = batch
+            .column(0)
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| Error::Internal {
+                message: "datafusion: the item column is not UInt64".into(),
+            })?;
+        for (r, text) in errors.iter().enumerate() {
+            if let Some(text) = text {
+                let wire: udf::FailureWire =
+                    serde_json::from_str(text).map_err(|e| Error::external("a failed item", e))?;
+                out.push((items.value(r) as usize, wire.into_error()));
+            }
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out)
+}
+
+/// A DataFusion session state with `config` set up as
+/// [`DataFusionEngine::session`]'s (an optimizer that never duplicates a
+/// node's UDF): for a process that plans lowered maps it did not lower (a
+/// Ballista scheduler).
+pub fn session_state(
+    config: datafusion::prelude::SessionConfig,
+) -> datafusion::execution::context::SessionState {
+    lower::session_state(config)
 }
 
 /// A DataFusion error as ours: an error of ours that went through
@@ -322,6 +373,11 @@ impl DataFusionEngine {
             return Err(fatal);
         }
         let batches = collected?;
+        // Items that failed where the plan ran (another process) come back
+        // as data.
+        for (item, error) in failures(&batches)? {
+            job.state().fail(item, error);
+        }
         // Rows arrive in any order: place each by its item.
         let len = job.len();
         let items_of: Vec<&[u64]> = batches

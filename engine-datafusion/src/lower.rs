@@ -148,6 +148,11 @@ fn inputs(
 /// push struct field accesses towards the scan would copy
 /// `get_field(node(...))` once per field, calling the node once per output.
 pub(crate) fn session(config: SessionConfig) -> SessionContext {
+    SessionContext::new_with_state(session_state(config))
+}
+
+/// The state behind [`session`] (see [`crate::session_state`]).
+pub(crate) fn session_state(config: SessionConfig) -> datafusion::execution::context::SessionState {
     use datafusion::execution::SessionStateBuilder;
     // A table map numbers the rows of its one-partition scan in order:
     // the scan must stay one partition (the steps after it are spread).
@@ -168,10 +173,9 @@ pub(crate) fn session(config: SessionConfig) -> SessionContext {
         })
         .cloned()
         .collect();
-    let state = SessionStateBuilder::new_from_existing(state)
+    SessionStateBuilder::new_from_existing(state)
         .with_optimizer_rules(rules)
-        .build();
-    SessionContext::new_with_state(state)
+        .build()
 }
 
 /// Lowers `job` (see the module docs): the input table, then its steps.
@@ -179,7 +183,7 @@ pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowe
     let cm = job.columnar()?;
     let ctx = engine.session();
     let df = inputs(&ctx, &cm, engine)?;
-    steps(engine, job, &cm, df, 0)
+    steps(engine, job, &cm, df, 0, true)
 }
 
 /// Lowers `job` over the Parquet files of `scan` (see
@@ -257,20 +261,22 @@ pub(crate) fn lower_scan(
             )
             .map_err(df_error)?;
     }
-    steps(engine, job, &cm, df, scan.carry.len())
+    steps(engine, job, &cm, df, scan.carry.len(), false)
 }
 
 /// Adds the steps of `job` to `df` (the input table: `__item`, then
 /// `c<k>` for each of `carried` columns, then `s`/`h` per mapped input):
 /// per step of its [`ColumnarPlan`](hypernodes_core::columnar::ColumnarPlan)
 /// a signature column and its node's UDF; ends with `__item`, the carried
-/// columns and the outputs.
+/// columns, the outputs and, if `errors_as_data`, `__errors` (the failures
+/// of a plan run in another process, see `ErrorsUdf`).
 fn steps(
     engine: &DataFusionEngine,
     job: &Arc<MapJob>,
     cm: &ColumnarMap<'_>,
     mut df: DataFrame,
     carried: usize,
+    errors_as_data: bool,
 ) -> Result<Lowered, Error> {
     let plan = job.columnar_plan(&engine.name)?;
     // What a plan that leaves the process carries instead of the cache, and
@@ -338,6 +344,22 @@ fn steps(
     let mut select = vec![col("__item")];
     select.extend((0..carried).map(|k| col(format!("c{k}"))));
     select.extend(plan.outputs.iter().map(|(slot, _)| col(format!("s{slot}"))));
+    if errors_as_data {
+        // Last: after every step of the row has run.
+        let errors = crate::udf::ErrorsUdf {
+            name: "errors".into(),
+            map: map_id,
+            len: cm.len,
+            stop: job.policy() == hypernodes_core::ErrorPolicy::Stop,
+            state: None,
+            signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
+        };
+        select.push(
+            ScalarUDF::new_from_impl(errors)
+                .call(vec![col("__item")])
+                .alias("__errors"),
+        );
+    }
     // No sort: the engine places each row by its `__item`.
     let df = df.select(select).map_err(df_error)?;
     Ok(Lowered {

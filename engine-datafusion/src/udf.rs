@@ -285,3 +285,140 @@ impl ScalarUDFImpl for HashUdf {
         Ok(ColumnarValue::Array(hashes))
     }
 }
+
+/// A failed item on the wire (a JSON text in the `__errors` column of a
+/// plan run in another process).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct FailureWire {
+    /// The failing node, if the error names one.
+    pub node: Option<String>,
+    /// For a node failure: its pipeline path, items and attempts.
+    pub path: Vec<String>,
+    pub items: Vec<usize>,
+    pub attempts: u32,
+    /// Whether it was a node failure ([`hypernodes_core::Error::NodeFailed`]).
+    pub node_failed: bool,
+    /// The node's own error as text (a node failure), else the whole error.
+    pub message: String,
+}
+
+impl FailureWire {
+    /// `error` on the wire.
+    pub fn of(error: &hypernodes_core::Error) -> FailureWire {
+        match error {
+            hypernodes_core::Error::NodeFailed {
+                node,
+                location,
+                attempts,
+                source,
+            } => FailureWire {
+                node: Some(node.clone()),
+                path: location.path.clone(),
+                items: location.items.clone(),
+                attempts: *attempts,
+                node_failed: true,
+                message: source.to_string(),
+            },
+            other => FailureWire {
+                node: other.node().map(str::to_string),
+                path: Vec::new(),
+                items: Vec::new(),
+                attempts: 0,
+                node_failed: false,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// The error again, in the process that asked for the map: a node
+    /// failure as [`hypernodes_core::Error::NodeFailed`] (the node's own
+    /// error as text), anything else as [`hypernodes_core::Error::Engine`].
+    pub fn into_error(self) -> hypernodes_core::Error {
+        if self.node_failed {
+            hypernodes_core::Error::NodeFailed {
+                node: self.node.unwrap_or_default(),
+                location: Box::new(hypernodes_core::error::Location {
+                    path: self.path,
+                    items: self.items,
+                }),
+                attempts: self.attempts,
+                source: hypernodes_core::error::NodeError::User(self.message.into()),
+            }
+        } else {
+            hypernodes_core::Error::Engine {
+                message: self.message,
+            }
+        }
+    }
+}
+
+/// The failures of a batch's items as data, as a DataFusion UDF: argument
+/// the item column; returns per row its failure as JSON ([`FailureWire`])
+/// or null. Where the plan was built (`state` is `None`) failures stay in
+/// the map's own state and the column is all null; where a plan was
+/// decoded (another process, a Ballista executor) the UDF takes the
+/// failures of the batch's items out of the decoded map's state, so they
+/// travel back with the rows.
+pub(crate) struct ErrorsUdf {
+    pub name: String,
+    /// The map (see `StepWire::map`), its size and policy.
+    pub map: u64,
+    pub len: usize,
+    pub stop: bool,
+    pub state: Option<Arc<hypernodes_core::MapState>>,
+    pub signature: DfSignature,
+}
+
+impl std::fmt::Debug for ErrorsUdf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ErrorsUdf").field("map", &self.map).finish()
+    }
+}
+
+identified_by_name!(ErrorsUdf);
+
+impl ScalarUDFImpl for ErrorsUdf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn signature(&self) -> &DfSignature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let Some(state) = &self.state else {
+            return Ok(ColumnarValue::Array(arrow_array::new_null_array(
+                &DataType::Utf8,
+                n,
+            )));
+        };
+        let columns = ColumnarValue::values_to_arrays(&args.args)?;
+        let items = columns
+            .first()
+            .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+            .ok_or_else(|| DataFusionError::Internal("item column is not UInt64".into()))?;
+        let mut texts: Vec<Option<String>> = vec![None; n];
+        if items.values().iter().any(|&i| state.failed(i as usize)) {
+            let wanted: std::collections::HashMap<usize, usize> = items
+                .values()
+                .iter()
+                .enumerate()
+                .map(|(r, &i)| (i as usize, r))
+                .collect();
+            for (item, error) in state.take_failures_of(|i| wanted.contains_key(&i)) {
+                if let Some(&r) = wanted.get(&item) {
+                    texts[r] = Some(
+                        serde_json::to_string(&FailureWire::of(&error))
+                            .map_err(|e| DataFusionError::External(Box::new(e)))?,
+                    );
+                }
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(
+            arrow_array::StringArray::from(texts),
+        )))
+    }
+}

@@ -147,6 +147,17 @@ impl MapState {
         self.fatal.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
+    /// The failures of the items `wanted` accepts, taken out (the others
+    /// stay).
+    pub fn take_failures_of(&self, wanted: impl Fn(usize) -> bool) -> Vec<(usize, Error)> {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut *failures)
+            .into_iter()
+            .partition(|(i, _)| wanted(*i));
+        *failures = kept;
+        taken
+    }
+
     /// The failed items with their errors, by item, taken out.
     pub fn take_failures(&self) -> Vec<(usize, Error)> {
         let mut failures =

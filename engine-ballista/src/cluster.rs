@@ -1,0 +1,360 @@
+//! The processes of a cluster, for binaries of the user's own crate that
+//! link their nodes: a scheduler ([`scheduler_main`], [`run_scheduler`])
+//! and executors ([`executor_main`], [`run_executor`]). Both decode plans
+//! with the node registry they are given (the scheduler plans from the
+//! client's logical plan, so it needs the node UDFs too; the stock Ballista
+//! scheduler cannot decode them). Both bind to 127.0.0.1 unless told
+//! otherwise: Ballista has no authentication of its own.
+//!
+//! An executor writes what each task stored to the cache before the task
+//! reports success, so a map that ends has its results in the cache for
+//! every other process and engine.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ballista_core::JobId;
+use ballista_core::serde::protobuf::{ShuffleWritePartition, TaskColumnStats};
+use ballista_executor::execution_engine::{
+    DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor,
+};
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_process::start_server;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::prelude::SessionConfig;
+use hypernodes_core::Error;
+use hypernodes_core::node::NodeRegistry;
+use hypernodes_datafusion::NodeCodec;
+
+use crate::codec::ClusterCodec;
+
+/// Where a scheduler listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchedulerOptions {
+    /// The address to bind (`127.0.0.1` unless given).
+    pub bind: String,
+    /// The gRPC port clients and executors connect to.
+    pub port: u16,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            bind: "127.0.0.1".into(),
+            port: 50050,
+        }
+    }
+}
+
+/// Where an executor listens and which scheduler it joins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecutorOptions {
+    /// The scheduler's host and port.
+    pub scheduler_host: String,
+    pub scheduler_port: u16,
+    /// The address to bind (`127.0.0.1` unless given), also the one it
+    /// tells others to reach it at.
+    pub bind: String,
+    /// The Arrow Flight port (results and shuffles are fetched from it).
+    pub port: u16,
+    /// The executor's gRPC port.
+    pub grpc_port: u16,
+    /// Where shuffle files go (a temporary directory unless given).
+    pub work_dir: Option<PathBuf>,
+    /// Tasks run at once (all cores unless given).
+    pub concurrency: Option<usize>,
+    /// Its identifier (a new one unless given).
+    pub id: Option<String>,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        ExecutorOptions {
+            scheduler_host: "127.0.0.1".into(),
+            scheduler_port: 50050,
+            bind: "127.0.0.1".into(),
+            port: 50051,
+            grpc_port: 50052,
+            work_dir: None,
+            concurrency: None,
+            id: None,
+        }
+    }
+}
+
+fn usage(message: String) -> Error {
+    Error::Engine {
+        message: format!("ballista: {message}"),
+    }
+}
+
+/// `--name value` pairs from the command line.
+fn flags(
+    args: impl Iterator<Item = String>,
+    mut set: impl FnMut(&str, String) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut args = args.peekable();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| usage(format!("`{flag}` needs a value")))?;
+        set(&flag, value)?;
+    }
+    Ok(())
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, Error> {
+    value
+        .parse()
+        .map_err(|_| usage(format!("`{flag}` takes a number, not `{value}`")))
+}
+
+impl SchedulerOptions {
+    /// Options from command-line flags: `--bind HOST`, `--port N`.
+    pub fn from_args(args: impl Iterator<Item = String>) -> Result<Self, Error> {
+        let mut o = SchedulerOptions::default();
+        flags(args, |flag, value| {
+            match flag {
+                "--bind" => o.bind = value,
+                "--port" => o.port = number(flag, &value)?,
+                _ => return Err(usage(format!("unknown scheduler flag `{flag}`"))),
+            }
+            Ok(())
+        })?;
+        Ok(o)
+    }
+}
+
+impl ExecutorOptions {
+    /// Options from command-line flags: `--scheduler HOST:PORT`, `--bind
+    /// HOST`, `--port N`, `--grpc-port N`, `--work-dir DIR`,
+    /// `--concurrency N`, `--id ID`.
+    pub fn from_args(args: impl Iterator<Item = String>) -> Result<Self, Error> {
+        let mut o = ExecutorOptions::default();
+        flags(args, |flag, value| {
+            match flag {
+                "--scheduler" => {
+                    let (host, port) = value.rsplit_once(':').ok_or_else(|| {
+                        usage(format!("`--scheduler` takes HOST:PORT, not `{value}`"))
+                    })?;
+                    o.scheduler_host = host.to_string();
+                    o.scheduler_port = number(flag, port)?;
+                }
+                "--bind" => o.bind = value,
+                "--port" => o.port = number(flag, &value)?,
+                "--grpc-port" => o.grpc_port = number(flag, &value)?,
+                "--work-dir" => o.work_dir = Some(value.into()),
+                "--concurrency" => o.concurrency = Some(number(flag, &value)?),
+                "--id" => o.id = Some(value),
+                _ => return Err(usage(format!("unknown executor flag `{flag}`"))),
+            }
+            Ok(())
+        })?;
+        Ok(o)
+    }
+}
+
+/// The `main` of a scheduler binary: options from the command line (see
+/// [`SchedulerOptions::from_args`]), then [`run_scheduler`].
+///
+/// ```no_run
+/// # fn registry() -> hypernodes_core::node::NodeRegistry { unimplemented!() }
+/// fn main() -> Result<(), hypernodes_core::Error> {
+///     hypernodes_ballista::scheduler_main(registry())
+/// }
+/// ```
+pub fn scheduler_main(registry: NodeRegistry) -> Result<(), Error> {
+    let options = SchedulerOptions::from_args(std::env::args().skip(1))?;
+    run_scheduler(registry, &options)
+}
+
+/// The `main` of an executor binary: options from the command line (see
+/// [`ExecutorOptions::from_args`]), then [`run_executor`].
+///
+/// ```no_run
+/// # fn registry() -> hypernodes_core::node::NodeRegistry { unimplemented!() }
+/// fn main() -> Result<(), hypernodes_core::Error> {
+///     hypernodes_ballista::executor_main(registry())
+/// }
+/// ```
+pub fn executor_main(registry: NodeRegistry) -> Result<(), Error> {
+    let options = ExecutorOptions::from_args(std::env::args().skip(1))?;
+    run_executor(registry, &options)
+}
+
+fn ballista_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::external(format!("ballista: {what}"), e)
+}
+
+/// Runs a scheduler that plans maps with the nodes of `registry`, until
+/// the process ends.
+pub fn run_scheduler(registry: NodeRegistry, options: &SchedulerOptions) -> Result<(), Error> {
+    let codec = Arc::new(ClusterCodec::new(Arc::new(NodeCodec::new(registry))));
+    let mut config = SchedulerConfig {
+        bind_host: options.bind.clone(),
+        bind_port: options.port,
+        external_host: options.bind.clone(),
+        ..SchedulerConfig::default()
+    };
+    config.override_logical_codec = Some(codec.clone());
+    config.override_physical_codec = Some(codec);
+    // Plans are optimized as the client's engine would (a node's UDF is
+    // never duplicated).
+    config.override_session_builder = Some(Arc::new(|session: SessionConfig| {
+        Ok(hypernodes_datafusion::session_state(session))
+    }));
+    let address = format!("{}:{}", options.bind, options.port)
+        .parse()
+        .map_err(|e| ballista_error("the scheduler's address", e))?;
+    crate::runtime().block_on(async move {
+        let cluster = BallistaCluster::new_from_config(&config)
+            .await
+            .map_err(|e| ballista_error("starting the scheduler", e))?;
+        start_server(cluster, address, Arc::new(config))
+            .await
+            .map_err(|e| ballista_error("running the scheduler", e))
+    })
+}
+
+/// Runs an executor that knows the nodes of `registry`, until the process
+/// ends or the scheduler stops it.
+pub fn run_executor(registry: NodeRegistry, options: &ExecutorOptions) -> Result<(), Error> {
+    let nodes = Arc::new(NodeCodec::new(registry));
+    let codec = Arc::new(ClusterCodec::new(nodes.clone()));
+    let mut config = ExecutorProcessConfig {
+        scheduler_host: options.scheduler_host.clone(),
+        scheduler_port: options.scheduler_port,
+        bind_host: options.bind.clone(),
+        external_host: Some(options.bind.clone()),
+        port: options.port,
+        grpc_port: options.grpc_port,
+        work_dir: options
+            .work_dir
+            .as_ref()
+            .map(|d| d.to_string_lossy().to_string()),
+        // Registration is retried for this long while the scheduler starts.
+        scheduler_connect_timeout_seconds: 60,
+        executor_heartbeat_interval_seconds: 5,
+        ..ExecutorProcessConfig::default()
+    };
+    if let Some(id) = &options.id {
+        config.executor_id = id.clone();
+    }
+    if let Some(n) = options.concurrency {
+        config.vcores = n.max(1);
+    }
+    config.override_logical_codec = Some(codec.clone());
+    config.override_physical_codec = Some(codec);
+    config.override_execution_engine = Some(Arc::new(FlushingEngine {
+        inner: DefaultExecutionEngine::new(),
+        nodes,
+    }));
+    crate::runtime().block_on(async move {
+        start_executor_process(Arc::new(config))
+            .await
+            .map_err(|e| ballista_error("running the executor", e))
+    })
+}
+
+/// Ballista's execution engine, writing what each task stored to the cache
+/// before the task reports back.
+struct FlushingEngine {
+    inner: DefaultExecutionEngine,
+    nodes: Arc<NodeCodec>,
+}
+
+impl ExecutionEngine for FlushingEngine {
+    fn create_query_stage_exec(
+        &self,
+        job_id: JobId,
+        stage_id: usize,
+        task_id: usize,
+        global_output_partition_ids: Vec<usize>,
+        plan: Arc<dyn ExecutionPlan>,
+        work_dir: &str,
+        config: &SessionConfig,
+    ) -> DfResult<Arc<dyn QueryStageExecutor>> {
+        let inner = self.inner.create_query_stage_exec(
+            job_id,
+            stage_id,
+            task_id,
+            global_output_partition_ids,
+            plan,
+            work_dir,
+            config,
+        )?;
+        Ok(Arc::new(FlushAfter {
+            inner,
+            nodes: self.nodes.clone(),
+        }))
+    }
+}
+
+/// A task's stage, then the cache written.
+#[derive(Debug)]
+struct FlushAfter {
+    inner: Arc<dyn QueryStageExecutor>,
+    nodes: Arc<NodeCodec>,
+}
+
+impl fmt::Display for FlushAfter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+#[async_trait::async_trait]
+impl QueryStageExecutor for FlushAfter {
+    async fn execute_query_stage(
+        &self,
+        task_id: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<Vec<ShuffleWritePartition>> {
+        let out = self.inner.execute_query_stage(task_id, context).await;
+        let nodes = self.nodes.clone();
+        let flushed = tokio::task::spawn_blocking(move || nodes.flush())
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        match flushed {
+            Ok(cache_errors) => {
+                for e in cache_errors {
+                    log::warn!("a task went on without the cache: {e}");
+                }
+            }
+            // A write that failed may succeed on a retry: Ballista retries
+            // I/O errors.
+            Err(e) => {
+                return Err(DataFusionError::IoError(std::io::Error::other(
+                    e.to_string(),
+                )));
+            }
+        }
+        out
+    }
+
+    fn collect_plan_metrics(&self) -> Vec<MetricsSet> {
+        self.inner.collect_plan_metrics()
+    }
+
+    fn collect_runtime_stats_reports(
+        &self,
+    ) -> Vec<ballista_core::serde::protobuf::RuntimeStatsReport> {
+        self.inner.collect_runtime_stats_reports()
+    }
+
+    fn collect_window_state_reports(
+        &self,
+    ) -> DfResult<Vec<ballista_core::serde::protobuf::WindowStateReport>> {
+        self.inner.collect_window_state_reports()
+    }
+
+    fn collect_column_stats(&self) -> Vec<TaskColumnStats> {
+        self.inner.collect_column_stats()
+    }
+}

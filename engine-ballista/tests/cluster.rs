@@ -1,0 +1,313 @@
+//! A real cluster: a scheduler and two executor processes on 127.0.0.1,
+//! started from the demo binaries (which link the same nodes as this test),
+//! sharing one cache directory with the test process. Every wait has a
+//! deadline; each process keeps a log, printed when a test fails.
+
+#[allow(dead_code)]
+#[path = "../demo/nodes.rs"]
+mod nodes;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hypernodes_ballista::BallistaEngine;
+use hypernodes_core::{
+    Callback, CallbackContext, DiskCache, ErrorPolicy, Inputs, MapOptions, SeqEngine,
+};
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; free when returned).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The scheduler and executors, killed when dropped.
+struct Cluster {
+    children: Vec<(String, Child)>,
+    logs: tempfile::TempDir,
+    port: u16,
+}
+
+impl Cluster {
+    /// Starts a scheduler and `executors` executors counting `clean`'s
+    /// calls in `calls`; returns when the scheduler accepts connections.
+    fn start(executors: usize, calls: &Path) -> Cluster {
+        let logs = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cluster = Cluster {
+            children: Vec::new(),
+            logs,
+            port,
+        };
+        cluster.spawn(
+            "scheduler",
+            env!("CARGO_BIN_EXE_hypernodes-demo-scheduler"),
+            &["--port".into(), port.to_string()],
+            calls,
+        );
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            cluster.check_alive();
+            assert!(
+                Instant::now() < deadline,
+                "the scheduler did not listen in 120 s\n{}",
+                cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for i in 0..executors {
+            let work = cluster.logs.path().join(format!("work-{i}"));
+            std::fs::create_dir_all(&work).unwrap();
+            cluster.spawn(
+                &format!("executor-{i}"),
+                env!("CARGO_BIN_EXE_hypernodes-demo-executor"),
+                &[
+                    "--scheduler".into(),
+                    format!("127.0.0.1:{port}"),
+                    "--port".into(),
+                    free_port().to_string(),
+                    "--grpc-port".into(),
+                    free_port().to_string(),
+                    "--work-dir".into(),
+                    work.to_string_lossy().to_string(),
+                    "--concurrency".into(),
+                    "2".into(),
+                    "--id".into(),
+                    format!("executor-{i}"),
+                ],
+                calls,
+            );
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, name: &str, bin: &str, args: &[String], calls: &Path) {
+        let log = std::fs::File::create(self.logs.path().join(format!("{name}.log"))).unwrap();
+        let child = Command::new(bin)
+            .args(args)
+            .env("HYPERNODES_DEMO_CALLS", calls)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name} ({bin}): {e}"));
+        self.children.push((name.to_string(), child));
+    }
+
+    /// Fails the test if a process ended.
+    fn check_alive(&mut self) {
+        let mut ended = Vec::new();
+        for (name, child) in &mut self.children {
+            if let Ok(Some(status)) = child.try_wait() {
+                ended.push(format!("{name} ended: {status}"));
+            }
+        }
+        assert!(ended.is_empty(), "{ended:?}\n{}", self.logs());
+    }
+
+    /// Every process's log.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for (name, _) in &self.children {
+            let text = std::fs::read_to_string(self.logs.path().join(format!("{name}.log")))
+                .unwrap_or_default();
+            let tail: String = text
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            out.push_str(&format!("--- {name} ---\n{tail}\n"));
+        }
+        out
+    }
+
+    fn url(&self) -> String {
+        format!("df://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Calls of `clean` counted in `dir` by every process so far.
+fn calls_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    std::fs::read_to_string(e.path())
+                        .map(|t| t.lines().count())
+                        .unwrap_or(0)
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Counts `clean`'s computed items in this process.
+#[derive(Default)]
+struct Computed(AtomicUsize);
+
+impl Callback for Computed {
+    fn on_node_end(&self, _: &CallbackContext<'_>, node: &str, _: Duration) {
+        if node == "clean" {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn texts(from: usize, n: usize) -> Vec<String> {
+    (from..from + n)
+        .map(|i| format!("  Text {i} Has {} WORDS ", i % 7))
+        .collect()
+}
+
+/// Runs `f` on a thread; fails the test if it takes longer than `secs`.
+fn deadline<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("{what}: no answer in {secs} s"))
+}
+
+fn word_counts(r: &hypernodes_core::MapResult) -> Vec<i64> {
+    r.values::<i64>("word_count").unwrap()
+}
+
+#[test]
+fn a_cluster_of_processes_gives_seq_results_and_shares_one_cache_both_ways() {
+    let calls = tempfile::tempdir().unwrap();
+    let cache: PathBuf = tempfile::tempdir().unwrap().keep();
+    let mut cluster = Cluster::start(2, calls.path());
+    let url = cluster.url();
+    let t = texts(0, 2000);
+    let want = word_counts(
+        &nodes::pipeline()
+            .with_engine(SeqEngine)
+            .map(Inputs::new().with("text", t.clone()), ["text"])
+            .unwrap(),
+    );
+
+    // Half of them computed by SeqEngine in this process.
+    let computed = Arc::new(Computed::default());
+    nodes::pipeline()
+        .with_engine(SeqEngine)
+        .with_cache(DiskCache::new(&cache))
+        .with_callback(computed.clone())
+        .map(Inputs::new().with("text", t[..1000].to_vec()), ["text"])
+        .unwrap();
+    assert_eq!(computed.0.swap(0, Ordering::Relaxed), 1000);
+
+    // On the cluster: Seq's results, and only the other half computed there.
+    let engine = Arc::new(BallistaEngine::remote(url));
+    let on_cluster = nodes::pipeline()
+        .with_shared_engine(engine.clone())
+        .with_cache(DiskCache::new(&cache));
+    let (p, all) = (on_cluster.clone(), t.clone());
+    let r = deadline(240, "the first map on the cluster", move || {
+        p.map(Inputs::new().with("text", all), ["text"])
+    });
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    assert_eq!(word_counts(&r), want);
+    assert_eq!(calls_in(calls.path()), 1000, "{}", cluster.logs());
+    cluster.check_alive();
+
+    // Again: nothing computed anywhere.
+    let (p, all) = (on_cluster.clone(), t.clone());
+    let r = deadline(120, "the second map", move || {
+        p.map(Inputs::new().with("text", all), ["text"])
+    })
+    .unwrap();
+    assert_eq!(word_counts(&r), want);
+    assert_eq!(calls_in(calls.path()), 1000);
+
+    // The reverse: new items computed on the cluster are hits for Seq.
+    let fresh = texts(5000, 500);
+    let (p, items) = (on_cluster.clone(), fresh.clone());
+    deadline(120, "new items on the cluster", move || {
+        p.map(Inputs::new().with("text", items), ["text"])
+    })
+    .unwrap();
+    assert_eq!(calls_in(calls.path()), 1500);
+    let r = nodes::pipeline()
+        .with_engine(SeqEngine)
+        .with_cache(DiskCache::new(&cache))
+        .with_callback(computed.clone())
+        .map(Inputs::new().with("text", fresh), ["text"])
+        .unwrap();
+    assert_eq!(r.len(), 500);
+    assert_eq!(
+        computed.0.load(Ordering::Relaxed),
+        0,
+        "the cluster's results were in the cache when its map ended"
+    );
+    cluster.check_alive();
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
+fn items_failing_on_executors_come_back_named_under_each_policy() {
+    let calls = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(2, calls.path());
+    let engine = Arc::new(BallistaEngine::remote(cluster.url()));
+    let mut t = texts(0, 3000);
+    t[17] = "poison pill".into();
+    t[2500] = "more poison".into();
+    let (p, items) = (
+        nodes::pipeline().with_shared_engine(engine.clone()),
+        t.clone(),
+    );
+    let r = deadline(240, "a map with failures", move || {
+        p.map(
+            Inputs::new().with("text", items),
+            MapOptions::over(["text"]).on_error(ErrorPolicy::Continue),
+        )
+    });
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    let failed: Vec<(usize, String, bool)> = r
+        .failures()
+        .iter()
+        .map(|f| {
+            (
+                f.index,
+                f.node().to_string(),
+                f.message().contains("cannot clean"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        [(17, "clean".into(), true), (2500, "clean".into(), true)]
+    );
+    assert_eq!(r.len(), 3000);
+
+    // Under the stop policy the map's error is the first failure.
+    let p = nodes::pipeline().with_shared_engine(engine);
+    let err = deadline(120, "a map that stops", move || {
+        p.map(Inputs::new().with("text", t), ["text"])
+    })
+    .unwrap_err();
+    assert_eq!(err.node(), Some("clean"), "{err}");
+    assert_eq!(err.item(), Some(17), "{err}");
+    cluster.check_alive();
+}
