@@ -339,6 +339,16 @@ pub enum Error {
         /// The row, counted over the whole table from 0.
         row: usize,
     },
+    /// An executor of a cluster does not link a node of the map in the
+    /// version the map was built with (found before the map is sent).
+    #[error("executor `{executor}`: {source}")]
+    Executor {
+        /// The executor's id.
+        executor: String,
+        /// The node it lacks, or links in another version (both hashes).
+        #[source]
+        source: RegistryError,
+    },
     /// Reading or writing a table file failed.
     #[error("table file `{path}`: {source}")]
     TableIo {

@@ -41,6 +41,9 @@ pub struct SchedulerOptions {
     pub bind: String,
     /// The gRPC port clients and executors connect to.
     pub port: u16,
+    /// The node handshake's port (`port + 1` unless given; see the
+    /// `handshake` module).
+    pub handshake_port: Option<u16>,
 }
 
 impl Default for SchedulerOptions {
@@ -48,6 +51,7 @@ impl Default for SchedulerOptions {
         SchedulerOptions {
             bind: "127.0.0.1".into(),
             port: 50050,
+            handshake_port: None,
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct ExecutorOptions {
     pub concurrency: Option<usize>,
     /// Its identifier (a new one unless given).
     pub id: Option<String>,
+    /// The scheduler's node handshake port (its gRPC port + 1 unless given).
+    pub handshake_port: Option<u16>,
 }
 
 impl Default for ExecutorOptions {
@@ -84,6 +90,7 @@ impl Default for ExecutorOptions {
             work_dir: None,
             concurrency: None,
             id: None,
+            handshake_port: None,
         }
     }
 }
@@ -116,13 +123,15 @@ fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, Error> {
 }
 
 impl SchedulerOptions {
-    /// Options from command-line flags: `--bind HOST`, `--port N`.
+    /// Options from command-line flags: `--bind HOST`, `--port N`,
+    /// `--handshake-port N`.
     pub fn from_args(args: impl Iterator<Item = String>) -> Result<Self, Error> {
         let mut o = SchedulerOptions::default();
         flags(args, |flag, value| {
             match flag {
                 "--bind" => o.bind = value,
                 "--port" => o.port = number(flag, &value)?,
+                "--handshake-port" => o.handshake_port = Some(number(flag, &value)?),
                 _ => return Err(usage(format!("unknown scheduler flag `{flag}`"))),
             }
             Ok(())
@@ -134,7 +143,7 @@ impl SchedulerOptions {
 impl ExecutorOptions {
     /// Options from command-line flags: `--scheduler HOST:PORT`, `--bind
     /// HOST`, `--port N`, `--grpc-port N`, `--work-dir DIR`,
-    /// `--concurrency N`, `--id ID`.
+    /// `--concurrency N`, `--id ID`, `--handshake-port N`.
     pub fn from_args(args: impl Iterator<Item = String>) -> Result<Self, Error> {
         let mut o = ExecutorOptions::default();
         flags(args, |flag, value| {
@@ -152,6 +161,7 @@ impl ExecutorOptions {
                 "--work-dir" => o.work_dir = Some(value.into()),
                 "--concurrency" => o.concurrency = Some(number(flag, &value)?),
                 "--id" => o.id = Some(value),
+                "--handshake-port" => o.handshake_port = Some(number(flag, &value)?),
                 _ => return Err(usage(format!("unknown executor flag `{flag}`"))),
             }
             Ok(())
@@ -212,10 +222,25 @@ pub fn run_scheduler(registry: NodeRegistry, options: &SchedulerOptions) -> Resu
     let address = format!("{}:{}", options.bind, options.port)
         .parse()
         .map_err(|e| ballista_error("the scheduler's address", e))?;
+    let handshake = format!(
+        "{}:{}",
+        options.bind,
+        options
+            .handshake_port
+            .unwrap_or(options.port.saturating_add(1))
+    );
     crate::runtime().block_on(async move {
         let cluster = BallistaCluster::new_from_config(&config)
             .await
             .map_err(|e| ballista_error("starting the scheduler", e))?;
+        let listener = tokio::net::TcpListener::bind(&handshake)
+            .await
+            .map_err(|e| ballista_error(&format!("the node handshake's port {handshake}"), e))?;
+        tokio::spawn(crate::handshake::serve(
+            listener,
+            cluster.cluster_state(),
+            Default::default(),
+        ));
         start_server(cluster, address, Arc::new(config))
             .await
             .map_err(|e| ballista_error("running the scheduler", e))
@@ -246,6 +271,19 @@ pub fn run_executor(registry: NodeRegistry, options: &ExecutorOptions) -> Result
     if let Some(id) = &options.id {
         config.executor_id = id.clone();
     }
+    // Before it registers: the scheduler learns which nodes it links.
+    let handshake = format!(
+        "{}:{}",
+        options.scheduler_host,
+        options
+            .handshake_port
+            .unwrap_or(options.scheduler_port.saturating_add(1))
+    );
+    crate::handshake::tell(
+        &handshake,
+        &crate::handshake::Manifest::of(&config.executor_id, nodes.registry()),
+        std::time::Duration::from_secs(60),
+    )?;
     if let Some(n) = options.concurrency {
         config.vcores = n.max(1);
     }

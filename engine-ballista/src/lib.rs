@@ -22,6 +22,7 @@
 
 mod cluster;
 mod codec;
+pub mod handshake;
 
 pub use cluster::{
     ExecutorOptions, SchedulerOptions, executor_main, run_executor, run_scheduler, scheduler_main,
@@ -40,6 +41,8 @@ use hypernodes_datafusion::{DataFusionEngine, NodeCodec};
 pub struct BallistaEngine {
     /// The scheduler's URL (`df://host:port`), or `None`: in-process.
     scheduler: Option<String>,
+    /// The scheduler's node handshake address (`host:port`).
+    handshake: Option<String>,
     lowering: DataFusionEngine,
     codec: Arc<NodeCodec>,
     cluster: OnceLock<Result<SessionContext, String>>,
@@ -66,6 +69,7 @@ impl BallistaEngine {
     pub fn standalone(registry: NodeRegistry) -> Self {
         BallistaEngine {
             scheduler: None,
+            handshake: None,
             lowering: DataFusionEngine::new(),
             codec: Arc::new(NodeCodec::new(registry)),
             cluster: OnceLock::new(),
@@ -76,13 +80,76 @@ impl BallistaEngine {
     /// An engine sending maps to the scheduler at `url` (`df://host:port`),
     /// connected on first use. The executors must know the pipeline's nodes
     /// (see [`executor_main`]) and reach the map's cache location.
+    ///
+    /// Before each map it asks the scheduler which nodes every executor
+    /// links (see [`handshake`]; on the scheduler's port + 1 unless
+    /// [`BallistaEngine::with_handshake_port`] says otherwise), and refuses
+    /// to send a map one of them could not run.
     pub fn remote(url: impl Into<String>) -> Self {
+        let url = url.into();
+        let address = url.trim_start_matches("df://").to_string();
+        let handshake = address
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some(format!("{host}:{}", port.parse::<u16>().ok()? + 1)));
         BallistaEngine {
-            scheduler: Some(url.into()),
+            handshake: Some(handshake.unwrap_or(address)),
+            scheduler: Some(url),
             lowering: DataFusionEngine::new(),
             codec: Arc::new(NodeCodec::new(NodeRegistry::new())),
             cluster: OnceLock::new(),
             running: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// Asks for the node handshake on `port` of the scheduler's host.
+    pub fn with_handshake_port(mut self, port: u16) -> Self {
+        if let Some(url) = &self.scheduler {
+            let host = url
+                .trim_start_matches("df://")
+                .rsplit_once(':')
+                .map_or("127.0.0.1", |(h, _)| h)
+                .to_string();
+            self.handshake = Some(format!("{host}:{port}"));
+        }
+        self
+    }
+
+    /// The executors the scheduler knows and the nodes each links (empty
+    /// for a standalone engine).
+    pub fn executors(&self) -> Result<Vec<handshake::ExecutorNodes>, Error> {
+        match &self.handshake {
+            Some(address) => handshake::executors(address),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Before a map is sent: every node of `job` is linked, in this
+    /// version, by every executor (waiting up to a minute for a first
+    /// executor to register).
+    fn check_executors(&self, job: &MapJob) -> Result<(), Error> {
+        let Some(address) = &self.handshake else {
+            return Ok(());
+        };
+        let nodes: Vec<_> = job
+            .columnar()?
+            .steps
+            .iter()
+            .map(|s| (s.node.name().to_string(), s.node.code_hash()))
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let executors = handshake::executors(address)?;
+            if !executors.is_empty() {
+                return handshake::check(&executors, &nodes);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Engine {
+                    message: format!(
+                        "ballista: no executor registered with the scheduler ({address}) within 60 s"
+                    ),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
 
@@ -129,6 +196,8 @@ impl Engine for BallistaEngine {
                     .resolve(step.node.name(), &step.node.code_hash())?;
             }
         }
+        // And on a remote cluster, by every executor.
+        self.check_executors(job)?;
         let ctx = self.cluster()?;
         self.lowering.map_on(job, |df| {
             let plan = df.into_unoptimized_plan();

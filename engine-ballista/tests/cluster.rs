@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hypernodes_ballista::BallistaEngine;
+use hypernodes_core::node::RegistryError;
 use hypernodes_core::{
-    Callback, CallbackContext, DiskCache, ErrorPolicy, Inputs, MapOptions, SeqEngine,
+    Callback, CallbackContext, DiskCache, Error, ErrorPolicy, Inputs, MapOptions, Pipeline,
+    SeqEngine, node,
 };
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; free when returned).
@@ -35,9 +37,15 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a scheduler and `executors` executors counting `clean`'s
+    /// Starts a scheduler and `executors` demo executors counting `clean`'s
     /// calls in `calls`; returns when the scheduler accepts connections.
     fn start(executors: usize, calls: &Path) -> Cluster {
+        let demo = env!("CARGO_BIN_EXE_hypernodes-demo-executor");
+        Cluster::start_with(&vec![demo; executors], calls)
+    }
+
+    /// Starts a scheduler and one executor per binary of `executors`.
+    fn start_with(executors: &[&str], calls: &Path) -> Cluster {
         let logs = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cluster = Cluster {
@@ -61,12 +69,12 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        for i in 0..executors {
+        for (i, bin) in executors.iter().enumerate() {
             let work = cluster.logs.path().join(format!("work-{i}"));
             std::fs::create_dir_all(&work).unwrap();
             cluster.spawn(
                 &format!("executor-{i}"),
-                env!("CARGO_BIN_EXE_hypernodes-demo-executor"),
+                bin,
                 &[
                     "--scheduler".into(),
                     format!("127.0.0.1:{port}"),
@@ -309,5 +317,105 @@ fn items_failing_on_executors_come_back_named_under_each_policy() {
     .unwrap_err();
     assert_eq!(err.node(), Some("clean"), "{err}");
     assert_eq!(err.item(), Some(17), "{err}");
+    cluster.check_alive();
+}
+
+/// Waits until the scheduler knows `n` executors that told their nodes.
+fn wait_for_executors(engine: &BallistaEngine, cluster: &mut Cluster, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let known = engine.executors().unwrap_or_default();
+        if known.len() >= n && known.iter().all(|e| e.manifest.is_some()) {
+            return;
+        }
+        cluster.check_alive();
+        assert!(
+            Instant::now() < deadline,
+            "{n} executors did not register in 120 s: {known:?}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A node no executor links.
+#[node(output = "shouted")]
+fn shout(cleaned: &str) -> String {
+    cleaned.to_uppercase()
+}
+
+#[test]
+fn a_map_an_executor_cannot_run_is_refused_before_anything_runs_naming_node_executor_and_hashes() {
+    let calls = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start_with(
+        &[
+            env!("CARGO_BIN_EXE_hypernodes-demo-executor"),
+            env!("CARGO_BIN_EXE_hypernodes-demo-executor-other"),
+        ],
+        calls.path(),
+    );
+    let engine = Arc::new(BallistaEngine::remote(cluster.url()));
+    wait_for_executors(&engine, &mut cluster, 2);
+    let t = texts(0, 200);
+
+    // `count` is linked by executor-1 in another version.
+    let p = nodes::pipeline().with_shared_engine(engine.clone());
+    let items = t.clone();
+    let err = deadline(60, "a map executor-1 cannot run", move || {
+        p.map(Inputs::new().with("text", items), ["text"])
+    })
+    .unwrap_err();
+    let wanted = nodes::count::node().code_hash();
+    match &err {
+        Error::Executor {
+            executor,
+            source:
+                RegistryError::CodeMismatch {
+                    node,
+                    wanted: w,
+                    linked,
+                },
+        } => {
+            assert_eq!(executor, "executor-1");
+            assert_eq!(node, "count");
+            assert_eq!(*w, wanted);
+            assert_ne!(*linked, wanted);
+            let text = err.to_string();
+            assert!(
+                text.contains(&wanted.to_hex()) && text.contains(&linked.to_hex()),
+                "{text}"
+            );
+        }
+        other => panic!("expected a code mismatch on executor-1, got {other:?}"),
+    }
+
+    // A node no executor links.
+    let p = Pipeline::new([nodes::clean::node(), shout::node()])
+        .unwrap()
+        .with_shared_engine(engine.clone());
+    let items = t.clone();
+    let err = deadline(60, "a map with a node nobody links", move || {
+        p.map(Inputs::new().with("text", items), ["text"])
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Executor { source: RegistryError::UnknownNode { node, .. }, .. } if node == "shout"
+        ),
+        "{err:?}"
+    );
+    assert_eq!(calls_in(calls.path()), 0, "nothing ran");
+
+    // What every executor links runs.
+    let p = Pipeline::new([nodes::clean::node()])
+        .unwrap()
+        .with_shared_engine(engine);
+    let r = deadline(120, "a map both executors can run", move || {
+        p.map(Inputs::new().with("text", t), ["text"])
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.len(), 200);
+    assert_eq!(calls_in(calls.path()), 200);
     cluster.check_alive();
 }
