@@ -23,6 +23,7 @@
 mod cluster;
 mod codec;
 pub mod handshake;
+mod staging;
 
 pub use cluster::{
     ExecutorOptions, SchedulerOptions, executor_main, run_executor, run_scheduler, scheduler_main,
@@ -43,6 +44,9 @@ pub struct BallistaEngine {
     scheduler: Option<String>,
     /// The scheduler's node handshake address (`host:port`).
     handshake: Option<String>,
+    /// Where a map's input rows are staged as Parquet (see
+    /// [`BallistaEngine::with_staging`]).
+    staging: std::path::PathBuf,
     lowering: DataFusionEngine,
     codec: Arc<NodeCodec>,
     cluster: OnceLock<Result<SessionContext, String>>,
@@ -52,6 +56,12 @@ pub struct BallistaEngine {
 
 /// The runtime Ballista's scheduler, executor and client run on (one per
 /// process).
+/// Where input rows are staged unless [`BallistaEngine::with_staging`]
+/// says otherwise.
+fn default_staging() -> std::path::PathBuf {
+    std::env::temp_dir().join("hypernodes-staging")
+}
+
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
@@ -70,6 +80,7 @@ impl BallistaEngine {
         BallistaEngine {
             scheduler: None,
             handshake: None,
+            staging: default_staging(),
             lowering: DataFusionEngine::new(),
             codec: Arc::new(NodeCodec::new(registry)),
             cluster: OnceLock::new(),
@@ -92,6 +103,7 @@ impl BallistaEngine {
             .rsplit_once(':')
             .and_then(|(host, port)| Some(format!("{host}:{}", port.parse::<u16>().ok()? + 1)));
         BallistaEngine {
+            staging: default_staging(),
             handshake: Some(handshake.unwrap_or(address)),
             scheduler: Some(url),
             lowering: DataFusionEngine::new(),
@@ -99,6 +111,16 @@ impl BallistaEngine {
             cluster: OnceLock::new(),
             running: std::sync::Mutex::new(()),
         }
+    }
+
+    /// Stages each map's input rows as Parquet files under `dir` (removed
+    /// when the map ends): a directory every process of the cluster can
+    /// read — on several machines, a shared file system. Unless set, the
+    /// system's temporary directory, which only a cluster on one machine
+    /// shares.
+    pub fn with_staging(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.staging = dir.into();
+        self
     }
 
     /// Asks for the node handshake on `port` of the scheduler's host.
@@ -200,9 +222,11 @@ impl Engine for BallistaEngine {
         self.check_executors(job)?;
         let ctx = self.cluster()?;
         self.lowering.map_on(job, |df| {
-            let plan = df.into_unoptimized_plan();
+            // The input rows go as Parquet files, not inside the plan.
+            let (plan, staged) = staging::stage(df.into_unoptimized_plan(), &self.staging)?;
             let df = datafusion::dataframe::DataFrame::new(ctx.state(), plan);
             let batches = runtime().block_on(df.collect());
+            drop(staged);
             // The steps ran in the executor: their failed items come back
             // through the codec that decoded them.
             let outcome = self.codec.close()?;

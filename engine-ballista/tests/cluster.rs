@@ -419,3 +419,33 @@ fn a_map_an_executor_cannot_run_is_refused_before_anything_runs_naming_node_exec
     assert_eq!(calls_in(calls.path()), 200);
     cluster.check_alive();
 }
+
+#[test]
+fn a_map_too_large_for_a_plan_message_goes_through_staged_parquet() {
+    // 300,000 items and their hashes are about 20 MB: more than the 16 MB
+    // a gRPC message may hold, had the rows travelled inside the plan.
+    const N: usize = 300_000;
+    let calls = tempfile::tempdir().unwrap();
+    let staging = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(2, calls.path());
+    let engine = Arc::new(BallistaEngine::remote(cluster.url()).with_staging(staging.path()));
+    let t = texts(0, N);
+    let want: Vec<i64> = t
+        .iter()
+        .map(|s| s.trim().to_lowercase().split_whitespace().count() as i64)
+        .collect();
+    let p = nodes::pipeline().with_shared_engine(engine);
+    let r = deadline(600, "a map of 300,000 items", move || {
+        p.map(Inputs::new().with("text", t), ["text"])
+    });
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    assert_eq!(word_counts(&r), want);
+    assert_eq!(calls_in(calls.path()), N);
+    // The staged files are gone with the map.
+    let left: Vec<_> = std::fs::read_dir(staging.path())
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    cluster.check_alive();
+}
