@@ -15,10 +15,14 @@ pub use hypernodes_core::*;
 /// `failures`, which reads the failed items such a plan gives back,
 /// `dataframe_table`, which maps over a query's results, and the
 /// `datafusion` crate it is built on), and `BallistaEngine` with the
-/// `ballista` feature.
+/// `ballista` feature (with what the scheduler and executor binaries of a
+/// cluster call: `scheduler_main`, `executor_main`).
 pub mod engines {
     #[cfg(feature = "ballista")]
-    pub use hypernodes_ballista::BallistaEngine;
+    pub use hypernodes_ballista::{
+        BallistaEngine, ExecutorOptions, SchedulerOptions, executor_main, handshake, run_executor,
+        run_scheduler, scheduler_main,
+    };
     pub use hypernodes_core::{ParallelEngine, SeqEngine};
     #[cfg(feature = "datafusion")]
     pub use hypernodes_datafusion::{

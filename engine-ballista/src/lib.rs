@@ -14,7 +14,9 @@
 //! [`BallistaEngine::remote`] sends maps to a running scheduler whose
 //! executors are processes of their own, started from binaries of the
 //! user's crate that link its nodes ([`executor_main`], [`scheduler_main`]).
-//! The map's input rows travel inside the plan. Results come back to the
+//! Before a remote map is sent, every executor must link every node of
+//! it in this version ([`handshake`]). The map's input rows are staged as
+//! Parquet files every process reads (`staging`). Results come back to the
 //! caller; items that failed come back as data with them, named as on every
 //! engine (node, pipeline path, item). The node steps run in the executors,
 //! not in the caller's map: callbacks see the map start and end, not its

@@ -1,0 +1,172 @@
+//! A Ballista cluster on this machine: a scheduler and two executors on
+//! 127.0.0.1, each a process of this very program (started again with
+//! `--role scheduler` or `--role executor`: a user's own binaries are a
+//! one-line `main` each, see the README's "Run on a cluster"). It maps the
+//! W1 pipeline (`shared/bench/workload.md`) over `--items N` items (default
+//! 100,000) with a fresh `DiskCache`, cold then warm, checks every result
+//! against plain Rust, and prints
+//!
+//! ```text
+//! cluster: executors=2 items=<N> cold_items_per_s=<x> warm_items_per_s=<y>
+//! datafusion: items=<N> cold_items_per_s=<x> warm_items_per_s=<y>
+//! cluster-latency: items=1000 jobs=5 median_ms=<z>
+//! ```
+//!
+//! The second line is `DataFusionEngine` on the same items in this process
+//! (the same work, no cluster), the third the median time of five maps of
+//! 1,000 new items each: what a small job costs on the cluster. Then it
+//! stops every process it started.
+//!
+//! ```sh
+//! cargo run --release --all-features --example cluster -- --items 1000000
+//! ```
+
+#[path = "shared/workload.rs"]
+mod workload;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hypernodes::engines::{BallistaEngine, DataFusionEngine};
+use hypernodes::node::NodeRegistry;
+use hypernodes::{DiskCache, Engine, Inputs, Pipeline};
+
+fn pipeline() -> Pipeline {
+    Pipeline::new([workload::clean::node(), workload::count::node()]).expect("W1 is valid")
+}
+
+/// The processes this program started, stopped when dropped.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16, std::io::Error> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// One map of `items` on `engine` with a new `DiskCache` at `cache`:
+/// items per second, after checking every result.
+fn timed(
+    engine: Arc<dyn Engine>,
+    cache: &std::path::Path,
+    items: &[String],
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    let r = pipeline()
+        .with_shared_engine(engine)
+        .with_cache(DiskCache::new(cache))
+        .map(Inputs::new().with("text", items.to_vec()), ["text"])?;
+    let secs = start.elapsed().as_secs_f64();
+    if r.values::<i64>("word_count")? != workload::expected_counts(items) {
+        return Err("wrong results".into());
+    }
+    Ok(items.len() as f64 / secs)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // A process of the cluster: the rest of the arguments are its options.
+    if args.first().map(String::as_str) == Some("--role") {
+        let registry = NodeRegistry::new().with_pipeline(&pipeline());
+        let rest = args.iter().skip(2).cloned();
+        match args.get(1).map(String::as_str) {
+            Some("scheduler") => hypernodes::engines::run_scheduler(
+                registry,
+                &hypernodes::engines::SchedulerOptions::from_args(rest)?,
+            )?,
+            Some("executor") => hypernodes::engines::run_executor(
+                registry,
+                &hypernodes::engines::ExecutorOptions::from_args(rest)?,
+            )?,
+            other => return Err(format!("unknown role {other:?}").into()),
+        }
+        return Ok(());
+    }
+    let mut n = 100_000usize;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--items" => n = it.next().ok_or("--items needs a number")?.parse()?,
+            other => return Err(format!("unknown argument `{other}`").into()),
+        }
+    }
+
+    let me = std::env::current_exe()?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let quiet = || Stdio::null();
+    let mut processes = Processes(Vec::new());
+    processes.0.push(
+        Command::new(&me)
+            .args(["--role", "scheduler", "--port", &port.to_string()])
+            .stdout(quiet())
+            .stderr(quiet())
+            .spawn()?,
+    );
+    for i in 0..2 {
+        let work = dir.path().join(format!("work-{i}"));
+        std::fs::create_dir_all(&work)?;
+        processes.0.push(
+            Command::new(&me)
+                .args(["--role", "executor", "--scheduler"])
+                .arg(format!("127.0.0.1:{port}"))
+                .args(["--port", &free_port()?.to_string()])
+                .args(["--grpc-port", &free_port()?.to_string()])
+                .arg("--work-dir")
+                .arg(&work)
+                .args(["--concurrency", "1", "--id", &format!("executor-{i}")])
+                .stdout(quiet())
+                .stderr(quiet())
+                .spawn()?,
+        );
+    }
+    let engine = Arc::new(
+        BallistaEngine::remote(format!("df://127.0.0.1:{port}"))
+            .with_staging(dir.path().join("staging")),
+    );
+    // Both executors registered, and told which nodes they link.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while engine.executors().map_or(0, |e| e.len()) < 2 {
+        if Instant::now() > deadline {
+            return Err("the executors did not register within 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let items = workload::items(n);
+    let cache = dir.path().join("cache");
+    let cold = timed(engine.clone(), &cache, &items)?;
+    let warm = timed(engine.clone(), &cache, &items)?;
+    println!(
+        "cluster: executors=2 items={n} cold_items_per_s={cold:.0} warm_items_per_s={warm:.0}"
+    );
+
+    let local = dir.path().join("cache-datafusion");
+    let df: Arc<dyn Engine> = Arc::new(DataFusionEngine::new());
+    let cold = timed(df.clone(), &local, &items)?;
+    let warm = timed(df, &local, &items)?;
+    println!("datafusion: items={n} cold_items_per_s={cold:.0} warm_items_per_s={warm:.0}");
+
+    let mut ms: Vec<f64> = Vec::new();
+    for job in 0..5 {
+        let small: Vec<String> = (0..1000)
+            .map(|i| workload::item(n + job * 1000 + i))
+            .collect();
+        let start = Instant::now();
+        timed(engine.clone(), &cache, &small)?;
+        ms.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    println!("cluster-latency: items=1000 jobs=5 median_ms={:.1}", ms[2]);
+    Ok(())
+}
