@@ -6,9 +6,16 @@
 use hypernodes_core::node::NodeRegistry;
 use hypernodes_core::{Pipeline, node};
 
-/// Counts a call of `node` in `$HYPERNODES_DEMO_CALLS/<node>-<pid>`.
+/// Counts a call of `node` in `$HYPERNODES_DEMO_CALLS/<node>-<pid>`, after
+/// sleeping `$HYPERNODES_DEMO_SLEEP_MS` milliseconds if set (slow items).
 fn record_call(node: &str) {
     use std::io::Write;
+    if let Some(ms) = std::env::var("HYPERNODES_DEMO_SLEEP_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     let Ok(dir) = std::env::var("HYPERNODES_DEMO_CALLS") else {
         return;
     };

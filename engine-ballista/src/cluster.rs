@@ -44,6 +44,10 @@ pub struct SchedulerOptions {
     /// The node handshake's port (`port + 1` unless given; see the
     /// `handshake` module).
     pub handshake_port: Option<u16>,
+    /// Seconds without a heartbeat after which an executor counts as lost
+    /// and its tasks run elsewhere (executors beat every 2 s); also how
+    /// long a job waits when no executor is left before it fails.
+    pub executor_timeout_secs: u64,
 }
 
 impl Default for SchedulerOptions {
@@ -52,6 +56,7 @@ impl Default for SchedulerOptions {
             bind: "127.0.0.1".into(),
             port: 50050,
             handshake_port: None,
+            executor_timeout_secs: 20,
         }
     }
 }
@@ -124,7 +129,7 @@ fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, Error> {
 
 impl SchedulerOptions {
     /// Options from command-line flags: `--bind HOST`, `--port N`,
-    /// `--handshake-port N`.
+    /// `--handshake-port N`, `--executor-timeout SECS`.
     pub fn from_args(args: impl Iterator<Item = String>) -> Result<Self, Error> {
         let mut o = SchedulerOptions::default();
         flags(args, |flag, value| {
@@ -132,6 +137,7 @@ impl SchedulerOptions {
                 "--bind" => o.bind = value,
                 "--port" => o.port = number(flag, &value)?,
                 "--handshake-port" => o.handshake_port = Some(number(flag, &value)?),
+                "--executor-timeout" => o.executor_timeout_secs = number(flag, &value)?,
                 _ => return Err(usage(format!("unknown scheduler flag `{flag}`"))),
             }
             Ok(())
@@ -205,11 +211,17 @@ fn ballista_error(what: &str, e: impl std::error::Error + Send + Sync + 'static)
 /// Runs a scheduler that plans maps with the nodes of `registry`, until
 /// the process ends.
 pub fn run_scheduler(registry: NodeRegistry, options: &SchedulerOptions) -> Result<(), Error> {
-    let codec = Arc::new(ClusterCodec::new(Arc::new(NodeCodec::new(registry))));
+    let nodes = Arc::new(NodeCodec::new(registry));
+    let codec = Arc::new(ClusterCodec::new(nodes.clone()));
     let mut config = SchedulerConfig {
         bind_host: options.bind.clone(),
         bind_port: options.port,
         external_host: options.bind.clone(),
+        // A lost executor is noticed in seconds, not Ballista's default
+        // three minutes; with none left a job fails after as long.
+        executor_timeout_seconds: options.executor_timeout_secs.max(1),
+        expire_dead_executor_interval_seconds: (options.executor_timeout_secs / 2).clamp(1, 5),
+        no_executors_grace_period_seconds: options.executor_timeout_secs.max(1),
         ..SchedulerConfig::default()
     };
     config.override_logical_codec = Some(codec.clone());
@@ -241,6 +253,18 @@ pub fn run_scheduler(registry: NodeRegistry, options: &SchedulerOptions) -> Resu
             cluster.cluster_state(),
             Default::default(),
         ));
+        // Planning decodes the node steps here too: forget them now and
+        // then (nothing runs them in this process).
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                every.tick().await;
+                let nodes = nodes.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || nodes.flush()).await {
+                    log::warn!("the scheduler's decoded steps: {e}");
+                }
+            }
+        });
         start_server(cluster, address, Arc::new(config))
             .await
             .map_err(|e| ballista_error("running the scheduler", e))
@@ -265,7 +289,7 @@ pub fn run_executor(registry: NodeRegistry, options: &ExecutorOptions) -> Result
             .map(|d| d.to_string_lossy().to_string()),
         // Registration is retried for this long while the scheduler starts.
         scheduler_connect_timeout_seconds: 60,
-        executor_heartbeat_interval_seconds: 5,
+        executor_heartbeat_interval_seconds: 2,
         ..ExecutorProcessConfig::default()
     };
     if let Some(id) = &options.id {

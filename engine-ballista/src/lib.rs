@@ -182,7 +182,9 @@ impl BallistaEngine {
         self.cluster
             .get_or_init(|| {
                 let codec = Arc::new(codec::ClusterCodec::new(self.codec.clone()));
+                // As many partitions (tasks) as a map's inputs are staged in.
                 let config = SessionConfig::new_with_ballista()
+                    .with_target_partitions(staging::MAX_FILES)
                     .with_ballista_logical_extension_codec(codec.clone())
                     .with_ballista_physical_extension_codec(codec);
                 // Planned as the DataFusion engine plans: no node UDF is

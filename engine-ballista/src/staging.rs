@@ -1,9 +1,9 @@
 //! A map's input rows staged as Parquet: a cluster's processes cannot share
 //! an in-memory table, and a plan carrying the rows inline outgrows gRPC's
 //! message limits at a few hundred thousand items. So before a plan is
-//! sent, every in-memory table in it is written as Parquet files (one per
-//! partition) into a directory every process can read, and the plan scans
-//! those files instead. The files are removed when the map ends
+//! sent, every in-memory table in it is written as Parquet files (up to
+//! [`MAX_FILES`], so as many tasks can share the rows) into a directory
+//! every process can read, and the plan scans those files instead. The files are removed when the map ends
 //! ([`Staged`]'s drop).
 
 use std::any::Any;
@@ -84,34 +84,71 @@ pub(crate) fn stage(plan: LogicalPlan, root: &Path) -> Result<(LogicalPlan, Stag
     Ok((plan, staged))
 }
 
-/// Writes `table`'s partitions as `t<table>-p<partition>.parquet` in `dir`;
-/// a listing table over them.
+/// Files a table is staged in, at most: enough for as many tasks, each
+/// reading whole files.
+pub(crate) const MAX_FILES: usize = 8;
+
+/// Rows per staged file, at least (small maps stay in one or few files).
+const MIN_FILE_ROWS: usize = 1024;
+
+/// Writes `table`'s rows in order as `t<table>-f<file>.parquet` in `dir`,
+/// in up to [`MAX_FILES`] files of equal size (a task each); a listing
+/// table over them.
 fn write_table(table: &MemTable, dir: &Path, index: usize) -> Result<ListingTable, Error> {
     use datafusion::catalog::TableProvider;
     let schema = table.schema();
-    let mut urls = Vec::new();
-    for (p, partition) in table.batches.iter().enumerate() {
-        let batches = partition.try_read().map_err(|_| Error::Engine {
+    let mut batches = Vec::new();
+    for partition in &table.batches {
+        let partition = partition.try_read().map_err(|_| Error::Engine {
             message: "ballista: an input table is being written".into(),
         })?;
-        if batches.is_empty() {
-            continue;
-        }
-        let path = dir.join(format!("t{index}-p{p:04}.parquet"));
-        let file = std::fs::File::create(&path).map_err(|e| staging_error(&path, e))?;
-        let mut writer = ArrowWriter::try_new(file, schema.clone(), None)
-            .map_err(|e| staging_error(&path, e))?;
-        for batch in batches.iter() {
-            writer.write(batch).map_err(|e| staging_error(&path, e))?;
-        }
+        batches.extend(partition.iter().filter(|b| b.num_rows() > 0).cloned());
+    }
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let per_file = total.div_ceil(MAX_FILES).max(MIN_FILE_ROWS);
+    let mut urls = Vec::new();
+    let mut open: Option<(PathBuf, ArrowWriter<std::fs::File>, usize)> = None;
+    let close = |(path, writer, _): (PathBuf, ArrowWriter<std::fs::File>, usize),
+                 urls: &mut Vec<ListingTableUrl>|
+     -> Result<(), Error> {
         writer.close().map_err(|e| staging_error(&path, e))?;
         urls.push(
             ListingTableUrl::parse(path.to_string_lossy()).map_err(|e| staging_error(&path, e))?,
         );
+        Ok(())
+    };
+    for batch in batches {
+        let mut at = 0;
+        while at < batch.num_rows() {
+            if open.is_none() {
+                let path = dir.join(format!("t{index}-f{:04}.parquet", urls.len()));
+                let file = std::fs::File::create(&path).map_err(|e| staging_error(&path, e))?;
+                let writer = ArrowWriter::try_new(file, schema.clone(), None)
+                    .map_err(|e| staging_error(&path, e))?;
+                open = Some((path, writer, 0));
+            }
+            let Some((path, writer, rows)) = open.as_mut() else {
+                break;
+            };
+            let take = (per_file - *rows).min(batch.num_rows() - at);
+            writer
+                .write(&batch.slice(at, take))
+                .map_err(|e| staging_error(path, e))?;
+            *rows += take;
+            at += take;
+            if *rows >= per_file
+                && let Some(full) = open.take()
+            {
+                close(full, &mut urls)?;
+            }
+        }
+    }
+    if let Some(last) = open.take() {
+        close(last, &mut urls)?;
     }
     if urls.is_empty() {
         // An empty table: one empty file keeps the scan's schema.
-        let path = dir.join(format!("t{index}-p0000.parquet"));
+        let path = dir.join(format!("t{index}-f0000.parquet"));
         let file = std::fs::File::create(&path).map_err(|e| staging_error(&path, e))?;
         ArrowWriter::try_new(file, schema.clone(), None)
             .and_then(|w| w.close().map(|_| ()))

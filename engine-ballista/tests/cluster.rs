@@ -3,6 +3,9 @@
 //! sharing one cache directory with the test process. Every wait has a
 //! deadline; each process keeps a log, printed when a test fails.
 
+// The fault tests say what happened (which outcome, what was cached).
+#![allow(clippy::print_stderr)]
+
 #[allow(dead_code)]
 #[path = "../demo/nodes.rs"]
 mod nodes;
@@ -46,6 +49,18 @@ impl Cluster {
 
     /// Starts a scheduler and one executor per binary of `executors`.
     fn start_with(executors: &[&str], calls: &Path) -> Cluster {
+        Cluster::start_opts(executors, calls, &[], &[], 2)
+    }
+
+    /// [`Cluster::start_with`], the scheduler with `scheduler_args` too,
+    /// the executors with `env` set.
+    fn start_opts(
+        executors: &[&str],
+        calls: &Path,
+        scheduler_args: &[&str],
+        env: &[(&str, &str)],
+        concurrency: usize,
+    ) -> Cluster {
         let logs = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cluster = Cluster {
@@ -53,11 +68,14 @@ impl Cluster {
             logs,
             port,
         };
+        let mut args = vec!["--port".to_string(), port.to_string()];
+        args.extend(scheduler_args.iter().map(|a| a.to_string()));
         cluster.spawn(
             "scheduler",
             env!("CARGO_BIN_EXE_hypernodes-demo-scheduler"),
-            &["--port".into(), port.to_string()],
+            &args,
             calls,
+            &[],
         );
         let deadline = Instant::now() + Duration::from_secs(120);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -85,20 +103,29 @@ impl Cluster {
                     "--work-dir".into(),
                     work.to_string_lossy().to_string(),
                     "--concurrency".into(),
-                    "2".into(),
+                    concurrency.to_string(),
                     "--id".into(),
                     format!("executor-{i}"),
                 ],
                 calls,
+                env,
             );
         }
         cluster
     }
 
-    fn spawn(&mut self, name: &str, bin: &str, args: &[String], calls: &Path) {
+    fn spawn(
+        &mut self,
+        name: &str,
+        bin: &str,
+        args: &[String],
+        calls: &Path,
+        env: &[(&str, &str)],
+    ) {
         let log = std::fs::File::create(self.logs.path().join(format!("{name}.log"))).unwrap();
         let child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .env("HYPERNODES_DEMO_CALLS", calls)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -448,4 +475,160 @@ fn a_map_too_large_for_a_plan_message_goes_through_staged_parquet() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     cluster.check_alive();
+}
+
+/// Rows of `node` in the cache at `dir` (0 if none).
+fn cached_rows(dir: &Path, node: &str) -> usize {
+    DiskCache::new(dir)
+        .stats()
+        .unwrap()
+        .iter()
+        .filter(|s| s.node == node)
+        .map(|s| s.rows)
+        .sum()
+}
+
+#[test]
+fn an_executor_killed_mid_map_loses_only_what_it_had_not_written() {
+    const N: usize = 4000;
+    let calls = tempfile::tempdir().unwrap();
+    let cache: PathBuf = tempfile::tempdir().unwrap().keep();
+    let demo = env!("CARGO_BIN_EXE_hypernodes-demo-executor");
+    let mut cluster = Cluster::start_opts(
+        &[demo, demo],
+        calls.path(),
+        &["--executor-timeout", "6"],
+        &[("HYPERNODES_DEMO_SLEEP_MS", "2")],
+        1,
+    );
+    let engine = Arc::new(BallistaEngine::remote(cluster.url()));
+    wait_for_executors(&engine, &mut cluster, 2);
+    let t = texts(0, N);
+    let want: Vec<i64> = t
+        .iter()
+        .map(|s| s.trim().to_lowercase().split_whitespace().count() as i64)
+        .collect();
+
+    // Slow items (2 ms each) over both executors (one task slot each, two
+    // tasks); executor-1 is killed (SIGKILL) once it is well into its task.
+    let p = nodes::pipeline()
+        .with_shared_engine(engine.clone())
+        .with_cache(DiskCache::new(&cache));
+    let items = t.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(p.map(Inputs::new().with("text", items), ["text"]));
+    });
+    let victim_pid = cluster
+        .children
+        .iter()
+        .find(|(name, _)| name == "executor-1")
+        .map(|(_, c)| c.id())
+        .unwrap();
+    let victim_calls = calls.path().join(format!("clean-{victim_pid}"));
+    let lines = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while lines(&victim_calls) < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "executor-1 did not start its task\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, victim) = cluster
+        .children
+        .iter_mut()
+        .find(|(name, _)| name == "executor-1")
+        .unwrap();
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+    let done_by_victim = lines(&victim_calls);
+    assert!(done_by_victim < N / 2, "killed mid-task ({done_by_victim})");
+
+    // The map completes on executor-0 (Ballista runs the lost task again)
+    // or fails with an error that says so: never a hang, never wrong rows.
+    let outcome = rx
+        .recv_timeout(Duration::from_secs(240))
+        .unwrap_or_else(|_| panic!("the map hung after the kill\n{}", cluster.logs()));
+    match &outcome {
+        Ok(r) => assert_eq!(word_counts(r), want),
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+
+    // The cache is intact: it reads back, and a re-run computes exactly
+    // what it does not hold.
+    let cached = cached_rows(&cache, "clean");
+    eprintln!(
+        "after the kill: {}, {cached} of {N} items cached, {} calls in all",
+        match &outcome {
+            Ok(_) => "the map completed".to_string(),
+            Err(e) => format!("the map failed: {e}"),
+        },
+        calls_in(calls.path())
+    );
+    assert!(cached <= N);
+    if outcome.is_ok() {
+        assert_eq!(cached, N, "a completed map left every result cached");
+    }
+    let computed = Arc::new(Computed::default());
+    let r = nodes::pipeline()
+        .with_engine(SeqEngine)
+        .with_cache(DiskCache::new(&cache))
+        .with_callback(computed.clone())
+        .map(Inputs::new().with("text", t), ["text"])
+        .unwrap();
+    assert_eq!(word_counts(&r), want);
+    assert_eq!(computed.0.load(Ordering::Relaxed), N - cached);
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
+fn when_every_executor_dies_the_map_fails_in_bounded_time() {
+    let calls = tempfile::tempdir().unwrap();
+    let demo = env!("CARGO_BIN_EXE_hypernodes-demo-executor");
+    let mut cluster = Cluster::start_opts(
+        &[demo],
+        calls.path(),
+        &["--executor-timeout", "6"],
+        &[("HYPERNODES_DEMO_SLEEP_MS", "2")],
+        1,
+    );
+    let engine = Arc::new(BallistaEngine::remote(cluster.url()));
+    wait_for_executors(&engine, &mut cluster, 1);
+    let p = nodes::pipeline().with_shared_engine(engine);
+    let t = texts(0, 4000);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(p.map(Inputs::new().with("text", t), ["text"]));
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while calls_in(calls.path()) < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the map did not start\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Instant::now();
+    for (name, child) in &mut cluster.children {
+        if name.starts_with("executor") {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+    let outcome = rx
+        .recv_timeout(Duration::from_secs(180))
+        .unwrap_or_else(|_| panic!("the map hung with no executor left\n{}", cluster.logs()));
+    let err = outcome.expect_err("no executor was left to finish the map");
+    eprintln!(
+        "with every executor gone the map failed after {:.1} s: {err}",
+        killed.elapsed().as_secs_f64()
+    );
+    assert!(!err.to_string().is_empty());
 }

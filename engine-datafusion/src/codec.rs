@@ -123,7 +123,8 @@ struct Decoded {
     /// is (DataFusion turns errors inside a logical plan into text).
     refused: Option<RegistryError>,
     caches: HashMap<String, Arc<dyn Cache>>,
-    maps: HashMap<u64, Arc<MapState>>,
+    /// Per decoded map, its state and when a plan of it was last decoded.
+    maps: HashMap<u64, (Arc<MapState>, std::time::Instant)>,
     jobs: Vec<Arc<MapJob>>,
 }
 
@@ -234,7 +235,7 @@ impl NodeCodec {
         for job in &decoded.jobs {
             outcome.cache_errors.extend(job.close()?);
         }
-        for state in decoded.maps.values() {
+        for (state, _) in decoded.maps.values() {
             if let Some(error) = state.take_map_failure() {
                 return Err(error);
             }
@@ -289,13 +290,15 @@ impl NodeCodec {
         } else {
             ErrorPolicy::Continue
         };
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .maps
-            .entry(map)
-            .or_insert_with(|| Arc::new(MapState::new(len, policy)))
-            .clone()
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = state.maps.entry(map).or_insert_with(|| {
+            (
+                Arc::new(MapState::new(len, policy)),
+                std::time::Instant::now(),
+            )
+        });
+        entry.1 = std::time::Instant::now();
+        entry.0.clone()
     }
 
     /// Writes what the decoded plans' steps stored so far, and forgets the
@@ -303,10 +306,16 @@ impl NodeCodec {
     /// runs decoded plans one task after another (a Ballista executor), at
     /// the end of each task, so what a task computed is in the cache when
     /// it ends. Failed items are not kept here: the plans carry them back
-    /// as data. Returns the cache failures the steps went on without.
+    /// as data; the states of maps not decoded for ten minutes are
+    /// dropped. Returns the cache failures the steps went on without.
     pub fn flush(&self) -> Result<Vec<Error>, Error> {
         let (jobs, caches) = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            // The states of maps no plan was decoded for in ten minutes:
+            // their tasks have ended (a task decodes its plan as it starts).
+            state
+                .maps
+                .retain(|_, (_, used)| used.elapsed() < std::time::Duration::from_secs(600));
             let caches: Vec<Arc<dyn Cache>> = state.caches.values().cloned().collect();
             (std::mem::take(&mut state.jobs), caches)
         };
