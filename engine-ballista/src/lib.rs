@@ -211,6 +211,54 @@ impl Engine for BallistaEngine {
         "ballista"
     }
 
+    fn scans_parquet(&self) -> bool {
+        true
+    }
+
+    /// A table map over Parquet files as one plan on the cluster: its
+    /// source reads the files where they are (every process must see
+    /// them at the same paths).
+    fn map_scan(
+        &self,
+        job: &Arc<MapJob>,
+        scan: &hypernodes_core::columnar::TableScan,
+        emit: &mut (dyn FnMut(datafusion::arrow::array::RecordBatch) -> Result<(), Error> + Send),
+    ) -> Result<(), Error> {
+        use futures::StreamExt;
+        let _one = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if self.scheduler.is_none() {
+            for step in job.columnar()?.steps {
+                self.codec
+                    .registry()
+                    .resolve(step.node.name(), &step.node.code_hash())?;
+            }
+        }
+        self.check_executors(job)?;
+        let ctx = self.cluster()?;
+        let plan = self.lowering.lower_scan(job, scan)?.into_unoptimized_plan();
+        let df = datafusion::dataframe::DataFrame::new(ctx.state(), plan);
+        let streamed = runtime().block_on(async move {
+            let mut stream = df
+                .execute_stream()
+                .await
+                .map_err(|e| Error::external("ballista", e))?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| Error::external("ballista", e))?;
+                emit(hypernodes_datafusion::scan_batch(job, batch)?)?;
+            }
+            Ok::<(), Error>(())
+        });
+        // In-process (standalone): what the decoded steps left behind.
+        let outcome = self.codec.close()?;
+        for (item, error) in outcome.failures {
+            job.state().fail(item, error);
+        }
+        if let Some(fatal) = job.state().take_map_failure() {
+            return Err(fatal);
+        }
+        streamed
+    }
+
     fn map(&self, job: &Arc<MapJob>) -> Result<MapResult, Error> {
         let _one = self.running.lock().unwrap_or_else(|e| e.into_inner());
         // Before anything is sent: every node of the plan is known to the

@@ -632,3 +632,126 @@ fn when_every_executor_dies_the_map_fails_in_bounded_time() {
     );
     assert!(!err.to_string().is_empty());
 }
+
+#[test]
+fn a_parquet_table_maps_on_the_cluster_read_where_it_is() {
+    use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+    use datafusion::parquet::arrow::ArrowWriter;
+    use hypernodes_core::table::Table;
+    const ROWS: usize = 6000;
+    let calls = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let cache: PathBuf = tempfile::tempdir().unwrap().keep();
+    // Three files; row 7 has no text.
+    let t = texts(0, ROWS);
+    for (f, range) in [(0, 0..2500), (1, 2500..4000), (2, 4000..ROWS)] {
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(
+            range.clone().map(|i| i as i64),
+        ));
+        let bodies: ArrayRef = Arc::new(StringArray::from(
+            range
+                .clone()
+                .map(|i| (i != 7).then(|| t[i].clone()))
+                .collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_from_iter([("id", ids), ("body", bodies)]).unwrap();
+        let file = std::fs::File::create(data.path().join(format!("part-{f}.parquet"))).unwrap();
+        let mut w = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+    let mut cluster = Cluster::start(2, calls.path());
+    let engine = Arc::new(BallistaEngine::remote(cluster.url()));
+    wait_for_executors(&engine, &mut cluster, 2);
+    let table = || {
+        Table::parquet(data.path())
+            .unwrap()
+            .rename([("body", "text")])
+            .carry(["id"])
+    };
+    let p = nodes::pipeline()
+        .with_shared_engine(engine)
+        .with_cache(DiskCache::new(&cache));
+    let (p2, source) = (p.clone(), table());
+    let out = deadline(240, "a table map on the cluster", move || {
+        p2.map_table(
+            source,
+            Inputs::new(),
+            MapOptions::default().continue_on_error(),
+        )
+        .and_then(|m| m.collect())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    let column = |name: &str| -> Vec<ArrayRef> {
+        out.iter()
+            .map(|b| b.column_by_name(name).unwrap().clone())
+            .collect()
+    };
+    let ids: Vec<i64> = column("id")
+        .iter()
+        .flat_map(|a| {
+            a.as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        (0..ROWS as i64).collect::<Vec<_>>(),
+        "rows in table order"
+    );
+    let counts: Vec<Option<i64>> = column("word_count")
+        .iter()
+        .flat_map(|a| {
+            let a = a.as_any().downcast_ref::<Int64Array>().unwrap();
+            (0..a.len())
+                .map(|r| a.is_valid(r).then(|| a.value(r)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (i, c) in counts.iter().enumerate() {
+        let want = (i != 7).then(|| t[i].trim().to_lowercase().split_whitespace().count() as i64);
+        assert_eq!(*c, want, "row {i}");
+    }
+    let errors: Vec<Option<String>> = column("error")
+        .iter()
+        .flat_map(|a| {
+            let a = a.as_any().downcast_ref::<StringArray>().unwrap();
+            (0..a.len())
+                .map(|r| a.is_valid(r).then(|| a.value(r).to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        errors[7]
+            .as_deref()
+            .is_some_and(|e| e.contains("row 7: column `body` is null")),
+        "{:?}",
+        errors[7]
+    );
+    assert_eq!(errors.iter().filter(|e| e.is_some()).count(), 1);
+    assert_eq!(
+        calls_in(calls.path()),
+        ROWS - 1,
+        "computed on the executors"
+    );
+
+    // The same table with SeqEngine in this process: all hits.
+    let computed = Arc::new(Computed::default());
+    nodes::pipeline()
+        .with_engine(SeqEngine)
+        .with_cache(DiskCache::new(&cache))
+        .with_callback(computed.clone())
+        .map_table(
+            table(),
+            Inputs::new(),
+            MapOptions::default().continue_on_error(),
+        )
+        .unwrap()
+        .collect()
+        .unwrap();
+    assert_eq!(computed.0.load(Ordering::Relaxed), 0);
+    let _ = std::fs::remove_dir_all(&cache);
+}

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use hypernodes_core::columnar::{Arg, ColumnarStep, SigArg, SigSpec};
 
-use crate::udf::{ErrorsUdf, NodeUdf, SigUdf, StepWire, node_fields};
+use crate::udf::{ErrorsUdf, HashUdf, NodeUdf, NullCheckUdf, SigUdf, StepWire, node_fields};
 
 /// A node argument on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,6 +75,17 @@ enum UdfWire {
         map: u64,
         len: usize,
         stop: bool,
+    },
+    /// A table column's value hashes (see `HashUdf`).
+    Hash,
+    /// A table column's null check (see `NullCheckUdf`).
+    NullCheck {
+        map: u64,
+        len: usize,
+        stop: bool,
+        column: String,
+        input: String,
+        node: String,
     },
 }
 
@@ -462,6 +473,10 @@ impl NodeCodec {
 #[derive(Debug, Serialize, Deserialize)]
 struct TableWire {
     partitions: Vec<Vec<u8>>,
+    /// A table map's Parquet files, read in order (see `scan::InOrder`),
+    /// instead of rows.
+    #[serde(default)]
+    files: Option<Vec<String>>,
 }
 
 /// The batches of an IPC stream.
@@ -541,6 +556,17 @@ impl NodeCodec {
                 len: errors.len,
                 stop: errors.stop,
             }
+        } else if inner.downcast_ref::<HashUdf>().is_some() {
+            UdfWire::Hash
+        } else if let Some(check) = inner.downcast_ref::<NullCheckUdf>() {
+            UdfWire::NullCheck {
+                map: check.map,
+                len: check.len,
+                stop: check.stop,
+                column: check.feed.column.clone(),
+                input: check.feed.input.clone(),
+                node: check.feed.node.clone(),
+            }
         } else {
             return Ok(());
         };
@@ -575,6 +601,33 @@ impl NodeCodec {
                 state: Some(self.map_state(map, len, stop)),
                 signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
             }),
+            UdfWire::Hash => ScalarUDF::new_from_impl(HashUdf {
+                name: name.to_string(),
+                signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Immutable),
+            }),
+            UdfWire::NullCheck {
+                map,
+                len,
+                stop,
+                column,
+                input,
+                node,
+            } => ScalarUDF::new_from_impl(NullCheckUdf {
+                name: name.to_string(),
+                map,
+                len,
+                stop,
+                feed: hypernodes_core::columnar::ScanFeed {
+                    column,
+                    input,
+                    node,
+                    // Only what the check reads travels.
+                    data_type: datafusion::arrow::datatypes::DataType::Null,
+                    nullable: false,
+                },
+                state: self.map_state(map, len, stop),
+                signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
+            }),
         };
         Ok(Arc::new(udf))
     }
@@ -605,6 +658,11 @@ impl LogicalExtensionCodec for NodeCodec {
         _ctx: &TaskContext,
     ) -> DfResult<Arc<dyn TableProvider>> {
         let wire: TableWire = serde_json::from_slice(buf).map_err(malformed)?;
+        if let Some(files) = wire.files {
+            let paths = files.into_iter().map(Into::into).collect();
+            let table = crate::scan::InOrder::open(paths, schema).map_err(ours)?;
+            return Ok(Arc::new(table));
+        }
         let partitions = wire
             .partitions
             .iter()
@@ -619,6 +677,21 @@ impl LogicalExtensionCodec for NodeCodec {
         node: Arc<dyn TableProvider>,
         buf: &mut Vec<u8>,
     ) -> DfResult<()> {
+        if let Some(files) =
+            (node.as_ref() as &dyn std::any::Any).downcast_ref::<crate::scan::InOrder>()
+        {
+            let wire = TableWire {
+                partitions: Vec::new(),
+                files: Some(
+                    files
+                        .files()
+                        .iter()
+                        .map(|f| f.to_string_lossy().to_string())
+                        .collect(),
+                ),
+            };
+            return serde_json::to_writer(buf, &wire).map_err(malformed);
+        }
         let table = (node.as_ref() as &dyn std::any::Any)
             .downcast_ref::<MemTable>()
             .ok_or_else(|| malformed(format!("cannot encode table `{table_ref}`")))?;
@@ -630,7 +703,14 @@ impl LogicalExtensionCodec for NodeCodec {
                 .map_err(|_| malformed(format!("table `{table_ref}` is being written")))?;
             partitions.push(batches_to_ipc(&schema, &batches)?);
         }
-        serde_json::to_writer(buf, &TableWire { partitions }).map_err(malformed)
+        serde_json::to_writer(
+            buf,
+            &TableWire {
+                partitions,
+                files: None,
+            },
+        )
+        .map_err(malformed)
     }
 
     fn try_encode_udf(&self, udf: &ScalarUDF, buf: &mut Vec<u8>) -> DfResult<()> {

@@ -93,6 +93,18 @@ impl DataFusionEngine {
         self
     }
 
+    /// The plan of a table map over Parquet files (what
+    /// [`Engine::map_scan`] runs): for an engine that runs it elsewhere (a
+    /// cluster). Its batches go through [`scan_batch`] before
+    /// `map_scan`'s `emit`.
+    pub fn lower_scan(
+        &self,
+        job: &std::sync::Arc<MapJob>,
+        scan: &hypernodes_core::columnar::TableScan,
+    ) -> Result<datafusion::dataframe::DataFrame, Error> {
+        Ok(lower::lower_scan(self, job, scan)?.df)
+    }
+
     /// The lowered plan of `pipeline.map(inputs, options)` (logical, then
     /// physical), without running it.
     pub fn explain(
@@ -223,6 +235,25 @@ pub fn failures(batches: &[arrow_array::RecordBatch]) -> Result<Vec<(usize, Erro
     Ok(out)
 }
 
+/// A batch of a table map's plan (see [`DataFusionEngine::lower_scan`]) as
+/// [`Engine::map_scan`] hands it on: the failed items it carries
+/// (`__errors`, see [`failures`]) recorded in `job`'s state, and that
+/// column dropped.
+pub fn scan_batch(
+    job: &MapJob,
+    batch: arrow_array::RecordBatch,
+) -> Result<arrow_array::RecordBatch, Error> {
+    for (item, error) in failures(std::slice::from_ref(&batch))? {
+        job.state().fail(item, error);
+    }
+    let n = batch.num_columns();
+    if n > 0 && batch.schema().field(n - 1).name() == "__errors" {
+        let keep: Vec<usize> = (0..n - 1).collect();
+        return Ok(batch.project(&keep)?);
+    }
+    Ok(batch)
+}
+
 /// A DataFusion session state with `config` set up as
 /// [`DataFusionEngine::session`]'s (an optimizer that never duplicates a
 /// node's UDF): for a process that plans lowered maps it did not lower (a
@@ -340,11 +371,11 @@ impl Engine for DataFusionEngine {
         emit: &mut (dyn FnMut(arrow_array::RecordBatch) -> Result<(), Error> + Send),
     ) -> Result<(), Error> {
         use futures::StreamExt;
-        let lowered = lower::lower_scan(self, job, scan)?;
+        let df = self.lower_scan(job, scan)?;
         let streamed = block_on(async move {
-            let mut stream = lowered.df.execute_stream().await.map_err(df_error)?;
+            let mut stream = df.execute_stream().await.map_err(df_error)?;
             while let Some(batch) = stream.next().await {
-                emit(batch.map_err(df_error)?)?;
+                emit(scan_batch(job, batch.map_err(df_error)?)?)?;
             }
             Ok::<(), Error>(())
         });

@@ -183,7 +183,7 @@ pub(crate) fn lower(engine: &DataFusionEngine, job: &Arc<MapJob>) -> Result<Lowe
     let cm = job.columnar()?;
     let ctx = engine.session();
     let df = inputs(&ctx, &cm, engine)?;
-    steps(engine, job, &cm, df, 0, true)
+    steps(engine, job, &cm, df, 0, crate::codec::new_map_id())
 }
 
 /// Lowers `job` over the Parquet files of `scan` (see
@@ -200,6 +200,7 @@ pub(crate) fn lower_scan(
     use datafusion::common::Column;
     let cm = job.columnar()?;
     let ctx = engine.session();
+    let map_id = crate::codec::new_map_id();
     let df = ctx
         .read_table(Arc::new(crate::scan::InOrder::new(scan)?))
         .map_err(df_error)?;
@@ -237,6 +238,9 @@ pub(crate) fn lower_scan(
         if !feed.nullable {
             let check = crate::udf::NullCheckUdf {
                 name: format!("nulls_{}", feed.input),
+                map: map_id,
+                len: cm.len,
+                stop: job.policy() == hypernodes_core::ErrorPolicy::Stop,
                 feed: feed.clone(),
                 state: job.state().clone(),
                 signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
@@ -261,28 +265,28 @@ pub(crate) fn lower_scan(
             )
             .map_err(df_error)?;
     }
-    steps(engine, job, &cm, df, scan.carry.len(), false)
+    steps(engine, job, &cm, df, scan.carry.len(), map_id)
 }
 
 /// Adds the steps of `job` to `df` (the input table: `__item`, then
 /// `c<k>` for each of `carried` columns, then `s`/`h` per mapped input):
 /// per step of its [`ColumnarPlan`](hypernodes_core::columnar::ColumnarPlan)
 /// a signature column and its node's UDF; ends with `__item`, the carried
-/// columns, the outputs and, if `errors_as_data`, `__errors` (the failures
-/// of a plan run in another process, see `ErrorsUdf`).
+/// columns, the outputs and `__errors` (the failures of a plan run in
+/// another process, see `ErrorsUdf`). `map_id` names the map on the wire
+/// (its steps, null checks and errors share one state where decoded).
 fn steps(
     engine: &DataFusionEngine,
     job: &Arc<MapJob>,
     cm: &ColumnarMap<'_>,
     mut df: DataFrame,
     carried: usize,
-    errors_as_data: bool,
+    map_id: u64,
 ) -> Result<Lowered, Error> {
     let plan = job.columnar_plan(&engine.name)?;
     // What a plan that leaves the process carries instead of the cache, and
     // which map its steps belong to.
     let cache_url = job.cache().and_then(|c| c.location()).map(|l| l.url());
-    let map_id = crate::codec::new_map_id();
     for planned in plan.steps {
         let PlannedStep {
             node,
@@ -344,7 +348,7 @@ fn steps(
     let mut select = vec![col("__item")];
     select.extend((0..carried).map(|k| col(format!("c{k}"))));
     select.extend(plan.outputs.iter().map(|(slot, _)| col(format!("s{slot}"))));
-    if errors_as_data {
+    {
         // Last: after every step of the row has run.
         let errors = crate::udf::ErrorsUdf {
             name: "errors".into(),

@@ -25,14 +25,23 @@ use hypernodes_core::columnar::TableScan;
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct InOrder {
+    paths: Vec<std::path::PathBuf>,
     files: ListingTable,
 }
 
 impl InOrder {
     /// The files of `scan`, read with its schema.
     pub(crate) fn new(scan: &TableScan) -> Result<InOrder, Error> {
-        let urls = scan
-            .files
+        InOrder::open(scan.files.clone(), scan.schema.clone())
+    }
+
+    /// `paths`, in this order, read with `schema` (where a plan naming
+    /// them is decoded).
+    pub(crate) fn open(
+        paths: Vec<std::path::PathBuf>,
+        schema: SchemaRef,
+    ) -> Result<InOrder, Error> {
+        let urls = paths
             .iter()
             .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
             .collect::<DfResult<Vec<_>>>()
@@ -42,10 +51,15 @@ impl InOrder {
             ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
-            .with_schema(scan.schema.clone());
+            .with_schema(schema);
         let files = ListingTable::try_new(config)
             .map_err(|e| Error::external("reading the table's files", e))?;
-        Ok(InOrder { files })
+        Ok(InOrder { paths, files })
+    }
+
+    /// The files, in table order.
+    pub(crate) fn files(&self) -> &[std::path::PathBuf] {
+        &self.paths
     }
 }
 

@@ -196,6 +196,10 @@ impl ScalarUDFImpl for NodeUdf {
 /// whose value is null, so the nodes after it skip those rows.
 pub(crate) struct NullCheckUdf {
     pub name: String,
+    /// The map (see `StepWire::map`), its size and policy.
+    pub map: u64,
+    pub len: usize,
+    pub stop: bool,
     pub feed: hypernodes_core::columnar::ScanFeed,
     pub state: Arc<hypernodes_core::MapState>,
     pub signature: DfSignature,
