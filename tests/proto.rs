@@ -172,8 +172,10 @@ fn finish(
         .clone();
     assert_eq!(items.len(), expected_items);
     let order = sort_to_indices(&items, None, None).unwrap();
-    let outputs = all.num_columns() - 1;
+    // The plan ends with what it reports besides results.
+    let outputs = all.num_columns() - 2;
     assert_eq!(all.schema().field(outputs).name(), "__errors");
+    assert_eq!(all.schema().field(outputs + 1).name(), "__counts");
     let columns = all.columns()[1..outputs]
         .iter()
         .map(|c| take(c.as_ref(), &order, None).unwrap())

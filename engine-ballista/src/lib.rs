@@ -18,9 +18,10 @@
 //! it in this version ([`handshake`]). The map's input rows are staged as
 //! Parquet files every process reads (`staging`). Results come back to the
 //! caller; items that failed come back as data with them, named as on every
-//! engine (node, pipeline path, item). The node steps run in the executors,
-//! not in the caller's map: callbacks see the map start and end, not its
-//! items or nodes.
+//! engine (node, pipeline path, item), with what each node computed and
+//! found cached (to counting callbacks, `on_node_batch`/`on_items_batch`).
+//! The node steps run in the executors, not in the caller's map: callbacks
+//! see the map start and end and those counts, not per-item events.
 
 mod cluster;
 mod codec;

@@ -197,6 +197,29 @@ fn calls_in(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// What a counting callback hears: items finished, and per node items
+/// computed and found cached.
+#[derive(Default)]
+struct Tally {
+    items: AtomicUsize,
+    nodes: std::sync::Mutex<std::collections::HashMap<String, (usize, usize)>>,
+}
+
+impl Callback for Tally {
+    fn item_events(&self) -> bool {
+        false
+    }
+    fn on_items_batch(&self, _: &CallbackContext<'_>, counts: hypernodes_core::ItemCounts) {
+        self.items.fetch_add(counts.ended, Ordering::Relaxed);
+    }
+    fn on_node_batch(&self, _: &CallbackContext<'_>, node: &str, c: hypernodes_core::NodeCounts) {
+        let mut nodes = self.nodes.lock().unwrap();
+        let e = nodes.entry(node.to_string()).or_default();
+        e.0 += c.computed;
+        e.1 += c.cached;
+    }
+}
+
 /// Counts `clean`'s computed items in this process.
 #[derive(Default)]
 struct Computed(AtomicUsize);
@@ -258,13 +281,27 @@ fn a_cluster_of_processes_gives_seq_results_and_shares_one_cache_both_ways() {
     let on_cluster = nodes::pipeline()
         .with_shared_engine(engine.clone())
         .with_cache(DiskCache::new(&cache));
-    let (p, all) = (on_cluster.clone(), t.clone());
+    let tally = Arc::new(Tally::default());
+    let (p, all) = (on_cluster.clone().with_callback(tally.clone()), t.clone());
     let r = deadline(240, "the first map on the cluster", move || {
         p.map(Inputs::new().with("text", all), ["text"])
     });
     let r = r.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     assert_eq!(word_counts(&r), want);
     assert_eq!(calls_in(calls.path()), 1000, "{}", cluster.logs());
+    // What the executors did comes back as counts for the callbacks.
+    assert_eq!(tally.items.load(Ordering::Relaxed), 2000);
+    let nodes_seen = tally.nodes.lock().unwrap().clone();
+    assert_eq!(
+        nodes_seen.get("clean"),
+        Some(&(1000, 1000)),
+        "{nodes_seen:?}"
+    );
+    assert_eq!(
+        nodes_seen.get("count"),
+        Some(&(1000, 1000)),
+        "{nodes_seen:?}"
+    );
     cluster.check_alive();
 
     // Again: nothing computed anywhere.

@@ -42,7 +42,9 @@ use serde::{Deserialize, Serialize};
 
 use hypernodes_core::columnar::{Arg, ColumnarStep, SigArg, SigSpec};
 
-use crate::udf::{ErrorsUdf, HashUdf, NodeUdf, NullCheckUdf, SigUdf, StepWire, node_fields};
+use crate::udf::{
+    CountsUdf, ErrorsUdf, HashUdf, NodeUdf, NullCheckUdf, SigUdf, StepWire, node_fields,
+};
 
 /// A node argument on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -72,6 +74,12 @@ enum UdfWire {
     },
     /// The failures of a map's items, as data (see `ErrorsUdf`).
     Errors {
+        map: u64,
+        len: usize,
+        stop: bool,
+    },
+    /// The per-node counts of a map, as data (see `CountsUdf`).
+    Counts {
         map: u64,
         len: usize,
         stop: bool,
@@ -446,6 +454,7 @@ impl NodeCodec {
                 state,
                 observed: false,
                 counted: false,
+                tally: Some(step.node.clone()),
                 scopes: 0,
                 cache: cache.filter(|_| step.cached).map(|c| (c, node.cache_key())),
                 hash_outputs: step.hash_outputs,
@@ -556,6 +565,12 @@ impl NodeCodec {
                 len: errors.len,
                 stop: errors.stop,
             }
+        } else if let Some(counts) = inner.downcast_ref::<CountsUdf>() {
+            UdfWire::Counts {
+                map: counts.map,
+                len: counts.len,
+                stop: counts.stop,
+            }
         } else if inner.downcast_ref::<HashUdf>().is_some() {
             UdfWire::Hash
         } else if let Some(check) = inner.downcast_ref::<NullCheckUdf>() {
@@ -594,6 +609,14 @@ impl NodeCodec {
                 ScalarUDF::new_from_impl(self.decode_node(name, step, args)?)
             }
             UdfWire::Errors { map, len, stop } => ScalarUDF::new_from_impl(ErrorsUdf {
+                name: name.to_string(),
+                map,
+                len,
+                stop,
+                state: Some(self.map_state(map, len, stop)),
+                signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
+            }),
+            UdfWire::Counts { map, len, stop } => ScalarUDF::new_from_impl(CountsUdf {
                 name: name.to_string(),
                 map,
                 len,

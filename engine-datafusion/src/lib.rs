@@ -204,12 +204,8 @@ impl DataFusionEngine {
 pub fn failures(batches: &[arrow_array::RecordBatch]) -> Result<Vec<(usize, Error)>, Error> {
     let mut out = Vec::new();
     for batch in batches {
-        let schema = batch.schema();
-        let Some(errors) = schema
-            .fields()
-            .last()
-            .filter(|f| f.name() == "__errors")
-            .and_then(|_| batch.columns().last())
+        let Some(errors) = batch
+            .column_by_name("__errors")
             .and_then(|c| c.as_string_opt::<i32>())
         else {
             continue;
@@ -243,15 +239,47 @@ pub fn scan_batch(
     job: &MapJob,
     batch: arrow_array::RecordBatch,
 ) -> Result<arrow_array::RecordBatch, Error> {
-    for (item, error) in failures(std::slice::from_ref(&batch))? {
+    take_reports(job, std::slice::from_ref(&batch))?;
+    let schema = batch.schema();
+    let keep: Vec<usize> = (0..batch.num_columns())
+        .filter(|&i| !matches!(schema.field(i).name().as_str(), "__errors" | "__counts"))
+        .collect();
+    Ok(batch.project(&keep)?)
+}
+
+/// What the rows of a lowered map's plan carry besides results, into
+/// `job`: failed items into its state and, from a plan run elsewhere, the
+/// items finished and the per-node counts (`__counts`) to its callbacks.
+fn take_reports(job: &MapJob, batches: &[arrow_array::RecordBatch]) -> Result<(), Error> {
+    for (item, error) in failures(batches)? {
         job.state().fail(item, error);
     }
-    let n = batch.num_columns();
-    if n > 0 && batch.schema().field(n - 1).name() == "__errors" {
-        let keep: Vec<usize> = (0..n - 1).collect();
-        return Ok(batch.project(&keep)?);
+    for batch in batches {
+        let Some(counts) = batch
+            .column_by_name("__counts")
+            .and_then(|c| c.as_string_opt::<i32>())
+        else {
+            continue;
+        };
+        // A batch of a plan decoded elsewhere carries counts in its first
+        // row (its items' events were not seen here).
+        if counts.is_empty() || counts.is_null(0) {
+            continue;
+        }
+        let n = batch.num_rows();
+        job.report_items_batch(hypernodes_core::ItemCounts {
+            started: n,
+            ended: n,
+        });
+        for text in counts.iter().flatten() {
+            let tallies: Vec<(String, usize, usize)> =
+                serde_json::from_str(text).map_err(|e| Error::external("node counts", e))?;
+            for (node, computed, cached) in tallies {
+                job.report_node_counts(&node, hypernodes_core::NodeCounts { computed, cached });
+            }
+        }
     }
-    Ok(batch)
+    Ok(())
 }
 
 /// A DataFusion session state with `config` set up as
@@ -404,11 +432,9 @@ impl DataFusionEngine {
             return Err(fatal);
         }
         let batches = collected?;
-        // Items that failed where the plan ran (another process) come back
-        // as data.
-        for (item, error) in failures(&batches)? {
-            job.state().fail(item, error);
-        }
+        // Items that failed where the plan ran (another process), and
+        // what its nodes did, come back as data.
+        take_reports(job, &batches)?;
         // Rows arrive in any order: place each by its item.
         let len = job.len();
         let items_of: Vec<&[u64]> = batches

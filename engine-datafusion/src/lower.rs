@@ -272,8 +272,9 @@ pub(crate) fn lower_scan(
 /// `c<k>` for each of `carried` columns, then `s`/`h` per mapped input):
 /// per step of its [`ColumnarPlan`](hypernodes_core::columnar::ColumnarPlan)
 /// a signature column and its node's UDF; ends with `__item`, the carried
-/// columns, the outputs and `__errors` (the failures of a plan run in
-/// another process, see `ErrorsUdf`). `map_id` names the map on the wire
+/// columns, the outputs, `__errors` and `__counts` (the failures and the
+/// per-node counts of a plan run in another process, see `ErrorsUdf` and
+/// `CountsUdf`). `map_id` names the map on the wire
 /// (its steps, null checks and errors share one state where decoded).
 fn steps(
     engine: &DataFusionEngine,
@@ -362,6 +363,19 @@ fn steps(
             ScalarUDF::new_from_impl(errors)
                 .call(vec![col("__item")])
                 .alias("__errors"),
+        );
+        let counts = crate::udf::CountsUdf {
+            name: "counts".into(),
+            map: map_id,
+            len: cm.len,
+            stop: job.policy() == hypernodes_core::ErrorPolicy::Stop,
+            state: None,
+            signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
+        };
+        select.push(
+            ScalarUDF::new_from_impl(counts)
+                .call(vec![col("__item")])
+                .alias("__counts"),
         );
     }
     // No sort: the engine places each row by its `__item`.

@@ -426,3 +426,60 @@ impl ScalarUDFImpl for ErrorsUdf {
         )))
     }
 }
+
+/// What the nodes of a decoded map computed and found cached, as data
+/// (where the plan was built: all null): argument the item column; per
+/// batch, the first row holds the counts tallied since the last batch took
+/// them (JSON: node, computed, cached; `[]` when none), the others are
+/// null. Each batch
+/// takes what its own steps tallied (and any other batch's not yet taken),
+/// so the counts of every batch arrive exactly once.
+pub(crate) struct CountsUdf {
+    pub name: String,
+    pub map: u64,
+    pub len: usize,
+    pub stop: bool,
+    pub state: Option<Arc<hypernodes_core::MapState>>,
+    pub signature: DfSignature,
+}
+
+impl std::fmt::Debug for CountsUdf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountsUdf").field("map", &self.map).finish()
+    }
+}
+
+identified_by_name!(CountsUdf);
+
+impl ScalarUDFImpl for CountsUdf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn signature(&self) -> &DfSignature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let mut texts: Vec<Option<String>> = vec![None; n];
+        if let Some(state) = &self.state {
+            let counts: Vec<(String, usize, usize)> = state
+                .take_node_counts()
+                .into_iter()
+                .map(|(node, c)| (node, c.computed, c.cached))
+                .collect();
+            // Every batch of a decoded plan says so, even with nothing to count.
+            if n > 0 {
+                texts[0] = Some(
+                    serde_json::to_string(&counts)
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?,
+                );
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(
+            arrow_array::StringArray::from(texts),
+        )))
+    }
+}

@@ -447,6 +447,16 @@ impl MapJob {
         }
     }
 
+    /// Reports what node `node` (by name) computed and found cached in a
+    /// batch run elsewhere (a decoded plan's counts, carried back as data),
+    /// to callbacks that take counts.
+    pub fn report_node_counts(&self, node: &str, counts: crate::observe::callback::NodeCounts) {
+        let exec = &self.exec;
+        if exec.has_callbacks() {
+            exec.emit_batch(&exec.items, |cb, ctx| cb.on_node_batch(ctx, node, counts));
+        }
+    }
+
     /// Reports how many of the map's items started and ended in a batch
     /// (to callbacks that take counts).
     pub fn report_items_batch(&self, counts: crate::observe::callback::ItemCounts) {

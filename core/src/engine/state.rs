@@ -59,6 +59,9 @@ pub struct MapState {
     first_failure: AtomicUsize,
     fatal: Mutex<Option<Error>>,
     times: OnceLock<ItemTimes>,
+    /// Per node, results computed and found cached not yet taken (steps of
+    /// a plan decoded elsewhere tally here; see `ColumnarStep::tally`).
+    node_counts: Mutex<Vec<(String, crate::observe::callback::NodeCounts)>>,
 }
 
 impl std::fmt::Debug for MapState {
@@ -81,6 +84,7 @@ impl MapState {
             first_failure: AtomicUsize::new(usize::MAX),
             fatal: Mutex::new(None),
             times: OnceLock::new(),
+            node_counts: Mutex::new(Vec::new()),
         }
     }
 
@@ -156,6 +160,23 @@ impl MapState {
             .partition(|(i, _)| wanted(*i));
         *failures = kept;
         taken
+    }
+
+    /// Adds `counts` to node `node`'s tally.
+    pub fn tally(&self, node: &str, counts: crate::observe::callback::NodeCounts) {
+        let mut tallies = self.node_counts.lock().unwrap_or_else(|e| e.into_inner());
+        match tallies.iter_mut().find(|(n, _)| n == node) {
+            Some((_, c)) => {
+                c.computed += counts.computed;
+                c.cached += counts.cached;
+            }
+            None => tallies.push((node.to_string(), counts)),
+        }
+    }
+
+    /// The tallies per node since they were last taken, taken out.
+    pub fn take_node_counts(&self) -> Vec<(String, crate::observe::callback::NodeCounts)> {
+        std::mem::take(&mut *self.node_counts.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The failed items with their errors, by item, taken out.

@@ -232,6 +232,7 @@ fn plan(job: &Arc<MapJob>, cm: &ColumnarMap<'_>, engine: &str) -> Result<Columna
             }
         }
         let columnar = ColumnarStep {
+            tally: None,
             name: format!("node_{}_{}", node.name(), step.index),
             step: step.index,
             job: job.clone(),

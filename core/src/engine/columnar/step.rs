@@ -93,6 +93,10 @@ pub struct ColumnarStep {
     pub observed: bool,
     /// Whether a callback takes counts per batch instead.
     pub counted: bool,
+    /// Where the map runs elsewhere (a decoded plan): the node name its
+    /// counts per batch are tallied under in the map's state, for the plan
+    /// to carry back as data ([`MapState::take_node_counts`]).
+    pub tally: Option<String>,
     /// How many inlined pipelines the map has (for their start times).
     pub scopes: usize,
     /// The store and the node's key, when the step is cached.
@@ -284,14 +288,19 @@ impl ColumnarStep {
         let (fresh_rows, fresh_arrays, fresh_hashes) =
             self.compute_misses(&misses, &values, &items, sigs)?;
         span.record_counts(live.len() - misses.len(), misses.len());
-        if self.counted {
+        if self.counted || self.tally.is_some() {
             let computed = misses
                 .iter()
                 .filter(|&&r| !self.state.failed(items[r]))
                 .count();
             let cached = live.len() - misses.len();
-            self.job
-                .report_node_batch(self.step, NodeCounts { computed, cached });
+            let counts = NodeCounts { computed, cached };
+            if self.counted {
+                self.job.report_node_batch(self.step, counts);
+            }
+            if let Some(node) = &self.tally {
+                self.state.tally(node, counts);
+            }
         }
 
         // Combine hits and fresh results in row order; failed rows are null.
