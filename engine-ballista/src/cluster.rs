@@ -234,13 +234,7 @@ pub fn run_scheduler(registry: NodeRegistry, options: &SchedulerOptions) -> Resu
     let address = format!("{}:{}", options.bind, options.port)
         .parse()
         .map_err(|e| ballista_error("the scheduler's address", e))?;
-    let handshake = format!(
-        "{}:{}",
-        options.bind,
-        options
-            .handshake_port
-            .unwrap_or(options.port.saturating_add(1))
-    );
+    let handshake = crate::handshake::address(&options.bind, options.port, options.handshake_port);
     crate::runtime().block_on(async move {
         let cluster = BallistaCluster::new_from_config(&config)
             .await
@@ -296,12 +290,10 @@ pub fn run_executor(registry: NodeRegistry, options: &ExecutorOptions) -> Result
         config.executor_id = id.clone();
     }
     // Before it registers: the scheduler learns which nodes it links.
-    let handshake = format!(
-        "{}:{}",
-        options.scheduler_host,
-        options
-            .handshake_port
-            .unwrap_or(options.scheduler_port.saturating_add(1))
+    let handshake = crate::handshake::address(
+        &options.scheduler_host,
+        options.scheduler_port,
+        options.handshake_port,
     );
     crate::handshake::tell(
         &handshake,

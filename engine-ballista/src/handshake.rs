@@ -87,6 +87,12 @@ pub struct ExecutorNodes {
     pub manifest: Option<Manifest>,
 }
 
+/// The handshake address of a scheduler on `host` whose gRPC port is
+/// `port`: `host:port+1`, unless `explicit` names the handshake's port.
+pub(crate) fn address(host: &str, port: u16, explicit: Option<u16>) -> String {
+    format!("{host}:{}", explicit.unwrap_or(port.saturating_add(1)))
+}
+
 fn io_error(what: String, e: std::io::Error) -> Error {
     Error::external(what, e)
 }

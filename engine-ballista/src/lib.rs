@@ -104,7 +104,7 @@ impl BallistaEngine {
         let address = url.trim_start_matches("df://").to_string();
         let handshake = address
             .rsplit_once(':')
-            .and_then(|(host, port)| Some(format!("{host}:{}", port.parse::<u16>().ok()? + 1)));
+            .and_then(|(host, port)| Some(handshake::address(host, port.parse().ok()?, None)));
         BallistaEngine {
             staging: default_staging(),
             handshake: Some(handshake.unwrap_or(address)),
@@ -178,6 +178,32 @@ impl BallistaEngine {
         }
     }
 
+    /// Before anything of `job` is sent: every node of its plan is known,
+    /// in this very version of its code, to the in-process cluster's
+    /// registry, or on a remote cluster to every executor. Then the
+    /// cluster's client context.
+    fn before_sending(&self, job: &MapJob) -> Result<&SessionContext, Error> {
+        if self.scheduler.is_none() {
+            for step in job.columnar()?.steps {
+                self.codec
+                    .registry()
+                    .resolve(step.node.name(), &step.node.code_hash())?;
+            }
+        }
+        self.check_executors(job)?;
+        self.cluster()
+    }
+
+    /// After a plan ran: ends what the in-process cluster decoded (its
+    /// steps' writes), and records in `job` any failed item its steps left
+    /// behind rather than in the plan's rows.
+    fn close_decoded(&self, job: &MapJob) -> Result<(), Error> {
+        for (item, error) in self.codec.close()?.failures {
+            job.state().fail(item, error);
+        }
+        Ok(())
+    }
+
     /// The client context of the cluster, started on first use.
     fn cluster(&self) -> Result<&SessionContext, Error> {
         self.cluster
@@ -227,15 +253,7 @@ impl Engine for BallistaEngine {
     ) -> Result<(), Error> {
         use futures::StreamExt;
         let _one = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if self.scheduler.is_none() {
-            for step in job.columnar()?.steps {
-                self.codec
-                    .registry()
-                    .resolve(step.node.name(), &step.node.code_hash())?;
-            }
-        }
-        self.check_executors(job)?;
-        let ctx = self.cluster()?;
+        let ctx = self.before_sending(job)?;
         let plan = self.lowering.lower_scan(job, scan)?.into_unoptimized_plan();
         let df = datafusion::dataframe::DataFrame::new(ctx.state(), plan);
         let streamed = runtime().block_on(async move {
@@ -249,11 +267,7 @@ impl Engine for BallistaEngine {
             }
             Ok::<(), Error>(())
         });
-        // In-process (standalone): what the decoded steps left behind.
-        let outcome = self.codec.close()?;
-        for (item, error) in outcome.failures {
-            job.state().fail(item, error);
-        }
+        self.close_decoded(job)?;
         if let Some(fatal) = job.state().take_map_failure() {
             return Err(fatal);
         }
@@ -262,30 +276,14 @@ impl Engine for BallistaEngine {
 
     fn map(&self, job: &Arc<MapJob>) -> Result<MapResult, Error> {
         let _one = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        // Before anything is sent: every node of the plan is known to the
-        // in-process cluster in this very version of its code.
-        if self.scheduler.is_none() {
-            for step in job.columnar()?.steps {
-                self.codec
-                    .registry()
-                    .resolve(step.node.name(), &step.node.code_hash())?;
-            }
-        }
-        // And on a remote cluster, by every executor.
-        self.check_executors(job)?;
-        let ctx = self.cluster()?;
+        let ctx = self.before_sending(job)?;
         self.lowering.map_on(job, |df| {
             // The input rows go as Parquet files, not inside the plan.
             let (plan, staged) = staging::stage(df.into_unoptimized_plan(), &self.staging)?;
             let df = datafusion::dataframe::DataFrame::new(ctx.state(), plan);
             let batches = runtime().block_on(df.collect());
             drop(staged);
-            // The steps ran in the executor: their failed items come back
-            // through the codec that decoded them.
-            let outcome = self.codec.close()?;
-            for (item, error) in outcome.failures {
-                job.state().fail(item, error);
-            }
+            self.close_decoded(job)?;
             batches.map_err(|e| Error::external("ballista", e))
         })
     }

@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use hypernodes_core::columnar::{Arg, ColumnarStep, SigArg, SigSpec};
 
 use crate::udf::{
-    CountsUdf, ErrorsUdf, HashUdf, NodeUdf, NullCheckUdf, SigUdf, StepWire, node_fields,
+    HashUdf, NodeUdf, NullCheckUdf, Report, ReportUdf, SigUdf, StepWire, node_fields,
 };
 
 /// A node argument on the wire.
@@ -72,14 +72,9 @@ enum UdfWire {
         step: StepWire,
         args: Vec<ArgWire>,
     },
-    /// The failures of a map's items, as data (see `ErrorsUdf`).
-    Errors {
-        map: u64,
-        len: usize,
-        stop: bool,
-    },
-    /// The per-node counts of a map, as data (see `CountsUdf`).
-    Counts {
+    /// What a map's plan reports besides results (see `ReportUdf`).
+    Report {
+        kind: Report,
         map: u64,
         len: usize,
         stop: bool,
@@ -559,17 +554,12 @@ impl NodeCodec {
                 step: node.wire.clone(),
                 args,
             }
-        } else if let Some(errors) = inner.downcast_ref::<ErrorsUdf>() {
-            UdfWire::Errors {
-                map: errors.map,
-                len: errors.len,
-                stop: errors.stop,
-            }
-        } else if let Some(counts) = inner.downcast_ref::<CountsUdf>() {
-            UdfWire::Counts {
-                map: counts.map,
-                len: counts.len,
-                stop: counts.stop,
+        } else if let Some(report) = inner.downcast_ref::<ReportUdf>() {
+            UdfWire::Report {
+                kind: report.kind,
+                map: report.map,
+                len: report.len,
+                stop: report.stop,
             }
         } else if inner.downcast_ref::<HashUdf>().is_some() {
             UdfWire::Hash
@@ -608,22 +598,18 @@ impl NodeCodec {
             UdfWire::Node { step, args } => {
                 ScalarUDF::new_from_impl(self.decode_node(name, step, args)?)
             }
-            UdfWire::Errors { map, len, stop } => ScalarUDF::new_from_impl(ErrorsUdf {
-                name: name.to_string(),
+            UdfWire::Report {
+                kind,
                 map,
                 len,
                 stop,
-                state: Some(self.map_state(map, len, stop)),
-                signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
-            }),
-            UdfWire::Counts { map, len, stop } => ScalarUDF::new_from_impl(CountsUdf {
-                name: name.to_string(),
+            } => ScalarUDF::new_from_impl(ReportUdf::new(
+                kind,
                 map,
                 len,
                 stop,
-                state: Some(self.map_state(map, len, stop)),
-                signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
-            }),
+                Some(self.map_state(map, len, stop)),
+            )),
             UdfWire::Hash => ScalarUDF::new_from_impl(HashUdf {
                 name: name.to_string(),
                 signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Immutable),

@@ -205,7 +205,7 @@ pub fn failures(batches: &[arrow_array::RecordBatch]) -> Result<Vec<(usize, Erro
     let mut out = Vec::new();
     for batch in batches {
         let Some(errors) = batch
-            .column_by_name("__errors")
+            .column_by_name(udf::Report::Errors.column())
             .and_then(|c| c.as_string_opt::<i32>())
         else {
             continue;
@@ -242,7 +242,10 @@ pub fn scan_batch(
     take_reports(job, std::slice::from_ref(&batch))?;
     let schema = batch.schema();
     let keep: Vec<usize> = (0..batch.num_columns())
-        .filter(|&i| !matches!(schema.field(i).name().as_str(), "__errors" | "__counts"))
+        .filter(|&i| {
+            let name = schema.field(i).name();
+            !udf::Report::ALL.iter().any(|r| r.column() == name)
+        })
         .collect();
     Ok(batch.project(&keep)?)
 }
@@ -256,7 +259,7 @@ fn take_reports(job: &MapJob, batches: &[arrow_array::RecordBatch]) -> Result<()
     }
     for batch in batches {
         let Some(counts) = batch
-            .column_by_name("__counts")
+            .column_by_name(udf::Report::Counts.column())
             .and_then(|c| c.as_string_opt::<i32>())
         else {
             continue;

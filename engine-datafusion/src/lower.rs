@@ -273,8 +273,7 @@ pub(crate) fn lower_scan(
 /// per step of its [`ColumnarPlan`](hypernodes_core::columnar::ColumnarPlan)
 /// a signature column and its node's UDF; ends with `__item`, the carried
 /// columns, the outputs, `__errors` and `__counts` (the failures and the
-/// per-node counts of a plan run in another process, see `ErrorsUdf` and
-/// `CountsUdf`). `map_id` names the map on the wire
+/// per-node counts of a plan run in another process, see `ReportUdf`). `map_id` names the map on the wire
 /// (its steps, null checks and errors share one state where decoded).
 fn steps(
     engine: &DataFusionEngine,
@@ -349,33 +348,14 @@ fn steps(
     let mut select = vec![col("__item")];
     select.extend((0..carried).map(|k| col(format!("c{k}"))));
     select.extend(plan.outputs.iter().map(|(slot, _)| col(format!("s{slot}"))));
-    {
-        // Last: after every step of the row has run.
-        let errors = crate::udf::ErrorsUdf {
-            name: "errors".into(),
-            map: map_id,
-            len: cm.len,
-            stop: job.policy() == hypernodes_core::ErrorPolicy::Stop,
-            state: None,
-            signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
-        };
+    // Last: after every step of the row has run.
+    let stop = job.policy() == hypernodes_core::ErrorPolicy::Stop;
+    for kind in crate::udf::Report::ALL {
+        let report = crate::udf::ReportUdf::new(kind, map_id, cm.len, stop, None);
         select.push(
-            ScalarUDF::new_from_impl(errors)
+            ScalarUDF::new_from_impl(report)
                 .call(vec![col("__item")])
-                .alias("__errors"),
-        );
-        let counts = crate::udf::CountsUdf {
-            name: "counts".into(),
-            map: map_id,
-            len: cm.len,
-            stop: job.policy() == hypernodes_core::ErrorPolicy::Stop,
-            state: None,
-            signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Volatile),
-        };
-        select.push(
-            ScalarUDF::new_from_impl(counts)
-                .call(vec![col("__item")])
-                .alias("__counts"),
+                .alias(kind.column()),
         );
     }
     // No sort: the engine places each row by its `__item`.

@@ -356,15 +356,43 @@ impl FailureWire {
     }
 }
 
-/// The failures of a batch's items as data, as a DataFusion UDF: argument
-/// the item column; returns per row its failure as JSON ([`FailureWire`])
-/// or null. Where the plan was built (`state` is `None`) failures stay in
-/// the map's own state and the column is all null; where a plan was
-/// decoded (another process, a Ballista executor) the UDF takes the
-/// failures of the batch's items out of the decoded map's state, so they
-/// travel back with the rows.
-pub(crate) struct ErrorsUdf {
+/// What a lowered map's plan reports besides results, one column each
+/// (see [`ReportUdf`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Report {
+    /// `__errors`: per row its item's failure as JSON ([`FailureWire`]), or
+    /// null. A decoded plan takes the failures of the batch's items out of
+    /// the decoded map's state, so they travel back with the rows.
+    Errors,
+    /// `__counts`: in each batch's first row, what the nodes of a decoded
+    /// map computed and found cached since a batch last took the tallies
+    /// (JSON: node, computed, cached; `[]` when none); the other rows are
+    /// null. Each batch takes what its own steps tallied (and any other
+    /// batch's not yet taken), so every count arrives exactly once.
+    Counts,
+}
+
+impl Report {
+    /// Every report, in the plan's column order.
+    pub(crate) const ALL: [Report; 2] = [Report::Errors, Report::Counts];
+
+    /// The report's column (and, without the underscores, its UDF's name).
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            Report::Errors => "__errors",
+            Report::Counts => "__counts",
+        }
+    }
+}
+
+/// A report of a map's plan as a DataFusion UDF (argument the item column,
+/// a `Utf8` result; see [`Report`]). Where the plan was built (`state` is
+/// `None`) the column is all null: failures and counts stay with the map's
+/// own job. Where a plan was decoded (another process, a Ballista
+/// executor) the UDF takes them from the decoded map's state.
+pub(crate) struct ReportUdf {
     pub name: String,
+    pub kind: Report,
     /// The map (see `StepWire::map`), its size and policy.
     pub map: u64,
     pub len: usize,
@@ -373,15 +401,44 @@ pub(crate) struct ErrorsUdf {
     pub signature: DfSignature,
 }
 
-impl std::fmt::Debug for ErrorsUdf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ErrorsUdf").field("map", &self.map).finish()
+impl ReportUdf {
+    /// Report `kind` of map `map` (`len` items, `stop` policy), over
+    /// `state` where decoded.
+    pub(crate) fn new(
+        kind: Report,
+        map: u64,
+        len: usize,
+        stop: bool,
+        state: Option<Arc<hypernodes_core::MapState>>,
+    ) -> Self {
+        ReportUdf {
+            name: kind.column().trim_start_matches('_').to_string(),
+            kind,
+            map,
+            len,
+            stop,
+            state,
+            signature: DfSignature::variadic_any(Volatility::Volatile),
+        }
     }
 }
 
-identified_by_name!(ErrorsUdf);
+impl std::fmt::Debug for ReportUdf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportUdf")
+            .field("kind", &self.kind)
+            .field("map", &self.map)
+            .finish()
+    }
+}
 
-impl ScalarUDFImpl for ErrorsUdf {
+identified_by_name!(ReportUdf);
+
+fn to_json(value: &impl Serialize) -> DfResult<String> {
+    serde_json::to_string(value).map_err(|e| DataFusionError::External(Box::new(e)))
+}
+
+impl ScalarUDFImpl for ReportUdf {
     fn name(&self) -> &str {
         &self.name
     }
@@ -393,89 +450,45 @@ impl ScalarUDFImpl for ErrorsUdf {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
+        let mut texts: Vec<Option<String>> = vec![None; n];
         let Some(state) = &self.state else {
             return Ok(ColumnarValue::Array(arrow_array::new_null_array(
                 &DataType::Utf8,
                 n,
             )));
         };
-        let columns = ColumnarValue::values_to_arrays(&args.args)?;
-        let items = columns
-            .first()
-            .and_then(|c| c.as_primitive_opt::<UInt64Type>())
-            .ok_or_else(|| DataFusionError::Internal("item column is not UInt64".into()))?;
-        let mut texts: Vec<Option<String>> = vec![None; n];
-        if items.values().iter().any(|&i| state.failed(i as usize)) {
-            let wanted: std::collections::HashMap<usize, usize> = items
-                .values()
-                .iter()
-                .enumerate()
-                .map(|(r, &i)| (i as usize, r))
-                .collect();
-            for (item, error) in state.take_failures_of(|i| wanted.contains_key(&i)) {
-                if let Some(&r) = wanted.get(&item) {
-                    texts[r] = Some(
-                        serde_json::to_string(&FailureWire::of(&error))
-                            .map_err(|e| DataFusionError::External(Box::new(e)))?,
-                    );
+        match self.kind {
+            Report::Errors => {
+                let columns = ColumnarValue::values_to_arrays(&args.args)?;
+                let items = columns
+                    .first()
+                    .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+                    .ok_or_else(|| DataFusionError::Internal("item column is not UInt64".into()))?;
+                if items.values().iter().any(|&i| state.failed(i as usize)) {
+                    let wanted: std::collections::HashMap<usize, usize> = items
+                        .values()
+                        .iter()
+                        .enumerate()
+                        .map(|(r, &i)| (i as usize, r))
+                        .collect();
+                    for (item, error) in state.take_failures_of(|i| wanted.contains_key(&i)) {
+                        if let Some(&r) = wanted.get(&item) {
+                            texts[r] = Some(to_json(&FailureWire::of(&error))?);
+                        }
+                    }
                 }
             }
-        }
-        Ok(ColumnarValue::Array(Arc::new(
-            arrow_array::StringArray::from(texts),
-        )))
-    }
-}
-
-/// What the nodes of a decoded map computed and found cached, as data
-/// (where the plan was built: all null): argument the item column; per
-/// batch, the first row holds the counts tallied since the last batch took
-/// them (JSON: node, computed, cached; `[]` when none), the others are
-/// null. Each batch
-/// takes what its own steps tallied (and any other batch's not yet taken),
-/// so the counts of every batch arrive exactly once.
-pub(crate) struct CountsUdf {
-    pub name: String,
-    pub map: u64,
-    pub len: usize,
-    pub stop: bool,
-    pub state: Option<Arc<hypernodes_core::MapState>>,
-    pub signature: DfSignature,
-}
-
-impl std::fmt::Debug for CountsUdf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CountsUdf").field("map", &self.map).finish()
-    }
-}
-
-identified_by_name!(CountsUdf);
-
-impl ScalarUDFImpl for CountsUdf {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn signature(&self) -> &DfSignature {
-        &self.signature
-    }
-    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Utf8)
-    }
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let n = args.number_rows;
-        let mut texts: Vec<Option<String>> = vec![None; n];
-        if let Some(state) = &self.state {
-            let counts: Vec<(String, usize, usize)> = state
-                .take_node_counts()
-                .into_iter()
-                .map(|(node, c)| (node, c.computed, c.cached))
-                .collect();
-            // Every batch of a decoded plan says so, even with nothing to count.
-            if n > 0 {
-                texts[0] = Some(
-                    serde_json::to_string(&counts)
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?,
-                );
+            Report::Counts => {
+                let counts: Vec<(String, usize, usize)> = state
+                    .take_node_counts()
+                    .into_iter()
+                    .map(|(node, c)| (node, c.computed, c.cached))
+                    .collect();
+                // Every batch of a decoded plan says so, even with nothing
+                // to count.
+                if n > 0 {
+                    texts[0] = Some(to_json(&counts)?);
+                }
             }
         }
         Ok(ColumnarValue::Array(Arc::new(

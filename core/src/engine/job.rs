@@ -198,14 +198,7 @@ impl MapJob {
         let mut fixed = inputs.clone();
         let mut mapped = Vec::new();
         for name in &options.over {
-            let info = pipeline
-                .inputs()
-                .iter()
-                .find(|i| &i.name == name)
-                .ok_or_else(|| Error::UnknownInput {
-                    name: name.clone(),
-                    available: pipeline.inputs().iter().map(|i| i.name.clone()).collect(),
-                })?;
+            let info = pipeline.known_input(name)?;
             // Given with the inputs, or a list bound to the pipeline.
             let list = fixed
                 .remove(name)
@@ -252,14 +245,7 @@ impl MapJob {
         let pipeline = exec.pipeline.clone();
         let mut mapped = Vec::new();
         for feed in &scan.feeds {
-            let info = pipeline
-                .inputs()
-                .iter()
-                .find(|i| i.name == feed.input)
-                .ok_or_else(|| Error::UnknownInput {
-                    name: feed.input.clone(),
-                    available: pipeline.inputs().iter().map(|i| i.name.clone()).collect(),
-                })?;
+            let info = pipeline.known_input(&feed.input)?;
             let empty = arrow_array::new_empty_array(&feed.data_type);
             mapped.push(MappedList::of_array(feed.input.clone(), info.ty, empty));
         }

@@ -233,6 +233,14 @@ impl Pipeline {
         self.graph.inputs.iter().find(|i| i.name == name)
     }
 
+    /// Input `name`, or the error naming it and the inputs there are.
+    pub(crate) fn known_input(&self, name: &str) -> Result<&InputInfo, Error> {
+        self.input(name).ok_or_else(|| Error::UnknownInput {
+            name: name.to_string(),
+            available: self.input_names(),
+        })
+    }
+
     fn input_names(&self) -> Vec<String> {
         self.graph.inputs.iter().map(|i| i.name.clone()).collect()
     }
@@ -260,10 +268,7 @@ impl Pipeline {
     pub fn bind(mut self, inputs: Inputs) -> Result<Self, Error> {
         let mut bound = (*self.bound).clone();
         for (name, value) in inputs.iter() {
-            let info = self.input(name).ok_or_else(|| Error::UnknownInput {
-                name: name.to_string(),
-                available: self.input_names(),
-            })?;
+            let info = self.known_input(name)?;
             if info.ty.list_len(value).is_none() {
                 check_type(name, info.ty, value)?;
             }
