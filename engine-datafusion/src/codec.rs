@@ -290,8 +290,8 @@ impl NodeCodec {
             return Ok(cache.clone());
         }
         let cache = CacheLocation::parse(url)
-            .map_err(|source| Error::Cache { node: None, source })?
-            .open();
+            .and_then(|at| at.open())
+            .map_err(|source| Error::Cache { node: None, source })?;
         state.caches.insert(url.to_string(), cache.clone());
         Ok(cache)
     }

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use hypernodes::cache::{CacheError, CacheLocation, DiskCache, GcPolicy, VersionInfo};
+use hypernodes::cache::{CacheError, CacheLocation, GcPolicy, VersionInfo};
 use hypernodes::signature::Signature;
 use serde_json::json;
 
@@ -130,8 +130,7 @@ fn run(
     action: CacheAction,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
-    let CacheLocation::Directory(dir) = CacheLocation::parse(location)?;
-    let cache = DiskCache::new(&dir);
+    let cache = CacheLocation::parse(location)?.open_disk()?;
     match action {
         CacheAction::Stats => {
             let versions = cache.inventory()?;
@@ -275,7 +274,7 @@ fn run(
             } else {
                 match &node {
                     Some(node) => writeln!(out, "cleared `{node}`")?,
-                    None => writeln!(out, "cleared {}", dir.display())?,
+                    None => writeln!(out, "cleared {location}")?,
                 }
             }
         }

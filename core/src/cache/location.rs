@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use super::{Cache, CacheError, DiskCache};
 
-/// The location of a cache: today a directory every process can reach
-/// (`file:///path`); object stores (`s3://…`) come with the cluster engine.
+/// The location of a cache: a directory every process can reach
+/// (`file:///path` or a plain path), or an S3 bucket (`s3://bucket/prefix`,
+/// with the `s3` feature) that every process mirrors locally.
 ///
 /// ```
 /// use hypernodes_core::cache::CacheLocation;
@@ -16,12 +17,16 @@ use super::{Cache, CacheError, DiskCache};
 /// let at = CacheLocation::parse("file:///var/cache/hypernodes").unwrap();
 /// assert_eq!(at.url(), "file:///var/cache/hypernodes");
 /// assert_eq!(CacheLocation::parse("/var/cache/hypernodes").unwrap(), at);
-/// assert!(CacheLocation::parse("s3://bucket/cache").is_err());
+/// assert!(CacheLocation::parse("gs://bucket/cache").is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum CacheLocation {
     /// A directory of Parquet segments ([`DiskCache`]).
     Directory(PathBuf),
+    /// The same files in an object store, by URL (`s3://bucket/prefix`),
+    /// mirrored by each process in a local directory
+    /// ([`DiskCache::object_store`]).
+    ObjectStore(String),
 }
 
 impl CacheLocation {
@@ -41,8 +46,16 @@ impl CacheLocation {
             return Ok(CacheLocation::Directory(PathBuf::from(path)));
         }
         if let Some((scheme, _)) = location.split_once("://") {
+            if scheme == "s3" {
+                if cfg!(feature = "s3") {
+                    return Ok(CacheLocation::ObjectStore(location.to_string()));
+                }
+                return Err(unsupported(
+                    "this build has no object store support (the `s3` feature)",
+                ));
+            }
             return Err(unsupported(&format!(
-                "the `{scheme}` scheme is not supported (only file:// and plain paths)"
+                "the `{scheme}` scheme is not supported (only file://, s3:// and plain paths)"
             )));
         }
         Ok(CacheLocation::Directory(PathBuf::from(location)))
@@ -56,21 +69,40 @@ impl CacheLocation {
                 format!("file://{}", dir.display())
             }
             CacheLocation::Directory(dir) => dir.display().to_string(),
+            CacheLocation::ObjectStore(url) => url.clone(),
         }
     }
 
-    /// Opens the cache at this location (nothing is read until it is used).
-    pub fn open(&self) -> Arc<dyn Cache> {
+    /// Opens the cache at this location (nothing is read until it is used;
+    /// an object store fails here only when its configuration is invalid).
+    pub fn open(&self) -> Result<Arc<dyn Cache>, CacheError> {
+        Ok(Arc::new(self.open_disk()?))
+    }
+
+    /// Opens the cache at this location as a [`DiskCache`] (for inspection
+    /// and maintenance).
+    pub fn open_disk(&self) -> Result<DiskCache, CacheError> {
         match self {
-            CacheLocation::Directory(dir) => Arc::new(DiskCache::new(dir)),
+            CacheLocation::Directory(dir) => Ok(DiskCache::new(dir)),
+            #[cfg(feature = "s3")]
+            CacheLocation::ObjectStore(url) => DiskCache::object_store(url),
+            #[cfg(not(feature = "s3"))]
+            CacheLocation::ObjectStore(url) => Err(CacheError::Location {
+                location: url.clone(),
+                reason: "this build has no object store support (the `s3` feature)".into(),
+            }),
         }
     }
 }
 
 impl DiskCache {
-    /// Where this cache lives.
+    /// Where this cache lives: its object store if it mirrors one, else
+    /// its directory.
     pub fn location(&self) -> CacheLocation {
-        CacheLocation::Directory(self.root().to_path_buf())
+        match self.store_url() {
+            Some(url) => CacheLocation::ObjectStore(url.to_string()),
+            None => CacheLocation::Directory(self.root().to_path_buf()),
+        }
     }
 }
 
@@ -97,18 +129,18 @@ mod tests {
             CacheRows::from_values(&key, &[(Signature([2; 32]), vec![Value::new(7i64)])]).unwrap();
         first.store(&key, &rows).unwrap();
         first.flush().unwrap();
-        let other = at.open();
+        let other = at.open().unwrap();
         let hits = other.lookup(&key, &[Signature([2; 32])]).unwrap();
         assert_eq!(hits.rows, [Some(0)]);
     }
 
     #[test]
     fn unsupported_locations_are_named() {
-        let err = CacheLocation::parse("s3://bucket/x")
+        let err = CacheLocation::parse("gs://bucket/x")
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("s3://bucket/x") && err.contains("`s3`"),
+            err.contains("gs://bucket/x") && err.contains("`gs`"),
             "{err}"
         );
         let err = CacheLocation::parse("file://relative")

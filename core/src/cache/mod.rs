@@ -4,7 +4,7 @@
 //! Layout of a [`DiskCache`] at `root` (one dataset per node version):
 //!
 //! ```text
-//! root/<node name>/<code hash, 64 hex>/seg-<nanos>-<pid>-<n>.parquet   complete segments
+//! root/<node name>/<code hash, 64 hex>/seg-<nanos>-<pid>-<n>-<token>.parquet   complete segments
 //! root/<node name>/<code hash, 64 hex>/.tmp-<nanos>-<pid>-<n>.parquet  writes in progress
 //! ```
 //!
@@ -35,6 +35,8 @@ pub use disk::{
     DatasetStats, DiskCache, GcPolicy, KEY_HEX, READ_CACHE_BYTES, STALE_TEMPORARY_AGE, StoredRow,
     VersionInfo,
 };
+#[cfg(feature = "s3")]
+pub use disk::{MIRROR_ENV, RETRY_TIMEOUT};
 pub use location::CacheLocation;
 pub use rows::{CacheRows, Hits, Located};
 
@@ -71,6 +73,17 @@ pub enum CacheError {
         location: String,
         /// Why it cannot be used.
         reason: String,
+    },
+    /// A request to the object store holding the cache failed.
+    #[error("cache store `{location}`, object `{object}`: {source}")]
+    Remote {
+        /// The store's URL.
+        location: String,
+        /// The object involved.
+        object: String,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Values could not be hashed, so the nodes taking them cannot be
     /// signed (they run, uncached).

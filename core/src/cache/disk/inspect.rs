@@ -97,6 +97,7 @@ impl DiskCache {
     /// sizes and outputs, read from the segments (a cache directory that
     /// does not exist is an error).
     pub fn inventory(&self) -> Result<Vec<VersionInfo>, CacheError> {
+        self.pull_all()?;
         let root = self.root();
         if !root.is_dir() {
             return Err(CacheError::Io {
@@ -210,8 +211,10 @@ impl DiskCache {
             }
             let schema = kept[0].schema();
             self.flush()?;
-            write_segment_file(&version.dir, &version.node, schema, &kept)?;
+            let new = write_segment_file(&version.dir, &version.node, schema, &kept)?;
+            self.publish(&new)?;
             for seg in &merged {
+                self.withdraw(seg)?;
                 std::fs::remove_file(seg).map_err(|source| CacheError::Io {
                     path: seg.clone(),
                     source,
@@ -250,6 +253,7 @@ impl DiskCache {
     /// Removes one node version (all its files).
     pub fn remove_version(&self, version: &VersionInfo) -> Result<(), CacheError> {
         self.forget(&version.dir);
+        self.withdraw(&version.dir)?;
         remove_dir(&version.dir)
     }
 }

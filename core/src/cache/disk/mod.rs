@@ -4,7 +4,12 @@
 mod dataset;
 mod index;
 mod inspect;
+#[cfg(feature = "s3")]
+mod remote;
 mod segment;
+
+#[cfg(feature = "s3")]
+pub use remote::{MIRROR_ENV, RETRY_TIMEOUT};
 
 pub(crate) use dataset::signature_at;
 pub use inspect::{GcPolicy, KEY_HEX, StoredRow, VersionInfo};
@@ -61,6 +66,9 @@ pub struct DiskCache {
     read: Mutex<ReadGroups>,
     warnings: Mutex<Vec<String>>,
     warned: Mutex<HashSet<PathBuf>>,
+    /// The object store this cache mirrors (`root` is then the local mirror).
+    #[cfg(feature = "s3")]
+    remote: Option<Arc<remote::Remote>>,
 }
 
 /// How many bytes of row groups read for lookups a [`DiskCache`] keeps
@@ -217,7 +225,88 @@ impl DiskCache {
             }),
             warnings: Mutex::new(Vec::new()),
             warned: Mutex::new(HashSet::new()),
+            #[cfg(feature = "s3")]
+            remote: None,
         }
+    }
+
+    /// A cache in an object store (`s3://bucket/prefix`), mirrored in a
+    /// local directory (see [`MIRROR_ENV`]): lookups pull the segments of
+    /// the node versions they need, and every segment written is pushed.
+    /// The store is configured from the `AWS_*` environment variables.
+    ///
+    /// Segment names are unique per writer and segments are never
+    /// rewritten, so any number of processes share one store without
+    /// coordination. A store that cannot be reached makes lookups misses
+    /// (with a warning) and flushes errors (the rows stay in the local
+    /// mirror and are pushed at the next flush).
+    #[cfg(feature = "s3")]
+    pub fn object_store(url: &str) -> Result<Self, CacheError> {
+        DiskCache::object_store_at(url, remote::mirror_dir(url), &[])
+    }
+
+    /// [`DiskCache::object_store`] with the local mirror in `mirror` and
+    /// store settings given here rather than in the environment (keys as
+    /// `object_store` names them: `aws_endpoint`, `aws_access_key_id`,
+    /// `aws_secret_access_key`, `aws_region`, `aws_allow_http`, ...).
+    #[cfg(feature = "s3")]
+    pub fn object_store_at(
+        url: &str,
+        mirror: impl Into<PathBuf>,
+        options: &[(&str, &str)],
+    ) -> Result<Self, CacheError> {
+        let remote = remote::Remote::open(url, options)?;
+        let mut cache = DiskCache::new(mirror);
+        cache.remote = Some(Arc::new(remote));
+        Ok(cache)
+    }
+
+    /// The object store's URL, when this cache mirrors one.
+    pub fn store_url(&self) -> Option<&str> {
+        #[cfg(feature = "s3")]
+        if let Some(r) = &self.remote {
+            return Some(r.url());
+        }
+        None
+    }
+
+    /// Brings the files under `dir` (a directory of this cache) from the
+    /// object store this cache mirrors, if any.
+    fn pull(&self, dir: &Path) -> Result<(), CacheError> {
+        #[cfg(feature = "s3")]
+        if let Some(r) = &self.remote {
+            r.pull(&self.root, dir.strip_prefix(&self.root).unwrap_or(dir))?;
+        }
+        let _ = dir;
+        Ok(())
+    }
+
+    /// Brings everything the object store holds (for inspection).
+    pub(crate) fn pull_all(&self) -> Result<(), CacheError> {
+        self.pull(&self.root.clone())
+    }
+
+    /// Sends the new file `path` (a segment or manifest) to the object
+    /// store this cache mirrors, if any (a failed push is retried at the
+    /// end of the next flush).
+    fn publish(&self, path: &Path) -> Result<(), CacheError> {
+        #[cfg(feature = "s3")]
+        if let Some(r) = &self.remote {
+            r.push(&self.root, path)?;
+        }
+        let _ = path;
+        Ok(())
+    }
+
+    /// Removes `path` (a file or directory of this cache) from the object
+    /// store this cache mirrors, if any.
+    pub(crate) fn withdraw(&self, path: &Path) -> Result<(), CacheError> {
+        #[cfg(feature = "s3")]
+        if let Some(r) = &self.remote {
+            r.delete(path.strip_prefix(&self.root).unwrap_or(path))?;
+        }
+        let _ = path;
+        Ok(())
     }
 
     /// Keeps at most `bytes` of the row groups read for lookups (the most
@@ -471,6 +560,14 @@ impl DiskCache {
             if first {
                 remove_stale_temporaries(&dir);
             }
+            if let Err(e) = self.pull(&dir) {
+                // Rows the store holds and this mirror lacks are computed
+                // again: a miss, never a wrong value.
+                self.warn(
+                    &dir,
+                    format!("cannot pull from the cache's object store: {e}"),
+                );
+            }
             let files = segment_files(&dir);
             let mut data = dataset.write().unwrap_or_else(|e| e.into_inner());
             if files.iter().any(|p| !data.segments.contains(p)) {
@@ -499,6 +596,7 @@ impl DiskCache {
 
     /// Counts and sizes per node version, sorted by node and code.
     pub fn stats(&self) -> Result<Vec<DatasetStats>, CacheError> {
+        self.pull_all()?;
         let mut out = Vec::new();
         for node_dir in sorted_dirs(&self.root)? {
             for version_dir in sorted_dirs(&node_dir)? {
@@ -529,12 +627,14 @@ impl DiskCache {
     pub fn clear_node(&self, node: &str) -> Result<(), CacheError> {
         let dir = self.root.join(safe_name(node));
         self.forget(&dir);
+        self.withdraw(&dir)?;
         remove_dir(&dir)
     }
 
     /// Removes everything in the cache.
     pub fn clear(&self) -> Result<(), CacheError> {
         self.forget(&self.root);
+        self.withdraw(&self.root)?;
         remove_dir(&self.root)
     }
 
@@ -564,6 +664,10 @@ impl Cache for DiskCache {
     }
 
     fn versions(&self, node: &str) -> Vec<Signature> {
+        #[cfg(feature = "s3")]
+        if let Some(r) = &self.remote {
+            return remote_versions(r, node);
+        }
         let mut dirs: Vec<(Option<SystemTime>, PathBuf)> =
             sorted_dirs(&self.root.join(safe_name(node)))
                 .unwrap_or_default()
@@ -583,6 +687,12 @@ impl Cache for DiskCache {
             .join(safe_name(node))
             .join(code.to_hex())
             .join(MANIFEST);
+        #[cfg(feature = "s3")]
+        if let Some(r) = &self.remote
+            && !path.exists()
+        {
+            let _ = r.pull(&self.root, path.strip_prefix(&self.root).unwrap_or(&path));
+        }
         let text = std::fs::read_to_string(path).ok()?;
         Some(
             text.lines()
@@ -671,7 +781,12 @@ impl Cache for DiskCache {
 
     fn flush(&self) -> Result<(), CacheError> {
         let all = self.take_pending();
-        self.write_all(all)
+        self.write_all(all)?;
+        #[cfg(feature = "s3")]
+        if let Some(r) = &self.remote {
+            r.retry(&self.root)?;
+        }
+        Ok(())
     }
 
     fn begin_flush(self: Arc<Self>) -> PendingWrite {
@@ -799,6 +914,7 @@ impl DiskCache {
             move |source| CacheError::Io { path, source }
         };
         let manifest = dir.join(MANIFEST);
+        let mut new_manifest = false;
         if !key.parts.is_empty() && !manifest.exists() {
             let text: String = key
                 .parts
@@ -808,12 +924,44 @@ impl DiskCache {
             let tmp = dir.join(format!(".tmp-{}.manifest", unique_name()));
             std::fs::write(&tmp, text).map_err(io(&tmp))?;
             std::fs::rename(&tmp, &manifest).map_err(io(&manifest))?;
+            new_manifest = true;
         }
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
         }
+        // Both are sent (a failed one is retried at the next flush).
+        let manifest_sent = if new_manifest {
+            self.publish(&manifest)
+        } else {
+            Ok(())
+        };
+        self.publish(&seg)?;
+        manifest_sent?;
         Ok(seg)
     }
+}
+
+/// The versions of `node` the object store holds segments of, oldest
+/// first (by their newest segment).
+#[cfg(feature = "s3")]
+fn remote_versions(r: &remote::Remote, node: &str) -> Vec<Signature> {
+    let mut newest: HashMap<String, SystemTime> = HashMap::new();
+    for (file, modified) in r.list(Path::new(&safe_name(node))).unwrap_or_default() {
+        let mut parts = file.iter().map(|c| c.to_string_lossy().into_owned());
+        let (Some(_), Some(code), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if name.starts_with("seg-") && name.ends_with(".parquet") {
+            let at = newest.entry(code).or_insert(modified);
+            *at = (*at).max(modified);
+        }
+    }
+    let mut versions: Vec<(SystemTime, String)> = newest.into_iter().map(|(c, t)| (t, c)).collect();
+    versions.sort();
+    versions
+        .iter()
+        .filter_map(|(_, code)| Signature::from_hex(code))
+        .collect()
 }
 
 /// The most rows a segment's row group holds: a lookup reads whole row

@@ -647,14 +647,29 @@ pub(crate) fn read_segment_as(
     Ok(out)
 }
 
+/// A name no other writer uses: the time in nanoseconds (so names sort by
+/// age), the process id, a counter, and a random token drawn once per
+/// process (processes on different machines may share a process id).
 pub(crate) fn unique_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static TOKEN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let token = TOKEN.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.finish() as u32
+    });
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!(
-        "{nanos:020}-{}-{}",
+        "{nanos:020}-{}-{}-{token:08x}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
