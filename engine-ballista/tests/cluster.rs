@@ -90,6 +90,11 @@ impl Cluster {
         for (i, bin) in executors.iter().enumerate() {
             let work = cluster.logs.path().join(format!("work-{i}"));
             std::fs::create_dir_all(&work).unwrap();
+            // Each executor mirrors object-store caches in a directory of
+            // its own, as on a machine of its own.
+            let mirror = cluster.mirror(i).to_string_lossy().into_owned();
+            let mut env = env.to_vec();
+            env.push(("HYPERNODES_CACHE_MIRROR", &mirror));
             cluster.spawn(
                 &format!("executor-{i}"),
                 bin,
@@ -108,10 +113,15 @@ impl Cluster {
                     format!("executor-{i}"),
                 ],
                 calls,
-                env,
+                &env,
             );
         }
         cluster
+    }
+
+    /// Where executor `i` mirrors object-store caches.
+    fn mirror(&self, i: usize) -> PathBuf {
+        self.logs.path().join(format!("mirror-{i}"))
     }
 
     fn spawn(
@@ -791,4 +801,108 @@ fn a_parquet_table_maps_on_the_cluster_read_where_it_is() {
         .unwrap();
     assert_eq!(computed.0.load(Ordering::Relaxed), 0);
     let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// The segment files under `dir`, recursively.
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.starts_with("seg-") && name.ends_with(".parquet") {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_cache_in_s3_is_shared_by_executors_with_separate_mirrors() {
+    let server = hypernodes_testkit::S3Server::start(&["cache"]).unwrap();
+    let env = server.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let options = server.options();
+    let options: Vec<(&str, &str)> = options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let store = "s3://cache/cluster";
+    // This process is a machine of its own too: a new mirror each time.
+    let machine = |mirror: &Path| DiskCache::object_store_at(store, mirror, &options).unwrap();
+    let calls = tempfile::tempdir().unwrap();
+    let demo = env!("CARGO_BIN_EXE_hypernodes-demo-executor");
+    let mut cluster = Cluster::start_opts(&[demo, demo], calls.path(), &[], &env, 2);
+    let t = texts(0, 2000);
+    let want = word_counts(
+        &nodes::pipeline()
+            .with_engine(SeqEngine)
+            .map(Inputs::new().with("text", t.clone()), ["text"])
+            .unwrap(),
+    );
+
+    // Half computed here with SeqEngine, into the store.
+    let laptop = tempfile::tempdir().unwrap();
+    let computed = Arc::new(Computed::default());
+    nodes::pipeline()
+        .with_engine(SeqEngine)
+        .with_cache(machine(laptop.path()))
+        .with_callback(computed.clone())
+        .map(Inputs::new().with("text", t[..1000].to_vec()), ["text"])
+        .unwrap();
+    assert_eq!(computed.0.swap(0, Ordering::Relaxed), 1000);
+
+    // The cluster computes only the other half, both executors taking part.
+    let engine = Arc::new(BallistaEngine::remote(cluster.url()));
+    wait_for_executors(&engine, &mut cluster, 2);
+    let client = tempfile::tempdir().unwrap();
+    let on_cluster = nodes::pipeline()
+        .with_shared_engine(engine.clone())
+        .with_cache(machine(client.path()));
+    let (p, all) = (on_cluster.clone(), t.clone());
+    let r = deadline(240, "the map on the cluster", move || {
+        p.map(Inputs::new().with("text", all), ["text"])
+    });
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    assert_eq!(word_counts(&r), want);
+    assert!(r.cache_errors().is_empty(), "{:?}", r.cache_errors());
+    assert_eq!(calls_in(calls.path()), 1000, "{}", cluster.logs());
+    // The executors read and wrote through mirrors of their own.
+    let mirrored: usize = (0..2)
+        .map(|i| segment_files(&cluster.mirror(i)).len())
+        .sum();
+    assert!(
+        mirrored > 0,
+        "no executor mirrored anything\n{}",
+        cluster.logs()
+    );
+
+    // New items on the cluster are hits for SeqEngine on a machine whose
+    // mirror is empty: they reached the store when the map ended.
+    let fresh = texts(5000, 500);
+    let (p, items) = (on_cluster.clone(), fresh.clone());
+    deadline(120, "new items on the cluster", move || {
+        p.map(Inputs::new().with("text", items), ["text"])
+    })
+    .unwrap();
+    assert_eq!(calls_in(calls.path()), 1500);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let r = nodes::pipeline()
+        .with_engine(SeqEngine)
+        .with_cache(machine(elsewhere.path()))
+        .with_callback(computed.clone())
+        .map(Inputs::new().with("text", fresh), ["text"])
+        .unwrap();
+    assert_eq!(r.len(), 500);
+    assert_eq!(computed.0.load(Ordering::Relaxed), 0);
+    let in_store = server.objects("cache", "cluster");
+    assert!(
+        in_store.iter().any(|p| p.starts_with("cluster/clean/")),
+        "{in_store:?}"
+    );
+    cluster.check_alive();
 }

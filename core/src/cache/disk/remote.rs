@@ -49,8 +49,10 @@ pub(crate) struct Remote {
     prefix: ObjectPath,
     /// Local files whose push failed, retried at the next flush.
     unpushed: Mutex<Vec<PathBuf>>,
-    /// Per directory pulled: when it may be pulled again.
-    next_pull: Mutex<HashMap<PathBuf, Instant>>,
+    /// Per directory pulled: when it may be pulled again, behind a lock
+    /// held during a pull (threads that want the directory meanwhile wait
+    /// for it rather than look at a half-pulled mirror).
+    next_pull: Mutex<HashMap<PathBuf, Arc<Mutex<Option<Instant>>>>>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -201,21 +203,24 @@ impl Remote {
     /// A directory is listed at most every [`PULL_EVERY`], and not for
     /// [`PULL_BACKOFF`] after a failure (then this returns 0).
     pub(crate) fn pull(&self, root: &Path, rel: &Path) -> Result<usize, CacheError> {
-        {
-            let mut next = self.next_pull.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            if next.get(rel).is_some_and(|at| now < *at) {
-                return Ok(0);
-            }
-            next.insert(rel.to_path_buf(), now + PULL_EVERY);
+        let gate = self
+            .next_pull
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(rel.to_path_buf())
+            .or_default()
+            .clone();
+        let mut next = gate.lock().unwrap_or_else(|e| e.into_inner());
+        if next.is_some_and(|at| Instant::now() < at) {
+            return Ok(0);
         }
         let result = self.pull_now(root, rel);
-        if result.is_err() {
-            self.next_pull
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(rel.to_path_buf(), Instant::now() + PULL_BACKOFF);
-        }
+        let wait = if result.is_ok() {
+            PULL_EVERY
+        } else {
+            PULL_BACKOFF
+        };
+        *next = Some(Instant::now() + wait);
         result
     }
 
