@@ -22,12 +22,13 @@ use ballista_executor::execution_engine::{
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
-use ballista_scheduler::scheduler_process::start_server;
+use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::prelude::SessionConfig;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use hypernodes_core::Error;
 use hypernodes_core::node::NodeRegistry;
 use hypernodes_datafusion::NodeCodec;
@@ -242,10 +243,21 @@ pub fn run_scheduler(registry: NodeRegistry, options: &SchedulerOptions) -> Resu
         let listener = tokio::net::TcpListener::bind(&handshake)
             .await
             .map_err(|e| ballista_error(&format!("the node handshake's port {handshake}"), e))?;
+        let cluster_state = cluster.cluster_state();
+        let config = Arc::new(config);
+        config
+            .validate()
+            .map_err(|e| ballista_error("the scheduler's configuration", e))?;
+        let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, config)
+            .await
+            .map_err(|e| ballista_error("starting the scheduler", e))?;
         tokio::spawn(crate::handshake::serve(
             listener,
-            cluster.cluster_state(),
-            Default::default(),
+            crate::handshake::Served {
+                cluster: cluster_state,
+                manifests: Default::default(),
+                jobs: scheduler.state.clone(),
+            },
         ));
         // Planning decodes the node steps here too: forget them now and
         // then (nothing runs them in this process).
@@ -259,7 +271,7 @@ pub fn run_scheduler(registry: NodeRegistry, options: &SchedulerOptions) -> Resu
                 }
             }
         });
-        start_server(cluster, address, Arc::new(config))
+        start_grpc_service(address, scheduler)
             .await
             .map_err(|e| ballista_error("running the scheduler", e))
     })

@@ -15,7 +15,9 @@
 //! The manifests travel over a plain TCP port of the scheduler's (its gRPC
 //! port + 1 unless told otherwise), one JSON line each way: `PUT <manifest>`
 //! from an executor (answered `OK`), `GET` from a client (answered with the
-//! executors).
+//! executors). The same port answers `PROGRESS <job name>` with how far
+//! that running job is (tasks and stages done and planned, or `null`): a
+//! client names each map's job and polls it while the map runs.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -24,9 +26,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ballista_scheduler::cluster::ClusterState;
-use hypernodes_core::Error;
+use ballista_scheduler::state::SchedulerState;
+use ballista_scheduler::state::execution_stage::ExecutionStage;
+use datafusion::physical_plan::ExecutionPlanProperties;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use hypernodes_core::node::{NodeRegistry, RegistryError};
 use hypernodes_core::signature::Signature;
+use hypernodes_core::{Error, JobProgress};
 use serde::{Deserialize, Serialize};
 
 /// What an executor links: its id and, per node, its name and code hash
@@ -146,6 +152,30 @@ pub(crate) fn tell(address: &str, manifest: &Manifest, patience: Duration) -> Re
     }
 }
 
+/// How far the running job named `name` is, as the scheduler whose
+/// handshake port is at `address` counts it (`None`: no such job is
+/// running, not yet or no longer).
+pub fn progress(address: &str, name: &str) -> Result<Option<JobProgress>, Error> {
+    let answer = ask(address, &format!("PROGRESS {name}"), Duration::from_secs(5))?;
+    let wire: Option<ProgressWire> = serde_json::from_str(&answer)
+        .map_err(|e| Error::external("the scheduler's job progress", e))?;
+    Ok(wire.map(|w| JobProgress {
+        tasks_done: w.tasks_done,
+        tasks_total: w.tasks_total,
+        stages_done: w.stages_done,
+        stages_total: w.stages_total,
+    }))
+}
+
+/// [`JobProgress`] on the wire.
+#[derive(Serialize, Deserialize)]
+struct ProgressWire {
+    tasks_done: usize,
+    tasks_total: usize,
+    stages_done: usize,
+    stages_total: usize,
+}
+
 /// The executors the scheduler's handshake port at `address` knows.
 pub fn executors(address: &str) -> Result<Vec<ExecutorNodes>, Error> {
     let answer = ask(address, "GET", Duration::from_secs(10))?;
@@ -182,31 +212,82 @@ pub(crate) fn check(
 /// The manifests a scheduler was told, by executor id.
 pub(crate) type Manifests = Arc<Mutex<HashMap<String, Manifest>>>;
 
-/// Serves the handshake port for a scheduler whose cluster state is
-/// `cluster`, until the process ends.
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
-    cluster: Arc<dyn ClusterState>,
-    manifests: Manifests,
-) {
+/// What the handshake port answers from: the scheduler's executors, the
+/// manifests they told, and its jobs.
+#[derive(Clone)]
+pub(crate) struct Served {
+    /// The executors Ballista knows.
+    pub(crate) cluster: Arc<dyn ClusterState>,
+    /// The manifests told so far.
+    pub(crate) manifests: Manifests,
+    /// The scheduler's state (its running jobs).
+    pub(crate) jobs: Arc<SchedulerState<LogicalPlanNode, PhysicalPlanNode>>,
+}
+
+/// Serves the handshake port, until the process ends.
+pub(crate) async fn serve(listener: tokio::net::TcpListener, served: Served) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (cluster, manifests) = (cluster.clone(), manifests.clone());
+        let served = served.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, cluster, manifests).await {
+            if let Err(e) = answer(stream, served).await {
                 log::warn!("node handshake: {e}");
             }
         });
     }
 }
 
-async fn answer(
-    stream: tokio::net::TcpStream,
-    cluster: Arc<dyn ClusterState>,
-    manifests: Manifests,
-) -> std::io::Result<()> {
+/// How far the running job named `name` is (the most recently started, if
+/// several share the name).
+async fn job_progress(
+    jobs: &SchedulerState<LogicalPlanNode, PhysicalPlanNode>,
+    name: &str,
+) -> Option<ProgressWire> {
+    let mut found: Option<(u64, ProgressWire)> = None;
+    for job in jobs.task_manager.get_running_job_cache().values() {
+        let graph = job.execution_graph.read().await;
+        if graph.job_name() != name {
+            continue;
+        }
+        let mut wire = ProgressWire {
+            tasks_done: 0,
+            tasks_total: 0,
+            stages_done: graph.completed_stages(),
+            stages_total: graph.stage_count(),
+        };
+        for stage in graph.stages().values() {
+            let (done, total) = match stage {
+                ExecutionStage::UnResolved(s) => {
+                    (0, s.plan.output_partitioning().partition_count())
+                }
+                ExecutionStage::Resolved(s) => (0, s.partitions),
+                ExecutionStage::Running(s) => {
+                    (s.successful_tasks().min(s.partitions), s.partitions)
+                }
+                ExecutionStage::Successful(s) => (s.partitions, s.partitions),
+                ExecutionStage::Failed(s) => (0, s.partitions),
+            };
+            wire.tasks_done += done;
+            wire.tasks_total += total;
+        }
+        if found
+            .as_ref()
+            .is_none_or(|(at, _)| graph.start_time() >= *at)
+        {
+            found = Some((graph.start_time(), wire));
+        }
+    }
+    found.map(|(_, wire)| wire)
+}
+
+async fn answer(stream: tokio::net::TcpStream, served: Served) -> std::io::Result<()> {
+    let Served {
+        cluster,
+        manifests,
+        jobs,
+    } = served;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -235,6 +316,9 @@ async fn answer(
             })
             .collect();
         serde_json::to_string(&list).unwrap_or_else(|e| format!("error: {e}"))
+    } else if let Some(name) = line.strip_prefix("PROGRESS ") {
+        let progress = job_progress(&jobs, name).await;
+        serde_json::to_string(&progress).unwrap_or_else(|e| format!("error: {e}"))
     } else {
         format!("unknown request `{line}`")
     };

@@ -21,11 +21,14 @@
 //! engine (node, pipeline path, item), with what each node computed and
 //! found cached (to counting callbacks, `on_node_batch`/`on_items_batch`).
 //! The node steps run in the executors, not in the caller's map: callbacks
-//! see the map start and end and those counts, not per-item events.
+//! see the map start and end, those counts, and on a remote cluster the
+//! job's progress as its scheduler counts it (tasks and stages done,
+//! `on_job_progress`), not per-item events.
 
 mod cluster;
 mod codec;
 pub mod handshake;
+mod progress;
 mod staging;
 
 pub use cluster::{
@@ -204,6 +207,33 @@ impl BallistaEngine {
         Ok(())
     }
 
+    /// The session a map's plan is sent with: the cluster's, its job named
+    /// for a remote cluster, with a thread reporting that job's progress
+    /// to the map's callbacks until the returned poller is dropped.
+    fn session_for(
+        &self,
+        ctx: &SessionContext,
+        job: &Arc<MapJob>,
+    ) -> Result<
+        (
+            datafusion::execution::SessionState,
+            Option<progress::Poller>,
+        ),
+        Error,
+    > {
+        let mut state = ctx.state();
+        let Some(address) = &self.handshake else {
+            return Ok((state, None));
+        };
+        let name = progress::job_name();
+        state
+            .config_mut()
+            .options_mut()
+            .set(ballista_core::config::BALLISTA_JOB_NAME, &name)
+            .map_err(|e| Error::external("ballista: naming the job", e))?;
+        Ok((state, Some(progress::Poller::start(address, &name, job))))
+    }
+
     /// The client context of the cluster, started on first use.
     fn cluster(&self) -> Result<&SessionContext, Error> {
         self.cluster
@@ -255,7 +285,8 @@ impl Engine for BallistaEngine {
         let _one = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let ctx = self.before_sending(job)?;
         let plan = self.lowering.lower_scan(job, scan)?.into_unoptimized_plan();
-        let df = datafusion::dataframe::DataFrame::new(ctx.state(), plan);
+        let (state, poller) = self.session_for(ctx, job)?;
+        let df = datafusion::dataframe::DataFrame::new(state, plan);
         let streamed = runtime().block_on(async move {
             let mut stream = df
                 .execute_stream()
@@ -267,6 +298,7 @@ impl Engine for BallistaEngine {
             }
             Ok::<(), Error>(())
         });
+        drop(poller);
         self.close_decoded(job)?;
         if let Some(fatal) = job.state().take_map_failure() {
             return Err(fatal);
@@ -280,8 +312,10 @@ impl Engine for BallistaEngine {
         self.lowering.map_on(job, |df| {
             // The input rows go as Parquet files, not inside the plan.
             let (plan, staged) = staging::stage(df.into_unoptimized_plan(), &self.staging)?;
-            let df = datafusion::dataframe::DataFrame::new(ctx.state(), plan);
+            let (state, poller) = self.session_for(ctx, job)?;
+            let df = datafusion::dataframe::DataFrame::new(state, plan);
             let batches = runtime().block_on(df.collect());
+            drop(poller);
             drop(staged);
             self.close_decoded(job)?;
             batches.map_err(|e| Error::external("ballista", e))

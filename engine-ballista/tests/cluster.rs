@@ -906,3 +906,63 @@ fn a_cache_in_s3_is_shared_by_executors_with_separate_mirrors() {
     );
     cluster.check_alive();
 }
+
+/// Every job progress report a map's callback received.
+#[derive(Default)]
+struct Progressed(std::sync::Mutex<Vec<hypernodes_core::JobProgress>>);
+
+impl Callback for Progressed {
+    fn on_job_progress(&self, _: &CallbackContext<'_>, progress: hypernodes_core::JobProgress) {
+        self.0.lock().unwrap().push(progress);
+    }
+}
+
+#[test]
+fn a_running_map_reports_its_jobs_progress_from_the_scheduler() {
+    const N: usize = 4000;
+    let calls = tempfile::tempdir().unwrap();
+    let demo = env!("CARGO_BIN_EXE_hypernodes-demo-executor");
+    // Slow items (2 ms each) on two executors with one task slot each: the
+    // map's tasks finish one after another over several seconds.
+    let mut cluster = Cluster::start_opts(
+        &[demo, demo],
+        calls.path(),
+        &[],
+        &[("HYPERNODES_DEMO_SLEEP_MS", "2")],
+        1,
+    );
+    let engine = Arc::new(BallistaEngine::remote(cluster.url()));
+    wait_for_executors(&engine, &mut cluster, 2);
+    let seen = Arc::new(Progressed::default());
+    let p = nodes::pipeline()
+        .with_shared_engine(engine.clone())
+        .with_callback(seen.clone());
+    let t = texts(0, N);
+    let r = deadline(240, "a slow map on the cluster", move || {
+        p.map(Inputs::new().with("text", t), ["text"])
+    });
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    assert_eq!(r.len(), N);
+    let seen = seen.0.lock().unwrap().clone();
+    eprintln!("job progress reports: {seen:?}");
+    assert!(seen.len() >= 2, "{seen:?}");
+    let total = seen[0].tasks_total;
+    // 4,000 items are staged in files of at least 1,024 rows, a task each.
+    assert!(total >= 4, "{seen:?}");
+    for pair in seen.windows(2) {
+        assert!(
+            pair[1].tasks_done >= pair[0].tasks_done,
+            "tasks done went back: {seen:?}"
+        );
+    }
+    assert!(
+        seen.iter()
+            .all(|s| s.tasks_done <= s.tasks_total && s.stages_total >= 1)
+    );
+    assert!(
+        seen.iter()
+            .any(|s| 0 < s.tasks_done && s.tasks_done < s.tasks_total),
+        "no report while tasks were part done: {seen:?}"
+    );
+    cluster.check_alive();
+}

@@ -457,6 +457,15 @@ impl MapJob {
         }
     }
 
+    /// Reports how far the map's job on a cluster has come (to every
+    /// callback).
+    pub fn report_job_progress(&self, progress: crate::observe::callback::JobProgress) {
+        let exec = &self.exec;
+        if exec.has_callbacks() {
+            exec.emit(&exec.items, |cb, ctx| cb.on_job_progress(ctx, progress));
+        }
+    }
+
     /// Reports how many of the map's items started and ended in a batch
     /// (to callbacks that take counts).
     pub fn report_items_batch(&self, counts: crate::observe::callback::ItemCounts) {

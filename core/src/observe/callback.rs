@@ -56,6 +56,21 @@ pub struct ItemCounts {
     pub ended: usize,
 }
 
+/// How far a map's job on a cluster has come, as the cluster's scheduler
+/// counts it (see [`Callback::on_job_progress`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobProgress {
+    /// Tasks that finished successfully (a retried task counts once per
+    /// successful attempt).
+    pub tasks_done: usize,
+    /// Tasks of every stage of the job planned so far.
+    pub tasks_total: usize,
+    /// Stages that finished.
+    pub stages_done: usize,
+    /// Stages of the job.
+    pub stages_total: usize,
+}
+
 /// Receives lifecycle events from engines. All methods default to no-ops,
 /// so a callback implements only what it needs.
 ///
@@ -112,6 +127,12 @@ pub trait Callback: Send + Sync {
     /// around it) that started and ended in a batch (callbacks without
     /// [`item_events`](Self::item_events) only).
     fn on_runs_batch(&self, _ctx: &CallbackContext<'_>, _counts: ItemCounts) {}
+    /// While a map runs on a cluster (`BallistaEngine` with a remote
+    /// scheduler): how far its job is, each time the scheduler's count
+    /// changes (polled a few times a second). Reaches every callback. The
+    /// per-node counts of what ran arrive with the results
+    /// ([`on_node_batch`](Self::on_node_batch)).
+    fn on_job_progress(&self, _ctx: &CallbackContext<'_>, _progress: JobProgress) {}
     /// A `run` or `map` of a pipeline starts.
     fn on_pipeline_start(&self, _ctx: &CallbackContext<'_>) {}
     /// A `run` or `map` of a pipeline ends (successfully or not).
