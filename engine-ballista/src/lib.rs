@@ -142,6 +142,52 @@ impl BallistaEngine {
         self
     }
 
+    /// The distributed plan of `pipeline.map(inputs, options)`, without
+    /// running it: the logical plan, then the stages the scheduler cuts the
+    /// physical plan into (Ballista's own planner, over the physical plan
+    /// the scheduler's session makes), each ending in a shuffle write. The
+    /// inputs are staged as for a map (and removed again), so the plan
+    /// reads them as the cluster would; the executors are checked as
+    /// before a map.
+    pub fn explain(
+        &self,
+        pipeline: &hypernodes_core::Pipeline,
+        inputs: hypernodes_core::Inputs,
+        options: impl Into<hypernodes_core::MapOptions>,
+    ) -> Result<String, Error> {
+        use ballista_scheduler::planner::{DefaultDistributedPlanner, DistributedPlanner};
+        use datafusion::physical_plan::displayable;
+        pipeline.inspect_map(inputs, options, |job| {
+            let _one = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let ctx = self.before_sending(job)?;
+            let df = self.lowering.lower_map(job)?;
+            let (plan, staged) = staging::stage(df.into_unoptimized_plan(), &self.staging)?;
+            let state = hypernodes_datafusion::session_state(ctx.copied_config());
+            let failed = |e| Error::external("ballista: explain", e);
+            let plan = state.optimize(&plan).map_err(failed)?;
+            let physical = runtime()
+                .block_on(state.create_physical_plan(&plan))
+                .map_err(failed)?;
+            let stages = DefaultDistributedPlanner::new()
+                .plan_query_stages(
+                    &ballista_core::JobId::new("explain"),
+                    physical,
+                    state.config().options(),
+                )
+                .map_err(|e| Error::external("ballista: explain", e))?;
+            drop(staged);
+            let mut out = format!("logical plan:\n{}\n", plan.display_indent());
+            for stage in &stages {
+                out.push_str(&format!(
+                    "\nstage {}:\n{}",
+                    stage.stage_id(),
+                    displayable(stage.as_ref()).indent(false)
+                ));
+            }
+            Ok(out)
+        })
+    }
+
     /// The executors the scheduler knows and the nodes each links (empty
     /// for a standalone engine).
     pub fn executors(&self) -> Result<Vec<handshake::ExecutorNodes>, Error> {

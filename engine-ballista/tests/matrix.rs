@@ -288,3 +288,34 @@ fn the_stop_policy_returns_a_failure_naming_node_and_item() {
         assert_eq!(failed, (0..10).map(|i| i * 100 + 7).collect::<Vec<_>>());
     });
 }
+
+#[test]
+fn explain_shows_the_distributed_plan_without_running_it() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    deadline(300, "explain", || {
+        let p = chain("1");
+        let engine = standalone(&[&p]);
+        calls();
+        let text = engine
+            .explain(
+                &p,
+                Inputs::new().with("x", (0..100i64).collect::<Vec<_>>()),
+                ["x"],
+            )
+            .unwrap();
+        assert_eq!(calls(), (0, 0, 0), "nothing ran");
+        for part in [
+            "logical plan:",
+            "TableScan",
+            "stage 1:",
+            "ShuffleWriterExec",
+            "DataSourceExec",
+            "file_type=parquet",
+        ] {
+            assert!(text.contains(part), "no {part} in:\n{text}");
+        }
+        for udf in ["node_a", "node_b", "node_c"] {
+            assert!(text.contains(udf), "no {udf} in:\n{text}");
+        }
+    });
+}

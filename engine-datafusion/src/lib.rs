@@ -105,6 +105,15 @@ impl DataFusionEngine {
         Ok(lower::lower_scan(self, job, scan)?.df)
     }
 
+    /// The plan of `job` as a DataFrame, without running it: for an engine
+    /// that plans or runs it elsewhere (a cluster's explain).
+    pub fn lower_map(
+        &self,
+        job: &std::sync::Arc<MapJob>,
+    ) -> Result<datafusion::dataframe::DataFrame, Error> {
+        Ok(lower::lower(self, job)?.df)
+    }
+
     /// The lowered plan of `pipeline.map(inputs, options)` (logical, then
     /// physical), without running it.
     pub fn explain(
