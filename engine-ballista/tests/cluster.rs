@@ -9,6 +9,9 @@
 #[allow(dead_code)]
 #[path = "../demo/nodes.rs"]
 mod nodes;
+mod support;
+
+use support::deadline;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -246,16 +249,6 @@ fn texts(from: usize, n: usize) -> Vec<String> {
     (from..from + n)
         .map(|i| format!("  Text {i} Has {} WORDS ", i % 7))
         .collect()
-}
-
-/// Runs `f` on a thread; fails the test if it takes longer than `secs`.
-fn deadline<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(secs))
-        .unwrap_or_else(|_| panic!("{what}: no answer in {secs} s"))
 }
 
 fn word_counts(r: &hypernodes_core::MapResult) -> Vec<i64> {

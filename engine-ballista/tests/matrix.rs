@@ -7,11 +7,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod support;
+
 use hypernodes_ballista::BallistaEngine;
 use hypernodes_core::node::NodeRegistry;
 use hypernodes_core::{
     DiskCache, Error, Inputs, MapOptions, Node, Pipeline, SeqEngine, inputs, node, outs,
 };
+use support::deadline;
 
 /// Calls of a, b and c (one test at a time counts them).
 static CALLS: [AtomicUsize; 3] = [
@@ -58,16 +61,6 @@ fn standalone(pipelines: &[&Pipeline]) -> Arc<BallistaEngine> {
         .iter()
         .fold(NodeRegistry::new(), |r, p| r.with_pipeline(p));
     Arc::new(BallistaEngine::standalone(registry))
-}
-
-/// Runs `f` on a thread; fails the test if it takes longer than `secs`.
-fn deadline<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(secs))
-        .unwrap_or_else(|_| panic!("{what}: no answer in {secs} s"))
 }
 
 #[test]
