@@ -312,3 +312,88 @@ fn explain_shows_the_distributed_plan_without_running_it() {
         }
     });
 }
+
+/// A model: no Arrow form, made by the registry's factory.
+struct Model {
+    scale: i64,
+}
+
+#[node(output = "scored")]
+fn score(x: i64, model: &Model) -> i64 {
+    x * model.scale
+}
+
+static MODELS_MADE: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn resources_come_from_the_clusters_registry_made_once() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    deadline(300, "resources", || {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Pipeline::new([score::node()]).unwrap();
+        let registry = NodeRegistry::new().with_pipeline(&p).with_resource(
+            "model",
+            hypernodes_core::Resource::lazy("model-v1", || {
+                MODELS_MADE.fetch_add(1, Ordering::SeqCst);
+                Ok(Model { scale: 3 })
+            }),
+        );
+        let engine = Arc::new(BallistaEngine::standalone(registry));
+        let xs: Vec<i64> = (0..2_000).collect();
+        let client_model =
+            || hypernodes_core::Resource::lazy("model-v1", || Ok(Model { scale: 3 }));
+        let on = p
+            .clone()
+            .with_shared_engine(engine)
+            .with_cache(DiskCache::new(dir.path()));
+        let r = on
+            .map(
+                Inputs::new()
+                    .with("x", xs.clone())
+                    .with("model", client_model()),
+                ["x"],
+            )
+            .unwrap();
+        assert_eq!(
+            r.values::<i64>("scored").unwrap(),
+            xs.iter().map(|x| x * 3).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            MODELS_MADE.load(Ordering::SeqCst),
+            1,
+            "made once on the cluster"
+        );
+        // Cached now: the same map needs no model, and SeqEngine finds it all.
+        let rec = Arc::new(Ran::default());
+        let seq = p
+            .with_engine(SeqEngine)
+            .with_cache(DiskCache::new(dir.path()))
+            .with_callback(rec.clone())
+            .map(
+                Inputs::new().with("x", xs).with("model", client_model()),
+                ["x"],
+            )
+            .unwrap();
+        assert_eq!(seq.len(), 2_000);
+        assert_eq!(
+            rec.0.load(Ordering::SeqCst),
+            0,
+            "SeqEngine computed nothing"
+        );
+    });
+}
+
+/// Counts node calls that ran in this process's maps.
+#[derive(Default)]
+struct Ran(AtomicUsize);
+
+impl hypernodes_core::Callback for Ran {
+    fn on_node_end(
+        &self,
+        _: &hypernodes_core::CallbackContext<'_>,
+        _: &str,
+        _: std::time::Duration,
+    ) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
