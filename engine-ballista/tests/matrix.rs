@@ -397,3 +397,88 @@ impl hypernodes_core::Callback for Ran {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
+
+#[node(output = "reply", concurrency = 64)]
+async fn fetch(text: String) -> String {
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    text.to_uppercase()
+}
+
+#[test]
+fn async_nodes_finish_at_every_size() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    deadline(300, "async nodes", || {
+        let p = Pipeline::new([fetch::node()]).unwrap();
+        let engine = standalone(&[&p]);
+        for n in [1usize, 127, 128, 129, 2_000] {
+            let texts: Vec<String> = (0..n).map(|i| format!("item {i}")).collect();
+            let want: Vec<String> = texts.iter().map(|t| t.to_uppercase()).collect();
+            let r = p
+                .clone()
+                .with_shared_engine(engine.clone())
+                .map(Inputs::new().with("text", texts), ["text"])
+                .unwrap();
+            assert_eq!(r.values::<String>("reply").unwrap(), want, "{n} items");
+        }
+    });
+}
+
+/// A user's struct with list and optional fields.
+#[derive(
+    Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, hypernodes_core::ArrowValue,
+)]
+struct Doc {
+    text: String,
+    words: i64,
+    tags: Vec<String>,
+    score: Option<f64>,
+}
+
+#[node(output = "doc")]
+fn make_doc(text: String) -> Doc {
+    let words = text.split_whitespace().count() as i64;
+    Doc {
+        tags: text
+            .split_whitespace()
+            .filter(|w| w.len() > 3)
+            .map(str::to_string)
+            .collect(),
+        score: (words > 1).then_some(words as f64 / 2.0),
+        text,
+        words,
+    }
+}
+
+#[node(output = "words")]
+fn doc_words(doc: &Doc) -> i64 {
+    doc.words
+}
+
+#[test]
+fn user_structs_flow_between_nodes_as_on_seq() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    deadline(300, "structs", || {
+        let p = Pipeline::new([make_doc::node(), doc_words::node()]).unwrap();
+        let engine = standalone(&[&p]);
+        let texts: Vec<String> = (0..500)
+            .map(|i| format!("word{i} {}", "long ".repeat(i % 4)))
+            .collect();
+        let got = p
+            .clone()
+            .with_shared_engine(engine)
+            .map(Inputs::new().with("text", texts.clone()), ["text"])
+            .unwrap();
+        let want = p
+            .with_engine(SeqEngine)
+            .map(Inputs::new().with("text", texts), ["text"])
+            .unwrap();
+        assert_eq!(
+            got.values::<i64>("words").unwrap(),
+            want.values::<i64>("words").unwrap()
+        );
+        assert_eq!(
+            got.values::<Doc>("doc").unwrap(),
+            want.values::<Doc>("doc").unwrap()
+        );
+    });
+}
