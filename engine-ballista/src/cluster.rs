@@ -393,8 +393,19 @@ impl QueryStageExecutor for FlushAfter {
                     log::warn!("a task went on without the cache: {e}");
                 }
             }
-            // A write that failed may succeed on a retry: Ballista retries
-            // I/O errors.
+            // The store of an object-store cache could not be reached: the
+            // rows are complete in this executor's mirror and are pushed at
+            // a later flush, so the task stands (a cache is an accelerator;
+            // failing the job over an outage of the store would lose the
+            // work of every task).
+            Err(Error::Cache {
+                source: source @ hypernodes_core::CacheError::Remote { .. },
+                ..
+            }) => {
+                log::warn!("a task's cache rows wait in the local mirror: {source}");
+            }
+            // A local write that failed may succeed on a retry: Ballista
+            // retries I/O errors.
             Err(e) => {
                 return Err(DataFusionError::IoError(std::io::Error::other(
                     e.to_string(),

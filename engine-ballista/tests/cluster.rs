@@ -959,3 +959,79 @@ fn a_running_map_reports_its_jobs_progress_from_the_scheduler() {
     );
     cluster.check_alive();
 }
+
+#[test]
+fn an_unreachable_cache_store_costs_no_results_and_its_rows_follow_later() {
+    // The store's port, with nothing listening yet.
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("AWS_ENDPOINT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", hypernodes_testkit::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", hypernodes_testkit::SECRET_KEY),
+        ("AWS_REGION", hypernodes_testkit::REGION),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let options: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+        .collect();
+    let options: Vec<(&str, &str)> = options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let store = "s3://cache/outage";
+    let machine = |mirror: &Path| DiskCache::object_store_at(store, mirror, &options).unwrap();
+    let calls = tempfile::tempdir().unwrap();
+    let demo = env!("CARGO_BIN_EXE_hypernodes-demo-executor");
+    let mut cluster = Cluster::start_opts(&[demo, demo], calls.path(), &[], &env, 2);
+    let engine = Arc::new(BallistaEngine::remote(cluster.url()));
+    wait_for_executors(&engine, &mut cluster, 2);
+    let client = tempfile::tempdir().unwrap();
+    let on_cluster = nodes::pipeline()
+        .with_shared_engine(engine.clone())
+        .with_cache(machine(client.path()));
+    let t = texts(0, 2000);
+    let want = word_counts(
+        &nodes::pipeline()
+            .with_engine(SeqEngine)
+            .map(Inputs::new().with("text", t.clone()), ["text"])
+            .unwrap(),
+    );
+
+    // The store is down: the map still gives every result.
+    let (p, all) = (on_cluster.clone(), t.clone());
+    let r = deadline(240, "a map while the store is down", move || {
+        p.map(Inputs::new().with("text", all), ["text"])
+    });
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    assert_eq!(word_counts(&r), want);
+    assert_eq!(calls_in(calls.path()), 2000, "{}", cluster.logs());
+
+    // The store comes up. The same map computes nothing (the rows waited
+    // in the executors' mirrors), and its flushes push them.
+    let server = hypernodes_testkit::S3Server::start_on(port, &["cache"]).unwrap();
+    let (p, all) = (on_cluster.clone(), t.clone());
+    let r = deadline(240, "the map again once the store is up", move || {
+        p.map(Inputs::new().with("text", all), ["text"])
+    })
+    .unwrap();
+    assert_eq!(word_counts(&r), want);
+    assert_eq!(calls_in(calls.path()), 2000, "{}", cluster.logs());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let computed = Arc::new(Computed::default());
+    let r = nodes::pipeline()
+        .with_engine(SeqEngine)
+        .with_cache(machine(elsewhere.path()))
+        .with_callback(computed.clone())
+        .map(Inputs::new().with("text", t), ["text"])
+        .unwrap();
+    assert_eq!(word_counts(&r), want);
+    assert_eq!(
+        computed.0.load(Ordering::Relaxed),
+        0,
+        "every row reached the store: {:?}",
+        server.objects("cache", "outage")
+    );
+    cluster.check_alive();
+}

@@ -929,14 +929,13 @@ impl DiskCache {
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
         }
-        // Both are sent (a failed one is retried at the next flush).
-        let manifest_sent = if new_manifest {
-            self.publish(&manifest)
-        } else {
-            Ok(())
-        };
-        self.publish(&seg)?;
-        manifest_sent?;
+        // Both are sent. A failed push is remembered and tried again at
+        // the end of this flush (whose error it then is): the segment is
+        // complete in the mirror, so it is indexed like any other first.
+        if new_manifest {
+            let _ = self.publish(&manifest);
+        }
+        let _ = self.publish(&seg);
         Ok(seg)
     }
 }

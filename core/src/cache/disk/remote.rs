@@ -300,19 +300,23 @@ impl Remote {
         Ok(())
     }
 
-    /// Pushes again the files whose push failed (those still on disk).
+    /// Pushes again the files whose push failed (those still on disk),
+    /// oldest first. The first failure ends the attempt (the store is
+    /// likely still out of reach): the rest wait for the next one.
     pub(crate) fn retry(&self, root: &Path) -> Result<(), CacheError> {
         let files = std::mem::take(&mut *self.unpushed.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut first = None;
-        for file in files {
-            if !file.exists() {
-                continue;
-            }
-            if let Err(e) = self.push(root, &file) {
-                first.get_or_insert(e);
+        let mut files = files.into_iter().filter(|f| f.exists());
+        while let Some(file) = files.next() {
+            if let Err(e) = self.upload(root, &file) {
+                let mut unpushed = self.unpushed.lock().unwrap_or_else(|e| e.into_inner());
+                let newer = std::mem::take(&mut *unpushed);
+                unpushed.push(file);
+                unpushed.extend(files);
+                unpushed.extend(newer);
+                return Err(e);
             }
         }
-        first.map_or(Ok(()), Err)
+        Ok(())
     }
 
     /// Deletes every object under `rel` (a file or a directory of the cache).
