@@ -17,8 +17,14 @@
 //! 1,000 new items each: what a small job costs on the cluster. Then it
 //! stops every process it started.
 //!
+//! With `--store s3` the cache lives in an S3-compatible server this
+//! program starts on 127.0.0.1 (`hypernodes-testkit`), each executor and
+//! this process mirroring it in a directory of its own, and the lines end
+//! with `store=s3`.
+//!
 //! ```sh
 //! cargo run --release --all-features --example cluster -- --items 1000000
+//! cargo run --release --all-features --example cluster -- --items 1000000 --store s3
 //! ```
 
 #[path = "shared/workload.rs"]
@@ -54,17 +60,76 @@ fn free_port() -> Result<u16, std::io::Error> {
         .port())
 }
 
-/// One map of `items` on `engine` with a new `DiskCache` at `cache`:
-/// items per second, after checking every result.
+/// Where the caches live: directories, or an S3-compatible server (with
+/// the settings its clients need).
+enum Store {
+    Directory(std::path::PathBuf),
+    S3 {
+        server: hypernodes_testkit::S3Server,
+        mirrors: std::path::PathBuf,
+    },
+}
+
+impl Store {
+    /// A new handle on the cache named `name` (opened afresh, as another
+    /// process would).
+    fn cache(&self, name: &str) -> Result<DiskCache, Box<dyn std::error::Error>> {
+        match self {
+            Store::Directory(dir) => Ok(DiskCache::new(dir.join(name))),
+            Store::S3 { server, mirrors } => {
+                let options = server.options();
+                let options: Vec<(&str, &str)> = options
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                Ok(DiskCache::object_store_at(
+                    &format!("s3://cache/{name}"),
+                    mirrors.join(format!("client-{name}")),
+                    &options,
+                )?)
+            }
+        }
+    }
+
+    /// What an executor process needs to reach the store.
+    fn env(&self, executor: usize) -> Vec<(String, String)> {
+        match self {
+            Store::Directory(_) => Vec::new(),
+            Store::S3 { server, mirrors } => {
+                let mut env: Vec<(String, String)> = server
+                    .env()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                let mirror = mirrors.join(format!("executor-{executor}"));
+                env.push((
+                    "HYPERNODES_CACHE_MIRROR".into(),
+                    mirror.to_string_lossy().into_owned(),
+                ));
+                env
+            }
+        }
+    }
+
+    fn suffix(&self) -> &'static str {
+        match self {
+            Store::Directory(_) => "",
+            Store::S3 { .. } => " store=s3",
+        }
+    }
+}
+
+/// One map of `items` on `engine` with `cache`: items per second, after
+/// checking every result.
 fn timed(
     engine: Arc<dyn Engine>,
-    cache: &std::path::Path,
+    cache: DiskCache,
     items: &[String],
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let start = Instant::now();
     let r = pipeline()
         .with_shared_engine(engine)
-        .with_cache(DiskCache::new(cache))
+        .with_cache(cache)
         .map(Inputs::new().with("text", items.to_vec()), ["text"])?;
     let secs = start.elapsed().as_secs_f64();
     if r.values::<i64>("word_count")? != workload::expected_counts(items) {
@@ -93,16 +158,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let mut n = 100_000usize;
+    let mut s3 = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--items" => n = it.next().ok_or("--items needs a number")?.parse()?,
+            "--store" => match it.next().map(String::as_str) {
+                Some("s3") => s3 = true,
+                Some("dir") => s3 = false,
+                _ => return Err("--store takes `dir` or `s3`".into()),
+            },
             other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
 
     let me = std::env::current_exe()?;
     let dir = tempfile::tempdir()?;
+    let store = if s3 {
+        Store::S3 {
+            server: hypernodes_testkit::S3Server::start(&["cache"])?,
+            mirrors: dir.path().join("mirrors"),
+        }
+    } else {
+        Store::Directory(dir.path().to_path_buf())
+    };
     let port = free_port()?;
     let quiet = || Stdio::null();
     let mut processes = Processes(Vec::new());
@@ -125,6 +204,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .arg("--work-dir")
                 .arg(&work)
                 .args(["--concurrency", "1", "--id", &format!("executor-{i}")])
+                .envs(store.env(i))
                 .stdout(quiet())
                 .stderr(quiet())
                 .spawn()?,
@@ -144,18 +224,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let items = workload::items(n);
-    let cache = dir.path().join("cache");
-    let cold = timed(engine.clone(), &cache, &items)?;
-    let warm = timed(engine.clone(), &cache, &items)?;
+    let suffix = store.suffix();
+    let cold = timed(engine.clone(), store.cache("cache")?, &items)?;
+    let warm = timed(engine.clone(), store.cache("cache")?, &items)?;
     println!(
-        "cluster: executors=2 items={n} cold_items_per_s={cold:.0} warm_items_per_s={warm:.0}"
+        "cluster: executors=2 items={n} cold_items_per_s={cold:.0} warm_items_per_s={warm:.0}{suffix}"
     );
 
-    let local = dir.path().join("cache-datafusion");
     let df: Arc<dyn Engine> = Arc::new(DataFusionEngine::new());
-    let cold = timed(df.clone(), &local, &items)?;
-    let warm = timed(df, &local, &items)?;
-    println!("datafusion: items={n} cold_items_per_s={cold:.0} warm_items_per_s={warm:.0}");
+    let cold = timed(df.clone(), store.cache("cache-datafusion")?, &items)?;
+    let warm = timed(df, store.cache("cache-datafusion")?, &items)?;
+    println!("datafusion: items={n} cold_items_per_s={cold:.0} warm_items_per_s={warm:.0}{suffix}");
 
     let mut ms: Vec<f64> = Vec::new();
     for job in 0..5 {
@@ -163,10 +242,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|i| workload::item(n + job * 1000 + i))
             .collect();
         let start = Instant::now();
-        timed(engine.clone(), &cache, &small)?;
+        timed(engine.clone(), store.cache("cache")?, &small)?;
         ms.push(start.elapsed().as_secs_f64() * 1000.0);
     }
     ms.sort_by(f64::total_cmp);
-    println!("cluster-latency: items=1000 jobs=5 median_ms={:.1}", ms[2]);
+    println!(
+        "cluster-latency: items=1000 jobs=5 median_ms={:.1}{suffix}",
+        ms[2]
+    );
     Ok(())
 }
