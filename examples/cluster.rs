@@ -78,14 +78,10 @@ impl Store {
             Store::Directory(dir) => Ok(DiskCache::new(dir.join(name))),
             Store::S3 { server, mirrors } => {
                 let options = server.options();
-                let options: Vec<(&str, &str)> = options
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
                 Ok(DiskCache::object_store_at(
                     &format!("s3://cache/{name}"),
                     mirrors.join(format!("client-{name}")),
-                    &options,
+                    &hypernodes_testkit::borrowed(&options),
                 )?)
             }
         }

@@ -32,11 +32,7 @@ fn pipeline(c_version: &str) -> Pipeline {
 /// A cache at `url` on `server`, mirrored in `mirror` (one machine).
 fn machine(server: &S3Server, url: &str, mirror: &Path) -> DiskCache {
     let options = server.options();
-    let options: Vec<(&str, &str)> = options
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    DiskCache::object_store_at(url, mirror, &options).unwrap()
+    DiskCache::object_store_at(url, mirror, &hypernodes_testkit::borrowed(&options)).unwrap()
 }
 
 /// How many times a, b and c executed, and c's values.
@@ -170,17 +166,10 @@ fn an_unreachable_store_fails_the_flush_naming_it_and_loses_nothing() {
             free.local_addr().unwrap().port()
         };
         let url = "s3://cache/later";
-        let options = [
-            ("aws_endpoint", format!("http://127.0.0.1:{port}")),
-            ("aws_access_key_id", hypernodes_testkit::ACCESS_KEY.into()),
-            (
-                "aws_secret_access_key",
-                hypernodes_testkit::SECRET_KEY.into(),
-            ),
-            ("aws_region", hypernodes_testkit::REGION.into()),
-            ("aws_allow_http", "true".into()),
-        ];
-        let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let options = hypernodes_testkit::options(&hypernodes_testkit::env_for(&format!(
+            "http://127.0.0.1:{port}"
+        )));
+        let options = hypernodes_testkit::borrowed(&options);
         let mirror = tempfile::tempdir().unwrap();
         let cache = DiskCache::object_store_at(url, mirror.path(), &options).unwrap();
         let p = pipeline("1").with_cache(cache);

@@ -26,6 +26,7 @@ use hypernodes_core::{
     Callback, CallbackContext, DiskCache, Error, ErrorPolicy, Inputs, MapOptions, Pipeline,
     SeqEngine, node,
 };
+use hypernodes_testkit::borrowed;
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; free when returned).
 fn free_port() -> u16 {
@@ -817,13 +818,8 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn a_cache_in_s3_is_shared_by_executors_with_separate_mirrors() {
     let server = hypernodes_testkit::S3Server::start(&["cache"]).unwrap();
-    let env = server.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let options = server.options();
-    let options: Vec<(&str, &str)> = options
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let (env, options) = (server.env(), server.options());
+    let (env, options) = (borrowed(&env), borrowed(&options));
     let store = "s3://cache/cluster";
     // This process is a machine of its own too: a new mirror each time.
     let machine = |mirror: &Path| DiskCache::object_store_at(store, mirror, &options).unwrap();
@@ -964,22 +960,9 @@ fn a_running_map_reports_its_jobs_progress_from_the_scheduler() {
 fn an_unreachable_cache_store_costs_no_results_and_its_rows_follow_later() {
     // The store's port, with nothing listening yet.
     let port = free_port();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let env = [
-        ("AWS_ENDPOINT", endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", hypernodes_testkit::ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", hypernodes_testkit::SECRET_KEY),
-        ("AWS_REGION", hypernodes_testkit::REGION),
-        ("AWS_ALLOW_HTTP", "true"),
-    ];
-    let options: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-        .collect();
-    let options: Vec<(&str, &str)> = options
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let env = hypernodes_testkit::env_for(&format!("http://127.0.0.1:{port}"));
+    let options = hypernodes_testkit::options(&env);
+    let (env, options) = (borrowed(&env), borrowed(&options));
     let store = "s3://cache/outage";
     let machine = |mirror: &Path| DiskCache::object_store_at(store, mirror, &options).unwrap();
     let calls = tempfile::tempdir().unwrap();

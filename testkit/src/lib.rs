@@ -133,23 +133,42 @@ impl S3Server {
 
     /// The settings of [`S3Server::env`] as option keys (`aws_endpoint`, ...).
     pub fn options(&self) -> Vec<(String, String)> {
-        self.env()
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect()
+        options(&self.env())
     }
 
     /// The `AWS_*` environment variables a client (this process or a child
     /// process) needs to reach this server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT", self.endpoint()),
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
-            ("AWS_REGION", REGION.into()),
-            ("AWS_ALLOW_HTTP", "true".into()),
-        ]
+        env_for(&self.endpoint())
     }
+}
+
+/// The `AWS_*` environment variables of a client of a test server at
+/// `endpoint` (one running, or one to be started there).
+pub fn env_for(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT", endpoint.to_string()),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+        ("AWS_REGION", REGION.into()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+    ]
+}
+
+/// Environment settings as `object_store` option keys (lower case).
+pub fn options(env: &[(&'static str, String)]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect()
+}
+
+/// Owned pairs as borrowed ones, as `DiskCache::object_store_at` and
+/// `Command::envs` take them.
+pub fn borrowed<K: AsRef<str>>(pairs: &[(K, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_ref(), v.as_str()))
+        .collect()
 }
 
 impl Drop for S3Server {
