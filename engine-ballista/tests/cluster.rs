@@ -36,6 +36,17 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A free port whose next port is free too: the scheduler serves its node
+/// handshake on its port + 1, which no other pick may take.
+fn free_port_pair() -> u16 {
+    loop {
+        let port = free_port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// The scheduler and executors, killed when dropped.
 struct Cluster {
     children: Vec<(String, Child)>,
@@ -66,7 +77,7 @@ impl Cluster {
         concurrency: usize,
     ) -> Cluster {
         let logs = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = free_port_pair();
         let mut cluster = Cluster {
             children: Vec::new(),
             logs,
