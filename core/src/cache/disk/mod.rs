@@ -283,7 +283,7 @@ impl DiskCache {
 
     /// Brings everything the object store holds (for inspection).
     pub(crate) fn pull_all(&self) -> Result<(), CacheError> {
-        self.pull(&self.root.clone())
+        self.pull(&self.root)
     }
 
     /// Sends the new file `path` (a segment or manifest) to the object
@@ -687,11 +687,9 @@ impl Cache for DiskCache {
             .join(safe_name(node))
             .join(code.to_hex())
             .join(MANIFEST);
-        #[cfg(feature = "s3")]
-        if let Some(r) = &self.remote
-            && !path.exists()
-        {
-            let _ = r.pull(&self.root, path.strip_prefix(&self.root).unwrap_or(&path));
+        if !path.exists() {
+            // A mirror may not have it yet (a miss's explanation only).
+            let _ = self.pull(&path);
         }
         let text = std::fs::read_to_string(path).ok()?;
         Some(
@@ -950,7 +948,7 @@ fn remote_versions(r: &remote::Remote, node: &str) -> Vec<Signature> {
         let (Some(_), Some(code), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
-        if name.starts_with("seg-") && name.ends_with(".parquet") {
+        if is_segment_name(&name) {
             let at = newest.entry(code).or_insert(modified);
             *at = (*at).max(modified);
         }

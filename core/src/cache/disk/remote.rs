@@ -22,7 +22,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::cache::CacheError;
 
-use super::segment::{MANIFEST, QUARANTINE_SUFFIX, unique_name};
+use super::segment::{MANIFEST, QUARANTINE_SUFFIX, is_segment_name, unique_name};
 
 /// The environment variable naming the directory under which processes
 /// keep their local mirrors of object-store caches (the system's temporary
@@ -232,8 +232,7 @@ impl Remote {
                 .and_then(|n| n.to_str())
                 .unwrap_or_default()
                 .to_string();
-            let wanted =
-                (name.starts_with("seg-") && name.ends_with(".parquet")) || name == MANIFEST;
+            let wanted = is_segment_name(&name) || name == MANIFEST;
             let local = root.join(&file);
             let quarantined = {
                 let mut q = local.clone().into_os_string();

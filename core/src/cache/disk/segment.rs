@@ -128,6 +128,11 @@ pub(crate) fn count_files(dir: &Path, keep: impl Fn(&str) -> bool) -> usize {
         .count()
 }
 
+/// Whether a file named `name` is a complete segment (`seg-*.parquet`).
+pub(crate) fn is_segment_name(name: &str) -> bool {
+    name.starts_with("seg-") && name.ends_with(".parquet")
+}
+
 pub(crate) fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
@@ -137,7 +142,7 @@ pub(crate) fn segment_files(dir: &Path) -> Vec<PathBuf> {
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("seg-") && n.ends_with(".parquet"))
+                .is_some_and(is_segment_name)
         })
         .collect();
     files.sort();
