@@ -24,6 +24,15 @@
 //! then summed), with a fresh `DiskCache` cold and warm, and prints
 //! `throughput: workload=w3 engine=<name> rows=<R> cold_inner_items_per_s=<x> warm_inner_items_per_s=<y>`.
 //!
+//! `--workload callbacks|nested|small|structs` measures the situations in
+//! which a columnar engine could lose to the row engines (see
+//! `shared/situations.rs`): W1 without a cache with no callback, a no-op
+//! one and a counting one (`--items`, default 1M); nested `map_over`
+//! without a cache (`--rows`, default 5,000: 575k leaves on two levels,
+//! 625k on three); maps of 0 to 1,000 items, with and without a cache; and
+//! nested user structs with list and optional fields (`--items`, default
+//! 200k). `--reps N` (default 3) keeps the best of N runs.
+//!
 //! `--workload w4` measures W4 instead: one `async` node that waits 5 ms on
 //! a tokio timer (an I/O-bound call such as a model server), with up to
 //! `--concurrency N` calls in flight (default 64). It maps W1 texts without
@@ -32,6 +41,9 @@
 
 #[path = "shared/workload.rs"]
 mod workload;
+
+#[path = "shared/situations.rs"]
+mod situations;
 
 /// The allocator of this program (not of the library): mimalloc, as
 /// DataFusion's own benchmarks use; glibc's returns and re-faults the large
@@ -194,16 +206,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut progress = false;
     let mut workload = "w1".to_string();
     let mut concurrency = 64usize;
-    let mut rows = 10_000usize;
+    let mut rows: Option<usize> = None;
+    let mut items_given: Option<usize> = None;
+    let mut reps = 3usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--engine" => names.push(args.next().ok_or("--engine needs a name")?),
-            "--items" => items = args.next().ok_or("--items needs a number")?.parse()?,
+            "--items" => {
+                let n = args.next().ok_or("--items needs a number")?.parse()?;
+                items = n;
+                items_given = Some(n);
+            }
+            "--reps" => reps = args.next().ok_or("--reps needs a number")?.parse()?,
             "--dual" => dual = true,
             "--progress" => progress = true,
             "--workload" => workload = args.next().ok_or("--workload needs w1, w3 or w4")?,
-            "--rows" => rows = args.next().ok_or("--rows needs a number")?.parse()?,
+            "--rows" => rows = Some(args.next().ok_or("--rows needs a number")?.parse()?),
             "--concurrency" => {
                 concurrency = args.next().ok_or("--concurrency needs a number")?.parse()?
             }
@@ -222,7 +241,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "w3" => {
             for name in names {
                 let engine = engine(&name).ok_or_else(|| format!("unknown engine `{name}`"))?;
-                w3(&name, engine, rows)?;
+                w3(&name, engine, rows.unwrap_or(10_000))?;
             }
             return Ok(());
         }
@@ -233,7 +252,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             return Ok(());
         }
-        other => return Err(format!("unknown workload `{other}` (w1, w3 or w4)").into()),
+        "callbacks" | "nested" | "small" | "structs" => {
+            for name in names {
+                let engine = engine(&name).ok_or_else(|| format!("unknown engine `{name}`"))?;
+                match workload.as_str() {
+                    "callbacks" => situations::callbacks(
+                        &name,
+                        engine,
+                        items_given.unwrap_or(1_000_000),
+                        reps,
+                    )?,
+                    "nested" => situations::nested(&name, engine, rows.unwrap_or(5_000), reps)?,
+                    "small" => situations::small(&name, engine)?,
+                    _ => situations::structs(&name, engine, items_given.unwrap_or(200_000), reps)?,
+                }
+            }
+            return Ok(());
+        }
+        other => {
+            return Err(format!(
+                "unknown workload `{other}` (w1, w3, w4, callbacks, nested, small or structs)"
+            )
+            .into());
+        }
     }
     let texts = workload::items(items);
     let expected = workload::expected_counts(&texts);

@@ -34,7 +34,7 @@ fn engines() -> Vec<(&'static str, Arc<dyn Engine>)> {
     #[cfg(feature = "datafusion")]
     engines.push((
         "datafusion-default",
-        Arc::new(hypernodes::engines::DataFusionEngine::new()),
+        Arc::new(hypernodes::engines::DataFusionEngine::new().with_small_map(0)),
     ));
     engines
 }

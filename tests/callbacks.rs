@@ -162,3 +162,56 @@ fn the_recorder_sees_each_items_events_in_the_reference_order_on_every_engine() 
         assert_eq!(events, reference, "{name}");
     }
 }
+
+/// Counts what a counting callback (one without per-item events) receives.
+#[derive(Default)]
+struct Counts {
+    reports: std::sync::atomic::AtomicUsize,
+    computed: std::sync::atomic::AtomicUsize,
+    ended: std::sync::atomic::AtomicUsize,
+}
+
+impl hypernodes::Callback for Counts {
+    fn item_events(&self) -> bool {
+        false
+    }
+    fn on_node_batch(
+        &self,
+        _: &hypernodes::CallbackContext<'_>,
+        _: &str,
+        counts: hypernodes::NodeCounts,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.reports.fetch_add(1, Relaxed);
+        self.computed.fetch_add(counts.computed, Relaxed);
+    }
+    fn on_items_batch(&self, _: &hypernodes::CallbackContext<'_>, counts: hypernodes::ItemCounts) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.reports.fetch_add(1, Relaxed);
+        self.ended.fetch_add(counts.ended, Relaxed);
+    }
+}
+
+#[test]
+fn a_counting_callback_gets_counts_per_chunk_not_per_item() {
+    use std::sync::atomic::Ordering::Relaxed;
+    const N: usize = 20_000;
+    for (name, engine) in common::engines() {
+        let counts = std::sync::Arc::new(Counts::default());
+        let texts: Vec<String> = (0..N).map(|i| format!("t {i}")).collect();
+        Pipeline::new([clean::node(), count::node()])
+            .unwrap()
+            .with_shared_engine(engine)
+            .with_callback(counts.clone())
+            .map(hypernodes::Inputs::new().with("text", texts), ["text"])
+            .unwrap();
+        assert_eq!(counts.computed.load(Relaxed), 2 * N, "{name}: every call");
+        assert_eq!(counts.ended.load(Relaxed), N, "{name}: every item");
+        // Quick items: a few reports per chunk or batch, never one per item
+        // (the matrix's plan engine has batches of 4 rows: a report per
+        // batch and node is what it promises).
+        let reports = counts.reports.load(Relaxed);
+        let bound = if name == "datafusion" { N } else { N / 10 };
+        assert!(reports <= bound, "{name}: {reports} reports for {N} items");
+    }
+}

@@ -18,6 +18,7 @@ use hypernodes::{
 
 fn df() -> DataFusionEngine {
     DataFusionEngine::new()
+        .with_small_map(0)
         .with_target_partitions(2)
         .with_batch_size(3)
 }
@@ -445,6 +446,7 @@ async fn fetch_slowly(x: i64) -> i64 {
 #[test]
 fn async_nodes_run_several_rows_of_a_batch_at_once_bounded() {
     let engine = DataFusionEngine::new()
+        .with_small_map(0)
         .with_target_partitions(1)
         .with_batch_size(8);
     let xs: Vec<i64> = (0..16).collect();
@@ -955,6 +957,7 @@ fn map_over_runs_one_inner_plan_over_the_elements_of_many_rows() {
     };
     let options = || MapOptions::over(["words", "suffix"]).on_error(ErrorPolicy::Continue);
     let engine = DataFusionEngine::new()
+        .with_small_map(0)
         .with_target_partitions(1)
         .with_batch_size(64);
     let dir = tempfile::tempdir().unwrap();
@@ -1078,6 +1081,7 @@ fn map_over_in_product_mode_crosses_each_rows_lists() {
 fn under_the_stop_policy_items_after_the_earliest_failure_do_not_run() {
     let calls = Arc::new(AtomicUsize::new(0));
     let engine = DataFusionEngine::new()
+        .with_small_map(0)
         .with_target_partitions(1)
         .with_batch_size(4);
     let err = Pipeline::new([doubling(&calls)])
@@ -1175,6 +1179,7 @@ fn async_rows_in_flight_keep_retries_errors_and_events() {
     let engine = || -> Arc<dyn Engine> {
         Arc::new(
             DataFusionEngine::new()
+                .with_small_map(0)
                 .with_target_partitions(1)
                 .with_batch_size(8),
         )
@@ -1270,4 +1275,36 @@ fn a_store_lending_malformed_batches_fails_the_map_naming_the_node() {
         "{text}"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing ran on bad hits");
+}
+
+#[node(output = "slept")]
+fn nap(x: i64) -> i64 {
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    x
+}
+
+#[test]
+fn small_maps_run_on_the_row_path_and_slow_ones_spread_over_the_cores() {
+    // 64 items of 2 ms: a small map, but slower than the millisecond it
+    // runs on the calling thread, so the rest spreads over the pool.
+    let threads = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let seen = threads.clone();
+    let record = Node::builder("where")
+        .input::<i64>("slept")
+        .output::<i64>("y")
+        .func(move |args| {
+            seen.lock().unwrap().insert(std::thread::current().id());
+            Ok(outs![*args.get::<i64>(0)?])
+        });
+    let xs: Vec<i64> = (0..64).collect();
+    let r = Pipeline::new([nap::node(), record])
+        .unwrap()
+        .with_engine(DataFusionEngine::new())
+        .map(Inputs::new().with("x", xs.clone()), ["x"])
+        .unwrap();
+    assert_eq!(r.values::<i64>("y").unwrap(), xs);
+    let threads = threads.lock().unwrap().len();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        assert!(threads > 1, "ran on {threads} thread(s)");
+    }
 }

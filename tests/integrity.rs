@@ -444,6 +444,8 @@ fn decisions(engine: Arc<dyn hypernodes::Engine>) -> Vec<String> {
 fn the_columnar_engine_reports_the_same_cache_decisions() {
     let seq = decisions(Arc::new(hypernodes::SeqEngine));
     assert_eq!(seq.len(), 40);
-    let datafusion = decisions(Arc::new(hypernodes::engines::DataFusionEngine::new()));
+    let datafusion = decisions(Arc::new(
+        hypernodes::engines::DataFusionEngine::new().with_small_map(0),
+    ));
     assert_eq!(datafusion, seq);
 }

@@ -61,7 +61,7 @@ fn more_than_two_gib_of_text_maps_with_a_cache() {
 fn the_columnar_engine_names_the_input_and_the_limit() {
     let err = Pipeline::new([measure::node()])
         .unwrap()
-        .with_engine(hypernodes::engines::DataFusionEngine::new())
+        .with_engine(hypernodes::engines::DataFusionEngine::new().with_small_map(0))
         .map(Inputs::new().with("text", texts()), ["text"])
         .unwrap_err();
     let message = err.to_string();

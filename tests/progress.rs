@@ -53,6 +53,11 @@ impl Lines {
 
 #[node(output = "words")]
 fn split(text: &str) -> Vec<String> {
+    // Slower than the interval at which a row engine reports counts, so
+    // every item's counts arrive on their own (the milestones below).
+    if text.starts_with("slow") {
+        std::thread::sleep(std::time::Duration::from_millis(12));
+    }
     text.split_whitespace().map(str::to_string).collect()
 }
 
@@ -103,8 +108,9 @@ fn plain_output_is_milestones_then_one_summary_per_pipeline() {
     let p = docs()
         .with_callback(Arc::new(Progress::plain(lines.clone())))
         .with_engine(hypernodes::SeqEngine);
+    let slow: Vec<String> = texts(40).iter().map(|t| format!("slow{t}")).collect();
     p.map(
-        inputs! {"text" => texts(40)},
+        inputs! {"text" => slow},
         MapOptions::over(["text"]).continue_on_error(),
     )
     .unwrap();

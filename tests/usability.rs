@@ -222,7 +222,7 @@ fn a_batch_implementation_that_breaks_its_contract_is_described_plainly() {
         .with_batch(|_arrays| Ok(vec![Arc::new(Int64Array::from(vec![1i64])) as ArrayRef]));
     let err = Pipeline::new([node])
         .unwrap()
-        .with_engine(hypernodes::engines::DataFusionEngine::new())
+        .with_engine(hypernodes::engines::DataFusionEngine::new().with_small_map(0))
         .map(Inputs::new().with("x", vec![1i64, 2]), ["x"])
         .unwrap_err();
     let message = err.to_string();

@@ -61,7 +61,13 @@ pub struct DataFusionEngine {
     name: String,
     batch_size: usize,
     partitions: usize,
+    small_map: usize,
+    rows: hypernodes_core::ParallelEngine,
 }
+
+/// Maps of fewer items than this run on the row path by default (see
+/// [`DataFusionEngine::with_small_map`]).
+pub const SMALL_MAP: usize = 4096;
 
 impl Default for DataFusionEngine {
     fn default() -> Self {
@@ -71,6 +77,8 @@ impl Default for DataFusionEngine {
             partitions: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            small_map: SMALL_MAP,
+            rows: hypernodes_core::ParallelEngine::new(),
         }
     }
 }
@@ -90,6 +98,21 @@ impl DataFusionEngine {
     /// Partitions the input table is split into (parallelism).
     pub fn with_target_partitions(mut self, partitions: usize) -> Self {
         self.partitions = partitions.max(1);
+        self
+    }
+
+    /// Maps of fewer than `items` items (default [`SMALL_MAP`]) run on the
+    /// row path instead of a plan: setting up a DataFusion plan costs about
+    /// a millisecond, more than such a map's work when its nodes are
+    /// quick. The row path
+    /// ([`ParallelEngine::map_small`](hypernodes_core::ParallelEngine::map_small))
+    /// runs the first chunks on the calling thread and spreads the rest
+    /// over every core after a millisecond, so slow nodes still run in
+    /// parallel. Results, events (counts arrive per chunk rather than per
+    /// batch) and cache entries are the same as the plan's. `0`: every map
+    /// runs as a plan. Table maps over Parquet files always do.
+    pub fn with_small_map(mut self, items: usize) -> Self {
+        self.small_map = items;
         self
     }
 
@@ -395,6 +418,9 @@ impl Engine for DataFusionEngine {
     }
 
     fn map(&self, job: &std::sync::Arc<MapJob>) -> Result<MapResult, Error> {
+        if job.len() < self.small_map {
+            return self.rows.map_small(job);
+        }
         self.map_on(job, |df| block_on(df.collect()).map_err(df_error))
     }
 

@@ -82,12 +82,14 @@ fn inputs(
                 true,
             ));
             columns.push(m.elements.clone());
-            fields.push(Field::new(
-                format!("h{slot}"),
-                DataType::FixedSizeBinary(32),
-                true,
-            ));
-            columns.push(m.hashes.clone());
+            if let Some(hashes) = &m.hashes {
+                fields.push(Field::new(
+                    format!("h{slot}"),
+                    DataType::FixedSizeBinary(32),
+                    true,
+                ));
+                columns.push(hashes.clone());
+            }
         }
     };
     match cm.mode {

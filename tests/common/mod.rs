@@ -20,14 +20,22 @@ pub fn engines() -> Vec<(&'static str, Arc<dyn Engine>)> {
             Arc::new(ParallelEngine::with_threads(2).unwrap()),
         ),
     ];
+    // Every map as a plan (small ones included: the plan path is what is
+    // tested), then as it runs by default: small maps on the row path.
     #[cfg(feature = "datafusion")]
     engines.push((
         "datafusion",
         Arc::new(
             hypernodes::engines::DataFusionEngine::new()
                 .with_target_partitions(2)
-                .with_batch_size(4),
+                .with_batch_size(4)
+                .with_small_map(0),
         ),
+    ));
+    #[cfg(feature = "datafusion")]
+    engines.push((
+        "datafusion_small",
+        Arc::new(hypernodes::engines::DataFusionEngine::new().with_target_partitions(2)),
     ));
     engines
 }

@@ -13,6 +13,42 @@ use crate::value::Value;
 
 use super::*;
 
+thread_local! {
+    /// The clock reading of the last event that closed a span of this
+    /// thread's row walk (a node call's end, an item's start), for the
+    /// event that opens the next one (the next node's start, the item's
+    /// end) to share: consecutive events of one item read the clock once
+    /// between them. Taken (cleared) by whoever uses it.
+    static STAMP: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Reads the clock, and leaves the reading for the next event of this
+/// thread's row walk (see `STAMP`).
+pub(crate) fn stamp() -> Instant {
+    let now = Instant::now();
+    STAMP.set(Some(now));
+    now
+}
+
+/// The reading the last event left, or the clock's, left again for the
+/// next event (an item's start hands its reading to its first node; its
+/// end to the next item of the chunk).
+pub(crate) fn pass_stamp() -> Instant {
+    let now = take_stamp();
+    STAMP.set(Some(now));
+    now
+}
+
+/// The reading the last event left (see `STAMP`), or the clock's.
+pub(crate) fn take_stamp() -> Instant {
+    STAMP.take().unwrap_or_else(Instant::now)
+}
+
+/// Forgets the reading the last event left (a new walk begins).
+pub(crate) fn clear_stamp() {
+    STAMP.set(None);
+}
+
 impl Exec {
     pub(crate) fn call_func(
         &self,
@@ -38,19 +74,32 @@ impl Exec {
         let mut attempt = 1;
         let _span = crate::observe::trace::Span::node_item(&node.name, items).enter();
         loop {
-            let start = self.attempt_started(node, items);
+            let start = self.attempt_started(node, items, true);
             let outcome = call_once(node, f.as_ref(), args);
-            if let Some(done) = self.attempt_settled(node, items, &mut attempt, start, outcome) {
+            if let Some(done) =
+                self.attempt_settled(node, items, &mut attempt, start, outcome, true)
+            {
                 return done;
             }
         }
     }
 
-    /// Starts one attempt of `node`: the node-start event, and the time.
-    pub(crate) fn attempt_started(&self, node: &Node, items: &[usize]) -> Option<Instant> {
-        self.has_callbacks().then(|| {
+    /// Starts one attempt of `node`: the node-start event, and the time
+    /// (read only when a callback takes per-item events: counts need none).
+    /// A call on the row walk's thread (`shared`) takes the reading the
+    /// previous event left, if any.
+    pub(crate) fn attempt_started(
+        &self,
+        node: &Node,
+        items: &[usize],
+        shared: bool,
+    ) -> Option<Instant> {
+        self.has_item_callbacks().then(|| {
             self.emit_items(items, |cb, ctx| cb.on_node_start(ctx, &node.name));
-            Instant::now()
+            match shared {
+                true => take_stamp(),
+                false => Instant::now(),
+            }
         })
     }
 
@@ -64,11 +113,16 @@ impl Exec {
         attempt: &mut u32,
         start: Option<Instant>,
         outcome: Result<Outs, NodeError>,
+        shared: bool,
     ) -> Option<Result<Outs, Error>> {
         match outcome {
             Ok(outs) => {
-                if let Some(start) = start {
-                    let elapsed = start.elapsed();
+                if self.has_callbacks() {
+                    let elapsed = match (start, shared) {
+                        (Some(start), true) => stamp() - start,
+                        (Some(start), false) => start.elapsed(),
+                        (None, _) => std::time::Duration::ZERO,
+                    };
                     self.node_ended(items, &node.name, elapsed);
                 }
                 Some(Ok(outs))
@@ -101,11 +155,13 @@ impl Exec {
         let mut attempt = 1;
         loop {
             let admitted = node.limits().admit().await;
-            let start = self.attempt_started(node, items);
+            let start = self.attempt_started(node, items, false);
             let outcome =
                 call_async_once(node, f, Args::new(slots, &step.args, &node.inputs)).await;
             drop(admitted);
-            if let Some(done) = self.attempt_settled(node, items, &mut attempt, start, outcome) {
+            if let Some(done) =
+                self.attempt_settled(node, items, &mut attempt, start, outcome, false)
+            {
                 return done;
             }
         }

@@ -122,9 +122,9 @@ impl MappedList {
     }
 }
 
-/// A mapped input's elements as one Arrow array, and their value hashes as a
-/// `FixedSizeBinary(32)` array.
-pub(crate) type MappedElements = (arrow_array::ArrayRef, arrow_array::ArrayRef);
+/// A mapped input's elements as one Arrow array, and, when the map has a
+/// cache, their value hashes as a `FixedSizeBinary(32)` array.
+pub(crate) type MappedElements = (arrow_array::ArrayRef, Option<arrow_array::ArrayRef>);
 
 /// The outputs of one item, in plan output order.
 pub struct ItemOutput(SmallVec<[Value; 4]>);
@@ -526,9 +526,16 @@ impl MapJob {
                         type_name: m.ty.name(),
                         message: "its elements have no Arrow form".into(),
                     };
+                    // Hashes feed signatures only: without a cache none.
+                    let hash = |elements: &arrow_array::ArrayRef| {
+                        self.exec
+                            .cache
+                            .as_ref()
+                            .map(|_| crate::signature::hash_column(elements))
+                            .transpose()
+                    };
                     if let Some(array) = &m.array {
-                        let hashes = crate::signature::hash_column(array)?;
-                        return Ok((array.clone(), hashes));
+                        return Ok((array.clone(), hash(array)?));
                     }
                     let list = match m.list.get() {
                         Some(Ok(list)) => list,
@@ -543,10 +550,10 @@ impl MapJob {
                     if Some(elements.data_type().clone()) != m.ty.data_type() {
                         return Err(no_form());
                     }
-                    let hashes = crate::signature::hash_column(&elements)?;
-                    if hashes.len() != m.len {
+                    if elements.len() != m.len {
                         return Err(no_form());
                     }
+                    let hashes = hash(&elements)?;
                     Ok((elements, hashes))
                 })
                 .collect()
@@ -600,7 +607,8 @@ impl MapJob {
             .map(|h| {
                 h.as_ref()
                     .ok()
-                    .map(|(_, h)| arrow_array::cast::AsArray::as_fixed_size_binary(h.as_ref()))
+                    .and_then(|(_, h)| h.as_ref())
+                    .map(|h| arrow_array::cast::AsArray::as_fixed_size_binary(h.as_ref()))
             })
             .collect();
         let fill = |index: usize, slots: &mut [Option<Value>]| self.fill_mapped(index, slots);
@@ -693,10 +701,16 @@ impl MapJob {
     pub fn run_item(&self, index: usize) -> Result<ItemOutput, Error> {
         let exec = &self.exec;
         let items = exec.item_path(index);
-        let start = exec.has_callbacks().then(|| {
+        let observed = exec.has_callbacks();
+        if observed {
             exec.map_item(&items, None);
-            Instant::now()
-        });
+        }
+        // The clock is read only for per-item events (counts need none);
+        // the previous item's end, this item's start and its first node's
+        // start share one reading.
+        let start = exec
+            .has_item_callbacks()
+            .then(crate::engine::invoke::pass_stamp);
         let mut slots: SmallVec<[Option<Value>; 8]> = self.template.iter().cloned().collect();
         self.fill_mapped(index, &mut slots)?;
         let result = exec.run_steps(&mut slots, &items).map(|()| {
@@ -708,8 +722,11 @@ impl MapJob {
                     .collect(),
             )
         });
-        if let Some(start) = start {
-            let elapsed: Duration = start.elapsed();
+        if observed {
+            // The last node's end reading, when it left one.
+            let elapsed: Duration = start
+                .map(|s| crate::engine::invoke::pass_stamp() - s)
+                .unwrap_or_default();
             exec.map_item(&items, Some(elapsed));
         }
         result
@@ -747,6 +764,10 @@ impl MapJob {
             self.run_chunk_batched(None, range, &mut chunk);
             return chunk;
         }
+        // Counts for counting callbacks are gathered over the chunk; its
+        // first item shares no clock reading with what ran before.
+        let _tally = self.exec.tally();
+        crate::engine::invoke::clear_stamp();
         for index in range {
             if self.state.stopped_before(index) {
                 chunk.stopped = true;

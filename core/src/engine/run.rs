@@ -53,6 +53,10 @@ impl<'a> RunJob<'a> {
     /// Runs every node once, in topological order.
     pub fn execute(mut self) -> Result<Outputs, Error> {
         let items = self.exec.items.clone();
+        // A top-level run shares no clock reading with what ran before it.
+        if items.is_empty() {
+            crate::engine::invoke::clear_stamp();
+        }
         if self.exec.cache.is_some()
             && let Some(out) = self.execute_columnar()?
         {

@@ -22,6 +22,9 @@ pub struct Exec {
     pub(crate) plan: Arc<Plan>,
     pub(crate) engine: Arc<dyn crate::engine::Engine>,
     pub(crate) callbacks: Vec<std::sync::Arc<dyn Callback>>,
+    /// The callbacks split once by what they take: per-item events, or
+    /// counts per batch (see [`Callback::item_events`]).
+    pub(crate) listeners: Arc<Listeners>,
     pub(crate) cache: Option<std::sync::Arc<dyn crate::cache::Cache>>,
     pub(crate) path: Vec<String>,
     pub(crate) items: Vec<usize>,
@@ -44,6 +47,7 @@ impl Exec {
             ));
         }
         Exec {
+            listeners: Listeners::of(&callbacks),
             cache: pipeline.cache.clone().map(crate::observe::trace::traced),
             path: vec![pipeline.name().to_string()],
             pipeline,
@@ -111,6 +115,50 @@ impl Exec {
         !self.callbacks.is_empty()
     }
 
+    /// Calls `f` with each of `items` (items of a map in this scope) and
+    /// its item path, borrowed from the scope's item map or written into
+    /// one buffer: a batch of events builds no path per item.
+    pub(crate) fn each_path(
+        &self,
+        items: impl IntoIterator<Item = usize>,
+        mut f: impl FnMut(usize, &[usize]),
+    ) {
+        let mut path: SmallVec<[usize; 4]> = self.items.iter().copied().collect();
+        path.push(0);
+        let last = path.len() - 1;
+        for item in items {
+            match self.item_map.as_ref().and_then(|m| m.get(item)) {
+                Some(mapped) => f(item, mapped),
+                None => {
+                    path[last] = item;
+                    f(item, &path);
+                }
+            }
+        }
+    }
+
+    /// Fires a per-item event for each of `items` (see
+    /// [`Exec::each_path`]) to the callbacks that take them; `f` also gets
+    /// the item.
+    pub(crate) fn emit_each(
+        &self,
+        items: impl IntoIterator<Item = usize>,
+        f: impl Fn(&dyn Callback, &CallbackContext<'_>, usize),
+    ) {
+        if self.listeners.items.is_empty() {
+            return;
+        }
+        self.each_path(items, |item, path| {
+            let ctx = CallbackContext {
+                path: &self.path,
+                items: path,
+            };
+            for cb in &self.listeners.items {
+                f(cb.as_ref(), &ctx, item);
+            }
+        });
+    }
+
     /// Fires an event every callback takes (pipeline, map, errors).
     pub(crate) fn emit(&self, items: &[usize], f: impl Fn(&dyn Callback, &CallbackContext<'_>)) {
         let ctx = CallbackContext {
@@ -124,12 +172,12 @@ impl Exec {
 
     /// Whether a callback takes per-item events.
     pub(crate) fn has_item_callbacks(&self) -> bool {
-        self.callbacks.iter().any(|cb| cb.item_events())
+        !self.listeners.items.is_empty()
     }
 
     /// Whether a callback takes counts instead of per-item events.
     pub(crate) fn has_batch_callbacks(&self) -> bool {
-        self.callbacks.iter().any(|cb| !cb.item_events())
+        !self.listeners.counts.is_empty()
     }
 
     /// Fires a per-item event (see [`Callback::item_events`]) to the
@@ -158,51 +206,60 @@ impl Exec {
         item_events: bool,
         f: impl Fn(&dyn Callback, &CallbackContext<'_>),
     ) {
+        let listeners = match item_events {
+            true => &self.listeners.items,
+            false => &self.listeners.counts,
+        };
+        if listeners.is_empty() {
+            return;
+        }
         let ctx = CallbackContext {
             path: &self.path,
             items,
         };
-        for cb in &self.callbacks {
-            if cb.item_events() == item_events {
-                f(cb.as_ref(), &ctx);
-            }
+        for cb in listeners {
+            f(cb.as_ref(), &ctx);
         }
     }
 
     /// A node's call for one item ended after `elapsed`: the node-end
-    /// event, or a count of one.
+    /// event, and a count of one (gathered while a chunk of this scope's
+    /// items runs, see [`Exec::tally`]).
     pub(crate) fn node_ended(&self, items: &[usize], node: &str, elapsed: std::time::Duration) {
         self.emit_items(items, |cb, ctx| cb.on_node_end(ctx, node, elapsed));
-        self.emit_batch(items, |cb, ctx| {
-            cb.on_node_batch(
-                ctx,
-                node,
-                NodeCounts {
-                    computed: 1,
-                    cached: 0,
-                },
-            )
-        });
+        self.count_node(
+            items,
+            node,
+            NodeCounts {
+                computed: 1,
+                cached: 0,
+            },
+        );
     }
 
     /// A node's result for one item came from the cache: the node-cached
-    /// event, or a count of one.
+    /// event, and a count of one.
     pub(crate) fn node_cached(&self, items: &[usize], node: &str) {
         self.emit_items(items, |cb, ctx| cb.on_node_cached(ctx, node));
-        self.emit_batch(items, |cb, ctx| {
-            cb.on_node_batch(
-                ctx,
-                node,
-                NodeCounts {
-                    computed: 0,
-                    cached: 1,
-                },
-            )
-        });
+        self.count_node(
+            items,
+            node,
+            NodeCounts {
+                computed: 0,
+                cached: 1,
+            },
+        );
+    }
+
+    fn count_node(&self, items: &[usize], node: &str, counts: NodeCounts) {
+        if self.listeners.counts.is_empty() || self.tallied(false, |t| t.node(node, counts)) {
+            return;
+        }
+        self.emit_batch(items, |cb, ctx| cb.on_node_batch(ctx, node, counts));
     }
 
     /// An item of a map in this scope started (`ended: false`) or ended
-    /// after `elapsed`: the map-item event, or a count of one.
+    /// after `elapsed`: the map-item event, and a count of one.
     pub(crate) fn map_item(&self, items: &[usize], ended: Option<std::time::Duration>) {
         match ended {
             None => self.emit_items(items, |cb, ctx| cb.on_map_item_start(ctx)),
@@ -212,7 +269,78 @@ impl Exec {
             started: usize::from(ended.is_none()),
             ended: usize::from(ended.is_some()),
         };
+        let ended = counts.ended > 0;
+        if self.listeners.counts.is_empty() || self.tallied(ended, |t| t.items(counts)) {
+            return;
+        }
         self.emit_batch(&self.items, |cb, ctx| cb.on_items_batch(ctx, counts));
+    }
+
+    /// Gathers the counts this scope reports on this thread (nodes
+    /// computed and cached, items started and ended) and reports them at
+    /// most every [`TALLY_EVERY`] (checked as items end) and when the
+    /// guard is dropped: a row engine's chunk gives counting callbacks one
+    /// report per node and interval, not one per item. Scopes nested inside
+    /// report as before.
+    pub(crate) fn tally(&self) -> TallyGuard<'_> {
+        let active = !self.listeners.counts.is_empty();
+        if active {
+            TALLIES.with_borrow_mut(|t| {
+                t.push(Tally {
+                    exec: self as *const Exec,
+                    since: Instant::now(),
+                    counts: Counts::default(),
+                    unchecked: 0,
+                    check_every: 1,
+                })
+            });
+        }
+        TallyGuard { exec: self, active }
+    }
+
+    /// Adds to this scope's open tally on this thread, if it has one
+    /// (`false`: none), and reports what it holds when `check` and the
+    /// interval has passed.
+    fn tallied(&self, check: bool, add: impl FnOnce(&mut Counts)) -> bool {
+        let mut due = None;
+        let tallied = TALLIES.with_borrow_mut(|t| match t.last_mut() {
+            Some(tally) if std::ptr::eq(tally.exec, self) => {
+                add(&mut tally.counts);
+                // The clock is read every `check_every` ended items: each
+                // one for slow items, rarely for quick ones.
+                if check {
+                    tally.unchecked += 1;
+                }
+                if check && tally.unchecked >= tally.check_every {
+                    tally.unchecked = 0;
+                    if tally.since.elapsed() >= TALLY_EVERY {
+                        tally.since = Instant::now();
+                        let counts = std::mem::take(&mut tally.counts);
+                        tally.check_every = (counts.items.ended / 4).max(1);
+                        due = Some(counts);
+                    } else {
+                        tally.check_every = tally.check_every.saturating_mul(2);
+                    }
+                }
+                true
+            }
+            _ => false,
+        });
+        // Reported outside the borrow: a callback may run a pipeline.
+        if let Some(counts) = due {
+            self.report_counts(&counts);
+        }
+        tallied
+    }
+
+    /// Reports gathered counts to the callbacks that take counts.
+    fn report_counts(&self, counts: &Counts) {
+        for (node, c) in &counts.nodes {
+            self.emit_batch(&self.items, |cb, ctx| cb.on_node_batch(ctx, node, *c));
+        }
+        if counts.items != ItemCounts::default() {
+            self.emit_batch(&self.items, |cb, ctx| cb.on_items_batch(ctx, counts.items));
+        }
     }
 
     /// Wraps a whole run or map in pipeline start/end events.
@@ -302,6 +430,10 @@ impl Exec {
         let mut callbacks = self.callbacks.clone();
         callbacks.extend(inner.callbacks.iter().cloned());
         Exec {
+            listeners: match inner.callbacks.is_empty() {
+                true => self.listeners.clone(),
+                false => Listeners::of(&callbacks),
+            },
             pipeline: inner.clone(),
             plan: plan.clone(),
             engine: inner.engine.clone().unwrap_or_else(|| self.engine.clone()),
@@ -315,6 +447,92 @@ impl Exec {
             items: self.items.clone(),
             item_map: self.item_map.clone(),
         }
+    }
+}
+
+/// How often a row engine's chunk reports the counts it gathered (see
+/// [`Exec::tally`]): often enough for a progress bar, rarely enough that
+/// counting costs nothing next to the items.
+pub(crate) const TALLY_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Counts of one scope gathered on one thread (see [`Exec::tally`]). The
+/// scope is known by its address, only compared, never followed.
+pub(crate) struct Tally {
+    exec: *const Exec,
+    since: Instant,
+    counts: Counts,
+    /// Items ended since the clock was last read, and how many may end
+    /// before it is read again.
+    unchecked: usize,
+    check_every: usize,
+}
+
+/// What a [`Tally`] holds: per node, and for the items.
+#[derive(Default)]
+pub(crate) struct Counts {
+    nodes: SmallVec<[(String, NodeCounts); 8]>,
+    items: ItemCounts,
+}
+
+impl Counts {
+    fn node(&mut self, node: &str, counts: NodeCounts) {
+        match self.nodes.iter_mut().find(|(n, _)| n == node) {
+            Some((_, c)) => {
+                c.computed += counts.computed;
+                c.cached += counts.cached;
+            }
+            None => self.nodes.push((node.to_string(), counts)),
+        }
+    }
+
+    fn items(&mut self, counts: ItemCounts) {
+        self.items.started += counts.started;
+        self.items.ended += counts.ended;
+    }
+}
+
+thread_local! {
+    /// The open tallies of this thread, innermost last (a rayon worker
+    /// waiting inside one chunk may run another).
+    static TALLIES: std::cell::RefCell<Vec<Tally>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Reports a tally when dropped (see [`Exec::tally`]).
+pub(crate) struct TallyGuard<'a> {
+    exec: &'a Exec,
+    active: bool,
+}
+
+impl Drop for TallyGuard<'_> {
+    fn drop(&mut self) {
+        if !self.active {
+            return;
+        }
+        let Some(tally) = TALLIES.with_borrow_mut(|t| t.pop()) else {
+            return;
+        };
+        // Unwinding: the counts are dropped, no callback is called.
+        if std::thread::panicking() {
+            return;
+        }
+        self.exec.report_counts(&tally.counts);
+    }
+}
+
+/// A scope's callbacks split by what they take (see
+/// [`Callback::item_events`]), once when the scope is made.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    /// Those that take per-item events.
+    pub(crate) items: Vec<Arc<dyn Callback>>,
+    /// Those that take counts per batch instead.
+    pub(crate) counts: Vec<Arc<dyn Callback>>,
+}
+
+impl Listeners {
+    fn of(callbacks: &[Arc<dyn Callback>]) -> Arc<Self> {
+        let (items, counts) = callbacks.iter().cloned().partition(|cb| cb.item_events());
+        Arc::new(Listeners { items, counts })
     }
 }
 

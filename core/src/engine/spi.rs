@@ -268,8 +268,20 @@ impl MapJob {
             return;
         };
         let node = exec.node(s);
-        let log = self
-            .cache_logs
+        let log = self.cache_log(step, exec, node);
+        exec.each_path([item], |_, path| {
+            log.report(exec, &node.name, path, sig, hit)
+        });
+    }
+
+    /// The cache log of step `step` (scope `exec`), made on first use.
+    fn cache_log(
+        &self,
+        step: usize,
+        exec: &Exec,
+        node: &crate::node::Node,
+    ) -> std::sync::Arc<crate::engine::kernel::CacheLog> {
+        self.cache_logs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(step)
@@ -280,8 +292,7 @@ impl MapJob {
                     true,
                 ))
             })
-            .clone();
-        log.report(exec, &node.name, &exec.item_path(item), sig, hit);
+            .clone()
     }
 
     /// The name of step `step`'s node.
@@ -299,18 +310,56 @@ impl MapJob {
         self.step_at(step).map(|(exec, _, _)| exec.path.clone())
     }
 
+    /// Reports what the cache did for step `step` and each row of a batch
+    /// (item, signature, hit): per row its decision and, for a hit, its
+    /// node-cached event, as the row engines fire them.
+    pub(crate) fn report_lookups(
+        &self,
+        step: usize,
+        rows: impl IntoIterator<Item = (usize, Option<crate::signature::Signature>, bool)>,
+    ) {
+        if !self.exec.has_item_callbacks() {
+            return;
+        }
+        let Some((exec, s, _)) = self.flat().step(&self.exec, step) else {
+            return;
+        };
+        let node = exec.node(s);
+        let name = &node.name;
+        let log = self
+            .exec
+            .cache
+            .as_ref()
+            .map(|_| self.cache_log(step, exec, node));
+        let rows: Vec<_> = rows.into_iter().collect();
+        let mut next = rows.iter();
+        exec.each_path(rows.iter().map(|r| r.0), |_, path| {
+            let Some(&(_, sig, hit)) = next.next() else {
+                return;
+            };
+            if let Some(log) = &log {
+                log.report(exec, name, path, sig, hit);
+            }
+            if hit {
+                exec.emit_items(path, |cb, ctx| cb.on_node_cached(ctx, name));
+            }
+        });
+    }
+
     /// Reports that step `step`'s result for item `item` came from the cache
     /// (the `on_node_cached` event).
     pub fn report_cached(&self, step: usize, item: usize) {
-        self.step_event(step, item, |cb, ctx, name| cb.on_node_cached(ctx, name));
+        self.step_events(step, [item], |cb, ctx, name| cb.on_node_cached(ctx, name));
     }
 
-    /// Fires one event of step `step` for item `item` in the step's scope
-    /// (its pipeline path), with the node's name, when anyone listens.
-    pub(crate) fn step_event(
+    /// Fires one event of step `step` for each of `items` in the step's
+    /// scope (its pipeline path), with the node's name, when anyone
+    /// listens: the step and its scope are looked up once, and no item
+    /// path is built per item (see [`Exec::each_path`]).
+    pub(crate) fn step_events(
         &self,
         step: usize,
-        item: usize,
+        items: impl IntoIterator<Item = usize>,
         f: impl Fn(
             &dyn crate::observe::callback::Callback,
             &crate::observe::callback::CallbackContext<'_>,
@@ -322,20 +371,36 @@ impl MapJob {
         }
         if let Some((exec, s, _)) = self.flat().step(&self.exec, step) {
             let name = &exec.node(s).name;
-            exec.emit_items(&exec.item_path(item), |cb, ctx| f(cb, ctx, name));
+            exec.emit_each(items, |cb, ctx, _| f(cb, ctx, name));
         }
     }
 
     /// Reports that step `step` starts for item `item` (the `on_node_start`
     /// event), for engines that call a node's batch implementation.
     pub fn report_node_start(&self, step: usize, item: usize) {
-        self.step_event(step, item, |cb, ctx, name| cb.on_node_start(ctx, name));
+        self.report_node_starts(step, [item]);
+    }
+
+    /// [`report_node_start`](Self::report_node_start) for each of `items`.
+    pub fn report_node_starts(&self, step: usize, items: impl IntoIterator<Item = usize>) {
+        self.step_events(step, items, |cb, ctx, name| cb.on_node_start(ctx, name));
     }
 
     /// Reports that step `step` ended for item `item` after `elapsed` (the
     /// `on_node_end` event; for a batch call, the batch's time).
     pub fn report_node_end(&self, step: usize, item: usize, elapsed: std::time::Duration) {
-        self.step_event(step, item, |cb, ctx, name| {
+        self.report_node_ends(step, [item], elapsed);
+    }
+
+    /// [`report_node_end`](Self::report_node_end) for each of `items`,
+    /// all after `elapsed` (one call for the batch).
+    pub fn report_node_ends(
+        &self,
+        step: usize,
+        items: impl IntoIterator<Item = usize>,
+        elapsed: std::time::Duration,
+    ) {
+        self.step_events(step, items, |cb, ctx, name| {
             cb.on_node_end(ctx, name, elapsed)
         });
     }
@@ -364,13 +429,20 @@ impl MapJob {
     /// nested-start event of its node, then its pipeline-start event, as
     /// the row engines fire them around a nested run.
     pub fn report_scope_start(&self, scope: usize, item: usize) {
+        self.report_scope_starts(scope, [item]);
+    }
+
+    /// [`report_scope_start`](Self::report_scope_start) for each of
+    /// `items`, each item's two events together.
+    pub fn report_scope_starts(&self, scope: usize, items: impl IntoIterator<Item = usize>) {
         let Some((node, outer, inner)) = self.inlined(scope) else {
             return;
         };
-        outer.emit_items(&outer.item_path(item), |cb, ctx| {
-            cb.on_nested_start(ctx, node)
+        // The inner scope's items are the outer one's (it is inlined).
+        outer.each_path(items, |_, path| {
+            outer.emit_items(path, |cb, ctx| cb.on_nested_start(ctx, node));
+            inner.emit_items(path, |cb, ctx| cb.on_pipeline_start(ctx));
         });
-        inner.emit_items(&inner.item_path(item), |cb, ctx| cb.on_pipeline_start(ctx));
     }
 
     /// Inlined pipeline `scope` when anyone listens: its node's name, the
@@ -399,24 +471,37 @@ impl MapJob {
         elapsed: std::time::Duration,
         completed: bool,
     ) {
+        self.report_scope_ends(scope, [item], |_| Some((elapsed, completed)));
+    }
+
+    /// [`report_scope_end`](Self::report_scope_end) for each of `items`
+    /// that `ended` gives a time and completion for (`None`: the item did
+    /// not enter the scope).
+    pub(crate) fn report_scope_ends(
+        &self,
+        scope: usize,
+        items: impl IntoIterator<Item = usize>,
+        ended: impl Fn(usize) -> Option<(std::time::Duration, bool)>,
+    ) {
         let Some((node, outer, inner)) = self.inlined(scope) else {
             return;
         };
-        inner.emit_items(&inner.item_path(item), |cb, ctx| {
-            cb.on_pipeline_end(ctx, elapsed)
+        outer.each_path(items, |item, path| {
+            let Some((elapsed, completed)) = ended(item) else {
+                return;
+            };
+            inner.emit_items(path, |cb, ctx| cb.on_pipeline_end(ctx, elapsed));
+            if completed {
+                outer.emit_items(path, |cb, ctx| cb.on_nested_end(ctx, node, elapsed));
+            }
         });
-        if completed {
-            outer.emit_items(&outer.item_path(item), |cb, ctx| {
-                cb.on_nested_end(ctx, node, elapsed)
-            });
-        }
     }
 
     /// Reports that attempt `attempt` (counting from 1) of step `step`
     /// failed for item `item` with `error` and will be tried again (the
     /// `on_node_retry` event).
     pub fn report_retry(&self, step: usize, item: usize, attempt: u32, error: &NodeError) {
-        self.step_event(step, item, |cb, ctx, name| {
+        self.step_events(step, [item], |cb, ctx, name| {
             cb.on_node_retry(ctx, name, attempt, error)
         });
     }
@@ -486,20 +571,34 @@ impl MapJob {
 
     /// Reports that item `item` starts (the `on_map_item_start` event).
     pub fn report_item_start(&self, item: usize) {
-        let exec = &self.exec;
-        if exec.has_item_callbacks() && self.item_events {
-            let path = exec.item_path(item);
-            exec.emit_items(&path, |cb, ctx| cb.on_map_item_start(ctx));
+        self.report_item_starts([item]);
+    }
+
+    /// [`report_item_start`](Self::report_item_start) for each of `items`.
+    pub fn report_item_starts(&self, items: impl IntoIterator<Item = usize>) {
+        if self.item_events {
+            self.exec
+                .emit_each(items, |cb, ctx, _| cb.on_map_item_start(ctx));
         }
     }
 
     /// Reports that item `item` ended after `elapsed` (the
     /// `on_map_item_end` event).
     pub fn report_item_end(&self, item: usize, elapsed: std::time::Duration) {
-        let exec = &self.exec;
-        if exec.has_item_callbacks() && self.item_events {
-            let path = exec.item_path(item);
-            exec.emit_items(&path, |cb, ctx| cb.on_map_item_end(ctx, elapsed));
+        self.report_item_ends([item], |_| elapsed);
+    }
+
+    /// [`report_item_end`](Self::report_item_end) for each of `items`,
+    /// `elapsed` giving each one's time.
+    pub fn report_item_ends(
+        &self,
+        items: impl IntoIterator<Item = usize>,
+        elapsed: impl Fn(usize) -> std::time::Duration,
+    ) {
+        if self.item_events {
+            self.exec.emit_each(items, |cb, ctx, item| {
+                cb.on_map_item_end(ctx, elapsed(item))
+            });
         }
     }
 

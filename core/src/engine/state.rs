@@ -14,36 +14,85 @@ use crate::error::Error;
 use crate::map::ErrorPolicy;
 
 /// When each item entered the map, and each inlined pipeline (scope
-/// `1..`; index 0 unused).
+/// `1..`; index 0 unused). Each time is 8 bytes (nanoseconds after the
+/// map's first event, 0 for "not yet"), and an engine stamps a whole batch
+/// of items with one reading of the clock.
 pub struct ItemTimes {
-    items: Vec<OnceLock<Instant>>,
-    scopes: Vec<Vec<OnceLock<Instant>>>,
+    base: Instant,
+    items: Vec<AtomicU64>,
+    scopes: Vec<OnceLock<Vec<AtomicU64>>>,
 }
 
 impl ItemTimes {
-    /// When item `item` started, marking it now if it had not.
-    pub fn start(&self, item: usize) {
-        if let Some(t) = self.items.get(item) {
-            t.get_or_init(Instant::now);
+    fn new(len: usize, scopes: usize) -> Self {
+        ItemTimes {
+            base: Instant::now(),
+            items: Self::slots(len),
+            scopes: (0..=scopes).map(|_| OnceLock::new()).collect(),
         }
+    }
+
+    fn slots(len: usize) -> Vec<AtomicU64> {
+        (0..len).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    /// `at` as stored: nanoseconds after `base`, plus one (0 is "unset").
+    fn encode(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    fn decode(&self, stored: u64) -> Option<Instant> {
+        (stored != 0).then(|| self.base + std::time::Duration::from_nanos(stored - 1))
+    }
+
+    fn mark(&self, slot: Option<&AtomicU64>, at: Instant) {
+        if let Some(t) = slot {
+            let _ = t.compare_exchange(0, self.encode(at), Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks now as when item `item` started, unless it had.
+    pub fn start(&self, item: usize) {
+        self.start_at(item, Instant::now());
+    }
+
+    /// Marks `at` as when item `item` started, unless it had (one clock
+    /// reading for a batch of items).
+    pub fn start_at(&self, item: usize, at: Instant) {
+        self.mark(self.items.get(item), at);
     }
 
     /// When item `item` started, if it did.
     pub fn started(&self, item: usize) -> Option<Instant> {
-        self.items.get(item)?.get().copied()
+        self.decode(self.items.get(item)?.load(Ordering::Relaxed))
     }
 
     /// Marks now as when item `item` entered inlined pipeline `scope`,
     /// unless it had.
     pub fn enter(&self, scope: usize, item: usize) {
-        if let Some(t) = self.scopes.get(scope).and_then(|s| s.get(item)) {
-            t.get_or_init(Instant::now);
+        self.enter_at(scope, item, Instant::now());
+    }
+
+    /// Marks `at` as when item `item` entered inlined pipeline `scope`,
+    /// unless it had.
+    pub fn enter_at(&self, scope: usize, item: usize, at: Instant) {
+        if let Some(times) = self.scopes.get(scope) {
+            let len = self.items.len();
+            self.mark(times.get_or_init(|| Self::slots(len)).get(item), at);
         }
     }
 
     /// When item `item` entered inlined pipeline `scope`, if it did.
     pub fn entered(&self, scope: usize, item: usize) -> Option<Instant> {
-        self.scopes.get(scope)?.get(item)?.get().copied()
+        let stored = self
+            .scopes
+            .get(scope)?
+            .get()?
+            .get(item)?
+            .load(Ordering::Relaxed);
+        self.decode(stored)
     }
 }
 
@@ -190,13 +239,7 @@ impl MapState {
     /// Per-item start times for a map with `scopes` inlined pipelines,
     /// allocated on first use (only observed maps need them).
     pub fn times(&self, scopes: usize) -> &ItemTimes {
-        self.times.get_or_init(|| {
-            let times = || (0..self.len).map(|_| OnceLock::new()).collect();
-            ItemTimes {
-                items: times(),
-                scopes: (0..=scopes).map(|_| times()).collect(),
-            }
-        })
+        self.times.get_or_init(|| ItemTimes::new(self.len, scopes))
     }
 }
 

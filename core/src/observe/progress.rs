@@ -67,7 +67,8 @@ const MILESTONES: [u64; 5] = [10, 25, 50, 75, 100];
 ///     .map(Inputs::new().with("x", (0..20i64).collect::<Vec<_>>()), ["x"])
 ///     .unwrap();
 /// let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-/// assert!(text.starts_with("[progress] doubling: 10% (2/20 items)"));
+/// // 20 quick items: their counts arrive at once, so one milestone.
+/// assert!(text.starts_with("[progress] doubling: 100% (20/20 items)"));
 /// assert!(text.contains("[progress] doubling: done, 20/20 items"));
 /// ```
 pub struct Progress {

@@ -105,6 +105,10 @@ impl MapJob {
                 what: format!("cannot map over input `{}`", m.name),
                 source: Box::new(why.clone()),
             })?;
+            // The local plan runs cached maps only, whose inputs are hashed.
+            let element_hashes = element_hashes.as_ref().ok_or_else(|| Error::Internal {
+                message: format!("mapped input `{}` was not hashed", m.name),
+            })?;
             let picked = match self.mode {
                 MapMode::Zip => (
                     elements.slice(range.start, n),

@@ -46,8 +46,9 @@ pub struct MappedColumn {
     pub ty: ValueType,
     /// The elements as one Arrow array.
     pub elements: ArrayRef,
-    /// Each element's value hash (`FixedSizeBinary(32)`).
-    pub hashes: ArrayRef,
+    /// Each element's value hash (`FixedSizeBinary(32)`), when the map has
+    /// a cache (signatures need them; without a cache nothing is hashed).
+    pub hashes: Option<ArrayRef>,
 }
 
 /// A fixed input: one value shared by every row.

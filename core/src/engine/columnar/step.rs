@@ -173,21 +173,22 @@ impl ColumnarStep {
                     .report_runs_batch(scope, ItemCounts { started, ended: 0 });
             }
         }
-        if self.first && self.observed {
+        // One reading of the clock stamps the whole batch.
+        if self.observed && (self.first || !self.opens.is_empty()) {
             let times = self.state.times(self.scopes);
-            for &item in &items {
-                times.start(item);
-                self.job.report_item_start(item);
+            let now = std::time::Instant::now();
+            if self.first {
+                for &item in &items {
+                    times.start_at(item, now);
+                }
+                self.job.report_item_starts(items.iter().copied());
             }
-        }
-
-        if self.observed {
-            let times = self.state.times(self.scopes);
             for &scope in &self.opens {
                 for &r in &live {
-                    times.enter(scope, items[r]);
-                    self.job.report_scope_start(scope, items[r]);
+                    times.enter_at(scope, items[r], now);
                 }
+                self.job
+                    .report_scope_starts(scope, live.iter().map(|&r| items[r]));
             }
         }
 
@@ -264,19 +265,15 @@ impl ColumnarStep {
         // What the cache did for each live row, and the hits' events, as
         // the row engines report them.
         if self.observed {
-            for &r in &live {
-                let sig = sigs
-                    .filter(|s| s.is_valid(r))
-                    .and_then(|s| s.value(r).try_into().ok().map(Signature));
-                let hit = hit_row[r].is_some();
-                {
-                    self.job
-                        .report_cache_decision(self.step, items[r], sig, hit);
-                    if hit {
-                        self.job.report_cached(self.step, items[r]);
-                    }
-                };
-            }
+            self.job.report_lookups(
+                self.step,
+                live.iter().map(|&r| {
+                    let sig = sigs
+                        .filter(|s| s.is_valid(r))
+                        .and_then(|s| s.value(r).try_into().ok().map(Signature));
+                    (items[r], sig, hit_row[r].is_some())
+                }),
+            );
         }
 
         // Call the node for the other live rows, and store their results.
@@ -356,17 +353,15 @@ impl ColumnarStep {
                 fresh_hashes[o].clone(),
             )?);
         }
+        let now = std::time::Instant::now();
         if self.observed {
             let times = self.state.times(self.scopes);
             for &scope in &self.closes {
-                for &item in &items {
-                    let Some(entered) = times.entered(scope, item) else {
-                        continue;
-                    };
-                    let completed = !self.state.failed(item);
-                    self.job
-                        .report_scope_end(scope, item, entered.elapsed(), completed);
-                }
+                self.job
+                    .report_scope_ends(scope, items.iter().copied(), |item| {
+                        let entered = times.entered(scope, item)?;
+                        Some((now - entered, !self.state.failed(item)))
+                    });
             }
         }
         if self.counted {
@@ -387,10 +382,9 @@ impl ColumnarStep {
         }
         if self.last && self.observed {
             let times = self.state.times(self.scopes);
-            for &item in &items {
-                let elapsed = times.started(item).map(|s| s.elapsed()).unwrap_or_default();
-                self.job.report_item_end(item, elapsed);
-            }
+            self.job.report_item_ends(items.iter().copied(), |item| {
+                times.started(item).map(|s| now - s).unwrap_or_default()
+            });
         }
         Ok(arrays)
     }
@@ -660,18 +654,16 @@ impl ColumnarStep {
     fn node_started(&self, rows: &[usize], items: &[usize]) -> bool {
         let observed = self.observed;
         if observed {
-            for &r in rows {
-                self.job.report_node_start(self.step, items[r]);
-            }
+            self.job
+                .report_node_starts(self.step, rows.iter().map(|&r| items[r]));
         }
         observed
     }
 
     /// Fires the node-end event of each of `rows`.
     fn node_ended(&self, rows: &[usize], items: &[usize], elapsed: std::time::Duration) {
-        for &r in rows {
-            self.job.report_node_end(self.step, items[r], elapsed);
-        }
+        self.job
+            .report_node_ends(self.step, rows.iter().map(|&r| items[r]), elapsed);
     }
 
     /// The missing rows' value of every column argument, in argument order.
@@ -793,10 +785,10 @@ impl ColumnarStep {
                 failed.next();
             } else {
                 fresh_rows.push(r);
-                if observed {
-                    self.node_ended(&[r], items, elapsed);
-                }
             }
+        }
+        if observed {
+            self.node_ended(&fresh_rows, items, elapsed);
         }
         for failure in out.failures {
             let r = misses[failure.row];
