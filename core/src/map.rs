@@ -309,6 +309,34 @@ impl Column {
         out
     }
 
+    /// The column as one Arrow array, failed items null (as the engine
+    /// made it, or encoded from the values).
+    pub(crate) fn to_array(&self) -> Result<ArrayRef, crate::value::ValueError> {
+        if let Some((array, _)) = &self.arrow {
+            return Ok(array.clone());
+        }
+        let values = self.values();
+        let present: Vec<&Value> = values.iter().flatten().collect();
+        let array = self.ty.to_array(&present)?;
+        if present.len() == values.len() {
+            return Ok(array);
+        }
+        let mut next = 0u32;
+        let at: arrow_array::UInt32Array = values
+            .iter()
+            .map(|v| {
+                v.as_ref().map(|_| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect();
+        arrow_select::take::take(array.as_ref(), &at, None).map_err(|e| crate::value::ValueError {
+            type_name: self.ty.name(),
+            message: e.to_string(),
+        })
+    }
+
     /// The values, taken out (decoded if held as Arrow).
     pub(crate) fn into_values(mut self) -> Vec<Option<Value>> {
         self.values();

@@ -110,7 +110,9 @@ impl DataFusionEngine {
     /// over every core after a millisecond, so slow nodes still run in
     /// parallel. Results, events (counts arrive per chunk rather than per
     /// batch) and cache entries are the same as the plan's. `0`: every map
-    /// runs as a plan. Table maps over Parquet files always do.
+    /// runs as a plan. Table maps over Parquet files always do, and so do
+    /// maps with a `map_over` step: their work grows with the lists'
+    /// elements, which the plan maps as one column.
     pub fn with_small_map(mut self, items: usize) -> Self {
         self.small_map = items;
         self
@@ -418,7 +420,7 @@ impl Engine for DataFusionEngine {
     }
 
     fn map(&self, job: &std::sync::Arc<MapJob>) -> Result<MapResult, Error> {
-        if job.len() < self.small_map {
+        if job.len() < self.small_map && !job.maps_over_lists() {
             return self.rows.map_small(job);
         }
         self.map_on(job, |df| block_on(df.collect()).map_err(df_error))

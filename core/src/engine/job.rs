@@ -560,6 +560,17 @@ impl MapJob {
         })
     }
 
+    /// Whether a step of the map runs a nested pipeline over lists
+    /// (`map_over`): its work then grows with the lists' elements, not
+    /// with the map's items.
+    pub fn maps_over_lists(&self) -> bool {
+        let flat = self.flat();
+        (0..flat.steps.len()).any(|index| {
+            flat.step(&self.exec, index)
+                .is_some_and(|(scope, s, _)| scope.node(s).mapping.is_some())
+        })
+    }
+
     /// Step `step` of the flat plan with its scope.
     pub(crate) fn step_at(
         &self,

@@ -12,7 +12,7 @@ use crate::io::Inputs;
 use crate::map::{ErrorPolicy, ItemFailure, MapMode, MapOptions};
 use crate::node::{Mapping, Node, NodeKind};
 use crate::pipeline::{Pipeline, Plan, Step};
-use crate::value::Value;
+use crate::value::{Value, ValueType};
 
 use super::*;
 
@@ -315,5 +315,190 @@ impl Exec {
             start = end;
         }
         Ok(Some(out))
+    }
+}
+
+/// An argument of a `map_over` step run over Arrow columns (see
+/// [`Exec::map_over_columns`]), in the node's input order.
+pub(crate) enum NestedArg<'a> {
+    /// A mapped input: one list per outer row.
+    List(&'a arrow_array::ListArray),
+    /// An input equal for every row.
+    Fixed(&'a Value),
+}
+
+/// What [`Exec::map_over_columns`] gives: per outer row its failure, if
+/// any; per output port of the node, its lists (one per row that did not
+/// fail, in row order).
+pub(crate) type NestedColumns = (Vec<Option<Error>>, Vec<(usize, arrow_array::ArrayRef)>);
+
+impl Exec {
+    /// Runs `map_over` step `step` (node `node`) for many outer rows at
+    /// once straight from Arrow: the elements of every row's lists (the
+    /// list columns' values, as they are) become the items of ONE inner
+    /// map, and each inner output is wrapped back into one list per row
+    /// by the same lengths. No value is converted either way. `paths` holds
+    /// each row's item path. As [`Exec::map_nested_rows`], each element
+    /// keeps its own item path, signatures and cache entries, and a row
+    /// fails with its first failed element. `Ok(None)`: these columns do
+    /// not qualify (zip mode, lists without nulls and of equal lengths
+    /// row by row, unmapped inputs fixed, element and output types as
+    /// declared, nobody listening to events); run the rows the general way.
+    pub(crate) fn map_over_columns(
+        &self,
+        node: &Node,
+        step: &Step,
+        paths: &[SmallVec<[usize; 4]>],
+        args: &[NestedArg<'_>],
+        outputs: &[(usize, ValueType)],
+    ) -> Result<Option<NestedColumns>, Error> {
+        use arrow_array::{Array, ListArray};
+        let (NodeKind::Nested(inner), Some(mapping), Some(plan)) =
+            (&node.kind, &node.mapping, step.inner.as_ref())
+        else {
+            return Ok(None);
+        };
+        if mapping.mode != MapMode::Zip
+            || self.has_callbacks()
+            || !inner.callbacks.is_empty()
+            || args.len() != node.inputs.len()
+        {
+            return Ok(None);
+        }
+        let rows = paths.len();
+        let mut lengths: Option<Vec<usize>> = None;
+        let mut fixed = Inputs::new();
+        let mut mapped = Vec::new();
+        for (i, (arg, port)) in args.iter().zip(&node.inputs).enumerate() {
+            match (arg, mapping.mapped[i]) {
+                (NestedArg::List(list), true) => {
+                    if list.len() != rows || list.null_count() > 0 {
+                        return Ok(None);
+                    }
+                    let lens: Vec<usize> =
+                        (0..rows).map(|r| list.value_length(r) as usize).collect();
+                    match &lengths {
+                        Some(l) if *l != lens => return Ok(None),
+                        _ => lengths = Some(lens),
+                    }
+                    let offsets = list.value_offsets();
+                    let first = offsets[0] as usize;
+                    let last = offsets[rows] as usize;
+                    let elements = list.values().slice(first, last - first);
+                    let ty = mapping.inner_inputs[i];
+                    if ty.data_type().as_ref() != Some(elements.data_type()) {
+                        return Ok(None);
+                    }
+                    mapped.push(MappedList::of_array(port.inner.clone(), ty, elements));
+                }
+                (NestedArg::Fixed(value), false) => {
+                    fixed.insert_value(port.inner.clone(), (*value).clone());
+                }
+                _ => return Ok(None),
+            }
+        }
+        let Some(lengths) = lengths else {
+            return Ok(None);
+        };
+        // Each requested port's list type, and the inner output feeding it.
+        let mut wanted = Vec::with_capacity(outputs.len());
+        for &(port, ty) in outputs {
+            let Some(o) = step.inner_ports.iter().position(|&p| p == port) else {
+                return Ok(None);
+            };
+            let Some(arrow_schema::DataType::List(field)) = ty.data_type() else {
+                return Ok(None);
+            };
+            if plan.outputs[o].ty.data_type().as_ref() != Some(field.data_type()) {
+                return Ok(None);
+            }
+            wanted.push((port, o, field));
+        }
+        let total: usize = lengths.iter().sum();
+        let mut failed: Vec<Option<Error>> = (0..rows).map(|_| None).collect();
+        let mut columns: Vec<Option<arrow_array::ArrayRef>> = vec![None; plan.outputs.len()];
+        if total > 0 {
+            let mut element_paths: Vec<SmallVec<[usize; 4]>> = Vec::with_capacity(total);
+            for (path, &len) in paths.iter().zip(&lengths) {
+                for j in 0..len {
+                    let mut p = path.clone();
+                    p.push(j);
+                    element_paths.push(p);
+                }
+            }
+            let mut scope = self.inner_scope(node, inner, plan);
+            scope.item_map = Some(element_paths.into());
+            let scope = Arc::new(scope);
+            let names: Vec<String> = mapped.iter().map(|m| m.name.clone()).collect();
+            let options = MapOptions::over(names)
+                .mode(MapMode::Zip)
+                .on_error(ErrorPolicy::Continue);
+            let job = MapJob::new(scope.clone(), &fixed, mapped, &options)?;
+            let Ok(result) = job.execute() else {
+                // A failure of the inner map as a whole: the rows one by
+                // one report it per item.
+                return Ok(None);
+            };
+            if inner.cache.is_some() {
+                scope.flush_cache()?;
+            }
+            // Element k belongs to the row whose range holds it.
+            let mut ends = lengths.iter().scan(0usize, |end, &l| {
+                *end += l;
+                Some(*end)
+            });
+            let mut row = 0;
+            let mut end = ends.next().unwrap_or(0);
+            let mut failures = result.failures;
+            failures.sort_by_key(|f| f.index);
+            for f in failures {
+                while f.index >= end && row + 1 < rows {
+                    row += 1;
+                    end = ends.next().unwrap_or(end);
+                }
+                if failed[row].is_none() {
+                    failed[row] = Some(f.error);
+                }
+            }
+            for &(_, o, _) in &wanted {
+                let array = result.columns[o]
+                    .to_array()
+                    .map_err(|source| Error::Arrow {
+                        column: plan.outputs[o].name.clone(),
+                        source,
+                    })?;
+                columns[o] = Some(array);
+            }
+        }
+        // The rows that did not fail keep their elements, in order.
+        let any_failed = failed.iter().any(Option::is_some);
+        let keep: Option<arrow_array::BooleanArray> = any_failed.then(|| {
+            failed
+                .iter()
+                .zip(&lengths)
+                .flat_map(|(f, &len)| std::iter::repeat_n(Some(f.is_none()), len))
+                .collect()
+        });
+        let kept = failed
+            .iter()
+            .zip(&lengths)
+            .filter(|(f, _)| f.is_none())
+            .map(|(_, &len)| len);
+        let offsets = arrow_buffer::OffsetBuffer::<i32>::from_lengths(kept);
+        let mut lists = Vec::with_capacity(wanted.len());
+        for (port, o, field) in wanted {
+            let mut values = match columns[o].take() {
+                Some(values) => values,
+                None => arrow_array::new_empty_array(field.data_type()),
+            };
+            if let Some(keep) = &keep {
+                values = arrow_select::filter::filter(values.as_ref(), keep)
+                    .map_err(|e| Error::external("dropping failed rows' elements", e))?;
+            }
+            let list = ListArray::try_new(field, offsets.clone(), values, None)
+                .map_err(|e| Error::external("wrapping a nested map's outputs into lists", e))?;
+            lists.push((port, Arc::new(list) as arrow_array::ArrayRef));
+        }
+        Ok(Some((failed, lists)))
     }
 }

@@ -24,6 +24,10 @@ use crate::value::{Value, ValueType};
 /// A result of the step.
 type StepResult<T> = std::result::Result<T, Error>;
 
+/// The rows a call computed, and per output their values (`None`: not
+/// needed).
+type Computed = (Vec<usize>, Vec<Option<ArrayRef>>);
+
 /// A broken invariant of the step.
 fn internal(message: String) -> Error {
     Error::Internal { message }
@@ -574,6 +578,9 @@ impl ColumnarStep {
         values: &[ArrayRef],
         items: &[usize],
     ) -> StepResult<(Vec<usize>, Vec<Option<ArrayRef>>)> {
+        if let Some(done) = self.call_map_over(misses, miss_rows, values, items)? {
+            return Ok(done);
+        }
         let mut decoded: Vec<Option<Vec<Value>>> = Vec::with_capacity(self.args.len());
         let columns = self.miss_columns(misses, miss_rows, values)?;
         let mut columns_of_args = columns.iter();
@@ -647,6 +654,72 @@ impl ColumnarStep {
             fresh_arrays.push(Some(array));
         }
         Ok((fresh_rows, fresh_arrays))
+    }
+
+    /// A `map_over` step run straight over its list columns, no value
+    /// converted (see `Exec::map_over_columns`): the rows that succeeded and,
+    /// per output, their lists. `None`: the step or its columns do not
+    /// qualify; [`call_rows`](Self::call_rows) goes on the general way.
+    fn call_map_over(
+        &self,
+        misses: &[usize],
+        miss_rows: &arrow_array::UInt32Array,
+        values: &[ArrayRef],
+        items: &[usize],
+    ) -> StepResult<Option<Computed>> {
+        use crate::engine::nested::NestedArg;
+        use arrow_array::cast::AsArray;
+        let Ok((exec, s, _)) = self.job.step_at(self.step) else {
+            return Ok(None);
+        };
+        let node = exec.node(s);
+        if node.mapping.is_none() || misses.is_empty() {
+            return Ok(None);
+        }
+        let columns = self.miss_columns(misses, miss_rows, values)?;
+        let mut columns_of_args = columns.iter();
+        let mut args = Vec::with_capacity(self.args.len());
+        for arg in &self.args {
+            match arg {
+                Arg::Column { .. } => {
+                    let Some(list) = columns_of_args.next().and_then(|c| c.as_list_opt::<i32>())
+                    else {
+                        return Ok(None);
+                    };
+                    args.push(NestedArg::List(list));
+                }
+                Arg::Fixed { value, .. } => args.push(NestedArg::Fixed(value)),
+            }
+        }
+        // The outputs anything needs (all of them, to be stored, with a cache).
+        let outputs: Vec<(usize, ValueType)> = self
+            .outs
+            .iter()
+            .enumerate()
+            .filter(|(_, (slot, _))| slot.is_some() || self.cache.is_some())
+            .map(|(port, (_, ty))| (port, *ty))
+            .collect();
+        let paths: Vec<_> = misses.iter().map(|&r| exec.item_path(items[r])).collect();
+        // An inner map that fails as a whole is run again the general way,
+        // which reports it per item.
+        let Ok(Some((failed, lists))) = exec.map_over_columns(node, s, &paths, &args, &outputs)
+        else {
+            return Ok(None);
+        };
+        let mut fresh_rows = Vec::with_capacity(misses.len());
+        for (&r, failure) in misses.iter().zip(failed) {
+            match failure {
+                Some(e) => self.state.fail(items[r], e),
+                None => fresh_rows.push(r),
+            }
+        }
+        let mut fresh_arrays: Vec<Option<ArrayRef>> = vec![None; self.outs.len()];
+        for (port, list) in lists {
+            if let Some(slot) = fresh_arrays.get_mut(port) {
+                *slot = Some(list);
+            }
+        }
+        Ok(Some((fresh_rows, fresh_arrays)))
     }
 
     /// Fires the node-start event of each of `rows` when the map is
