@@ -37,12 +37,12 @@ impl ParallelEngine {
 
 /// How long a small map runs on the calling thread before the rest of its
 /// items spread over every core (see [`ParallelEngine::map_small`]).
-pub const SPREAD_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
+pub(crate) const SPREAD_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl ParallelEngine {
     /// Runs a map that is probably small: chunks of 8, 16, 32, ... items in
     /// order on the calling thread, so a map that takes microseconds wakes
-    /// no other thread; once it has run for [`SPREAD_AFTER`] with items
+    /// no other thread; once it has run for a millisecond with items
     /// left, every thread of the pool claims the rest. Results, events and
     /// cache entries are those of any other engine (each chunk is
     /// [`MapJob::run_chunk`]). `DataFusionEngine` runs its small maps so.

@@ -268,6 +268,22 @@ mod tests {
     }
 
     #[test]
+    fn item_times_keep_the_first_mark_to_the_nanosecond() {
+        let state = MapState::new(4, ErrorPolicy::Continue);
+        let times = state.times(2);
+        let first = Instant::now();
+        times.start_at(1, first);
+        times.start_at(1, first + std::time::Duration::from_secs(5));
+        assert_eq!(times.started(1), Some(first), "the first mark stays");
+        assert_eq!(times.started(0), None);
+        assert_eq!(times.started(9), None, "beyond the map: none");
+        times.enter_at(2, 3, first);
+        assert_eq!(times.entered(2, 3), Some(first));
+        assert_eq!(times.entered(1, 3), None, "another scope: none");
+        assert_eq!(times.entered(7, 3), None);
+    }
+
+    #[test]
     fn continue_skips_only_failed_items() {
         let state = MapState::new(10, ErrorPolicy::Continue);
         state.fail(3, failure(3));
