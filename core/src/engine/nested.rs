@@ -153,6 +153,32 @@ impl Exec {
     }
 }
 
+impl Exec {
+    /// The ONE inner map of a batched `map_over` (node `node`, inner
+    /// pipeline `inner` compiled as `plan`): its scope, in which element
+    /// `k` has item path `paths[k]`, and the job over `mapped` beside
+    /// `fixed`, in zip mode, going on past failed elements.
+    fn elements_job(
+        &self,
+        node: &Node,
+        inner: &Arc<Pipeline>,
+        plan: &Arc<Plan>,
+        paths: Vec<SmallVec<[usize; 4]>>,
+        fixed: &Inputs,
+        mapped: Vec<MappedList>,
+    ) -> Result<(Arc<Exec>, Arc<MapJob>), Error> {
+        let mut scope = self.inner_scope(node, inner, plan);
+        scope.item_map = Some(paths.into());
+        let scope = Arc::new(scope);
+        let names: Vec<String> = mapped.iter().map(|m| m.name.clone()).collect();
+        let options = MapOptions::over(names)
+            .mode(MapMode::Zip)
+            .on_error(ErrorPolicy::Continue);
+        let job = MapJob::new(scope.clone(), fixed, mapped, &options)?;
+        Ok((scope, job))
+    }
+}
+
 /// What one row of a batched nested `map_over` gives: the inner outputs
 /// (in the step's `inner_ports` order) as lists, or the row's failure.
 pub(crate) type NestedRow = Result<Vec<Value>, Error>;
@@ -260,14 +286,7 @@ impl Exec {
         let mut results: Vec<Vec<Option<Value>>> = vec![Vec::new(); plan.outputs.len()];
         let mut failures: Vec<ItemFailure> = Vec::new();
         if total > 0 {
-            let mut scope = self.inner_scope(node, inner, plan);
-            scope.item_map = Some(paths.into());
-            let scope = Arc::new(scope);
-            let names: Vec<String> = mapped.iter().map(|m| m.name.clone()).collect();
-            let options = MapOptions::over(names)
-                .mode(MapMode::Zip)
-                .on_error(ErrorPolicy::Continue);
-            let job = MapJob::new(scope.clone(), &fixed, mapped, &options)?;
+            let (scope, job) = self.elements_job(node, inner, plan, paths, &fixed, mapped)?;
             let result = job.execute()?;
             if inner.cache.is_some() {
                 scope.flush_cache()?;
@@ -426,14 +445,8 @@ impl Exec {
                     element_paths.push(p);
                 }
             }
-            let mut scope = self.inner_scope(node, inner, plan);
-            scope.item_map = Some(element_paths.into());
-            let scope = Arc::new(scope);
-            let names: Vec<String> = mapped.iter().map(|m| m.name.clone()).collect();
-            let options = MapOptions::over(names)
-                .mode(MapMode::Zip)
-                .on_error(ErrorPolicy::Continue);
-            let job = MapJob::new(scope.clone(), &fixed, mapped, &options)?;
+            let (scope, job) =
+                self.elements_job(node, inner, plan, element_paths, &fixed, mapped)?;
             let Ok(result) = job.execute() else {
                 // A failure of the inner map as a whole: the rows one by
                 // one report it per item.
