@@ -95,12 +95,6 @@ fn engine(name: &str) -> Option<Arc<dyn Engine>> {
     }
 }
 
-/// W3's last node: the row's total word count.
-#[hypernodes::node(output = "total")]
-fn total(word_counts: &[i64]) -> i64 {
-    word_counts.iter().sum()
-}
-
 /// W3 on one engine: a fresh cache, cold then warm.
 fn w3(name: &str, engine: Arc<dyn Engine>, rows: usize) -> Result<(), Box<dyn std::error::Error>> {
     let texts = workload::items(rows * 10);
@@ -112,13 +106,7 @@ fn w3(name: &str, engine: Arc<dyn Engine>, rows: usize) -> Result<(), Box<dyn st
     let dir = tempfile::tempdir()?;
     let mut rates = Vec::new();
     for _ in ["cold", "warm"] {
-        let inner = Pipeline::new(nodes(false))?.with_name("text_processor");
-        let nested = inner
-            .as_node()
-            .input_mapping([("texts", "text")])
-            .output_mapping([("word_count", "word_counts")])
-            .map_over(["texts"]);
-        let pipeline = Pipeline::new([nested, total::node()])?
+        let pipeline = Pipeline::new([situations::inner_w1()?, situations::total::node()])?
             .with_shared_engine(engine.clone())
             .with_cache(DiskCache::new(dir.path()));
         let inputs = Inputs::new().with("texts", lists.clone());

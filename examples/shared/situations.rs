@@ -153,7 +153,7 @@ pub fn callbacks(
 
 /// W3's last node: the row's total word count.
 #[node(output = "total")]
-fn total(word_counts: &[i64]) -> i64 {
+pub fn total(word_counts: &[i64]) -> i64 {
     word_counts.iter().sum()
 }
 
@@ -163,8 +163,9 @@ fn group_total(word_counts: &[i64]) -> i64 {
     word_counts.iter().sum()
 }
 
-/// The W1 pipeline as a node mapping over `texts`, giving `word_counts`.
-fn inner_w1() -> Result<hypernodes::Node, hypernodes::Error> {
+/// The W1 pipeline (as `text_processor`) as a node mapping over `texts`,
+/// giving `word_counts`: W3's nested node.
+pub fn inner_w1() -> Result<hypernodes::Node, hypernodes::Error> {
     Ok(
         Pipeline::new([workload::clean::node(), workload::count::node()])?
             .with_name("text_processor")
@@ -208,19 +209,20 @@ pub fn nested(
         .map(|l| workload::expected_counts(l).iter().sum())
         .collect();
     let p = Pipeline::new([inner_w1()?, total::node()])?.with_shared_engine(engine.clone());
-    let inputs = Inputs::new().with("texts", lists);
-    let (took, r) = best(reps, || {
-        p.map(
-            inputs.clone(),
-            MapOptions::over(["texts"]).outputs(["total"]),
-        )
-    });
-    assert_eq!(r?.values::<i64>("total")?, expected, "totals are right");
-    println!(
-        "nested: engine={name} shape=two_levels rows={rows} leaves={next} secs={:.3} leaves_per_s={:.0}",
-        took.as_secs_f64(),
-        next as f64 / took.as_secs_f64()
-    );
+    let shape = Shape {
+        name: "two_levels",
+        rows,
+        leaves: next,
+        over: "texts",
+    };
+    time_nested(
+        name,
+        &shape,
+        &p,
+        Inputs::new().with("texts", lists),
+        &expected,
+        reps,
+    )?;
 
     // Three levels: rows of groups of texts.
     let outer_rows = rows / 2;
@@ -250,18 +252,55 @@ pub fn nested(
         .output_mapping([("group_total", "word_counts")])
         .map_over(["groups"]);
     let p = Pipeline::new([middle, total::node()])?.with_shared_engine(engine);
-    let inputs = Inputs::new().with("groups", table);
+    let shape = Shape {
+        name: "three_levels",
+        rows: outer_rows,
+        leaves: next,
+        over: "groups",
+    };
+    time_nested(
+        name,
+        &shape,
+        &p,
+        Inputs::new().with("groups", table),
+        &expected,
+        reps,
+    )
+}
+
+/// One shape of [`nested`]: its name, outer rows, leaves, and the input
+/// the outer map maps over.
+struct Shape {
+    name: &'static str,
+    rows: usize,
+    leaves: usize,
+    over: &'static str,
+}
+
+/// Times `p` mapped over `shape.over` (best of `reps`), checks each row's
+/// `total` against `expected`, and prints the shape's line.
+fn time_nested(
+    engine: &str,
+    shape: &Shape,
+    p: &Pipeline,
+    inputs: Inputs,
+    expected: &[i64],
+    reps: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
     let (took, r) = best(reps, || {
         p.map(
             inputs.clone(),
-            MapOptions::over(["groups"]).outputs(["total"]),
+            MapOptions::over([shape.over]).outputs(["total"]),
         )
     });
     assert_eq!(r?.values::<i64>("total")?, expected, "totals are right");
     println!(
-        "nested: engine={name} shape=three_levels rows={outer_rows} leaves={next} secs={:.3} leaves_per_s={:.0}",
+        "nested: engine={engine} shape={} rows={} leaves={} secs={:.3} leaves_per_s={:.0}",
+        shape.name,
+        shape.rows,
+        shape.leaves,
         took.as_secs_f64(),
-        next as f64 / took.as_secs_f64()
+        shape.leaves as f64 / took.as_secs_f64()
     );
     Ok(())
 }

@@ -357,8 +357,10 @@ impl ColumnarStep {
                 fresh_hashes[o].clone(),
             )?);
         }
-        let now = std::time::Instant::now();
-        if self.observed {
+        // One reading of the clock ends the batch's scopes and items, read
+        // only when someone listens.
+        let now = self.observed.then(std::time::Instant::now);
+        if let Some(now) = now {
             let times = self.state.times(self.scopes);
             for &scope in &self.closes {
                 self.job
@@ -384,7 +386,7 @@ impl ColumnarStep {
                 });
             }
         }
-        if self.last && self.observed {
+        if let (true, Some(now)) = (self.last, now) {
             let times = self.state.times(self.scopes);
             self.job.report_item_ends(items.iter().copied(), |item| {
                 times.started(item).map(|s| now - s).unwrap_or_default()
@@ -578,11 +580,11 @@ impl ColumnarStep {
         values: &[ArrayRef],
         items: &[usize],
     ) -> StepResult<(Vec<usize>, Vec<Option<ArrayRef>>)> {
-        if let Some(done) = self.call_map_over(misses, miss_rows, values, items)? {
+        let columns = self.miss_columns(misses, miss_rows, values)?;
+        if let Some(done) = self.call_map_over(misses, &columns, items)? {
             return Ok(done);
         }
         let mut decoded: Vec<Option<Vec<Value>>> = Vec::with_capacity(self.args.len());
-        let columns = self.miss_columns(misses, miss_rows, values)?;
         let mut columns_of_args = columns.iter();
         for arg in &self.args {
             match arg {
@@ -663,8 +665,7 @@ impl ColumnarStep {
     fn call_map_over(
         &self,
         misses: &[usize],
-        miss_rows: &arrow_array::UInt32Array,
-        values: &[ArrayRef],
+        columns: &[ArrayRef],
         items: &[usize],
     ) -> StepResult<Option<Computed>> {
         use crate::engine::nested::NestedArg;
@@ -676,7 +677,6 @@ impl ColumnarStep {
         if node.mapping.is_none() || misses.is_empty() {
             return Ok(None);
         }
-        let columns = self.miss_columns(misses, miss_rows, values)?;
         let mut columns_of_args = columns.iter();
         let mut args = Vec::with_capacity(self.args.len());
         for arg in &self.args {
