@@ -130,7 +130,9 @@ pub mod deps {
 pub mod __private {
     pub use crate::value::probe;
     pub use crate::value::serde_support;
+    pub use crate::value::struct_support;
     pub use arrow_array::{Array, ArrayRef};
+    pub use arrow_schema::Fields;
     pub use arrow_schema::{DataType, FieldRef};
     pub use futures::future::{BoxFuture, FutureExt};
     pub use std::sync::{Arc, OnceLock};

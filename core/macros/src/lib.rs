@@ -662,7 +662,14 @@ fn expand_node(args: NodeArgs, func: &ItemFn) -> syn::Result<TokenStream2> {
 }
 
 /// Derives `ArrowValue` for a struct or enum that implements serde's
-/// `Serialize` and `Deserialize`, through `serde_arrow`.
+/// `Serialize` and `Deserialize`.
+///
+/// A struct with named fields, no `#[serde(...)]` attributes, and fields
+/// whose types all have an Arrow form is encoded column by column: its
+/// Arrow form is a struct of its fields' own columns, and each field is
+/// converted a column at a time by its type's `ArrowValue`. Any other type
+/// (an enum, a tuple struct, serde attributes that reshape it, a field
+/// without an Arrow form such as a map) goes through `serde_arrow`.
 #[proc_macro_derive(ArrowValue)]
 pub fn derive_arrow_value(item: TokenStream) -> TokenStream {
     let input = parse_macro_input!(item as syn::DeriveInput);
@@ -676,35 +683,155 @@ pub fn derive_arrow_value(item: TokenStream) -> TokenStream {
     }
     let krate = krate();
     let ident = &input.ident;
+    let serde_path = quote! {
+        fn data_type() -> #krate::__private::DataType {
+            #krate::__private::serde_support::field::<Self>(&__FIELD)
+                .data_type()
+                .clone()
+        }
+        fn to_array(
+            values: &[&Self],
+        ) -> ::std::result::Result<#krate::__private::ArrayRef, #krate::ValueError> {
+            #krate::__private::serde_support::to_array(
+                #krate::__private::serde_support::field::<Self>(&__FIELD),
+                values,
+            )
+        }
+        fn from_array(
+            array: &dyn #krate::__private::Array,
+        ) -> ::std::result::Result<::std::vec::Vec<Self>, #krate::ValueError> {
+            #krate::__private::serde_support::from_array(
+                #krate::__private::serde_support::field::<Self>(&__FIELD),
+                array,
+            )
+        }
+    };
+    let (helper, body) = match by_columns(&input) {
+        None => (TokenStream2::new(), serde_path),
+        Some(fields) => columns_path(&krate, &fields),
+    };
     quote! {
         const _: () = {
             static __FIELD: #krate::__private::OnceLock<
                 ::std::result::Result<#krate::__private::FieldRef, ::std::string::String>,
             > = #krate::__private::OnceLock::new();
+            #helper
             impl #krate::ArrowValue for #ident {
-                fn data_type() -> #krate::__private::DataType {
-                    #krate::__private::serde_support::field::<Self>(&__FIELD)
-                        .data_type()
-                        .clone()
-                }
-                fn to_array(
-                    values: &[&Self],
-                ) -> ::std::result::Result<#krate::__private::ArrayRef, #krate::ValueError> {
-                    #krate::__private::serde_support::to_array(
-                        #krate::__private::serde_support::field::<Self>(&__FIELD),
-                        values,
-                    )
-                }
-                fn from_array(
-                    array: &dyn #krate::__private::Array,
-                ) -> ::std::result::Result<::std::vec::Vec<Self>, #krate::ValueError> {
-                    #krate::__private::serde_support::from_array(
-                        #krate::__private::serde_support::field::<Self>(&__FIELD),
-                        array,
-                    )
-                }
+                #body
             }
         };
     }
     .into()
+}
+
+/// The named fields of a struct that may be encoded column by column (see
+/// `derive_arrow_value`), or `None` for the serde path.
+fn by_columns(input: &syn::DeriveInput) -> Option<Vec<(syn::Ident, Type)>> {
+    let serde_attr = |attrs: &[syn::Attribute]| attrs.iter().any(|a| a.path().is_ident("serde"));
+    if serde_attr(&input.attrs) {
+        return None;
+    }
+    let syn::Data::Struct(data) = &input.data else {
+        return None;
+    };
+    let syn::Fields::Named(named) = &data.fields else {
+        return None;
+    };
+    if named.named.is_empty() || named.named.iter().any(|f| serde_attr(&f.attrs)) {
+        return None;
+    }
+    named
+        .named
+        .iter()
+        .map(|f| Some((f.ident.clone()?, f.ty.clone())))
+        .collect()
+}
+
+/// The helper and the `ArrowValue` methods of a struct encoded column by
+/// column. `__columns()` gives the struct's Arrow fields when every field's
+/// type has an Arrow form (the row probes decide at compile time), else
+/// `None`, and the methods then take the serde path.
+fn columns_path(
+    krate: &TokenStream2,
+    fields: &[(syn::Ident, Type)],
+) -> (TokenStream2, TokenStream2) {
+    use syn::ext::IdentExt;
+    let names: Vec<String> = fields.iter().map(|(f, _)| f.unraw().to_string()).collect();
+    let idents: Vec<&syn::Ident> = fields.iter().map(|(f, _)| f).collect();
+    let iters = indexed("__it", fields.len());
+    let index = 0..fields.len();
+    let probes: Vec<TokenStream2> = fields
+        .iter()
+        .map(|(_, ty)| quote! { (&&#krate::rows::Probe::<#ty>::new()) })
+        .collect();
+    let helper = quote! {
+        fn __columns() -> ::std::option::Option<&'static #krate::__private::Fields> {
+            use #krate::rows::{ArrowRows as _, OpaqueRows as _};
+            static __COLUMNS: #krate::__private::OnceLock<
+                ::std::option::Option<#krate::__private::Fields>,
+            > = #krate::__private::OnceLock::new();
+            __COLUMNS
+                .get_or_init(|| {
+                    ::std::option::Option::Some(#krate::__private::Fields::from(
+                        ::std::vec![#(#probes.field(#names)?),*],
+                    ))
+                })
+                .as_ref()
+        }
+    };
+    let body = quote! {
+        fn data_type() -> #krate::__private::DataType {
+            match __columns() {
+                ::std::option::Option::Some(fields) => {
+                    #krate::__private::DataType::Struct(fields.clone())
+                }
+                ::std::option::Option::None => {
+                    #krate::__private::serde_support::field::<Self>(&__FIELD)
+                        .data_type()
+                        .clone()
+                }
+            }
+        }
+        fn to_array(
+            values: &[&Self],
+        ) -> ::std::result::Result<#krate::__private::ArrayRef, #krate::ValueError> {
+            use #krate::rows::{ArrowRows as _, OpaqueRows as _};
+            let ::std::option::Option::Some(fields) = __columns() else {
+                return #krate::__private::serde_support::to_array(
+                    #krate::__private::serde_support::field::<Self>(&__FIELD),
+                    values,
+                );
+            };
+            let columns = ::std::vec![#(
+                #probes.encode_refs(
+                    &values.iter().map(|v| &v.#idents).collect::<::std::vec::Vec<_>>(),
+                )?
+            ),*];
+            #krate::__private::struct_support::to_array::<Self>(fields, columns, values.len())
+        }
+        fn from_array(
+            array: &dyn #krate::__private::Array,
+        ) -> ::std::result::Result<::std::vec::Vec<Self>, #krate::ValueError> {
+            use #krate::rows::{ArrowRows as _, OpaqueRows as _};
+            let ::std::option::Option::Some(fields) = __columns() else {
+                return #krate::__private::serde_support::from_array(
+                    #krate::__private::serde_support::field::<Self>(&__FIELD),
+                    array,
+                );
+            };
+            let columns = #krate::__private::struct_support::columns::<Self>(array, fields)?;
+            #(
+                let mut #iters = #probes.decode(columns[#index].as_ref())?.into_iter();
+            )*
+            let values: ::std::vec::Vec<Self> = (0..array.len())
+                .map_while(|_| {
+                    ::std::option::Option::Some(Self {
+                        #(#idents: #iters.next()?),*
+                    })
+                })
+                .collect();
+            #krate::__private::struct_support::decoded(values, array.len())
+        }
+    };
+    (helper, body)
 }

@@ -179,26 +179,41 @@ impl<T> Probe<T> {
 #[doc(hidden)]
 pub trait ArrowRows {
     type Item;
+    /// The Arrow field of the type, named `name`.
+    fn field(&self, name: &str) -> Option<arrow_schema::Field>;
     fn decode(&self, array: &dyn Array) -> Result<Vec<Self::Item>, ValueError>;
-    fn encode(&self, values: &[Self::Item]) -> Result<ArrayRef, ValueError>;
+    fn encode_refs(&self, values: &[&Self::Item]) -> Result<ArrayRef, ValueError>;
+    fn encode(&self, values: &[Self::Item]) -> Result<ArrayRef, ValueError> {
+        let refs: Vec<&Self::Item> = values.iter().collect();
+        self.encode_refs(&refs)
+    }
 }
 
 impl<T: ArrowValue> ArrowRows for &Probe<T> {
     type Item = T;
+    fn field(&self, name: &str) -> Option<arrow_schema::Field> {
+        Some(T::field(name))
+    }
     fn decode(&self, array: &dyn Array) -> Result<Vec<T>, ValueError> {
         T::from_array(array)
     }
-    fn encode(&self, values: &[T]) -> Result<ArrayRef, ValueError> {
-        let refs: Vec<&T> = values.iter().collect();
-        T::to_array(&refs)
+    fn encode_refs(&self, values: &[&T]) -> Result<ArrayRef, ValueError> {
+        T::to_array(values)
     }
 }
 
 #[doc(hidden)]
 pub trait OpaqueRows {
     type Item;
+    fn field(&self, _name: &str) -> Option<arrow_schema::Field> {
+        None
+    }
     fn decode(&self, array: &dyn Array) -> Result<Vec<Self::Item>, ValueError>;
-    fn encode(&self, values: &[Self::Item]) -> Result<ArrayRef, ValueError>;
+    fn encode_refs(&self, values: &[&Self::Item]) -> Result<ArrayRef, ValueError>;
+    fn encode(&self, values: &[Self::Item]) -> Result<ArrayRef, ValueError> {
+        let refs: Vec<&Self::Item> = values.iter().collect();
+        self.encode_refs(&refs)
+    }
 }
 
 impl<T> OpaqueRows for Probe<T> {
@@ -208,7 +223,7 @@ impl<T> OpaqueRows for Probe<T> {
             "the type has no Arrow form; pass it as a fixed input",
         ))
     }
-    fn encode(&self, _: &[T]) -> Result<ArrayRef, ValueError> {
+    fn encode_refs(&self, _: &[&T]) -> Result<ArrayRef, ValueError> {
         Err(ValueError::new::<T>("the type has no Arrow form"))
     }
 }

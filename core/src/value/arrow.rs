@@ -1,6 +1,6 @@
 //! [`ArrowValue`]: the Rust types with an Arrow form, and their
 //! conversions (integers, floats, `bool`, `String`, `Vec<T>`, `Option<T>`,
-//! and serde types through `serde_arrow`).
+//! structs field by field, and other serde types through `serde_arrow`).
 
 use arrow_array::builder::BooleanBuilder;
 use arrow_array::cast::AsArray;
@@ -19,7 +19,8 @@ use super::{ValueError, readable_type_name};
 ///
 /// Implemented for integers, floats, `bool`, `String`, `Vec<T>`, `Option<T>`,
 /// and for structs through `#[derive(ArrowValue)]` (which needs serde's
-/// `Serialize` and `Deserialize`).
+/// `Serialize` and `Deserialize`; a struct whose fields all have an Arrow
+/// form is converted field by field, as a struct of its fields' columns).
 pub trait ArrowValue: Clone + Send + Sync + 'static {
     /// The Arrow type of one value.
     fn data_type() -> DataType;
@@ -300,5 +301,66 @@ pub mod serde_support {
         let Items(items): Items<Vec<T>> = serde_arrow::from_arrow(&[field], &arrays)
             .map_err(|e| ValueError::new::<T>(e.to_string()))?;
         Ok(items)
+    }
+}
+
+/// Arrow conversion for structs whose fields all have an Arrow form, used by
+/// `#[derive(ArrowValue)]`: one Arrow struct column whose children are the
+/// fields' own columns, each field encoded and decoded a column at a time by
+/// its type's [`ArrowValue`] (no per-value serde walk).
+#[doc(hidden)]
+pub mod struct_support {
+    use super::*;
+    use arrow_array::StructArray;
+    use arrow_schema::Fields;
+
+    /// The struct column of `T` from its fields' columns, in field order.
+    pub fn to_array<T>(
+        fields: &Fields,
+        columns: Vec<ArrayRef>,
+        len: usize,
+    ) -> Result<ArrayRef, ValueError> {
+        let array = StructArray::try_new_with_length(fields.clone(), columns, None, len)
+            .map_err(|e| ValueError::new::<T>(e.to_string()))?;
+        Ok(Arc::new(array))
+    }
+
+    /// The child columns of a struct column of `T`, one per field of
+    /// `fields` in order, found by name. A missing nullable field reads as
+    /// all nulls (an older table without an optional field); a missing
+    /// required field, a null struct or a column of another type is an
+    /// error that names it.
+    pub fn columns<T>(array: &dyn Array, fields: &Fields) -> Result<Vec<ArrayRef>, ValueError> {
+        no_nulls::<T>(array)?;
+        let array = array
+            .as_struct_opt()
+            .ok_or_else(|| wrong_type::<T>(array))?;
+        fields
+            .iter()
+            .map(|field| match array.column_by_name(field.name()) {
+                Some(column) => Ok(column.clone()),
+                None if field.is_nullable() => {
+                    Ok(arrow_array::new_null_array(field.data_type(), array.len()))
+                }
+                None => Err(ValueError::new::<T>(format!(
+                    "the struct column has no field `{}` (it has: {})",
+                    field.name(),
+                    array.column_names().join(", ")
+                ))),
+            })
+            .collect()
+    }
+
+    /// The decoded values, checked to be one per row (`len`): a field that
+    /// decoded to fewer values would otherwise shorten the column.
+    pub fn decoded<T>(values: Vec<T>, len: usize) -> Result<Vec<T>, ValueError> {
+        if values.len() == len {
+            Ok(values)
+        } else {
+            Err(ValueError::new::<T>(format!(
+                "decoded {} values from a struct column of {len} rows",
+                values.len()
+            )))
+        }
     }
 }

@@ -6,7 +6,8 @@
 //! Arrow [`DataType`] and converts a slice of values to an [`ArrayRef`] and
 //! back. It is implemented here for integers, floats, `bool`, `String`,
 //! `Vec<T>` and `Option<T>`, and for user structs by
-//! `#[derive(ArrowValue)]` (through `serde_arrow`).
+//! `#[derive(ArrowValue)]` (field by field when every field has an Arrow
+//! form, else through `serde_arrow`).
 //!
 //! Types with no Arrow form (a model, a client, a connection) still flow
 //! through pipelines as *resources*: they are typically passed as fixed
@@ -20,7 +21,7 @@ mod arrow;
 mod resource;
 
 pub(crate) use arrow::spread_with_nulls;
-pub use arrow::{ArrowValue, serde_support};
+pub use arrow::{ArrowValue, serde_support, struct_support};
 pub use resource::{Resource, ResourceKey};
 
 use std::any::{Any, TypeId};
