@@ -3,8 +3,8 @@
 //! the outputs checked against the declaration; async calls of many rows
 //! awaited together under the node's bounds.
 
+use crate::observe::clock::Moment;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::Instant;
 
 use crate::error::{Error, NodeError};
 use crate::node::{Args, Node, NodeFn, Outs};
@@ -19,13 +19,13 @@ thread_local! {
     /// event that opens the next one (the next node's start, the item's
     /// end) to share: consecutive events of one item read the clock once
     /// between them. Taken (cleared) by whoever uses it.
-    static STAMP: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    static STAMP: std::cell::Cell<Option<Moment>> = const { std::cell::Cell::new(None) };
 }
 
 /// Reads the clock, and leaves the reading for the next event of this
 /// thread's row walk (see `STAMP`).
-pub(crate) fn stamp() -> Instant {
-    let now = Instant::now();
+pub(crate) fn stamp() -> Moment {
+    let now = Moment::now();
     STAMP.set(Some(now));
     now
 }
@@ -33,15 +33,15 @@ pub(crate) fn stamp() -> Instant {
 /// The reading the last event left, or the clock's, left again for the
 /// next event (an item's start hands its reading to its first node; its
 /// end to the next item of the chunk).
-pub(crate) fn pass_stamp() -> Instant {
+pub(crate) fn pass_stamp() -> Moment {
     let now = take_stamp();
     STAMP.set(Some(now));
     now
 }
 
 /// The reading the last event left (see `STAMP`), or the clock's.
-pub(crate) fn take_stamp() -> Instant {
-    STAMP.take().unwrap_or_else(Instant::now)
+pub(crate) fn take_stamp() -> Moment {
+    STAMP.take().unwrap_or_else(Moment::now)
 }
 
 /// Forgets the reading the last event left (a new walk begins).
@@ -93,12 +93,12 @@ impl Exec {
         node: &Node,
         items: &[usize],
         shared: bool,
-    ) -> Option<Instant> {
+    ) -> Option<Moment> {
         self.has_item_callbacks().then(|| {
             self.emit_items(items, |cb, ctx| cb.on_node_start(ctx, &node.name));
             match shared {
                 true => take_stamp(),
-                false => Instant::now(),
+                false => Moment::now(),
             }
         })
     }
@@ -111,7 +111,7 @@ impl Exec {
         node: &Node,
         items: &[usize],
         attempt: &mut u32,
-        start: Option<Instant>,
+        start: Option<Moment>,
         outcome: Result<Outs, NodeError>,
         shared: bool,
     ) -> Option<Result<Outs, Error>> {

@@ -417,7 +417,7 @@ impl MapJob {
         let exec = &self.exec;
         let start = exec.has_callbacks().then(|| {
             exec.emit(&exec.items, |cb, ctx| cb.on_map_start(ctx, self.len));
-            Instant::now()
+            crate::observe::clock::Moment::now()
         });
         self.prepare_cache();
         let result = if exec.cache.is_some() && self.top_level {
@@ -641,7 +641,7 @@ impl MapJob {
                 batch.fail(row, e);
             }
         }
-        let start = std::time::Instant::now();
+        let start = crate::observe::clock::Moment::now();
         let report = |node: Option<&str>, e| self.cache_failed(node, e);
         let result =
             crate::engine::kernel::run_batch(exec, cache, &mut batch, stop_on_error, &report)

@@ -2,8 +2,8 @@
 //! run as one inner map per item, or one inner map over the elements of
 //! many items at once.
 
+use crate::observe::clock::Moment;
 use std::sync::Arc;
-use std::time::Instant;
 
 use smallvec::SmallVec;
 
@@ -25,7 +25,7 @@ impl Exec {
         slots: &mut [Option<Value>],
         items: &[usize],
     ) -> Result<(), Error> {
-        let start = Instant::now();
+        let start = Moment::now();
         self.emit_items(items, |cb, ctx| cb.on_nested_start(ctx, &node.name));
         let plan = step.inner.as_ref().expect("nested step has an inner plan");
         let mut exec = self.inner_scope(node, inner, plan);

@@ -2,8 +2,8 @@
 //! cache, callbacks and place (pipeline path, item path), and the graph
 //! walk that runs a plan's steps for one item.
 
+use crate::observe::clock::Moment;
 use std::sync::Arc;
-use std::time::Instant;
 
 use smallvec::SmallVec;
 
@@ -288,7 +288,7 @@ impl Exec {
             TALLIES.with_borrow_mut(|t| {
                 t.push(Tally {
                     exec: self as *const Exec,
-                    since: Instant::now(),
+                    since: Moment::now(),
                     counts: Counts::default(),
                     unchecked: 0,
                     check_every: 1,
@@ -314,7 +314,7 @@ impl Exec {
                 if check && tally.unchecked >= tally.check_every {
                     tally.unchecked = 0;
                     if tally.since.elapsed() >= TALLY_EVERY {
-                        tally.since = Instant::now();
+                        tally.since = Moment::now();
                         let counts = std::mem::take(&mut tally.counts);
                         tally.check_every = (counts.items.ended / 4).max(1);
                         due = Some(counts);
@@ -352,7 +352,7 @@ impl Exec {
         if !self.has_callbacks() {
             return f();
         }
-        let start = Instant::now();
+        let start = Moment::now();
         // A nested run inside a map's item is a per-item event (a count of
         // one run for counting callbacks); the outermost run reaches all.
         let nested = !self.items.is_empty();
@@ -459,7 +459,7 @@ pub(crate) const TALLY_EVERY: std::time::Duration = std::time::Duration::from_mi
 /// scope is known by its address, only compared, never followed.
 pub(crate) struct Tally {
     exec: *const Exec,
-    since: Instant,
+    since: Moment,
     counts: Counts,
     /// Items ended since the clock was last read, and how many may end
     /// before it is read again.

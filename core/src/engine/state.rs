@@ -6,9 +6,9 @@
 //! pipeline of it) started. Row engines' workers and columnar engines'
 //! UDFs record into it from any thread; the job builds the result from it.
 
+use crate::observe::clock::Moment;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
 
 use crate::error::Error;
 use crate::map::ErrorPolicy;
@@ -18,7 +18,7 @@ use crate::map::ErrorPolicy;
 /// map's first event, 0 for "not yet"), and an engine stamps a whole batch
 /// of items with one reading of the clock.
 pub struct ItemTimes {
-    base: Instant,
+    base: Moment,
     items: Vec<AtomicU64>,
     scopes: Vec<OnceLock<Vec<AtomicU64>>>,
 }
@@ -26,7 +26,7 @@ pub struct ItemTimes {
 impl ItemTimes {
     fn new(len: usize, scopes: usize) -> Self {
         ItemTimes {
-            base: Instant::now(),
+            base: Moment::now(),
             items: Self::slots(len),
             scopes: (0..=scopes).map(|_| OnceLock::new()).collect(),
         }
@@ -37,17 +37,22 @@ impl ItemTimes {
     }
 
     /// `at` as stored: nanoseconds after `base`, plus one (0 is "unset").
-    fn encode(&self, at: Instant) -> u64 {
+    fn encode(&self, at: Moment) -> u64 {
         u64::try_from(at.saturating_duration_since(self.base).as_nanos())
             .unwrap_or(u64::MAX - 1)
             .saturating_add(1)
     }
 
-    fn decode(&self, stored: u64) -> Option<Instant> {
-        (stored != 0).then(|| self.base + std::time::Duration::from_nanos(stored - 1))
+    fn decode(&self, stored: u64) -> Option<Moment> {
+        (stored != 0)
+            .then(|| {
+                self.base
+                    .checked_add(std::time::Duration::from_nanos(stored - 1))
+            })
+            .flatten()
     }
 
-    fn mark(&self, slot: Option<&AtomicU64>, at: Instant) {
+    fn mark(&self, slot: Option<&AtomicU64>, at: Moment) {
         if let Some(t) = slot {
             let _ = t.compare_exchange(0, self.encode(at), Ordering::Relaxed, Ordering::Relaxed);
         }
@@ -55,29 +60,29 @@ impl ItemTimes {
 
     /// Marks now as when item `item` started, unless it had.
     pub fn start(&self, item: usize) {
-        self.start_at(item, Instant::now());
+        self.start_at(item, Moment::now());
     }
 
     /// Marks `at` as when item `item` started, unless it had (one clock
     /// reading for a batch of items).
-    pub fn start_at(&self, item: usize, at: Instant) {
+    pub fn start_at(&self, item: usize, at: Moment) {
         self.mark(self.items.get(item), at);
     }
 
     /// When item `item` started, if it did.
-    pub fn started(&self, item: usize) -> Option<Instant> {
+    pub fn started(&self, item: usize) -> Option<Moment> {
         self.decode(self.items.get(item)?.load(Ordering::Relaxed))
     }
 
     /// Marks now as when item `item` entered inlined pipeline `scope`,
     /// unless it had.
     pub fn enter(&self, scope: usize, item: usize) {
-        self.enter_at(scope, item, Instant::now());
+        self.enter_at(scope, item, Moment::now());
     }
 
     /// Marks `at` as when item `item` entered inlined pipeline `scope`,
     /// unless it had.
-    pub fn enter_at(&self, scope: usize, item: usize, at: Instant) {
+    pub fn enter_at(&self, scope: usize, item: usize, at: Moment) {
         if let Some(times) = self.scopes.get(scope) {
             let len = self.items.len();
             self.mark(times.get_or_init(|| Self::slots(len)).get(item), at);
@@ -85,7 +90,7 @@ impl ItemTimes {
     }
 
     /// When item `item` entered inlined pipeline `scope`, if it did.
-    pub fn entered(&self, scope: usize, item: usize) -> Option<Instant> {
+    pub fn entered(&self, scope: usize, item: usize) -> Option<Moment> {
         let stored = self
             .scopes
             .get(scope)?
@@ -271,9 +276,14 @@ mod tests {
     fn item_times_keep_the_first_mark_to_the_nanosecond() {
         let state = MapState::new(4, ErrorPolicy::Continue);
         let times = state.times(2);
-        let first = Instant::now();
+        let first = Moment::now();
         times.start_at(1, first);
-        times.start_at(1, first + std::time::Duration::from_secs(5));
+        times.start_at(
+            1,
+            first
+                .checked_add(std::time::Duration::from_secs(5))
+                .unwrap(),
+        );
         assert_eq!(times.started(1), Some(first), "the first mark stays");
         assert_eq!(times.started(0), None);
         assert_eq!(times.started(9), None, "beyond the map: none");

@@ -8,6 +8,7 @@
 
 pub(crate) mod cache_log;
 pub mod callback;
+pub mod clock;
 #[cfg(feature = "otel")]
 pub mod otel;
 #[cfg(feature = "progress")]

@@ -180,7 +180,7 @@ impl ColumnarStep {
         // One reading of the clock stamps the whole batch.
         if self.observed && (self.first || !self.opens.is_empty()) {
             let times = self.state.times(self.scopes);
-            let now = std::time::Instant::now();
+            let now = crate::observe::clock::Moment::now();
             if self.first {
                 for &item in &items {
                     times.start_at(item, now);
@@ -359,7 +359,7 @@ impl ColumnarStep {
         }
         // One reading of the clock ends the batch's scopes and items, read
         // only when someone listens.
-        let now = self.observed.then(std::time::Instant::now);
+        let now = self.observed.then(crate::observe::clock::Moment::now);
         if let Some(now) = now {
             let times = self.state.times(self.scopes);
             for &scope in &self.closes {
@@ -800,7 +800,7 @@ impl ColumnarStep {
         // Node events per row, as the row path fires them (the time is the
         // loop's).
         let observed = self.node_started(misses, items);
-        let start = std::time::Instant::now();
+        let start = crate::observe::clock::Moment::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             f(&args, misses.len(), self.retries)
         }));
@@ -909,7 +909,7 @@ impl ColumnarStep {
         // Node events per row, as the row path fires them (the time is the
         // batch's).
         let observed = self.node_started(misses, items);
-        let start = std::time::Instant::now();
+        let start = crate::observe::clock::Moment::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&inputs)));
         let problem = match outcome {
             Ok(Ok(arrays)) => {
