@@ -683,27 +683,20 @@ pub fn derive_arrow_value(item: TokenStream) -> TokenStream {
     }
     let krate = krate();
     let ident = &input.ident;
+    let serde = quote! { #krate::__private::serde_support };
     let serde_path = quote! {
         fn data_type() -> #krate::__private::DataType {
-            #krate::__private::serde_support::field::<Self>(&__FIELD)
-                .data_type()
-                .clone()
+            #serde::data_type::<Self>(&__FIELD)
         }
         fn to_array(
             values: &[&Self],
         ) -> ::std::result::Result<#krate::__private::ArrayRef, #krate::ValueError> {
-            #krate::__private::serde_support::to_array(
-                #krate::__private::serde_support::field::<Self>(&__FIELD),
-                values,
-            )
+            #serde::encode(&__FIELD, values)
         }
         fn from_array(
             array: &dyn #krate::__private::Array,
         ) -> ::std::result::Result<::std::vec::Vec<Self>, #krate::ValueError> {
-            #krate::__private::serde_support::from_array(
-                #krate::__private::serde_support::field::<Self>(&__FIELD),
-                array,
-            )
+            #serde::decode(&__FIELD, array)
         }
     };
     let (helper, body) = match by_columns(&input) {
@@ -756,6 +749,7 @@ fn columns_path(
     fields: &[(syn::Ident, Type)],
 ) -> (TokenStream2, TokenStream2) {
     use syn::ext::IdentExt;
+    let serde = quote! { #krate::__private::serde_support };
     let names: Vec<String> = fields.iter().map(|(f, _)| f.unraw().to_string()).collect();
     let idents: Vec<&syn::Ident> = fields.iter().map(|(f, _)| f).collect();
     let iters = indexed("__it", fields.len());
@@ -785,11 +779,7 @@ fn columns_path(
                 ::std::option::Option::Some(fields) => {
                     #krate::__private::DataType::Struct(fields.clone())
                 }
-                ::std::option::Option::None => {
-                    #krate::__private::serde_support::field::<Self>(&__FIELD)
-                        .data_type()
-                        .clone()
-                }
+                ::std::option::Option::None => #serde::data_type::<Self>(&__FIELD),
             }
         }
         fn to_array(
@@ -797,10 +787,7 @@ fn columns_path(
         ) -> ::std::result::Result<#krate::__private::ArrayRef, #krate::ValueError> {
             use #krate::rows::{ArrowRows as _, OpaqueRows as _};
             let ::std::option::Option::Some(fields) = __columns() else {
-                return #krate::__private::serde_support::to_array(
-                    #krate::__private::serde_support::field::<Self>(&__FIELD),
-                    values,
-                );
+                return #serde::encode(&__FIELD, values);
             };
             let columns = ::std::vec![#(
                 #probes.encode_refs(
@@ -814,10 +801,7 @@ fn columns_path(
         ) -> ::std::result::Result<::std::vec::Vec<Self>, #krate::ValueError> {
             use #krate::rows::{ArrowRows as _, OpaqueRows as _};
             let ::std::option::Option::Some(fields) = __columns() else {
-                return #krate::__private::serde_support::from_array(
-                    #krate::__private::serde_support::field::<Self>(&__FIELD),
-                    array,
-                );
+                return #serde::decode(&__FIELD, array);
             };
             let columns = #krate::__private::struct_support::columns::<Self>(array, fields)?;
             #(

@@ -283,6 +283,29 @@ pub mod serde_support {
         }
     }
 
+    /// The Arrow type of `T`, traced once into `cell`.
+    pub fn data_type<T: Serialize + DeserializeOwned>(
+        cell: &'static OnceLock<Result<FieldRef, String>>,
+    ) -> DataType {
+        field::<T>(cell).data_type().clone()
+    }
+
+    /// [`to_array`] with `T`'s field traced once into `cell`.
+    pub fn encode<T: Serialize + DeserializeOwned>(
+        cell: &'static OnceLock<Result<FieldRef, String>>,
+        values: &[&T],
+    ) -> Result<ArrayRef, ValueError> {
+        to_array(field::<T>(cell), values)
+    }
+
+    /// [`from_array`] with `T`'s field traced once into `cell`.
+    pub fn decode<T: Serialize + DeserializeOwned>(
+        cell: &'static OnceLock<Result<FieldRef, String>>,
+        array: &dyn Array,
+    ) -> Result<Vec<T>, ValueError> {
+        from_array(field::<T>(cell), array)
+    }
+
     /// Encodes serde values into one array.
     pub fn to_array<T: Serialize>(field: FieldRef, values: &[&T]) -> Result<ArrayRef, ValueError> {
         let mut arrays = serde_arrow::to_arrow(&[field], Items(values))
