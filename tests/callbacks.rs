@@ -215,3 +215,101 @@ fn a_counting_callback_gets_counts_per_chunk_not_per_item() {
         assert!(reports <= bound, "{name}: {reports} reports for {N} items");
     }
 }
+
+/// Takes node ends and item starts and ends as batches, remembering each
+/// batch's size and every item it named.
+#[derive(Default)]
+struct Batches {
+    node_end_calls: std::sync::Mutex<Vec<(String, usize)>>,
+    ended_items: std::sync::Mutex<Vec<(String, usize)>>,
+    item_starts: std::sync::Mutex<Vec<usize>>,
+    item_ends: std::sync::Mutex<Vec<usize>>,
+    mismatched_times: std::sync::atomic::AtomicUsize,
+    per_item_calls: std::sync::atomic::AtomicUsize,
+}
+
+impl hypernodes::Callback for Batches {
+    fn on_node_ends(&self, batch: &hypernodes::ItemBatch<'_>, node: &str, _: std::time::Duration) {
+        self.node_end_calls
+            .lock()
+            .unwrap()
+            .push((node.to_string(), batch.len()));
+        let mut ended = self.ended_items.lock().unwrap();
+        batch.for_each(|_, ctx| ended.push((node.to_string(), ctx.item().unwrap())));
+    }
+    fn on_map_item_starts(&self, batch: &hypernodes::ItemBatch<'_>) {
+        let mut starts = self.item_starts.lock().unwrap();
+        batch.for_each(|_, ctx| starts.push(ctx.item().unwrap()));
+    }
+    fn on_map_item_ends(&self, batch: &hypernodes::ItemBatch<'_>, elapsed: &[std::time::Duration]) {
+        if elapsed.len() != batch.len() {
+            self.mismatched_times
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut ends = self.item_ends.lock().unwrap();
+        batch.for_each(|_, ctx| ends.push(ctx.item().unwrap()));
+    }
+    // Overridden batch methods replace the per-item calls they would make.
+    fn on_node_end(&self, _: &hypernodes::CallbackContext<'_>, _: &str, _: std::time::Duration) {
+        self.per_item_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn batch_callbacks_get_every_item_once_in_batches_on_columnar_engines() {
+    use std::sync::atomic::Ordering::Relaxed;
+    const N: usize = 3_000;
+    for (name, engine) in common::engines() {
+        let seen = std::sync::Arc::new(Batches::default());
+        let texts: Vec<String> = (0..N).map(|i| format!("t {i}")).collect();
+        Pipeline::new([clean::node(), count::node()])
+            .unwrap()
+            .with_shared_engine(engine)
+            .with_callback(seen.clone())
+            .map(hypernodes::Inputs::new().with("text", texts), ["text"])
+            .unwrap();
+        let sorted = |mut v: Vec<usize>| {
+            v.sort_unstable();
+            v
+        };
+        let all: Vec<usize> = (0..N).collect();
+        assert_eq!(
+            sorted(seen.item_starts.lock().unwrap().clone()),
+            all,
+            "{name}"
+        );
+        assert_eq!(
+            sorted(seen.item_ends.lock().unwrap().clone()),
+            all,
+            "{name}"
+        );
+        for node in ["clean", "count"] {
+            let ended: Vec<usize> = seen
+                .ended_items
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(n, _)| n == node)
+                .map(|(_, i)| *i)
+                .collect();
+            assert_eq!(sorted(ended), all, "{name}: {node} ended once per item");
+        }
+        assert_eq!(seen.mismatched_times.load(Relaxed), 0, "{name}");
+        assert_eq!(seen.per_item_calls.load(Relaxed), 0, "{name}");
+        let calls = seen.node_end_calls.lock().unwrap();
+        let largest = calls.iter().map(|(_, n)| *n).max().unwrap();
+        match name {
+            // Batches of 4 rows: one call per batch and node.
+            "datafusion" => {
+                assert_eq!(largest, 4, "{name}");
+                assert!(calls.len() < 2 * N / 3, "{name}: {} calls", calls.len());
+            }
+            // The row path: one item per call.
+            _ => {
+                assert_eq!(largest, 1, "{name}");
+                assert_eq!(calls.len(), 2 * N, "{name}");
+            }
+        }
+    }
+}

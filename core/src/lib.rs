@@ -101,7 +101,7 @@ pub use cache::{
     Cache, CacheDecision, CacheError, CacheKey, CacheOutcome, CacheRows, DatasetStats, DiskCache,
     Hits, Located, PendingWrite,
 };
-pub use callback::{Callback, CallbackContext, ItemCounts, JobProgress, NodeCounts};
+pub use callback::{Callback, CallbackContext, ItemBatch, ItemCounts, JobProgress, NodeCounts};
 pub use engine::{Chunk, ItemOutput, MapJob, MapState, RunJob};
 pub use engine::{Engine, ParallelEngine, SeqEngine};
 pub use error::{BoxError, Error, Location, NodeError, Result};

@@ -3,11 +3,11 @@
 //! the outputs checked against the declaration; async calls of many rows
 //! awaited together under the node's bounds.
 
-use crate::observe::clock::Moment;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::{Error, NodeError};
 use crate::node::{Args, Node, NodeFn, Outs};
+use crate::observe::clock::Moment;
 use crate::pipeline::Step;
 use crate::value::Value;
 
@@ -95,7 +95,7 @@ impl Exec {
         shared: bool,
     ) -> Option<Moment> {
         self.has_item_callbacks().then(|| {
-            self.emit_items(items, |cb, ctx| cb.on_node_start(ctx, &node.name));
+            self.emit_one(items, |cb, one| cb.on_node_starts(one, &node.name));
             match shared {
                 true => take_stamp(),
                 false => Moment::now(),

@@ -2,7 +2,6 @@
 //! run as one inner map per item, or one inner map over the elements of
 //! many items at once.
 
-use crate::observe::clock::Moment;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -11,6 +10,7 @@ use crate::error::{Error, NodeError};
 use crate::io::Inputs;
 use crate::map::{ErrorPolicy, ItemFailure, MapMode, MapOptions};
 use crate::node::{Mapping, Node, NodeKind};
+use crate::observe::clock::Moment;
 use crate::pipeline::{Pipeline, Plan, Step};
 use crate::value::{Value, ValueType};
 

@@ -2,14 +2,14 @@
 //! cache, callbacks and place (pipeline path, item path), and the graph
 //! walk that runs a plan's steps for one item.
 
-use crate::observe::clock::Moment;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
 
 use crate::error::{Error, Location, NodeError};
 use crate::node::{Node, NodeKind};
-use crate::observe::callback::{Callback, CallbackContext, ItemCounts, NodeCounts};
+use crate::observe::callback::{Callback, CallbackContext, ItemBatch, ItemCounts, NodeCounts};
+use crate::observe::clock::Moment;
 use crate::pipeline::{Pipeline, Plan, Step};
 use crate::value::Value;
 
@@ -115,48 +115,53 @@ impl Exec {
         !self.callbacks.is_empty()
     }
 
-    /// Calls `f` with each of `items` (items of a map in this scope) and
-    /// its item path, borrowed from the scope's item map or written into
-    /// one buffer: a batch of events builds no path per item.
+    /// `items` (items of a map in this scope) as a batch of per-item
+    /// events: each item's path borrowed from the scope's item map or
+    /// written into one buffer, never built per item.
+    pub(crate) fn item_batch<'a>(&'a self, items: &'a [usize]) -> ItemBatch<'a> {
+        ItemBatch::new(&self.path, &self.items, items, self.item_map.as_deref())
+    }
+
+    /// Calls `f` with each of `items` and its item path (see
+    /// [`Exec::item_batch`]).
     pub(crate) fn each_path(
         &self,
         items: impl IntoIterator<Item = usize>,
         mut f: impl FnMut(usize, &[usize]),
     ) {
-        let mut path: SmallVec<[usize; 4]> = self.items.iter().copied().collect();
-        path.push(0);
-        let last = path.len() - 1;
-        for item in items {
-            match self.item_map.as_ref().and_then(|m| m.get(item)) {
-                Some(mapped) => f(item, mapped),
-                None => {
-                    path[last] = item;
-                    f(item, &path);
-                }
-            }
-        }
+        let items: SmallVec<[usize; 16]> = items.into_iter().collect();
+        self.item_batch(&items)
+            .for_each(|k, ctx| f(items[k], ctx.items));
     }
 
-    /// Fires a per-item event for each of `items` (see
-    /// [`Exec::each_path`]) to the callbacks that take them; `f` also gets
-    /// the item.
-    pub(crate) fn emit_each(
+    /// Fires a batch of per-item events for `items` to the callbacks that
+    /// take them: one call per callback (see [`ItemBatch`]).
+    pub(crate) fn emit_item_batch(
         &self,
-        items: impl IntoIterator<Item = usize>,
-        f: impl Fn(&dyn Callback, &CallbackContext<'_>, usize),
+        items: &[usize],
+        f: impl Fn(&dyn Callback, &ItemBatch<'_>),
     ) {
         if self.listeners.items.is_empty() {
             return;
         }
-        self.each_path(items, |item, path| {
-            let ctx = CallbackContext {
-                path: &self.path,
-                items: path,
-            };
-            for cb in &self.listeners.items {
-                f(cb.as_ref(), &ctx, item);
-            }
-        });
+        let batch = self.item_batch(items);
+        for cb in &self.listeners.items {
+            f(cb.as_ref(), &batch);
+        }
+    }
+
+    /// Fires the batch event of one item (item path `items`) to the
+    /// callbacks that take per-item events: how the row walk reports node
+    /// and item starts and ends, through the same batch methods as
+    /// columnar engines.
+    pub(crate) fn emit_one(&self, items: &[usize], f: impl Fn(&dyn Callback, &ItemBatch<'_>)) {
+        if self.listeners.items.is_empty() {
+            return;
+        }
+        let one = ItemBatch::one(&self.path, items);
+        for cb in &self.listeners.items {
+            f(cb.as_ref(), &one);
+        }
     }
 
     /// Fires an event every callback takes (pipeline, map, errors).
@@ -226,7 +231,7 @@ impl Exec {
     /// event, and a count of one (gathered while a chunk of this scope's
     /// items runs, see [`Exec::tally`]).
     pub(crate) fn node_ended(&self, items: &[usize], node: &str, elapsed: std::time::Duration) {
-        self.emit_items(items, |cb, ctx| cb.on_node_end(ctx, node, elapsed));
+        self.emit_one(items, |cb, one| cb.on_node_ends(one, node, elapsed));
         self.count_node(
             items,
             node,
@@ -262,8 +267,8 @@ impl Exec {
     /// after `elapsed`: the map-item event, and a count of one.
     pub(crate) fn map_item(&self, items: &[usize], ended: Option<std::time::Duration>) {
         match ended {
-            None => self.emit_items(items, |cb, ctx| cb.on_map_item_start(ctx)),
-            Some(elapsed) => self.emit_items(items, |cb, ctx| cb.on_map_item_end(ctx, elapsed)),
+            None => self.emit_one(items, |cb, one| cb.on_map_item_starts(one)),
+            Some(elapsed) => self.emit_one(items, |cb, one| cb.on_map_item_ends(one, &[elapsed])),
         }
         let counts = ItemCounts {
             started: usize::from(ended.is_none()),

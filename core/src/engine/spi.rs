@@ -354,8 +354,7 @@ impl MapJob {
 
     /// Fires one event of step `step` for each of `items` in the step's
     /// scope (its pipeline path), with the node's name, when anyone
-    /// listens: the step and its scope are looked up once, and no item
-    /// path is built per item (see [`Exec::each_path`]).
+    /// listens (see [`MapJob::step_batch`]).
     pub(crate) fn step_events(
         &self,
         step: usize,
@@ -366,42 +365,61 @@ impl MapJob {
             &str,
         ),
     ) {
+        if self.exec.has_item_callbacks() {
+            let items: smallvec::SmallVec<[usize; 16]> = items.into_iter().collect();
+            self.step_batch(step, &items, |cb, batch, name| {
+                batch.for_each(|_, ctx| f(cb, ctx, name))
+            });
+        }
+    }
+
+    /// Fires one batch event of step `step` for `items` in the step's
+    /// scope, with the node's name, when anyone listens: the step and its
+    /// scope are looked up once, and each callback is called once (see
+    /// [`ItemBatch`](crate::observe::callback::ItemBatch)).
+    pub(crate) fn step_batch(
+        &self,
+        step: usize,
+        items: &[usize],
+        f: impl Fn(
+            &dyn crate::observe::callback::Callback,
+            &crate::observe::callback::ItemBatch<'_>,
+            &str,
+        ),
+    ) {
         if !self.exec.has_item_callbacks() {
             return;
         }
         if let Some((exec, s, _)) = self.flat().step(&self.exec, step) {
             let name = &exec.node(s).name;
-            exec.emit_each(items, |cb, ctx, _| f(cb, ctx, name));
+            exec.emit_item_batch(items, |cb, batch| f(cb, batch, name));
         }
     }
 
     /// Reports that step `step` starts for item `item` (the `on_node_start`
     /// event), for engines that call a node's batch implementation.
     pub fn report_node_start(&self, step: usize, item: usize) {
-        self.report_node_starts(step, [item]);
+        self.report_node_starts(step, &[item]);
     }
 
     /// [`report_node_start`](Self::report_node_start) for each of `items`.
-    pub fn report_node_starts(&self, step: usize, items: impl IntoIterator<Item = usize>) {
-        self.step_events(step, items, |cb, ctx, name| cb.on_node_start(ctx, name));
+    pub fn report_node_starts(&self, step: usize, items: &[usize]) {
+        self.step_batch(step, items, |cb, batch, name| {
+            cb.on_node_starts(batch, name)
+        });
     }
 
     /// Reports that step `step` ended for item `item` after `elapsed` (the
     /// `on_node_end` event; for a batch call, the batch's time).
     pub fn report_node_end(&self, step: usize, item: usize, elapsed: std::time::Duration) {
-        self.report_node_ends(step, [item], elapsed);
+        self.report_node_ends(step, &[item], elapsed);
     }
 
     /// [`report_node_end`](Self::report_node_end) for each of `items`,
     /// all after `elapsed` (one call for the batch).
-    pub fn report_node_ends(
-        &self,
-        step: usize,
-        items: impl IntoIterator<Item = usize>,
-        elapsed: std::time::Duration,
-    ) {
-        self.step_events(step, items, |cb, ctx, name| {
-            cb.on_node_end(ctx, name, elapsed)
+    pub fn report_node_ends(&self, step: usize, items: &[usize], elapsed: std::time::Duration) {
+        self.step_batch(step, items, |cb, batch, name| {
+            cb.on_node_ends(batch, name, elapsed)
         });
     }
 
@@ -571,34 +589,34 @@ impl MapJob {
 
     /// Reports that item `item` starts (the `on_map_item_start` event).
     pub fn report_item_start(&self, item: usize) {
-        self.report_item_starts([item]);
+        self.report_item_starts(&[item]);
     }
 
     /// [`report_item_start`](Self::report_item_start) for each of `items`.
-    pub fn report_item_starts(&self, items: impl IntoIterator<Item = usize>) {
+    pub fn report_item_starts(&self, items: &[usize]) {
         if self.item_events {
             self.exec
-                .emit_each(items, |cb, ctx, _| cb.on_map_item_start(ctx));
+                .emit_item_batch(items, |cb, batch| cb.on_map_item_starts(batch));
         }
     }
 
     /// Reports that item `item` ended after `elapsed` (the
     /// `on_map_item_end` event).
     pub fn report_item_end(&self, item: usize, elapsed: std::time::Duration) {
-        self.report_item_ends([item], |_| elapsed);
+        self.report_item_ends(&[item], |_| elapsed);
     }
 
     /// [`report_item_end`](Self::report_item_end) for each of `items`,
     /// `elapsed` giving each one's time.
     pub fn report_item_ends(
         &self,
-        items: impl IntoIterator<Item = usize>,
+        items: &[usize],
         elapsed: impl Fn(usize) -> std::time::Duration,
     ) {
         if self.item_events {
-            self.exec.emit_each(items, |cb, ctx, item| {
-                cb.on_map_item_end(ctx, elapsed(item))
-            });
+            let elapsed: Vec<std::time::Duration> = items.iter().map(|&i| elapsed(i)).collect();
+            self.exec
+                .emit_item_batch(items, |cb, batch| cb.on_map_item_ends(batch, &elapsed));
         }
     }
 

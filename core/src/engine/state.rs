@@ -6,12 +6,12 @@
 //! pipeline of it) started. Row engines' workers and columnar engines'
 //! UDFs record into it from any thread; the job builds the result from it.
 
-use crate::observe::clock::Moment;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crate::error::Error;
 use crate::map::ErrorPolicy;
+use crate::observe::clock::Moment;
 
 /// When each item entered the map, and each inlined pipeline (scope
 /// `1..`; index 0 unused). Each time is 8 bytes (nanoseconds after the

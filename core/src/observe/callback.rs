@@ -7,15 +7,21 @@
 //! engines arrive from several threads at once.
 //!
 //! What events cost: nothing without a callback. With one, columnar
-//! engines fire a batch's per-item events in one pass (the item path is
-//! written in place, never built per event) and read the clock once per
-//! batch: a node's time is its batch call's. Row engines read the clock
+//! engines fire a batch's node starts and ends and item starts and ends
+//! as one call per callback ([`ItemBatch`], [`Callback::on_node_starts`]
+//! and its siblings), whose defaults call the per-item methods in a loop
+//! compiled into the callback's own code: a per-item method left empty
+//! costs nothing per item. Item paths are written in place, never built
+//! per event, and the clock is read once per batch: a node's time is its
+//! batch call's. Row engines read the clock
 //! once between consecutive events of an item (one node's end is the
 //! next one's start). A callback that only counts
 //! ([`Callback::item_events`] `false`) gets counts per batch and no
 //! clock reading at all.
 
 use std::time::Duration;
+
+use smallvec::SmallVec;
 
 use crate::error::{Error, NodeError};
 
@@ -42,6 +48,128 @@ impl CallbackContext<'_> {
     /// The innermost item index, inside `map`.
     pub fn item(&self) -> Option<usize> {
         self.items.last().copied()
+    }
+}
+
+/// The items of one batch of per-item events (see
+/// [`Callback::on_node_starts`] and the other batch methods): each item's
+/// [`CallbackContext`] in turn, its item path written into one buffer as
+/// it goes. Columnar engines report a batch of rows at once; row engines a
+/// batch of one item.
+#[derive(Clone, Copy, Debug)]
+pub struct ItemBatch<'a> {
+    path: &'a [String],
+    items: BatchItems<'a>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum BatchItems<'a> {
+    /// One event whose context has this item path (empty for a `run`).
+    One(&'a [usize]),
+    /// Items of a map: their paths are `enclosing` followed by the item,
+    /// or `paths[item]` when given.
+    Many {
+        enclosing: &'a [usize],
+        items: &'a [usize],
+        paths: Option<&'a [SmallVec<[usize; 4]>]>,
+    },
+}
+
+impl<'a> ItemBatch<'a> {
+    /// `items` of a map inside the pipeline at `path` (see `BatchItems`).
+    pub(crate) fn new(
+        path: &'a [String],
+        enclosing: &'a [usize],
+        items: &'a [usize],
+        paths: Option<&'a [SmallVec<[usize; 4]>]>,
+    ) -> Self {
+        ItemBatch {
+            path,
+            items: BatchItems::Many {
+                enclosing,
+                items,
+                paths,
+            },
+        }
+    }
+
+    /// One event, whose context has item path `items`.
+    pub(crate) fn one(path: &'a [String], items: &'a [usize]) -> Self {
+        ItemBatch {
+            path,
+            items: BatchItems::One(items),
+        }
+    }
+
+    /// How many items the batch has.
+    pub fn len(&self) -> usize {
+        match self.items {
+            BatchItems::One(_) => 1,
+            BatchItems::Many { items, .. } => items.len(),
+        }
+    }
+
+    /// Whether the batch has no items.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f` with each item's position in the batch and its context,
+    /// in order.
+    #[inline]
+    pub fn for_each(&self, mut f: impl FnMut(usize, &CallbackContext<'_>)) {
+        let (enclosing, items, paths) = match self.items {
+            BatchItems::One(items) => {
+                f(
+                    0,
+                    &CallbackContext {
+                        path: self.path,
+                        items,
+                    },
+                );
+                return;
+            }
+            BatchItems::Many {
+                enclosing,
+                items,
+                paths,
+            } => (enclosing, items, paths),
+        };
+        if enclosing.is_empty() && paths.is_none() {
+            // A top-level map: each item's path is the item alone (and a
+            // callback whose per-item method is empty compiles this loop
+            // away).
+            for (k, item) in items.iter().enumerate() {
+                f(
+                    k,
+                    &CallbackContext {
+                        path: self.path,
+                        items: std::slice::from_ref(item),
+                    },
+                );
+            }
+            return;
+        }
+        let mut buffer: SmallVec<[usize; 4]> = enclosing.iter().copied().collect();
+        buffer.push(0);
+        for (k, &item) in items.iter().enumerate() {
+            let items: &[usize] = match paths.and_then(|p| p.get(item)) {
+                Some(mapped) => mapped,
+                None => {
+                    if let Some(last) = buffer.last_mut() {
+                        *last = item;
+                    }
+                    &buffer
+                }
+            };
+            f(
+                k,
+                &CallbackContext {
+                    path: self.path,
+                    items,
+                },
+            );
+        }
     }
 }
 
@@ -150,8 +278,23 @@ pub trait Callback: Send + Sync {
     fn on_pipeline_end(&self, _ctx: &CallbackContext<'_>, _elapsed: Duration) {}
     /// A node call starts.
     fn on_node_start(&self, _ctx: &CallbackContext<'_>, _node: &str) {}
+    /// Node `node` starts for every item of `batch`: how columnar engines
+    /// report a batch of rows, one call per batch. The default calls
+    /// [`on_node_start`](Self::on_node_start) for each item, so implement
+    /// this only to take the batch at once; a callback that leaves the
+    /// per-item method empty then pays nothing per item.
+    fn on_node_starts(&self, batch: &ItemBatch<'_>, node: &str) {
+        batch.for_each(|_, ctx| self.on_node_start(ctx, node));
+    }
     /// A node call ended successfully.
     fn on_node_end(&self, _ctx: &CallbackContext<'_>, _node: &str, _elapsed: Duration) {}
+    /// Node `node` ended successfully for every item of `batch`, after
+    /// `elapsed` (the batch call's time). The default calls
+    /// [`on_node_end`](Self::on_node_end) for each item (see
+    /// [`on_node_starts`](Self::on_node_starts)).
+    fn on_node_ends(&self, batch: &ItemBatch<'_>, node: &str, elapsed: Duration) {
+        batch.for_each(|_, ctx| self.on_node_end(ctx, node, elapsed));
+    }
     /// A node's result was found in the cache, so it did not run.
     fn on_node_cached(&self, _ctx: &CallbackContext<'_>, _node: &str) {}
     /// What the cache did for a node and item, and why (only with a cache).
@@ -178,6 +321,21 @@ pub trait Callback: Send + Sync {
     fn on_map_item_start(&self, _ctx: &CallbackContext<'_>) {}
     /// One item of a map ended (successfully or not).
     fn on_map_item_end(&self, _ctx: &CallbackContext<'_>, _elapsed: Duration) {}
+    /// Every item of `batch` starts. The default calls
+    /// [`on_map_item_start`](Self::on_map_item_start) for each item (see
+    /// [`on_node_starts`](Self::on_node_starts)).
+    fn on_map_item_starts(&self, batch: &ItemBatch<'_>) {
+        batch.for_each(|_, ctx| self.on_map_item_start(ctx));
+    }
+    /// Every item of `batch` ended, item `k` of the batch after
+    /// `elapsed[k]`. The default calls
+    /// [`on_map_item_end`](Self::on_map_item_end) for each item (see
+    /// [`on_node_starts`](Self::on_node_starts)).
+    fn on_map_item_ends(&self, batch: &ItemBatch<'_>, elapsed: &[Duration]) {
+        batch.for_each(|k, ctx| {
+            self.on_map_item_end(ctx, elapsed.get(k).copied().unwrap_or_default())
+        });
+    }
     /// A nested pipeline node starts (`ctx` is the outer pipeline's).
     fn on_nested_start(&self, _ctx: &CallbackContext<'_>, _node: &str) {}
     /// A nested pipeline node ends.

@@ -185,7 +185,7 @@ impl ColumnarStep {
                 for &item in &items {
                     times.start_at(item, now);
                 }
-                self.job.report_item_starts(items.iter().copied());
+                self.job.report_item_starts(&items);
             }
             for &scope in &self.opens {
                 for &r in &live {
@@ -267,8 +267,9 @@ impl ColumnarStep {
             }
         }
         // What the cache did for each live row, and the hits' events, as
-        // the row engines report them.
-        if self.observed {
+        // the row engines report them (nothing to report when the map has
+        // no cache; a node the cache cannot hold still reports why).
+        if self.observed && self.job.cache().is_some() {
             self.job.report_lookups(
                 self.step,
                 live.iter().map(|&r| {
@@ -388,7 +389,7 @@ impl ColumnarStep {
         }
         if let (true, Some(now)) = (self.last, now) {
             let times = self.state.times(self.scopes);
-            self.job.report_item_ends(items.iter().copied(), |item| {
+            self.job.report_item_ends(&items, |item| {
                 times.started(item).map(|s| now - s).unwrap_or_default()
             });
         }
@@ -728,7 +729,7 @@ impl ColumnarStep {
         let observed = self.observed;
         if observed {
             self.job
-                .report_node_starts(self.step, rows.iter().map(|&r| items[r]));
+                .report_node_starts(self.step, &rows_items(rows, items));
         }
         observed
     }
@@ -736,7 +737,7 @@ impl ColumnarStep {
     /// Fires the node-end event of each of `rows`.
     fn node_ended(&self, rows: &[usize], items: &[usize], elapsed: std::time::Duration) {
         self.job
-            .report_node_ends(self.step, rows.iter().map(|&r| items[r]), elapsed);
+            .report_node_ends(self.step, &rows_items(rows, items), elapsed);
     }
 
     /// The missing rows' value of every column argument, in argument order.
@@ -963,6 +964,16 @@ impl ColumnarStep {
         };
         self.fail_all(misses, items, problem)?;
         Ok((Vec::new(), vec![None; self.outs.len()]))
+    }
+}
+
+/// The items of `rows` of a batch whose rows are `items`: the batch's own
+/// slice when `rows` is every row in order (no copy), else gathered.
+fn rows_items<'a>(rows: &[usize], items: &'a [usize]) -> std::borrow::Cow<'a, [usize]> {
+    if rows.len() == items.len() && rows.iter().enumerate().all(|(k, &r)| k == r) {
+        std::borrow::Cow::Borrowed(items)
+    } else {
+        std::borrow::Cow::Owned(rows.iter().map(|&r| items[r]).collect())
     }
 }
 
