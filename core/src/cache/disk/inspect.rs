@@ -308,7 +308,9 @@ fn version_info(node_dir: &Path, dir: &Path) -> VersionInfo {
                     }
                 }
             }
-            Err(SegmentFault::Corrupt(_) | SegmentFault::Unreadable(_)) => info.corrupt += 1,
+            Err(
+                SegmentFault::Corrupt(_) | SegmentFault::Layout(_) | SegmentFault::Unreadable(_),
+            ) => info.corrupt += 1,
         }
     }
     info.distinct = distinct.len();

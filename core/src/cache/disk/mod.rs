@@ -405,6 +405,7 @@ impl DiskCache {
     /// Reports a segment that cannot be used, once, and moves a corrupt one
     /// aside.
     fn fault(&self, key: &CacheKey, path: &Path, fault: SegmentFault) {
+        let fault_is_layout = matches!(fault, SegmentFault::Layout(_));
         match fault {
             SegmentFault::Unreadable(message) => self.warn(
                 path,
@@ -414,19 +415,27 @@ impl DiskCache {
                     key.node
                 ),
             ),
-            SegmentFault::Corrupt(message) => {
+            SegmentFault::Corrupt(message) | SegmentFault::Layout(message) => {
                 let aside = quarantined_name(path);
                 let moved = match std::fs::rename(path, &aside) {
                     Ok(()) => format!("moved aside to `{}`", aside.display()),
                     Err(e) => format!("could not be moved aside ({e})"),
                 };
-                self.warn(
-                    path,
-                    format!(
-                        "ignoring corrupt segment `{}` of node `{}`: {message}; it was {moved}, and its items will be recomputed",
+                let what = match fault_is_layout {
+                    true => format!(
+                        "ignoring segment `{}` of node `{}`, written in another layout (an output type whose Arrow form changed, or another writer)",
                         path.display(),
                         key.node
                     ),
+                    false => format!(
+                        "ignoring corrupt segment `{}` of node `{}`",
+                        path.display(),
+                        key.node
+                    ),
+                };
+                self.warn(
+                    path,
+                    format!("{what}: {message}; it was {moved}, and its items will be recomputed"),
                 )
             }
         }
@@ -1246,6 +1255,42 @@ mod tests {
                 .iter()
                 .all(Option::is_none)
         );
+    }
+
+    #[test]
+    fn a_segment_of_another_layout_is_a_miss_moved_aside_and_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = one_output();
+        let cache = DiskCache::new(dir.path());
+        cache.store(&k, &numbered(&k, 0, 100)).unwrap();
+        cache.flush().unwrap();
+        let seg = segments(&DiskCache::new(dir.path()).dataset_dir(&k)).remove(0);
+        // The same node version, its output now of another Arrow type.
+        let changed = CacheKey {
+            outputs: vec![("n".into(), ValueType::arrow::<i32>())],
+            ..one_output()
+        };
+        let cache = DiskCache::new(dir.path());
+        let sigs: Vec<Signature> = (0..100u64)
+            .map(|i| Signature::of_bytes("n", &i.to_le_bytes()))
+            .collect();
+        let found = get(&cache, &changed, &sigs);
+        assert!(found.iter().all(Option::is_none), "every row a miss");
+        let warnings = cache.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("another layout"), "{}", warnings[0]);
+        assert!(
+            !warnings[0].starts_with("ignoring corrupt"),
+            "{}",
+            warnings[0]
+        );
+        assert!(
+            warnings[0].contains("Int64") && warnings[0].contains("Int32"),
+            "{}",
+            warnings[0]
+        );
+        assert!(!seg.exists());
+        assert!(quarantined_name(&seg).exists());
     }
 
     #[test]

@@ -165,15 +165,21 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<(), CacheError> {
 pub(crate) enum SegmentFault {
     /// The file could not be read (it may be readable later): skipped.
     Unreadable(String),
-    /// Its content is wrong (altered bytes, no checksum, another layout):
-    /// skipped and moved aside, never read again.
+    /// Its content is wrong (altered bytes, no checksum): skipped and
+    /// moved aside, never read again.
     Corrupt(String),
+    /// Its columns are not the ones expected (an output type whose Arrow
+    /// form changed, say): skipped and moved aside like a corrupt one, and
+    /// reported as what it is.
+    Layout(String),
 }
 
 impl std::fmt::Display for SegmentFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SegmentFault::Unreadable(m) | SegmentFault::Corrupt(m) => f.write_str(m),
+            SegmentFault::Unreadable(m) | SegmentFault::Corrupt(m) | SegmentFault::Layout(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -353,7 +359,7 @@ fn check_region(bytes: &[u8], start: u64, end: u64, crc: u32) -> Result<(), Segm
 /// Checks that a segment's columns are `expected`'s, in name and type.
 fn check_layout(schema: &Schema, expected: &Schema) -> Result<(), SegmentFault> {
     if schema.fields().len() != expected.fields().len() {
-        return Err(SegmentFault::Corrupt(format!(
+        return Err(SegmentFault::Layout(format!(
             "{} columns where {} were expected",
             schema.fields().len(),
             expected.fields().len()
@@ -361,7 +367,7 @@ fn check_layout(schema: &Schema, expected: &Schema) -> Result<(), SegmentFault> 
     }
     for (i, (got, want)) in schema.fields().iter().zip(expected.fields()).enumerate() {
         if got.name() != want.name() || got.data_type() != want.data_type() {
-            return Err(SegmentFault::Corrupt(format!(
+            return Err(SegmentFault::Layout(format!(
                 "column {i} is `{}` ({}) where `{}` ({}) was expected",
                 got.name(),
                 got.data_type(),
