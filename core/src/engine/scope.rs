@@ -141,13 +141,7 @@ impl Exec {
         items: &[usize],
         f: impl Fn(&dyn Callback, &ItemBatch<'_>),
     ) {
-        if self.listeners.items.is_empty() {
-            return;
-        }
-        let batch = self.item_batch(items);
-        for cb in &self.listeners.items {
-            f(cb.as_ref(), &batch);
-        }
+        self.send_batch(self.item_batch(items), f);
     }
 
     /// Fires the batch event of one item (item path `items`) to the
@@ -155,12 +149,13 @@ impl Exec {
     /// and item starts and ends, through the same batch methods as
     /// columnar engines.
     pub(crate) fn emit_one(&self, items: &[usize], f: impl Fn(&dyn Callback, &ItemBatch<'_>)) {
-        if self.listeners.items.is_empty() {
-            return;
-        }
-        let one = ItemBatch::one(&self.path, items);
+        self.send_batch(ItemBatch::one(&self.path, items), f);
+    }
+
+    /// Hands `batch` to each callback that takes per-item events.
+    fn send_batch(&self, batch: ItemBatch<'_>, f: impl Fn(&dyn Callback, &ItemBatch<'_>)) {
         for cb in &self.listeners.items {
-            f(cb.as_ref(), &one);
+            f(cb.as_ref(), &batch);
         }
     }
 
