@@ -192,19 +192,29 @@ impl hypernodes::Callback for Counts {
     }
 }
 
+/// Maps `clean` then `count` over `n` short texts on `engine`, with
+/// `callback` attached.
+fn clean_and_count(
+    engine: std::sync::Arc<dyn hypernodes::Engine>,
+    callback: std::sync::Arc<dyn hypernodes::Callback>,
+    n: usize,
+) {
+    let texts: Vec<String> = (0..n).map(|i| format!("t {i}")).collect();
+    Pipeline::new([clean::node(), count::node()])
+        .unwrap()
+        .with_shared_engine(engine)
+        .with_callback(callback)
+        .map(hypernodes::Inputs::new().with("text", texts), ["text"])
+        .unwrap();
+}
+
 #[test]
 fn a_counting_callback_gets_counts_per_chunk_not_per_item() {
     use std::sync::atomic::Ordering::Relaxed;
     const N: usize = 20_000;
     for (name, engine) in common::engines() {
         let counts = std::sync::Arc::new(Counts::default());
-        let texts: Vec<String> = (0..N).map(|i| format!("t {i}")).collect();
-        Pipeline::new([clean::node(), count::node()])
-            .unwrap()
-            .with_shared_engine(engine)
-            .with_callback(counts.clone())
-            .map(hypernodes::Inputs::new().with("text", texts), ["text"])
-            .unwrap();
+        clean_and_count(engine, counts.clone(), N);
         assert_eq!(counts.computed.load(Relaxed), 2 * N, "{name}: every call");
         assert_eq!(counts.ended.load(Relaxed), N, "{name}: every item");
         // Quick items: a few reports per chunk or batch, never one per item
@@ -262,13 +272,7 @@ fn batch_callbacks_get_every_item_once_in_batches_on_columnar_engines() {
     const N: usize = 3_000;
     for (name, engine) in common::engines() {
         let seen = std::sync::Arc::new(Batches::default());
-        let texts: Vec<String> = (0..N).map(|i| format!("t {i}")).collect();
-        Pipeline::new([clean::node(), count::node()])
-            .unwrap()
-            .with_shared_engine(engine)
-            .with_callback(seen.clone())
-            .map(hypernodes::Inputs::new().with("text", texts), ["text"])
-            .unwrap();
+        clean_and_count(engine, seen.clone(), N);
         let sorted = |mut v: Vec<usize>| {
             v.sort_unstable();
             v
