@@ -47,7 +47,9 @@ mod situations;
 
 /// The allocator of this program (not of the library): mimalloc, as
 /// DataFusion's own benchmarks use; glibc's returns and re-faults the large
-/// buffers of every batch.
+/// buffers of every batch. Built without transparent huge pages (the
+/// `no_thp` feature in `Cargo.toml`): on the development VM the kernel's
+/// zeroing of 2 MiB pages on first touch halved cold throughput at times.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

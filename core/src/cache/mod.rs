@@ -28,6 +28,7 @@ mod decision;
 pub(crate) mod disk;
 mod location;
 mod rows;
+pub(crate) mod writers;
 
 pub use decision::{CacheDecision, CacheOutcome};
 pub(crate) use disk::signature_at;

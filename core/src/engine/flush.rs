@@ -9,23 +9,12 @@ use crate::map::{MapOptions, MapResult};
 
 use super::*;
 
-/// A background cache write.
-pub(crate) type Flusher = std::thread::JoinHandle<Result<(), crate::cache::CacheError>>;
+/// A background cache write, running on the process's cache writers.
+pub(crate) type Flusher = crate::cache::writers::Started;
 
 /// How many background cache writes of one `map` may run at once. Two let
 /// one write wait for the disk (fsync) while the next one encodes.
 pub(crate) const WRITES_IN_FLIGHT: usize = 2;
-
-/// The outcome of a finished background cache write.
-pub(crate) fn flushed(writer: Flusher) -> Result<(), crate::cache::CacheError> {
-    match writer.join() {
-        Ok(done) => done,
-        Err(_) => Err(crate::cache::CacheError::Io {
-            path: std::path::PathBuf::new(),
-            source: std::io::Error::other("the cache writer panicked"),
-        }),
-    }
-}
 
 impl MapJob {
     /// The flush ticker of a map with a cache: until `stop` is set, flushes
@@ -102,13 +91,13 @@ impl MapJob {
         let mut writers = self.flusher.lock().unwrap_or_else(|e| e.into_inner());
         while writers.len() >= WRITES_IN_FLIGHT {
             if let Some(done) = writers.pop_front()
-                && let Err(e) = flushed(done)
+                && let Err(e) = done.wait()
             {
                 self.cache_failed(None, e)?;
             }
         }
         *state = (Instant::now(), 0);
-        writers.push_back(std::thread::spawn(cache.clone().begin_flush()));
+        writers.push_back(crate::cache::writers::start(cache.clone().begin_flush()));
         Ok(())
     }
 
@@ -124,7 +113,7 @@ impl MapJob {
         // Every write is waited for, even after one failed.
         let mut first = Ok(());
         for writer in writers {
-            if let Err(e) = flushed(writer) {
+            if let Err(e) = writer.wait() {
                 let reported = self.cache_failed(None, e);
                 if first.is_ok() {
                     first = reported;

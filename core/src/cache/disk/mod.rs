@@ -853,29 +853,7 @@ impl DiskCache {
     /// a segment is single-threaded, and a cold `map` produces rows faster
     /// than one thread writes them); the first error, after trying all.
     fn write_all(&self, all: Vec<(PathBuf, Pending)>) -> Result<(), CacheError> {
-        let results: Vec<Result<(), CacheError>> = if all.len() > 1 {
-            std::thread::scope(|s| {
-                let writes: Vec<_> = all
-                    .into_iter()
-                    .map(|(dir, p)| s.spawn(move || self.write_pending(dir, p)))
-                    .collect();
-                writes
-                    .into_iter()
-                    .map(|w| {
-                        w.join().unwrap_or_else(|_| {
-                            Err(CacheError::Io {
-                                path: self.root.clone(),
-                                source: std::io::Error::other("a segment write panicked"),
-                            })
-                        })
-                    })
-                    .collect()
-            })
-        } else {
-            all.into_iter()
-                .map(|(dir, p)| self.write_pending(dir, p))
-                .collect()
-        };
+        let results = super::writers::each(all, |dir, p| self.write_pending(dir, p));
         results.into_iter().collect()
     }
 
