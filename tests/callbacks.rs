@@ -317,3 +317,98 @@ fn batch_callbacks_get_every_item_once_in_batches_on_columnar_engines() {
         }
     }
 }
+
+/// Leaves every event at its defaults: engines learn it takes none.
+struct Silent;
+
+impl hypernodes::Callback for Silent {}
+
+/// Counts node starts, node ends and item ends, forwarding each to a
+/// silent callback that is its first field (so shares its address): the
+/// forwarded defaults run for the field, not for this type.
+#[derive(Default)]
+#[repr(C)]
+struct Forwards {
+    inner: SilentField,
+    starts: std::sync::atomic::AtomicUsize,
+    ends: std::sync::atomic::AtomicUsize,
+    item_ends: std::sync::atomic::AtomicUsize,
+    zero_times: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
+struct SilentField;
+
+impl hypernodes::Callback for SilentField {}
+
+impl hypernodes::Callback for Forwards {
+    fn on_node_start(&self, ctx: &hypernodes::CallbackContext<'_>, node: &str) {
+        self.starts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.on_node_start(ctx, node);
+    }
+    fn on_node_end(
+        &self,
+        ctx: &hypernodes::CallbackContext<'_>,
+        node: &str,
+        took: std::time::Duration,
+    ) {
+        self.ends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if took.is_zero() {
+            self.zero_times
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.inner.on_node_end(ctx, node, took);
+    }
+    fn on_map_item_end(&self, ctx: &hypernodes::CallbackContext<'_>, took: std::time::Duration) {
+        self.item_ends
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if took.is_zero() {
+            self.zero_times
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.inner.on_map_item_end(ctx, took);
+    }
+}
+
+/// Takes node starts as batches and hands each item to its own default
+/// per-item method.
+#[derive(Default)]
+struct OwnDefault(std::sync::atomic::AtomicUsize);
+
+impl hypernodes::Callback for OwnDefault {
+    fn on_node_starts(&self, batch: &hypernodes::ItemBatch<'_>, node: &str) {
+        self.0
+            .fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed);
+        batch.for_each(|_, ctx| self.on_node_start(ctx, node));
+    }
+}
+
+#[test]
+fn callbacks_that_forward_or_override_one_form_get_every_event_beside_a_silent_one() {
+    use std::sync::atomic::Ordering::Relaxed;
+    const N: usize = 3_000;
+    for (name, engine) in common::engines() {
+        let forwards = std::sync::Arc::new(Forwards::default());
+        let own = std::sync::Arc::new(OwnDefault::default());
+        let texts: Vec<String> = (0..N).map(|i| format!("t {i}")).collect();
+        let r = Pipeline::new([clean::node(), count::node()])
+            .unwrap()
+            .with_shared_engine(engine)
+            .with_callback(std::sync::Arc::new(Silent))
+            .with_callback(forwards.clone())
+            .with_callback(own.clone())
+            .map(hypernodes::Inputs::new().with("text", texts), ["text"])
+            .unwrap();
+        assert_eq!(r.values::<i64>("word_count").unwrap(), vec![2; N], "{name}");
+        assert_eq!(forwards.starts.load(Relaxed), 2 * N, "{name}: node starts");
+        assert_eq!(forwards.ends.load(Relaxed), 2 * N, "{name}: node ends");
+        assert_eq!(forwards.item_ends.load(Relaxed), N, "{name}: item ends");
+        assert_eq!(
+            forwards.zero_times.load(Relaxed),
+            0,
+            "{name}: every time read"
+        );
+        assert_eq!(own.0.load(Relaxed), 2 * N, "{name}: batch override");
+    }
+}

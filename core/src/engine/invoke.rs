@@ -7,6 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::{Error, NodeError};
 use crate::node::{Args, Node, NodeFn, Outs};
+use crate::observe::callback::ItemEvent;
 use crate::observe::clock::Moment;
 use crate::pipeline::Step;
 use crate::value::Value;
@@ -24,6 +25,7 @@ thread_local! {
 
 /// Reads the clock, and leaves the reading for the next event of this
 /// thread's row walk (see `STAMP`).
+#[inline]
 pub(crate) fn stamp() -> Moment {
     let now = Moment::now();
     STAMP.set(Some(now));
@@ -33,6 +35,7 @@ pub(crate) fn stamp() -> Moment {
 /// The reading the last event left, or the clock's, left again for the
 /// next event (an item's start hands its reading to its first node; its
 /// end to the next item of the chunk).
+#[inline]
 pub(crate) fn pass_stamp() -> Moment {
     let now = take_stamp();
     STAMP.set(Some(now));
@@ -40,6 +43,7 @@ pub(crate) fn pass_stamp() -> Moment {
 }
 
 /// The reading the last event left (see `STAMP`), or the clock's.
+#[inline]
 pub(crate) fn take_stamp() -> Moment {
     STAMP.take().unwrap_or_else(Moment::now)
 }
@@ -85,7 +89,8 @@ impl Exec {
     }
 
     /// Starts one attempt of `node`: the node-start event, and the time
-    /// (read only when a callback takes per-item events: counts need none).
+    /// (read only when a callback takes per-item events and may want times,
+    /// see [`Exec::wants_times`]: counts need none).
     /// A call on the row walk's thread (`shared`) takes the reading the
     /// previous event left, if any.
     pub(crate) fn attempt_started(
@@ -94,12 +99,15 @@ impl Exec {
         items: &[usize],
         shared: bool,
     ) -> Option<Moment> {
-        self.has_item_callbacks().then(|| {
-            self.emit_one(items, |cb, one| cb.on_node_starts(one, &node.name));
-            match shared {
-                true => take_stamp(),
-                false => Moment::now(),
-            }
+        if !self.has_item_callbacks() {
+            return None;
+        }
+        self.emit_one(ItemEvent::NodeStarts, items, |cb, one| {
+            cb.on_node_starts(one, &node.name)
+        });
+        self.wants_times().then(|| match shared {
+            true => take_stamp(),
+            false => Moment::now(),
         })
     }
 

@@ -716,12 +716,11 @@ impl MapJob {
         if observed {
             exec.map_item(&items, None);
         }
-        // The clock is read only for per-item events (counts need none);
-        // the previous item's end, this item's start and its first node's
-        // start share one reading.
-        let start = exec
-            .has_item_callbacks()
-            .then(crate::engine::invoke::pass_stamp);
+        // The clock is read only for per-item events that may want times
+        // (counts need none, see `Exec::wants_times`); the previous item's
+        // end, this item's start and its first node's start share one
+        // reading.
+        let start = exec.wants_times().then(crate::engine::invoke::pass_stamp);
         let mut slots: SmallVec<[Option<Value>; 8]> = self.template.iter().cloned().collect();
         self.fill_mapped(index, &mut slots)?;
         let result = exec.run_steps(&mut slots, &items).map(|()| {

@@ -3,12 +3,15 @@
 //! walk that runs a plan's steps for one item.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use smallvec::SmallVec;
 
 use crate::error::{Error, Location, NodeError};
 use crate::node::{Node, NodeKind};
-use crate::observe::callback::{Callback, CallbackContext, ItemBatch, ItemCounts, NodeCounts};
+use crate::observe::callback::{
+    Callback, CallbackContext, ItemBatch, ItemCounts, ItemEvent, NodeCounts,
+};
 use crate::observe::clock::Moment;
 use crate::pipeline::{Pipeline, Plan, Step};
 use crate::value::Value;
@@ -111,6 +114,7 @@ impl Exec {
         path
     }
 
+    #[inline]
     pub(crate) fn has_callbacks(&self) -> bool {
         !self.callbacks.is_empty()
     }
@@ -138,25 +142,65 @@ impl Exec {
     /// take them: one call per callback (see [`ItemBatch`]).
     pub(crate) fn emit_item_batch(
         &self,
+        event: Option<ItemEvent>,
         items: &[usize],
         f: impl Fn(&dyn Callback, &ItemBatch<'_>),
     ) {
-        self.send_batch(self.item_batch(items), f);
+        self.send_batch(event, self.item_batch(items), f);
     }
 
     /// Fires the batch event of one item (item path `items`) to the
     /// callbacks that take per-item events: how the row walk reports node
     /// and item starts and ends, through the same batch methods as
     /// columnar engines.
-    pub(crate) fn emit_one(&self, items: &[usize], f: impl Fn(&dyn Callback, &ItemBatch<'_>)) {
-        self.send_batch(ItemBatch::one(&self.path, items), f);
+    #[inline]
+    pub(crate) fn emit_one(
+        &self,
+        event: ItemEvent,
+        items: &[usize],
+        f: impl Fn(&dyn Callback, &ItemBatch<'_>),
+    ) {
+        self.send_batch(Some(event), ItemBatch::one(&self.path, items), f);
     }
 
-    /// Hands `batch` to each callback that takes per-item events.
-    fn send_batch(&self, batch: ItemBatch<'_>, f: impl Fn(&dyn Callback, &ItemBatch<'_>)) {
-        for cb in &self.listeners.items {
-            f(cb.as_ref(), &batch);
+    /// Hands `batch` of `event` to each callback that takes per-item
+    /// events, except those known to leave `event` at its defaults (the
+    /// first non-empty batch to each callback finds out, see
+    /// [`Listeners`]). Other per-item events (`event` `None`: cached,
+    /// decisions) reach every such callback.
+    #[inline]
+    fn send_batch(
+        &self,
+        event: Option<ItemEvent>,
+        batch: ItemBatch<'_>,
+        f: impl Fn(&dyn Callback, &ItemBatch<'_>),
+    ) {
+        for (i, cb) in self.listeners.items.iter().enumerate() {
+            let Some(event) = event else {
+                f(cb.as_ref(), &batch);
+                continue;
+            };
+            match self.listeners.hears(i, event) {
+                Some(true) => f(cb.as_ref(), &batch),
+                Some(false) => {}
+                None if batch.is_empty() => f(cb.as_ref(), &batch),
+                None => {
+                    let silent =
+                        crate::observe::callback::leaves_default(cb.as_ref(), event, || {
+                            f(cb.as_ref(), &batch)
+                        });
+                    self.listeners.learn(i, event, silent);
+                }
+            }
         }
+    }
+
+    /// Whether the row walk should read the clock for per-item events: a
+    /// callback takes them, and not every one is known to leave both
+    /// timed events (node ends, item ends) at their defaults.
+    #[inline]
+    pub(crate) fn wants_times(&self) -> bool {
+        self.listeners.wants_times()
     }
 
     /// Fires an event every callback takes (pipeline, map, errors).
@@ -171,6 +215,7 @@ impl Exec {
     }
 
     /// Whether a callback takes per-item events.
+    #[inline]
     pub(crate) fn has_item_callbacks(&self) -> bool {
         !self.listeners.items.is_empty()
     }
@@ -225,8 +270,11 @@ impl Exec {
     /// A node's call for one item ended after `elapsed`: the node-end
     /// event, and a count of one (gathered while a chunk of this scope's
     /// items runs, see [`Exec::tally`]).
+    #[inline]
     pub(crate) fn node_ended(&self, items: &[usize], node: &str, elapsed: std::time::Duration) {
-        self.emit_one(items, |cb, one| cb.on_node_ends(one, node, elapsed));
+        self.emit_one(ItemEvent::NodeEnds, items, |cb, one| {
+            cb.on_node_ends(one, node, elapsed)
+        });
         self.count_node(
             items,
             node,
@@ -251,29 +299,48 @@ impl Exec {
         );
     }
 
+    /// Counts `counts` of `node` for the callbacks that take counts (a
+    /// check inlined into the row walk; the counting itself is not).
+    #[inline]
     fn count_node(&self, items: &[usize], node: &str, counts: NodeCounts) {
-        if self.listeners.counts.is_empty() || self.tallied(false, |t| t.node(node, counts)) {
-            return;
+        if !self.listeners.counts.is_empty() {
+            self.count_node_for_counters(items, node, counts);
         }
-        self.emit_batch(items, |cb, ctx| cb.on_node_batch(ctx, node, counts));
+    }
+
+    #[inline(never)]
+    fn count_node_for_counters(&self, items: &[usize], node: &str, counts: NodeCounts) {
+        if !self.tallied(false, |t| t.node(node, counts)) {
+            self.emit_batch(items, |cb, ctx| cb.on_node_batch(ctx, node, counts));
+        }
     }
 
     /// An item of a map in this scope started (`ended: false`) or ended
     /// after `elapsed`: the map-item event, and a count of one.
+    #[inline]
     pub(crate) fn map_item(&self, items: &[usize], ended: Option<std::time::Duration>) {
         match ended {
-            None => self.emit_one(items, |cb, one| cb.on_map_item_starts(one)),
-            Some(elapsed) => self.emit_one(items, |cb, one| cb.on_map_item_ends(one, &[elapsed])),
+            None => self.emit_one(ItemEvent::ItemStarts, items, |cb, one| {
+                cb.on_map_item_starts(one)
+            }),
+            Some(elapsed) => self.emit_one(ItemEvent::ItemEnds, items, |cb, one| {
+                cb.on_map_item_ends(one, &[elapsed])
+            }),
         }
+        if !self.listeners.counts.is_empty() {
+            self.count_item_for_counters(ended.is_some());
+        }
+    }
+
+    #[inline(never)]
+    fn count_item_for_counters(&self, ended: bool) {
         let counts = ItemCounts {
-            started: usize::from(ended.is_none()),
-            ended: usize::from(ended.is_some()),
+            started: usize::from(!ended),
+            ended: usize::from(ended),
         };
-        let ended = counts.ended > 0;
-        if self.listeners.counts.is_empty() || self.tallied(ended, |t| t.items(counts)) {
-            return;
+        if !self.tallied(ended, |t| t.items(counts)) {
+            self.emit_batch(&self.items, |cb, ctx| cb.on_items_batch(ctx, counts));
         }
-        self.emit_batch(&self.items, |cb, ctx| cb.on_items_batch(ctx, counts));
     }
 
     /// Gathers the counts this scope reports on this thread (nodes
@@ -527,12 +594,52 @@ pub(crate) struct Listeners {
     pub(crate) items: Vec<Arc<dyn Callback>>,
     /// Those that take counts per batch instead.
     pub(crate) counts: Vec<Arc<dyn Callback>>,
+    /// For each of `items`, what its first non-empty batch of each
+    /// [`ItemEvent`] taught (two bits an event, see [`Listeners::hears`]).
+    /// Learned once per scope and thread at most (a race learns the same
+    /// thing twice), never unlearned: a type's methods do not change.
+    heard: Vec<AtomicU8>,
 }
+
+/// `heard`: whether an event was learned, and whether it is left at its
+/// defaults (shifted by twice the event's number).
+const LEARNED: u8 = 1;
+const DEFAULTS: u8 = 2;
 
 impl Listeners {
     fn of(callbacks: &[Arc<dyn Callback>]) -> Arc<Self> {
-        let (items, counts) = callbacks.iter().cloned().partition(|cb| cb.item_events());
-        Arc::new(Listeners { items, counts })
+        let (items, counts): (Vec<_>, Vec<_>) =
+            callbacks.iter().cloned().partition(|cb| cb.item_events());
+        let heard = items.iter().map(|_| AtomicU8::new(0)).collect();
+        Arc::new(Listeners {
+            items,
+            counts,
+            heard,
+        })
+    }
+
+    /// Whether item listener `i` takes `event`: `None` until its first
+    /// non-empty batch of it, then `false` if it leaves the event at its
+    /// defaults.
+    #[inline]
+    fn hears(&self, i: usize, event: ItemEvent) -> Option<bool> {
+        let bits = self.heard[i].load(Ordering::Relaxed) >> (2 * event as u8);
+        (bits & LEARNED != 0).then_some(bits & DEFAULTS == 0)
+    }
+
+    fn learn(&self, i: usize, event: ItemEvent, defaults: bool) {
+        let bits = LEARNED | if defaults { DEFAULTS } else { 0 };
+        self.heard[i].fetch_or(bits << (2 * event as u8), Ordering::Relaxed);
+    }
+
+    /// See [`Exec::wants_times`].
+    #[inline]
+    fn wants_times(&self) -> bool {
+        let defaults = |e: ItemEvent| (LEARNED | DEFAULTS) << (2 * e as u8);
+        let both = defaults(ItemEvent::NodeEnds) | defaults(ItemEvent::ItemEnds);
+        self.heard
+            .iter()
+            .any(|h| h.load(Ordering::Relaxed) & both != both)
     }
 }
 
@@ -567,5 +674,39 @@ pub(crate) fn fixed_hash(
             .copied())
     } else {
         Ok(ty.resource_hash(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Silent;
+    impl Callback for Silent {}
+
+    #[test]
+    fn listeners_learn_each_event_once_and_stop_wanting_times_when_both_timed_ones_are_silent() {
+        let listeners = Listeners::of(&[Arc::new(Silent) as Arc<dyn Callback>]);
+        assert_eq!(listeners.hears(0, ItemEvent::NodeEnds), None);
+        assert!(listeners.wants_times(), "unknown: times are read");
+        listeners.learn(0, ItemEvent::NodeEnds, true);
+        assert_eq!(listeners.hears(0, ItemEvent::NodeEnds), Some(false));
+        assert_eq!(listeners.hears(0, ItemEvent::ItemEnds), None);
+        assert!(listeners.wants_times(), "item ends still unknown");
+        listeners.learn(0, ItemEvent::ItemEnds, true);
+        assert!(!listeners.wants_times());
+        listeners.learn(0, ItemEvent::NodeStarts, false);
+        assert_eq!(listeners.hears(0, ItemEvent::NodeStarts), Some(true));
+        assert!(!Listeners::of(&[]).wants_times(), "no listener: no times");
+        let two = Listeners::of(&[
+            Arc::new(Silent) as Arc<dyn Callback>,
+            Arc::new(Silent) as Arc<dyn Callback>,
+        ]);
+        for event in [ItemEvent::NodeEnds, ItemEvent::ItemEnds] {
+            two.learn(0, event, true);
+        }
+        two.learn(1, ItemEvent::NodeEnds, true);
+        two.learn(1, ItemEvent::ItemEnds, false);
+        assert!(two.wants_times(), "one listener takes item ends");
     }
 }

@@ -7,6 +7,7 @@ use smallvec::SmallVec;
 use crate::error::{Error, NodeError};
 use crate::map::{Column, ErrorPolicy, ItemFailure, MapResult};
 use crate::node::{NodeFn, NodeKind};
+use crate::observe::callback::ItemEvent;
 use crate::value::Value;
 
 use super::*;
@@ -367,7 +368,7 @@ impl MapJob {
     ) {
         if self.exec.has_item_callbacks() {
             let items: smallvec::SmallVec<[usize; 16]> = items.into_iter().collect();
-            self.step_batch(step, &items, |cb, batch, name| {
+            self.step_batch(None, step, &items, |cb, batch, name| {
                 batch.for_each(|_, ctx| f(cb, ctx, name))
             });
         }
@@ -379,6 +380,7 @@ impl MapJob {
     /// [`ItemBatch`](crate::observe::callback::ItemBatch)).
     pub(crate) fn step_batch(
         &self,
+        event: Option<ItemEvent>,
         step: usize,
         items: &[usize],
         f: impl Fn(
@@ -392,7 +394,7 @@ impl MapJob {
         }
         if let Some((exec, s, _)) = self.flat().step(&self.exec, step) {
             let name = &exec.node(s).name;
-            exec.emit_item_batch(items, |cb, batch| f(cb, batch, name));
+            exec.emit_item_batch(event, items, |cb, batch| f(cb, batch, name));
         }
     }
 
@@ -404,7 +406,8 @@ impl MapJob {
 
     /// [`report_node_start`](Self::report_node_start) for each of `items`.
     pub fn report_node_starts(&self, step: usize, items: &[usize]) {
-        self.step_batch(step, items, |cb, batch, name| {
+        let event = Some(ItemEvent::NodeStarts);
+        self.step_batch(event, step, items, |cb, batch, name| {
             cb.on_node_starts(batch, name)
         });
     }
@@ -418,7 +421,8 @@ impl MapJob {
     /// [`report_node_end`](Self::report_node_end) for each of `items`,
     /// all after `elapsed` (one call for the batch).
     pub fn report_node_ends(&self, step: usize, items: &[usize], elapsed: std::time::Duration) {
-        self.step_batch(step, items, |cb, batch, name| {
+        let event = Some(ItemEvent::NodeEnds);
+        self.step_batch(event, step, items, |cb, batch, name| {
             cb.on_node_ends(batch, name, elapsed)
         });
     }
@@ -596,7 +600,9 @@ impl MapJob {
     pub fn report_item_starts(&self, items: &[usize]) {
         if self.item_events {
             self.exec
-                .emit_item_batch(items, |cb, batch| cb.on_map_item_starts(batch));
+                .emit_item_batch(Some(ItemEvent::ItemStarts), items, |cb, batch| {
+                    cb.on_map_item_starts(batch)
+                });
         }
     }
 
@@ -616,7 +622,9 @@ impl MapJob {
         if self.item_events {
             let elapsed: Vec<std::time::Duration> = items.iter().map(|&i| elapsed(i)).collect();
             self.exec
-                .emit_item_batch(items, |cb, batch| cb.on_map_item_ends(batch, &elapsed));
+                .emit_item_batch(Some(ItemEvent::ItemEnds), items, |cb, batch| {
+                    cb.on_map_item_ends(batch, &elapsed)
+                });
         }
     }
 

@@ -36,19 +36,14 @@ impl ItemTimes {
         (0..len).map(|_| AtomicU64::new(0)).collect()
     }
 
-    /// `at` as stored: nanoseconds after `base`, plus one (0 is "unset").
+    /// `at` as stored: clock counts after `base`, plus one (0 is "unset").
     fn encode(&self, at: Moment) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.base).as_nanos())
-            .unwrap_or(u64::MAX - 1)
-            .saturating_add(1)
+        at.counts_since(self.base).saturating_add(1)
     }
 
     fn decode(&self, stored: u64) -> Option<Moment> {
         (stored != 0)
-            .then(|| {
-                self.base
-                    .checked_add(std::time::Duration::from_nanos(stored - 1))
-            })
+            .then(|| self.base.after_counts(stored - 1))
             .flatten()
     }
 
@@ -273,17 +268,12 @@ mod tests {
     }
 
     #[test]
-    fn item_times_keep_the_first_mark_to_the_nanosecond() {
+    fn item_times_keep_the_first_mark_exactly() {
         let state = MapState::new(4, ErrorPolicy::Continue);
         let times = state.times(2);
         let first = Moment::now();
         times.start_at(1, first);
-        times.start_at(
-            1,
-            first
-                .checked_add(std::time::Duration::from_secs(5))
-                .unwrap(),
-        );
+        times.start_at(1, first.after_counts(5_000).unwrap());
         assert_eq!(times.started(1), Some(first), "the first mark stays");
         assert_eq!(times.started(0), None);
         assert_eq!(times.started(9), None, "beyond the map: none");

@@ -18,6 +18,16 @@
 //! next one's start). A callback that only counts
 //! ([`Callback::item_events`] `false`) gets counts per batch and no
 //! clock reading at all.
+//!
+//! Engines also learn, from the first event of each kind a callback gets,
+//! whether its type leaves that event at its defaults (both the batch
+//! method and the per-item one): the defaults record that they ran, for
+//! which object and type. Such a callback is not called for that event
+//! again, and when every callback leaves both timed events (node ends,
+//! item ends) at their defaults, the row engines stop reading the clock:
+//! an empty `impl Callback` costs almost nothing after the first item.
+//! A callback that overrides either method, or forwards to another
+//! callback, is called for every event, as before.
 
 use std::time::Duration;
 
@@ -208,6 +218,78 @@ pub struct JobProgress {
     pub stages_total: usize,
 }
 
+/// The per-item events whose defaults the engines detect (see the module
+/// docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ItemEvent {
+    /// [`Callback::on_node_starts`] and [`Callback::on_node_start`].
+    NodeStarts = 0,
+    /// [`Callback::on_node_ends`] and [`Callback::on_node_end`].
+    NodeEnds = 1,
+    /// [`Callback::on_map_item_starts`] and [`Callback::on_map_item_start`].
+    ItemStarts = 2,
+    /// [`Callback::on_map_item_ends`] and [`Callback::on_map_item_end`].
+    ItemEnds = 3,
+}
+
+/// Which callback object a default method ran for: its address and its
+/// type's name (a field at the start of a callback shares its address,
+/// not its type). Not part of the API; see [`Callback::__identity`].
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallbackIdentity {
+    addr: usize,
+    type_name: &'static str,
+}
+
+impl CallbackIdentity {
+    fn of<T: ?Sized>(this: &T) -> Self {
+        CallbackIdentity {
+            addr: (this as *const T).cast::<()>().addr(),
+            type_name: std::any::type_name::<T>(),
+        }
+    }
+}
+
+/// A default event method ran: for which object, and which event.
+type DefaultRan = Option<(CallbackIdentity, ItemEvent)>;
+
+thread_local! {
+    /// The last default batch method (`on_node_starts`, ...) that ran on
+    /// this thread.
+    static DEFAULT_BATCH: std::cell::Cell<DefaultRan> = const { std::cell::Cell::new(None) };
+    /// The last default per-item method (`on_node_start`, ...) that ran on
+    /// this thread.
+    static DEFAULT_ITEM: std::cell::Cell<DefaultRan> = const { std::cell::Cell::new(None) };
+}
+
+/// Called by the default batch methods: records that `this`'s ran.
+#[inline]
+fn default_batch_ran<T: ?Sized>(this: &T, event: ItemEvent) {
+    DEFAULT_BATCH.set(Some((CallbackIdentity::of(this), event)));
+}
+
+/// Called by the default per-item methods: records that `this`'s ran.
+#[inline]
+fn default_item_ran<T: ?Sized>(this: &T, event: ItemEvent) {
+    DEFAULT_ITEM.set(Some((CallbackIdentity::of(this), event)));
+}
+
+/// Calls `deliver` (which hands a non-empty batch of `event` to `cb`) and
+/// tells whether `cb`'s type leaves `event` at its defaults: its own
+/// default batch method ran, and so did its own default per-item method.
+/// Neither can run for the object itself once overridden (Rust has no
+/// call to an overridden default), so a `true` holds for every later event
+/// of this kind; anything else (an override, a forward to another
+/// callback, a nested run in between) gives `false`.
+pub(crate) fn leaves_default(cb: &dyn Callback, event: ItemEvent, deliver: impl FnOnce()) -> bool {
+    DEFAULT_BATCH.set(None);
+    DEFAULT_ITEM.set(None);
+    deliver();
+    let me = Some((cb.__identity(), event));
+    DEFAULT_BATCH.get() == me && DEFAULT_ITEM.get() == me
+}
+
 /// Receives lifecycle events from engines. All methods default to no-ops,
 /// so a callback implements only what it needs.
 ///
@@ -277,22 +359,28 @@ pub trait Callback: Send + Sync {
     /// A `run` or `map` of a pipeline ends (successfully or not).
     fn on_pipeline_end(&self, _ctx: &CallbackContext<'_>, _elapsed: Duration) {}
     /// A node call starts.
-    fn on_node_start(&self, _ctx: &CallbackContext<'_>, _node: &str) {}
+    fn on_node_start(&self, _ctx: &CallbackContext<'_>, _node: &str) {
+        default_item_ran(self, ItemEvent::NodeStarts);
+    }
     /// Node `node` starts for every item of `batch`: how columnar engines
     /// report a batch of rows, one call per batch. The default calls
     /// [`on_node_start`](Self::on_node_start) for each item, so implement
     /// this only to take the batch at once; a callback that leaves the
     /// per-item method empty then pays nothing per item.
     fn on_node_starts(&self, batch: &ItemBatch<'_>, node: &str) {
+        default_batch_ran(self, ItemEvent::NodeStarts);
         batch.for_each(|_, ctx| self.on_node_start(ctx, node));
     }
     /// A node call ended successfully.
-    fn on_node_end(&self, _ctx: &CallbackContext<'_>, _node: &str, _elapsed: Duration) {}
+    fn on_node_end(&self, _ctx: &CallbackContext<'_>, _node: &str, _elapsed: Duration) {
+        default_item_ran(self, ItemEvent::NodeEnds);
+    }
     /// Node `node` ended successfully for every item of `batch`, after
     /// `elapsed` (the batch call's time). The default calls
     /// [`on_node_end`](Self::on_node_end) for each item (see
     /// [`on_node_starts`](Self::on_node_starts)).
     fn on_node_ends(&self, batch: &ItemBatch<'_>, node: &str, elapsed: Duration) {
+        default_batch_ran(self, ItemEvent::NodeEnds);
         batch.for_each(|_, ctx| self.on_node_end(ctx, node, elapsed));
     }
     /// A node's result was found in the cache, so it did not run.
@@ -318,13 +406,18 @@ pub trait Callback: Send + Sync {
     /// A map ends.
     fn on_map_end(&self, _ctx: &CallbackContext<'_>, _elapsed: Duration) {}
     /// One item of a map starts (`ctx.item()` is its index).
-    fn on_map_item_start(&self, _ctx: &CallbackContext<'_>) {}
+    fn on_map_item_start(&self, _ctx: &CallbackContext<'_>) {
+        default_item_ran(self, ItemEvent::ItemStarts);
+    }
     /// One item of a map ended (successfully or not).
-    fn on_map_item_end(&self, _ctx: &CallbackContext<'_>, _elapsed: Duration) {}
+    fn on_map_item_end(&self, _ctx: &CallbackContext<'_>, _elapsed: Duration) {
+        default_item_ran(self, ItemEvent::ItemEnds);
+    }
     /// Every item of `batch` starts. The default calls
     /// [`on_map_item_start`](Self::on_map_item_start) for each item (see
     /// [`on_node_starts`](Self::on_node_starts)).
     fn on_map_item_starts(&self, batch: &ItemBatch<'_>) {
+        default_batch_ran(self, ItemEvent::ItemStarts);
         batch.for_each(|_, ctx| self.on_map_item_start(ctx));
     }
     /// Every item of `batch` ended, item `k` of the batch after
@@ -332,6 +425,7 @@ pub trait Callback: Send + Sync {
     /// [`on_map_item_end`](Self::on_map_item_end) for each item (see
     /// [`on_node_starts`](Self::on_node_starts)).
     fn on_map_item_ends(&self, batch: &ItemBatch<'_>, elapsed: &[Duration]) {
+        default_batch_ran(self, ItemEvent::ItemEnds);
         batch.for_each(|k, ctx| {
             self.on_map_item_end(ctx, elapsed.get(k).copied().unwrap_or_default())
         });
@@ -347,4 +441,69 @@ pub trait Callback: Send + Sync {
     fn on_cache_error(&self, _ctx: &CallbackContext<'_>, _error: &Error) {}
     /// A node failed for good (after its retries).
     fn on_error(&self, _ctx: &CallbackContext<'_>, _error: &Error) {}
+    /// Not part of the API, and not to be overridden: which object this
+    /// is, for the engines to learn which per-item events a callback
+    /// leaves at their defaults (see the module docs).
+    #[doc(hidden)]
+    fn __identity(&self) -> CallbackIdentity {
+        CallbackIdentity::of(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Silent;
+    impl Callback for Silent {}
+
+    /// Overrides the per-item form and forwards to a silent first field.
+    #[repr(C)]
+    struct Forwards(Silent);
+    impl Callback for Forwards {
+        fn on_node_start(&self, ctx: &CallbackContext<'_>, node: &str) {
+            self.0.on_node_start(ctx, node);
+        }
+    }
+
+    /// Overrides the batch form and calls its own per-item default.
+    struct OwnDefault;
+    impl Callback for OwnDefault {
+        fn on_node_starts(&self, batch: &ItemBatch<'_>, node: &str) {
+            batch.for_each(|_, ctx| self.on_node_start(ctx, node));
+        }
+    }
+
+    fn learns(cb: &dyn Callback, event: ItemEvent) -> bool {
+        let path = ["p".to_string()];
+        let one = ItemBatch::one(&path, &[3]);
+        leaves_default(cb, event, || match event {
+            ItemEvent::NodeStarts => cb.on_node_starts(&one, "n"),
+            ItemEvent::NodeEnds => cb.on_node_ends(&one, "n", Duration::ZERO),
+            ItemEvent::ItemStarts => cb.on_map_item_starts(&one),
+            ItemEvent::ItemEnds => cb.on_map_item_ends(&one, &[Duration::ZERO]),
+        })
+    }
+
+    #[test]
+    fn only_a_type_leaving_both_forms_of_an_event_at_their_defaults_is_silent() {
+        for event in [
+            ItemEvent::NodeStarts,
+            ItemEvent::NodeEnds,
+            ItemEvent::ItemStarts,
+            ItemEvent::ItemEnds,
+        ] {
+            assert!(learns(&Silent, event), "{event:?}");
+        }
+        assert!(!learns(&Forwards(Silent), ItemEvent::NodeStarts));
+        assert!(learns(&Forwards(Silent), ItemEvent::NodeEnds));
+        assert!(!learns(&OwnDefault, ItemEvent::NodeStarts));
+        assert!(learns(&OwnDefault, ItemEvent::ItemEnds));
+        // A delivery of another event teaches nothing about this one.
+        let path = ["p".to_string()];
+        let one = ItemBatch::one(&path, &[0]);
+        assert!(!leaves_default(&Silent, ItemEvent::ItemEnds, || {
+            Silent.on_node_starts(&one, "n")
+        }));
+    }
 }
