@@ -139,7 +139,9 @@ impl Exec {
     }
 
     /// Fires a batch of per-item events for `items` to the callbacks that
-    /// take them: one call per callback (see [`ItemBatch`]).
+    /// take them: one call per callback (see [`ItemBatch`]), none to a
+    /// callback known to leave `event` at its defaults (see
+    /// [`Exec::send_batch`]).
     pub(crate) fn emit_item_batch(
         &self,
         event: Option<ItemEvent>,
@@ -308,6 +310,8 @@ impl Exec {
         }
     }
 
+    /// [`Exec::count_node`] once a callback takes counts: gathered in the
+    /// chunk's tally, or reported at once outside one.
     #[inline(never)]
     fn count_node_for_counters(&self, items: &[usize], node: &str, counts: NodeCounts) {
         if !self.tallied(false, |t| t.node(node, counts)) {
@@ -332,6 +336,8 @@ impl Exec {
         }
     }
 
+    /// [`Exec::map_item`]'s count once a callback takes counts (see
+    /// [`Exec::count_node_for_counters`]).
     #[inline(never)]
     fn count_item_for_counters(&self, ended: bool) {
         let counts = ItemCounts {
