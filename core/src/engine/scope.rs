@@ -177,6 +177,9 @@ impl Exec {
         batch: ItemBatch<'_>,
         f: impl Fn(&dyn Callback, &ItemBatch<'_>),
     ) {
+        if event.is_some_and(|e| self.listeners.silent(e)) {
+            return;
+        }
         for (i, cb) in self.listeners.items.iter().enumerate() {
             let Some(event) = event else {
                 f(cb.as_ref(), &batch);
@@ -605,6 +608,10 @@ pub(crate) struct Listeners {
     /// Learned once per scope and thread at most (a race learns the same
     /// thing twice), never unlearned: a type's methods do not change.
     heard: Vec<AtomicU8>,
+    /// Bit `1 << event` set once every one of `items` is known to leave
+    /// that event at its defaults (all four when there are none): the one
+    /// check a skipped event costs.
+    silent: AtomicU8,
 }
 
 /// `heard`: whether an event was learned, and whether it is left at its
@@ -617,11 +624,20 @@ impl Listeners {
         let (items, counts): (Vec<_>, Vec<_>) =
             callbacks.iter().cloned().partition(|cb| cb.item_events());
         let heard = items.iter().map(|_| AtomicU8::new(0)).collect();
+        let silent = AtomicU8::new(if items.is_empty() { 0b1111 } else { 0 });
         Arc::new(Listeners {
             items,
             counts,
             heard,
+            silent,
         })
+    }
+
+    /// Whether every item listener is known to leave `event` at its
+    /// defaults.
+    #[inline]
+    fn silent(&self, event: ItemEvent) -> bool {
+        self.silent.load(Ordering::Relaxed) & (1 << event as u8) != 0
     }
 
     /// Whether item listener `i` takes `event`: `None` until its first
@@ -636,16 +652,16 @@ impl Listeners {
     fn learn(&self, i: usize, event: ItemEvent, defaults: bool) {
         let bits = LEARNED | if defaults { DEFAULTS } else { 0 };
         self.heard[i].fetch_or(bits << (2 * event as u8), Ordering::Relaxed);
+        if defaults && (0..self.items.len()).all(|j| self.hears(j, event) == Some(false)) {
+            self.silent.fetch_or(1 << event as u8, Ordering::Relaxed);
+        }
     }
 
     /// See [`Exec::wants_times`].
     #[inline]
     fn wants_times(&self) -> bool {
-        let defaults = |e: ItemEvent| (LEARNED | DEFAULTS) << (2 * e as u8);
-        let both = defaults(ItemEvent::NodeEnds) | defaults(ItemEvent::ItemEnds);
-        self.heard
-            .iter()
-            .any(|h| h.load(Ordering::Relaxed) & both != both)
+        let ends_silent = self.silent(ItemEvent::NodeEnds) && self.silent(ItemEvent::ItemEnds);
+        !(self.items.is_empty() || ends_silent)
     }
 }
 
@@ -703,7 +719,14 @@ mod tests {
         assert!(!listeners.wants_times());
         listeners.learn(0, ItemEvent::NodeStarts, false);
         assert_eq!(listeners.hears(0, ItemEvent::NodeStarts), Some(true));
+        assert!(listeners.silent(ItemEvent::NodeEnds) && listeners.silent(ItemEvent::ItemEnds));
+        assert!(
+            !listeners.silent(ItemEvent::NodeStarts),
+            "it takes node starts"
+        );
+        assert!(!listeners.silent(ItemEvent::ItemStarts), "not learned yet");
         assert!(!Listeners::of(&[]).wants_times(), "no listener: no times");
+        assert!(!Listeners::default().wants_times());
         let two = Listeners::of(&[
             Arc::new(Silent) as Arc<dyn Callback>,
             Arc::new(Silent) as Arc<dyn Callback>,
@@ -711,8 +734,11 @@ mod tests {
         for event in [ItemEvent::NodeEnds, ItemEvent::ItemEnds] {
             two.learn(0, event, true);
         }
+        assert!(!two.silent(ItemEvent::NodeEnds), "the second is unknown");
         two.learn(1, ItemEvent::NodeEnds, true);
+        assert!(two.silent(ItemEvent::NodeEnds), "both leave node ends");
         two.learn(1, ItemEvent::ItemEnds, false);
+        assert!(!two.silent(ItemEvent::ItemEnds));
         assert!(two.wants_times(), "one listener takes item ends");
     }
 }
