@@ -192,20 +192,23 @@ impl hypernodes::Callback for Counts {
     }
 }
 
-/// Maps `clean` then `count` over `n` short texts on `engine`, with
-/// `callback` attached.
+/// Maps `clean` then `count` over `n` short texts ("t <i>", two words
+/// each) on `engine`, with `callbacks` attached.
 fn clean_and_count(
     engine: std::sync::Arc<dyn hypernodes::Engine>,
-    callback: std::sync::Arc<dyn hypernodes::Callback>,
+    callbacks: &[std::sync::Arc<dyn hypernodes::Callback>],
     n: usize,
-) {
+) -> hypernodes::MapResult {
     let texts: Vec<String> = (0..n).map(|i| format!("t {i}")).collect();
-    Pipeline::new([clean::node(), count::node()])
+    let mut pipeline = Pipeline::new([clean::node(), count::node()])
         .unwrap()
-        .with_shared_engine(engine)
-        .with_callback(callback)
+        .with_shared_engine(engine);
+    for callback in callbacks {
+        pipeline = pipeline.with_callback(callback.clone());
+    }
+    pipeline
         .map(hypernodes::Inputs::new().with("text", texts), ["text"])
-        .unwrap();
+        .unwrap()
 }
 
 #[test]
@@ -214,7 +217,7 @@ fn a_counting_callback_gets_counts_per_chunk_not_per_item() {
     const N: usize = 20_000;
     for (name, engine) in common::engines() {
         let counts = std::sync::Arc::new(Counts::default());
-        clean_and_count(engine, counts.clone(), N);
+        clean_and_count(engine, &[counts.clone()], N);
         assert_eq!(counts.computed.load(Relaxed), 2 * N, "{name}: every call");
         assert_eq!(counts.ended.load(Relaxed), N, "{name}: every item");
         // Quick items: a few reports per chunk or batch, never one per item
@@ -272,7 +275,7 @@ fn batch_callbacks_get_every_item_once_in_batches_on_columnar_engines() {
     const N: usize = 3_000;
     for (name, engine) in common::engines() {
         let seen = std::sync::Arc::new(Batches::default());
-        clean_and_count(engine, seen.clone(), N);
+        clean_and_count(engine, &[seen.clone()], N);
         let sorted = |mut v: Vec<usize>| {
             v.sort_unstable();
             v
@@ -391,15 +394,11 @@ fn callbacks_that_forward_or_override_one_form_get_every_event_beside_a_silent_o
     for (name, engine) in common::engines() {
         let forwards = std::sync::Arc::new(Forwards::default());
         let own = std::sync::Arc::new(OwnDefault::default());
-        let texts: Vec<String> = (0..N).map(|i| format!("t {i}")).collect();
-        let r = Pipeline::new([clean::node(), count::node()])
-            .unwrap()
-            .with_shared_engine(engine)
-            .with_callback(std::sync::Arc::new(Silent))
-            .with_callback(forwards.clone())
-            .with_callback(own.clone())
-            .map(hypernodes::Inputs::new().with("text", texts), ["text"])
-            .unwrap();
+        let r = clean_and_count(
+            engine,
+            &[std::sync::Arc::new(Silent), forwards.clone(), own.clone()],
+            N,
+        );
         assert_eq!(r.values::<i64>("word_count").unwrap(), vec![2; N], "{name}");
         assert_eq!(forwards.starts.load(Relaxed), 2 * N, "{name}: node starts");
         assert_eq!(forwards.ends.load(Relaxed), 2 * N, "{name}: node ends");
