@@ -217,7 +217,11 @@ fn a_counting_callback_gets_counts_per_chunk_not_per_item() {
     const N: usize = 20_000;
     for (name, engine) in common::engines() {
         let counts = std::sync::Arc::new(Counts::default());
-        clean_and_count(engine, &[counts.clone()], N);
+        clean_and_count(
+            engine,
+            &[counts.clone() as std::sync::Arc<dyn hypernodes::Callback>],
+            N,
+        );
         assert_eq!(counts.computed.load(Relaxed), 2 * N, "{name}: every call");
         assert_eq!(counts.ended.load(Relaxed), N, "{name}: every item");
         // Quick items: a few reports per chunk or batch, never one per item
@@ -275,7 +279,11 @@ fn batch_callbacks_get_every_item_once_in_batches_on_columnar_engines() {
     const N: usize = 3_000;
     for (name, engine) in common::engines() {
         let seen = std::sync::Arc::new(Batches::default());
-        clean_and_count(engine, &[seen.clone()], N);
+        clean_and_count(
+            engine,
+            &[seen.clone() as std::sync::Arc<dyn hypernodes::Callback>],
+            N,
+        );
         let sorted = |mut v: Vec<usize>| {
             v.sort_unstable();
             v
